@@ -1,0 +1,148 @@
+//! The crate's error type. Each variant says whose fault it is, which decides the exit code:
+//! bad input (specs, events, table data, usage) exits 2 with nothing written; storage and
+//! internal failures exit 1 (what was done is recorded, a rerun resumes); verification
+//! failures are not errors but a FAIL verdict (exit 3, see `verify`).
+//!
+//! Every message names the file, table, column or field it is about.
+
+use std::fmt;
+
+/// Shorthand for results in this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A job or table spec is malformed or inconsistent.
+    #[error("{file}: {message}")]
+    Spec { file: String, message: String },
+
+    /// The erasure-event dataset cannot be used.
+    #[error("events at {location}: {message}")]
+    Events { location: String, message: String },
+
+    /// A table's data does not fit its spec (missing column, unmatchable type, corrupt file).
+    #[error("table {table}: {file}: {message}")]
+    Table {
+        table: String,
+        file: String,
+        message: String,
+    },
+
+    /// The command line asks for something impossible (bad run id, bad shard...).
+    #[error("{0}")]
+    Usage(String),
+
+    /// A manifest cannot be read or parsed.
+    #[error("manifest {path}: {message}")]
+    Manifest { path: String, message: String },
+
+    /// The object store failed (network, permissions, missing object).
+    #[error("storage: {context}: {source}")]
+    Store {
+        context: String,
+        #[source]
+        source: object_store::Error,
+    },
+
+    /// A Parquet file could not be decoded or encoded.
+    #[error("parquet {path}: {source}")]
+    Parquet {
+        path: String,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+
+    /// DataFusion failed while querying events or tables.
+    #[error("query over {context}: {source}")]
+    Query {
+        context: String,
+        #[source]
+        source: Box<datafusion::error::DataFusionError>,
+    },
+
+    /// An Arrow kernel failed (type conversion, row encoding).
+    #[error("{context}: {source}")]
+    Arrow {
+        context: String,
+        #[source]
+        source: arrow::error::ArrowError,
+    },
+
+    /// A bug: a task panicked or an invariant broke.
+    #[error("internal error: {0}")]
+    Internal(String),
+
+    /// A file changed under us between read and replace (a concurrent writer).
+    #[error("{path} changed while it was being purged; it was left as the other writer wrote it")]
+    Conflict { path: String },
+}
+
+impl Error {
+    /// The process exit code this error maps to (see README, "Exit codes").
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Spec { .. }
+            | Error::Events { .. }
+            | Error::Table { .. }
+            | Error::Usage(_)
+            | Error::Manifest { .. } => 2,
+            Error::Store { .. }
+            | Error::Parquet { .. }
+            | Error::Query { .. }
+            | Error::Arrow { .. }
+            | Error::Internal(_)
+            | Error::Conflict { .. } => 1,
+        }
+    }
+
+    pub fn spec(file: impl fmt::Display, message: impl fmt::Display) -> Self {
+        Error::Spec {
+            file: file.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    pub fn events(location: impl fmt::Display, message: impl fmt::Display) -> Self {
+        Error::Events {
+            location: location.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    pub fn table(table: &str, file: impl fmt::Display, message: impl fmt::Display) -> Self {
+        Error::Table {
+            table: table.to_string(),
+            file: file.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    pub fn store(context: impl fmt::Display, source: object_store::Error) -> Self {
+        Error::Store {
+            context: context.to_string(),
+            source,
+        }
+    }
+
+    pub fn parquet(path: impl fmt::Display, source: parquet::errors::ParquetError) -> Self {
+        Error::Parquet {
+            path: path.to_string(),
+            source,
+        }
+    }
+
+    pub fn query(context: impl fmt::Display, source: datafusion::error::DataFusionError) -> Self {
+        Error::Query {
+            context: context.to_string(),
+            source: Box::new(source),
+        }
+    }
+
+    pub fn arrow(context: impl fmt::Display, source: arrow::error::ArrowError) -> Self {
+        Error::Arrow {
+            context: context.to_string(),
+            source,
+        }
+    }
+}

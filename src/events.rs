@@ -1,0 +1,382 @@
+//! Stage 2, events: reads the erasure-event dataset with DataFusion.
+//!
+//! The dataset is every Parquet or NDJSON (optionally `.gz`) file under the events location,
+//! hive partition folders included, with the column names the job spec gives. DataFusion casts
+//! the columns to strings, drops rows without a usable subject id (counted as `skipped`),
+//! computes the normalised forms of each id (`lower`, `btrim`) and de-duplicates. The result
+//! is small: one entry per distinct (event, subject type, subject id).
+//!
+//! No subject id ever leaves this module in a log line: only counts and event ids do.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::DataType;
+use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
+use datafusion::prelude::{DataFrame, JsonReadOptions, ParquetReadOptions, SessionContext};
+use object_store::ObjectMeta;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::spec::{EventFormat, EventsSpec, Job, Normalize};
+use crate::store::Location;
+
+/// One event file of the snapshot a run applies.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct EventFile {
+    pub path: String,
+    pub size: u64,
+    pub etag: Option<String>,
+}
+
+/// One distinct (event, subject) pair, with the normalised forms of the subject id.
+#[derive(Debug, Clone)]
+pub struct Subject {
+    /// Index into [`Events::event_ids`].
+    pub event: u32,
+    pub raw: String,
+    pub lower: String,
+    pub trim: String,
+    pub lower_trim: String,
+}
+
+impl Subject {
+    /// The subject id as a rule with `normalize` compares it.
+    pub fn value(&self, normalize: Option<Normalize>) -> &str {
+        match normalize {
+            None => &self.raw,
+            Some(Normalize::Lowercase) => &self.lower,
+            Some(Normalize::Trim) => &self.trim,
+            Some(Normalize::LowercaseTrim) => &self.lower_trim,
+        }
+    }
+}
+
+/// The erasure events a run applies.
+#[derive(Debug, Clone, Default)]
+pub struct Events {
+    pub location: String,
+    pub files: Vec<EventFile>,
+    /// Rows read from the dataset, duplicates included.
+    pub rows: u64,
+    /// Rows skipped for a null or empty subject id, event id or subject type.
+    pub skipped: u64,
+    /// Distinct event ids with a usable subject, sorted.
+    pub event_ids: Vec<String>,
+    /// Distinct subjects by subject type.
+    pub by_type: BTreeMap<String, Vec<Subject>>,
+    pub max_requested_at: Option<String>,
+    /// sha256 over the sorted distinct event ids, newline-separated.
+    pub digest: String,
+}
+
+/// Normalises a table value the way DataFusion's `lower` and `btrim` normalised the events:
+/// `lower` is Unicode lowercasing, `btrim` strips spaces (U+0020) from both ends.
+pub fn normalize_value(normalize: Normalize, value: &str) -> String {
+    match normalize {
+        Normalize::Lowercase => value.to_lowercase(),
+        Normalize::Trim => value.trim_matches(' ').to_string(),
+        Normalize::LowercaseTrim => value.trim_matches(' ').to_lowercase(),
+    }
+}
+
+fn is_event_file(format: EventFormat, name: &str) -> Option<FileCompressionType> {
+    let lower = name.to_ascii_lowercase();
+    match format {
+        EventFormat::Parquet => lower
+            .ends_with(".parquet")
+            .then_some(FileCompressionType::UNCOMPRESSED),
+        EventFormat::Ndjson => {
+            let (stem, compression) = match lower.strip_suffix(".gz") {
+                Some(stem) => (stem.to_string(), FileCompressionType::GZIP),
+                None => (lower.clone(), FileCompressionType::UNCOMPRESSED),
+            };
+            [".json", ".ndjson", ".jsonl"]
+                .iter()
+                .any(|ext| stem.ends_with(ext))
+                .then_some(compression)
+        }
+    }
+}
+
+/// Resolves the events location of `job`.
+pub fn location(job: &Job) -> Result<Location> {
+    Location::parse(&job.events.location, &job.dir, &job.events.storage_options)
+        .map_err(|m| Error::spec(job.file.display(), format!("events.location: {m}")))
+}
+
+/// Lists the event files under `loc` (the snapshot a run applies).
+pub async fn list(spec: &EventsSpec, loc: &Location) -> Result<Vec<(ObjectMeta, EventFile)>> {
+    let files = loc.list_files().await?;
+    Ok(files
+        .into_iter()
+        .filter(|m| is_event_file(spec.format, m.location.as_ref()).is_some())
+        .map(|m| {
+            let f = EventFile {
+                path: loc.relative(&m.location),
+                size: m.size,
+                etag: m.e_tag.clone(),
+            };
+            (m, f)
+        })
+        .collect())
+}
+
+/// Reads, checks, normalises and de-duplicates the event dataset of `job`.
+pub async fn load(job: &Job) -> Result<Events> {
+    let spec = &job.events;
+    let loc = location(job)?;
+    let listed = list(spec, &loc).await?;
+    let mut events = Events {
+        location: loc.url.to_string(),
+        files: listed.iter().map(|(_, f)| f.clone()).collect(),
+        digest: digest(&[]),
+        ..Events::default()
+    };
+    if listed.is_empty() {
+        tracing::info!(location = %loc, "event dataset is empty: nothing to erase");
+        return Ok(events);
+    }
+
+    let ctx = SessionContext::new();
+    ctx.register_object_store(&loc.store_url(), Arc::clone(&loc.store));
+    let shown = loc.url.to_string();
+    let qerr = |e| Error::events(&shown, e);
+    let df = match spec.format {
+        EventFormat::Parquet => {
+            let urls: Vec<String> = listed
+                .iter()
+                .map(|(m, _)| loc.object_url(&m.location))
+                .collect();
+            ctx.read_parquet(urls, ParquetReadOptions::default().file_extension(""))
+                .await
+                .map_err(qerr)?
+        }
+        EventFormat::Ndjson => {
+            let mut frames: Vec<DataFrame> = Vec::new();
+            for compression in [FileCompressionType::UNCOMPRESSED, FileCompressionType::GZIP] {
+                let urls: Vec<String> = listed
+                    .iter()
+                    .filter(|(m, _)| {
+                        is_event_file(spec.format, m.location.as_ref()) == Some(compression)
+                    })
+                    .map(|(m, _)| loc.object_url(&m.location))
+                    .collect();
+                if urls.is_empty() {
+                    continue;
+                }
+                let opts = JsonReadOptions::default()
+                    .file_extension("")
+                    .file_compression_type(compression);
+                frames.push(ctx.read_json(urls, opts).await.map_err(qerr)?);
+            }
+            let mut frames = frames.into_iter();
+            let first = frames
+                .next()
+                .ok_or_else(|| Error::events(&shown, "no NDJSON files"))?;
+            let first = project_columns(first, spec, &shown)?;
+            frames.try_fold(first, |acc, f| {
+                let f = project_columns(f, spec, &shown)?;
+                acc.union(f).map_err(|e| Error::events(&shown, e))
+            })?
+        }
+    };
+    let df = project_columns(df, spec, &shown)?;
+    ctx.register_table("events", df.into_view()).map_err(qerr)?;
+
+    let stats = ctx
+        .sql(
+            "SELECT count(*) AS n, \
+             sum(CASE WHEN event_id IS NULL OR subject_type IS NULL OR subject_id IS NULL \
+                      OR btrim(subject_id) = '' THEN 1 ELSE 0 END) AS skipped, \
+             CAST(max(requested_at) AS VARCHAR) AS max_requested_at FROM events",
+        )
+        .await
+        .map_err(qerr)?
+        .collect()
+        .await
+        .map_err(qerr)?;
+    if let Some(batch) = stats.first() {
+        events.rows = int_at(batch, 0, &shown)?;
+        events.skipped = int_at(batch, 1, &shown)?;
+        let max = string_column(batch, 2, &shown)?;
+        events.max_requested_at = max.first().cloned().flatten();
+    }
+
+    let batches = ctx
+        .sql(
+            "SELECT DISTINCT event_id, subject_type, subject_id, lower(subject_id), \
+             btrim(subject_id), lower(btrim(subject_id)) FROM events \
+             WHERE event_id IS NOT NULL AND subject_type IS NOT NULL AND subject_id IS NOT NULL \
+             AND btrim(subject_id) <> ''",
+        )
+        .await
+        .map_err(qerr)?
+        .collect()
+        .await
+        .map_err(qerr)?;
+
+    let mut rows: Vec<[String; 6]> = Vec::new();
+    for batch in &batches {
+        let cols: Vec<Vec<Option<String>>> = (0..6)
+            .map(|i| string_column(batch, i, &shown))
+            .collect::<Result<_>>()?;
+        rows.extend(
+            (0..batch.num_rows())
+                .map(|r| std::array::from_fn(|i: usize| cols[i][r].clone().unwrap_or_default())),
+        );
+    }
+    let ids: BTreeSet<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    events.event_ids = ids.iter().map(|s| s.to_string()).collect();
+    events.digest = digest(&events.event_ids);
+    for [event_id, subject_type, raw, lower, trim, lower_trim] in rows {
+        let event = events
+            .event_ids
+            .binary_search(&event_id)
+            .map_err(|_| Error::events(&shown, "event id vanished while indexing"))?;
+        events
+            .by_type
+            .entry(subject_type)
+            .or_default()
+            .push(Subject {
+                event: event as u32,
+                raw,
+                lower,
+                trim,
+                lower_trim,
+            });
+    }
+    tracing::info!(
+        location = %loc,
+        files = events.files.len(),
+        rows = events.rows,
+        skipped = events.skipped,
+        events = events.event_ids.len(),
+        "read erasure events"
+    );
+    Ok(events)
+}
+
+/// The digest of a sorted list of distinct event ids.
+pub fn digest(event_ids: &[String]) -> String {
+    let mut h = Sha256::new();
+    for id in event_ids {
+        h.update(id.as_bytes());
+        h.update(b"\n");
+    }
+    hex::encode(h.finalize())
+}
+
+/// Checks the event columns exist with usable types and renames them to the standard names.
+fn project_columns(df: DataFrame, spec: &EventsSpec, shown: &str) -> Result<DataFrame> {
+    use datafusion::prelude::{cast, ident};
+    let wanted = [
+        ("event_id", &spec.event_id, true),
+        ("subject_type", &spec.subject_type, true),
+        ("subject_id", &spec.subject_id, true),
+        ("requested_at", &spec.requested_at, false),
+    ];
+    let schema = df.schema().clone();
+    let mut exprs = Vec::new();
+    for (standard, name, must_be_text) in wanted {
+        let field = schema
+            .fields()
+            .iter()
+            .find(|f| f.name() == name)
+            .ok_or_else(|| {
+                Error::events(
+                    shown,
+                    format!(
+                        "missing column {name:?} (events.{standard}); the dataset has: {}",
+                        schema
+                            .fields()
+                            .iter()
+                            .map(|f| f.name().as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+            })?;
+        let ty = field.data_type();
+        let base = match ty {
+            DataType::Dictionary(_, v) => v.as_ref(),
+            other => other,
+        };
+        let ok = if must_be_text {
+            base.is_integer()
+                || matches!(
+                    base,
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                )
+        } else {
+            base.is_temporal()
+                || matches!(
+                    base,
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null
+                )
+        };
+        if !ok {
+            return Err(Error::events(
+                shown,
+                format!(
+                    "column {name:?} (events.{standard}) has type {ty}, expected {}",
+                    if must_be_text {
+                        "a string or integer"
+                    } else {
+                        "a timestamp, date or string"
+                    }
+                ),
+            ));
+        }
+        let expr = if must_be_text {
+            cast(ident(name.as_str()), DataType::Utf8)
+        } else {
+            ident(name.as_str())
+        };
+        exprs.push(expr.alias(standard));
+    }
+    df.select(exprs).map_err(|e| Error::events(shown, e))
+}
+
+fn string_column(batch: &RecordBatch, i: usize, shown: &str) -> Result<Vec<Option<String>>> {
+    let col = arrow::compute::cast(batch.column(i), &DataType::Utf8)
+        .map_err(|e| Error::arrow(format!("events at {shown}"), e))?;
+    let s = col.as_string::<i32>();
+    Ok((0..s.len())
+        .map(|r| s.is_valid(r).then(|| s.value(r).to_string()))
+        .collect())
+}
+
+fn int_at(batch: &RecordBatch, i: usize, shown: &str) -> Result<u64> {
+    let col = arrow::compute::cast(batch.column(i), &DataType::UInt64)
+        .map_err(|e| Error::arrow(format!("events at {shown}"), e))?;
+    let a = col.as_primitive::<arrow::datatypes::UInt64Type>();
+    Ok(if a.is_empty() || a.is_null(0) {
+        0
+    } else {
+        a.value(0)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalisation_matches_datafusion_semantics() {
+        assert_eq!(normalize_value(Normalize::Lowercase, " Ab "), " ab ");
+        assert_eq!(normalize_value(Normalize::Trim, "  Ab \t"), "Ab \t");
+        assert_eq!(normalize_value(Normalize::LowercaseTrim, " ÄB "), "äb");
+    }
+
+    #[test]
+    fn event_file_names() {
+        assert!(
+            is_event_file(EventFormat::Ndjson, "a/b.json.gz") == Some(FileCompressionType::GZIP)
+        );
+        assert!(is_event_file(EventFormat::Ndjson, "b.ndjson").is_some());
+        assert!(is_event_file(EventFormat::Ndjson, "b.parquet").is_none());
+        assert!(is_event_file(EventFormat::Parquet, "dt=1/b.snappy.parquet").is_some());
+    }
+}

@@ -1,0 +1,210 @@
+//! The `lakepurge` binary: parses arguments, sets up logging, dispatches to one function per
+//! command and maps the result to the documented exit code (0 ok, 1 partial failure, 2 bad
+//! input, 3 verification failed).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use lakepurge::purge::{Outcome, SystemClock};
+use lakepurge::spec::Job;
+use lakepurge::{Error, demo, events, plan, purge, validate, verify};
+
+#[derive(Parser)]
+#[command(
+    name = "lakepurge",
+    version,
+    about = "Batch erasure engine for Parquet warehouses"
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Only warnings and errors in the log.
+    #[arg(long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check the specs, reach every location, check every match column.
+    Validate {
+        #[arg(long)]
+        job: PathBuf,
+    },
+    /// Dry run: what purge would do, per table.
+    Plan {
+        #[arg(long)]
+        job: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Erase the events' subjects from every table and write the run manifest.
+    Purge {
+        #[arg(long)]
+        job: PathBuf,
+        #[arg(long)]
+        run_id: String,
+    },
+    /// Check a manifest against the objects it names.
+    Verify {
+        manifest: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build a sample warehouse in a scratch folder and run validate, plan, purge, verify.
+    Demo {
+        /// Scratch folder (default: a new folder under the system temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, cli.quiet);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("lakepurge: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("lakepurge: error: {e:#}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, quiet: bool) {
+    let level = if quiet { "warn" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LAKEPURGE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("lakepurge={level},warn")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_target(false).init(),
+        LogFormat::Json => builder.json().with_current_span(false).init(),
+    }
+}
+
+async fn run(command: Command) -> Result<u8, Error> {
+    match command {
+        Command::Validate { job } => cmd_validate(&Job::load(&job)?).await,
+        Command::Plan { job, json } => cmd_plan(&Job::load(&job)?, json).await,
+        Command::Purge { job, run_id } => cmd_purge(&Job::load(&job)?, &run_id).await,
+        Command::Verify { manifest, json } => cmd_verify(&manifest, json).await,
+        Command::Demo { dir } => demo::run(dir).await,
+    }
+}
+
+async fn cmd_validate(job: &Job) -> Result<u8, Error> {
+    let s = validate::validate(job).await?;
+    println!("events: {} files, {} rows", s.event_files, s.event_rows);
+    for t in &s.tables {
+        println!(
+            "table {}: {} files at {}: match columns ok",
+            t.name, t.files, t.location
+        );
+    }
+    println!("VALID: job {}", s.job);
+    Ok(0)
+}
+
+async fn cmd_plan(job: &Job, json: bool) -> Result<u8, Error> {
+    let events = events::load(job).await?;
+    let tables = plan::Table::resolve_all(job)?;
+    let plans = plan::plan_tables(&tables, &events).await?;
+    if json {
+        let doc = serde_json::json!({
+            "job": job.name,
+            "events": {"files": events.files.len(), "rows": events.rows, "skipped": events.skipped,
+                       "count": events.event_ids.len(), "digest": events.digest},
+            "tables": plans,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).map_err(|e| Error::Internal(e.to_string()))?
+        );
+        return Ok(0);
+    }
+    println!(
+        "events: {} distinct, {} rows read, {} skipped",
+        events.event_ids.len(),
+        events.rows,
+        events.skipped
+    );
+    println!(
+        "{:<24} {:>8} {:>8} {:>9} {:>8} {:>12}",
+        "table", "listed", "pruned", "affected", "emptied", "rows_to_go"
+    );
+    for p in &plans {
+        println!(
+            "{:<24} {:>8} {:>8} {:>9} {:>8} {:>12}",
+            p.name,
+            p.files_listed,
+            p.files_pruned,
+            p.files_affected,
+            p.files_emptied,
+            p.rows_matched
+        );
+    }
+    Ok(0)
+}
+
+async fn cmd_purge(job: &Job, run_id: &str) -> Result<u8, Error> {
+    match purge::purge(job, run_id, &SystemClock).await? {
+        Outcome::AlreadyComplete(s) => {
+            println!("run {run_id} is already complete: {}", s.path);
+            Ok(0)
+        }
+        Outcome::Completed(s) => {
+            for t in &s.manifest.tables {
+                println!(
+                    "table {}: {} rows removed, {} files rewritten, {} deleted",
+                    t.name, t.rows_removed, t.files_rewritten, t.files_deleted
+                );
+            }
+            println!("manifest: {}", s.path);
+            Ok(0)
+        }
+        Outcome::Failed { failures } => {
+            for (table, e) in &failures {
+                eprintln!("lakepurge: table {table} failed: {e:#}");
+            }
+            eprintln!("lakepurge: run {run_id} incomplete: rerun with the same run id to finish");
+            Ok(1)
+        }
+    }
+}
+
+async fn cmd_verify(manifest: &str, json: bool) -> Result<u8, Error> {
+    let report = verify::verify(manifest).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| Error::Internal(e.to_string()))?
+        );
+    } else {
+        for c in &report.checks {
+            println!("{} {}", if c.ok { "ok  " } else { "FAIL" }, c.what);
+        }
+        println!("{}", if report.pass { "PASS" } else { "FAIL" });
+    }
+    Ok(if report.pass { 0 } else { 3 })
+}

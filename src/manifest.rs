@@ -1,0 +1,214 @@
+//! Stage 6, manifest: the tamper-evident record of a run, written last at
+//! `<manifests>/<job>/<run id>.json`. Its presence means the run completed.
+//!
+//! Manifests of a job form a hash chain: each records the sha256 of the job's previous manifest
+//! (`previous_sha256`) and its position (`sequence`). The counts in it are the run's own
+//! metrics, serialised as computed. It holds event ids and counts, never a subject id.
+
+use std::collections::BTreeMap;
+
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::events::EventFile;
+use crate::spec::Job;
+use crate::store::Location;
+
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub job: String,
+    pub run_id: String,
+    pub status: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub engine: Engine,
+    pub spec_sha256: String,
+    pub previous_sha256: Option<String>,
+    /// 1 for the job's first manifest, then previous + 1.
+    pub sequence: u64,
+    pub events: EventsRecord,
+    pub tables: Vec<TableRecord>,
+    pub per_event: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Engine {
+    pub name: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EventsRecord {
+    pub location: String,
+    /// Distinct event ids applied.
+    pub count: u64,
+    /// Rows skipped for a null or empty subject id.
+    pub skipped: u64,
+    /// Rows read, duplicates included.
+    pub rows: u64,
+    pub max_requested_at: Option<String>,
+    /// sha256 over the sorted distinct event ids applied.
+    pub digest: String,
+    /// The event files of the snapshot.
+    pub files: Vec<EventFile>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TableRecord {
+    pub name: String,
+    pub location: String,
+    pub files_listed: u64,
+    pub files_pruned: u64,
+    pub files_rewritten: u64,
+    pub files_deleted: u64,
+    pub rows_removed: u64,
+    /// Subject ids that could not be converted to a key column's type (they match nothing).
+    pub ids_unconvertible: u64,
+    pub files: Vec<FileRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileRecord {
+    /// Relative to the table location.
+    pub path: String,
+    pub rows_removed: u64,
+    pub before: FileVersion,
+    /// `None` for a deleted file.
+    pub after: Option<FileVersion>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileVersion {
+    pub size: u64,
+    pub sha256: String,
+    pub rows: u64,
+    pub etag: Option<String>,
+}
+
+/// sha256 of bytes, hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The folder holding the manifests of `job`: `<manifests>/<job name>/`.
+pub fn folder(job: &Job) -> Result<Location> {
+    let base = Location::parse(&job.manifests, &job.dir, &job.manifests_storage_options)
+        .map_err(|m| Error::spec(job.file.display(), format!("job.manifests: {m}")))?;
+    let url = base
+        .url
+        .join(&format!("{}/", job.name))
+        .map_err(|e| Error::spec(job.file.display(), format!("job.manifests: {e}")))?;
+    let prefix = base.child(&job.name);
+    Ok(Location {
+        url,
+        store: base.store,
+        prefix,
+    })
+}
+
+/// The path of the manifest of `run_id` in `folder`.
+pub fn path(folder: &Location, run_id: &str) -> Path {
+    folder.child(&format!("{run_id}.json"))
+}
+
+/// A manifest as stored: its parsed form, its sha256 and where it is.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub manifest: Manifest,
+    pub sha256: String,
+    pub path: Path,
+}
+
+/// Parses manifest bytes; `shown` names the manifest in errors.
+pub fn parse(bytes: &[u8], shown: &str) -> Result<Manifest> {
+    let m: Manifest = serde_json::from_slice(bytes).map_err(|e| Error::Manifest {
+        path: shown.to_string(),
+        message: format!("not a lakepurge manifest: {e}"),
+    })?;
+    if m.format_version != FORMAT_VERSION {
+        return Err(Error::Manifest {
+            path: shown.to_string(),
+            message: format!(
+                "format_version {} is not supported (expected {FORMAT_VERSION})",
+                m.format_version
+            ),
+        });
+    }
+    Ok(m)
+}
+
+/// Reads the manifest at `path`, or `None` if there is none.
+pub async fn read(folder: &Location, path: &Path) -> Result<Option<Stored>> {
+    let bytes = match folder.store.get(path).await {
+        Ok(r) => r
+            .bytes()
+            .await
+            .map_err(|e| Error::store(format!("reading manifest {path}"), e))?,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(Error::store(format!("reading manifest {path}"), e)),
+    };
+    let manifest = parse(&bytes, &folder.object_url(path))?;
+    Ok(Some(Stored {
+        manifest,
+        sha256: sha256_hex(&bytes),
+        path: path.clone(),
+    }))
+}
+
+/// Every manifest of the job in `folder`, ordered by sequence.
+pub async fn all(folder: &Location) -> Result<Vec<Stored>> {
+    let metas: Vec<_> = folder
+        .store
+        .list(Some(&folder.prefix))
+        .try_collect()
+        .await
+        .map_err(|e| Error::store(format!("listing manifests at {}", folder.url), e))?;
+    let mut out = Vec::new();
+    for meta in metas {
+        let rel = folder.relative(&meta.location);
+        if rel.contains('/') || !rel.ends_with(".json") || rel.starts_with('.') {
+            continue;
+        }
+        if let Some(s) = read(folder, &meta.location).await? {
+            out.push(s);
+        }
+    }
+    out.sort_by_key(|s| s.manifest.sequence);
+    Ok(out)
+}
+
+/// Writes a new manifest; fails if one already exists for the run (never overwritten).
+pub async fn write(folder: &Location, manifest: &Manifest) -> Result<Stored> {
+    let bytes = serde_json::to_vec_pretty(manifest).map_err(|e| Error::Manifest {
+        path: folder.url.to_string(),
+        message: format!("cannot serialise: {e}"),
+    })?;
+    let path = path(folder, &manifest.run_id);
+    folder
+        .store
+        .put_opts(
+            &path,
+            PutPayload::from(bytes.clone()),
+            PutOptions::from(PutMode::Create),
+        )
+        .await
+        .map_err(|e| Error::store(format!("writing manifest {path}"), e))?;
+    Ok(Stored {
+        manifest: manifest.clone(),
+        sha256: sha256_hex(&bytes),
+        path,
+    })
+}

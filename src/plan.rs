@@ -1,0 +1,951 @@
+//! Stage 3, plan: finds which rows of which files match an erased subject.
+//!
+//! `plan` and `purge` share this code: `purge` carries out exactly what `plan` reports. For each
+//! file the footer is read first; row groups whose statistics prove no erased value can be in
+//! them are skipped, and a file whose row groups are all skipped is *pruned* without reading
+//! data. Otherwise only the key columns are read (projection), and each key value is looked up
+//! in a hash table of the erased subjects converted to the column's type (Arrow's row format
+//! makes that work for every matchable type and for composite keys). Pruning never
+//! under-deletes: statistics are used only where their ordering is known to be right.
+//!
+//! What can go wrong: a match column missing from a file, or of a type that cannot hold an id
+//! (both bad input, exit 2); a corrupt Parquet file (exit 2, naming the file).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, FixedSizeBinaryArray, GenericListArray, OffsetSizeTrait,
+    RecordBatch, StringArray, make_array,
+};
+use arrow::buffer::NullBuffer;
+use arrow::datatypes::{DataType, Schema};
+use arrow::row::{RowConverter, SortField};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
+use parquet::basic::{ColumnOrder, LogicalType, SortOrder, Type as PhysicalType};
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader, RowGroupMetaData};
+use parquet::file::statistics::Statistics;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::events::{Events, Subject, normalize_value};
+use crate::spec::{Job, MatchSpec, Normalize, TableSpec};
+use crate::store::Location;
+
+/// A table of the job with its location resolved.
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub spec: TableSpec,
+    pub location: Location,
+}
+
+impl Table {
+    /// Resolves the locations of every table of `job`.
+    pub fn resolve_all(job: &Job) -> Result<Vec<Table>> {
+        job.tables
+            .iter()
+            .map(|spec| {
+                let base = spec.source.parent().unwrap_or(&job.dir);
+                let location = Location::parse(&spec.location, base, &spec.storage_options)
+                    .map_err(|m| {
+                        Error::spec(
+                            spec.source.display(),
+                            format!("table {:?}: location: {m}", spec.name),
+                        )
+                    })?;
+                Ok(Table {
+                    spec: spec.clone(),
+                    location,
+                })
+            })
+            .collect()
+    }
+
+    /// Lists the table's data files; an empty location is an error (most likely a typo).
+    pub async fn list(&self) -> Result<Vec<ObjectMeta>> {
+        let files = self.location.list_files().await?;
+        if files.is_empty() {
+            return Err(Error::table(
+                &self.spec.name,
+                &self.location,
+                "no data files at this location (check table location)",
+            ));
+        }
+        Ok(files)
+    }
+}
+
+/// What the plan found in one file.
+#[derive(Debug, Clone, Serialize)]
+pub struct FilePlan {
+    /// Path relative to the table location.
+    pub path: String,
+    #[serde(skip)]
+    pub location: Path,
+    pub size: u64,
+    pub etag: Option<String>,
+    pub rows: u64,
+    /// Every row group was ruled out by statistics: no data was read.
+    pub pruned: bool,
+    /// Rows to erase, per row group (row indices within the row group, ascending).
+    #[serde(skip)]
+    pub erased: Vec<Vec<u32>>,
+    pub rows_matched: u64,
+    /// Matched rows per event (index into the run's event ids).
+    #[serde(skip)]
+    pub per_event: BTreeMap<u32, u64>,
+}
+
+impl FilePlan {
+    pub fn affected(&self) -> bool {
+        self.rows_matched > 0
+    }
+}
+
+/// What the plan found in one table.
+#[derive(Debug, Clone, Serialize)]
+pub struct TablePlan {
+    pub name: String,
+    pub location: String,
+    pub files_listed: u64,
+    pub files_pruned: u64,
+    pub files_affected: u64,
+    pub files_emptied: u64,
+    pub rows_matched: u64,
+    /// Subject ids that could not be converted to a key column's type.
+    pub ids_unconvertible: u64,
+    #[serde(skip)]
+    pub files: Vec<FilePlan>,
+}
+
+/// Plans every table of the job against `events`. Reads footers and key columns only.
+pub async fn plan_tables(tables: &[Table], events: &Events) -> Result<Vec<TablePlan>> {
+    let mut plans = Vec::with_capacity(tables.len());
+    for table in tables {
+        plans.push(plan_table(table, events).await?);
+    }
+    Ok(plans)
+}
+
+/// Plans one table.
+pub async fn plan_table(table: &Table, events: &Events) -> Result<TablePlan> {
+    let matcher = Matcher::new(&table.spec, events);
+    let listed = table.list().await?;
+    let mut plan = TablePlan {
+        name: table.spec.name.clone(),
+        location: table.location.url.to_string(),
+        files_listed: listed.len() as u64,
+        files_pruned: 0,
+        files_affected: 0,
+        files_emptied: 0,
+        rows_matched: 0,
+        ids_unconvertible: 0,
+        files: Vec::new(),
+    };
+    for meta in listed {
+        let rel = table.location.relative(&meta.location);
+        let reader = StoreReader {
+            store: Arc::clone(&table.location.store),
+            location: meta.location.clone(),
+            size: meta.size,
+        };
+        let mut fp = matcher.scan(reader, &table.spec.name, &rel).await?;
+        fp.location = meta.location.clone();
+        fp.size = meta.size;
+        fp.etag = meta.e_tag.clone();
+        plan.files_pruned += u64::from(fp.pruned);
+        if fp.affected() {
+            plan.files_affected += 1;
+            plan.files_emptied += u64::from(fp.rows_matched == fp.rows);
+            plan.rows_matched += fp.rows_matched;
+        }
+        plan.files.push(fp);
+    }
+    plan.ids_unconvertible = matcher.unconvertible();
+    Ok(plan)
+}
+
+/// A Parquet object read through its store: the footer first, then only the byte ranges the
+/// reader asks for (the key columns of the row groups not pruned).
+pub struct StoreReader {
+    pub store: Arc<dyn ObjectStore>,
+    pub location: Path,
+    pub size: u64,
+}
+
+impl AsyncFileReader for StoreReader {
+    fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        async move {
+            self.store
+                .get_range(&self.location, range)
+                .await
+                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
+        }
+        .boxed()
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        async move {
+            self.store
+                .get_ranges(&self.location, &ranges)
+                .await
+                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
+        }
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        _options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            let size = self.size;
+            let metadata = ParquetMetaDataReader::new()
+                .with_prefetch_hint(Some(64 * 1024))
+                .load_and_finish(self, size)
+                .await?;
+            Ok(Arc::new(metadata))
+        }
+        .boxed()
+    }
+}
+
+/// A Parquet file held in memory, readable by the async Arrow reader.
+pub struct BytesReader {
+    pub bytes: Bytes,
+}
+
+impl AsyncFileReader for BytesReader {
+    fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        let len = self.bytes.len() as u64;
+        let out = if range.start <= range.end && range.end <= len {
+            Ok(self.bytes.slice(range.start as usize..range.end as usize))
+        } else {
+            Err(parquet::errors::ParquetError::EOF(format!(
+                "range {range:?} is beyond the end of the file ({len} bytes)"
+            )))
+        };
+        futures::future::ready(out).boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        _options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        let out = ParquetMetaDataReader::new()
+            .parse_and_finish(&self.bytes)
+            .map(Arc::new);
+        futures::future::ready(out).boxed()
+    }
+}
+
+/// The match rules of one table, with the subjects each rule looks for.
+pub struct Matcher<'e> {
+    rules: Vec<RuleSubjects<'e>>,
+    /// Lookup tables per (rule, key types): built once per distinct schema.
+    compiled: std::sync::Mutex<HashMap<LookupKey, Arc<Lookup>>>,
+}
+
+/// A rule index and the key types a lookup was built for.
+type LookupKey = (usize, Vec<DataType>);
+
+struct RuleSubjects<'e> {
+    spec: MatchSpec,
+    paths: Vec<Vec<String>>,
+    subjects: &'e [Subject],
+}
+
+/// Erased key values of one rule, encoded in Arrow's row format for one set of key types.
+struct Lookup {
+    converter: RowConverter,
+    rows: HashMap<Box<[u8]>, Vec<u32>>,
+    unconvertible: u64,
+    /// Sorted erased values, for statistics pruning (single top-level columns only).
+    sorted: Option<SortedKeys>,
+}
+
+enum SortedKeys {
+    Ints(Vec<i64>),
+    Bytes(Vec<Vec<u8>>),
+}
+
+/// How a rule's key column resolved against a file's Arrow schema.
+#[derive(Debug, Clone)]
+pub struct ResolvedKey {
+    /// The type values are compared as (dictionaries unpacked, string kinds unified).
+    pub compare_type: DataType,
+    /// The path goes through a list: any element may match.
+    pub through_list: bool,
+}
+
+static NO_SUBJECTS: [Subject; 0] = [];
+
+impl<'e> Matcher<'e> {
+    pub fn new(spec: &TableSpec, events: &'e Events) -> Self {
+        let rules = spec
+            .matches
+            .iter()
+            .map(|m| RuleSubjects {
+                spec: m.clone(),
+                paths: m
+                    .key_columns()
+                    .iter()
+                    .map(|c| c.split('.').map(str::to_string).collect())
+                    .collect(),
+                subjects: events
+                    .by_type
+                    .get(&m.subject_type)
+                    .map(Vec::as_slice)
+                    .unwrap_or(&NO_SUBJECTS),
+            })
+            .collect();
+        Matcher {
+            rules,
+            compiled: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Subject ids that could not be converted, summed over the rules and schemas seen.
+    pub fn unconvertible(&self) -> u64 {
+        self.compiled
+            .lock()
+            .map(|c| c.values().map(|l| l.unconvertible).sum())
+            .unwrap_or(0)
+    }
+
+    /// Checks every rule against a file's Arrow schema (used by `validate` and before a scan).
+    pub fn check_schema(
+        &self,
+        schema: &Schema,
+    ) -> std::result::Result<Vec<Vec<ResolvedKey>>, String> {
+        self.rules
+            .iter()
+            .map(|r| {
+                let keys = r
+                    .paths
+                    .iter()
+                    .map(|p| resolve_key(schema, p, r.spec.normalize))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                if r.spec.is_composite() && keys.iter().any(|k| k.through_list) {
+                    return Err(format!(
+                        "match {}: a composite key cannot contain a list column",
+                        r.spec.label()
+                    ));
+                }
+                Ok(keys)
+            })
+            .collect()
+    }
+
+    fn lookup(&self, rule: usize, keys: &[ResolvedKey]) -> Result<Arc<Lookup>> {
+        let types: Vec<DataType> = keys.iter().map(|k| k.compare_type.clone()).collect();
+        let key = (rule, types.clone());
+        if let Ok(cache) = self.compiled.lock()
+            && let Some(l) = cache.get(&key)
+        {
+            return Ok(Arc::clone(l));
+        }
+        let r = &self.rules[rule];
+        let top_level_scalar = r.paths.len() == 1 && r.paths[0].len() == 1 && !keys[0].through_list;
+        let lookup = Arc::new(build_lookup(
+            r,
+            &types,
+            top_level_scalar && r.spec.normalize.is_none(),
+        )?);
+        if let Ok(mut cache) = self.compiled.lock() {
+            cache.insert(key, Arc::clone(&lookup));
+        }
+        Ok(lookup)
+    }
+
+    /// Finds the rows of one file to erase. `file` is for messages.
+    pub async fn scan<R>(&self, reader: R, table: &str, file: &str) -> Result<FilePlan>
+    where
+        R: AsyncFileReader + Unpin + Send + 'static,
+    {
+        let builder = ParquetRecordBatchStreamBuilder::new(reader)
+            .await
+            .map_err(|e| Error::table(table, file, format!("not a readable Parquet file: {e}")))?;
+        let metadata = Arc::clone(builder.metadata());
+        let schema = Arc::clone(builder.schema());
+        let resolved = self
+            .check_schema(&schema)
+            .map_err(|m| Error::table(table, file, m))?;
+        let lookups: Vec<Arc<Lookup>> = resolved
+            .iter()
+            .enumerate()
+            .map(|(i, keys)| self.lookup(i, keys))
+            .collect::<Result<_>>()?;
+
+        let row_groups = metadata.row_groups();
+        let rows: u64 = row_groups
+            .iter()
+            .map(|rg| rg.num_rows().max(0) as u64)
+            .sum();
+        let mut plan = FilePlan {
+            path: file.to_string(),
+            location: Path::default(),
+            size: 0,
+            etag: None,
+            rows,
+            pruned: false,
+            erased: vec![Vec::new(); row_groups.len()],
+            rows_matched: 0,
+            per_event: BTreeMap::new(),
+        };
+        // Row groups that statistics cannot rule out for at least one rule.
+        let selected: Vec<usize> = (0..row_groups.len())
+            .filter(|&i| {
+                row_groups[i].num_rows() > 0
+                    && self.rules.iter().enumerate().any(|(r, rule)| {
+                        !lookups[r].rows.is_empty()
+                            && !stats_rule_out(
+                                &lookups[r],
+                                &rule.paths,
+                                &row_groups[i],
+                                &metadata,
+                                i,
+                            )
+                    })
+            })
+            .collect();
+        if selected.is_empty() {
+            plan.pruned = true;
+            return Ok(plan);
+        }
+
+        let parquet_schema = builder.parquet_schema();
+        let roots: BTreeSet<usize> = self
+            .rules
+            .iter()
+            .flat_map(|r| r.paths.iter().map(|p| p[0].clone()))
+            .filter_map(|name| {
+                parquet_schema
+                    .root_schema()
+                    .get_fields()
+                    .iter()
+                    .position(|f| f.name() == name)
+            })
+            .collect();
+        let mask = ProjectionMask::roots(parquet_schema, roots);
+        let mut stream = builder
+            .with_projection(mask)
+            .with_row_groups(selected.clone())
+            .with_batch_size(8192)
+            .build()
+            .map_err(|e| Error::table(table, file, format!("cannot read key columns: {e}")))?;
+
+        // Map positions in the selected rows back to (row group, row).
+        let starts: Vec<u64> = selected
+            .iter()
+            .scan(0u64, |acc, &i| {
+                let s = *acc;
+                *acc += row_groups[i].num_rows() as u64;
+                Some(s)
+            })
+            .collect();
+        let mut offset = 0u64;
+        while let Some(batch) = stream.next().await {
+            let batch = batch
+                .map_err(|e| Error::table(table, file, format!("cannot read key columns: {e}")))?;
+            let hits = self.match_batch(&batch, &lookups, table, file)?;
+            for (row, evs) in hits {
+                let pos = offset + row as u64;
+                let k = starts.partition_point(|&s| s <= pos) - 1;
+                plan.erased[selected[k]].push((pos - starts[k]) as u32);
+                plan.rows_matched += 1;
+                for e in evs {
+                    *plan.per_event.entry(e).or_default() += 1;
+                }
+            }
+            offset += batch.num_rows() as u64;
+        }
+        Ok(plan)
+    }
+
+    /// The rows of `batch` that match, each with the events whose subjects it matched.
+    fn match_batch(
+        &self,
+        batch: &RecordBatch,
+        lookups: &[Arc<Lookup>],
+        table: &str,
+        file: &str,
+    ) -> Result<BTreeMap<usize, BTreeSet<u32>>> {
+        let mut hits: BTreeMap<usize, BTreeSet<u32>> = BTreeMap::new();
+        for (r, rule) in self.rules.iter().enumerate() {
+            let lookup = &lookups[r];
+            if lookup.rows.is_empty() {
+                continue;
+            }
+            let mut columns = Vec::with_capacity(rule.paths.len());
+            let mut row_of: Option<Vec<u32>> = None;
+            for path in &rule.paths {
+                let (values, map) = extract(batch, path).map_err(|m| {
+                    Error::table(table, file, format!("match {}: {m}", rule.spec.label()))
+                })?;
+                let values = to_compare_type(&values, rule.spec.normalize).map_err(|e| {
+                    Error::arrow(
+                        format!("table {table}: {file}: match {}", rule.spec.label()),
+                        e,
+                    )
+                })?;
+                columns.push(values);
+                if map.is_some() {
+                    row_of = map;
+                }
+            }
+            let converted = lookup.converter.convert_columns(&columns).map_err(|e| {
+                Error::arrow(
+                    format!("table {table}: {file}: match {}", rule.spec.label()),
+                    e,
+                )
+            })?;
+            let valid = combined_nulls(&columns);
+            for (i, row) in converted.iter().enumerate() {
+                if valid.as_ref().is_some_and(|n| n.is_null(i)) {
+                    continue;
+                }
+                if let Some(evs) = lookup.rows.get(row.as_ref()) {
+                    let target = match &row_of {
+                        Some(map) => map[i],
+                        None => i as u32,
+                    };
+                    if target != u32::MAX {
+                        hits.entry(target as usize)
+                            .or_default()
+                            .extend(evs.iter().copied());
+                    }
+                }
+            }
+        }
+        Ok(hits)
+    }
+}
+
+fn combined_nulls(columns: &[ArrayRef]) -> Option<NullBuffer> {
+    columns.iter().fold(None, |acc, c| {
+        NullBuffer::union(acc.as_ref(), c.logical_nulls().as_ref())
+    })
+}
+
+/// Resolves a dotted key path against an Arrow schema.
+pub fn resolve_key(
+    schema: &Schema,
+    path: &[String],
+    normalize: Option<Normalize>,
+) -> std::result::Result<ResolvedKey, String> {
+    let shown = path.join(".");
+    let first = schema.field_with_name(&path[0]).map_err(|_| {
+        format!(
+            "match column {shown:?} does not exist (columns: {})",
+            schema
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
+    let mut ty = first.data_type().clone();
+    let mut through_list = false;
+    for part in &path[1..] {
+        while let DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) = &ty {
+            through_list = true;
+            ty = f.data_type().clone();
+        }
+        ty = match &ty {
+            DataType::Struct(fields) => fields
+                .iter()
+                .find(|f| f.name() == part)
+                .map(|f| f.data_type().clone())
+                .ok_or_else(|| format!("match column {shown:?}: struct has no field {part:?}"))?,
+            other => {
+                return Err(format!(
+                    "match column {shown:?}: cannot take field {part:?} of a non-struct ({other})"
+                ));
+            }
+        };
+    }
+    while let DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) = &ty {
+        through_list = true;
+        ty = f.data_type().clone();
+    }
+    let compare_type = compare_type(&ty).ok_or_else(|| {
+        format!(
+            "match column {shown:?} has type {ty}, which cannot hold a subject id \
+             (expected an integer, string, binary or fixed-size binary)"
+        )
+    })?;
+    if normalize.is_some() && compare_type != DataType::Utf8 {
+        return Err(format!(
+            "match column {shown:?}: normalize needs a string column, found {ty}"
+        ));
+    }
+    Ok(ResolvedKey {
+        compare_type,
+        through_list,
+    })
+}
+
+/// The type a key column's values are compared as, or `None` if it cannot hold an id.
+fn compare_type(ty: &DataType) -> Option<DataType> {
+    match ty {
+        DataType::Dictionary(_, v) => compare_type(v),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Some(DataType::Utf8),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => Some(DataType::Binary),
+        DataType::FixedSizeBinary(n) => Some(DataType::FixedSizeBinary(*n)),
+        t if t.is_integer() => Some(t.clone()),
+        _ => None,
+    }
+}
+
+fn to_compare_type(
+    values: &ArrayRef,
+    normalize: Option<Normalize>,
+) -> arrow::error::Result<ArrayRef> {
+    let target = compare_type(values.data_type()).ok_or_else(|| {
+        arrow::error::ArrowError::InvalidArgumentError(format!(
+            "type {} cannot hold a subject id",
+            values.data_type()
+        ))
+    })?;
+    let cast = if values.data_type() == &target {
+        Arc::clone(values)
+    } else {
+        arrow::compute::cast(values, &target)?
+    };
+    Ok(match normalize {
+        None => cast,
+        Some(n) => {
+            let s = cast.as_string::<i32>();
+            Arc::new(
+                s.iter()
+                    .map(|v| v.map(|v| normalize_value(n, v)))
+                    .collect::<StringArray>(),
+            )
+        }
+    })
+}
+
+/// Follows `path` into `batch`: struct fields by name, lists flattened. Returns the leaf
+/// values and, when a list was flattened, the row each value belongs to (`u32::MAX` for a
+/// value under a null list, which never matches).
+fn extract(
+    batch: &RecordBatch,
+    path: &[String],
+) -> std::result::Result<(ArrayRef, Option<Vec<u32>>), String> {
+    let mut array = batch
+        .column_by_name(&path[0])
+        .cloned()
+        .ok_or_else(|| format!("column {:?} missing from the batch", path[0]))?;
+    let mut row_of: Option<Vec<u32>> = None;
+    for part in &path[1..] {
+        (array, row_of) = flatten_lists(array, row_of);
+        let s = array
+            .as_struct_opt()
+            .ok_or_else(|| format!("{} is not a struct", path.join(".")))?;
+        let child = s
+            .column_by_name(part)
+            .cloned()
+            .ok_or_else(|| format!("no field {part:?} in {}", path.join(".")))?;
+        // A child under a null struct is null, whatever its slot holds.
+        let nulls = NullBuffer::union(s.nulls(), child.nulls());
+        let data = child
+            .to_data()
+            .into_builder()
+            .nulls(nulls)
+            .build()
+            .map_err(|e| e.to_string())?;
+        array = make_array(data);
+    }
+    Ok(flatten_lists(array, row_of))
+}
+
+fn flatten_lists(
+    mut array: ArrayRef,
+    mut row_of: Option<Vec<u32>>,
+) -> (ArrayRef, Option<Vec<u32>>) {
+    loop {
+        let flattened = match array.data_type() {
+            DataType::List(_) => flatten_one(array.as_list::<i32>(), row_of.as_deref()),
+            DataType::LargeList(_) => flatten_one(array.as_list::<i64>(), row_of.as_deref()),
+            DataType::FixedSizeList(_, _) => {
+                let l = array.as_fixed_size_list();
+                let n = l.value_length() as usize;
+                let map = (0..l.len())
+                    .flat_map(|i| {
+                        let row = if l.is_null(i) {
+                            u32::MAX
+                        } else {
+                            row_of.as_ref().map_or(i as u32, |m| m[i])
+                        };
+                        std::iter::repeat_n(row, n)
+                    })
+                    .collect();
+                (l.values().slice(l.offset() * n, l.len() * n), map)
+            }
+            _ => return (array, row_of),
+        };
+        array = flattened.0;
+        row_of = Some(flattened.1);
+    }
+}
+
+fn flatten_one<O: OffsetSizeTrait>(
+    list: &GenericListArray<O>,
+    row_of: Option<&[u32]>,
+) -> (ArrayRef, Vec<u32>) {
+    let offsets = list.value_offsets();
+    let start = offsets[0].as_usize();
+    let end = offsets[offsets.len() - 1].as_usize();
+    let mut map = vec![u32::MAX; end - start];
+    for i in 0..list.len() {
+        if list.is_null(i) {
+            continue;
+        }
+        let row = row_of.map_or(i as u32, |m| m[i]);
+        for slot in &mut map[offsets[i].as_usize() - start..offsets[i + 1].as_usize() - start] {
+            *slot = row;
+        }
+    }
+    (list.values().slice(start, end - start), map)
+}
+
+fn build_lookup(rule: &RuleSubjects<'_>, types: &[DataType], sortable: bool) -> Result<Lookup> {
+    let label = rule.spec.label();
+    let aerr = |e| Error::arrow(format!("match {label}: converting subject ids"), e);
+    let converter = RowConverter::new(types.iter().map(|t| SortField::new(t.clone())).collect())
+        .map_err(aerr)?;
+    let n = rule.subjects.len();
+    // One string column per key column: the id itself, or the parts of a composite id.
+    let mut parts: Vec<Vec<Option<String>>> = vec![Vec::with_capacity(n); types.len()];
+    for s in rule.subjects {
+        let value = s.value(rule.spec.normalize);
+        if types.len() == 1 {
+            parts[0].push(Some(value.to_string()));
+            continue;
+        }
+        let elems = serde_json::from_str::<Vec<serde_json::Value>>(value)
+            .ok()
+            .filter(|v| v.len() == types.len());
+        for (k, col) in parts.iter_mut().enumerate() {
+            col.push(elems.as_ref().and_then(|v| match &v[k] {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Number(x) => Some(x.to_string()),
+                _ => None,
+            }));
+        }
+    }
+    let mut columns = Vec::with_capacity(types.len());
+    for (col, ty) in parts.into_iter().zip(types) {
+        columns.push(convert_ids(&StringArray::from(col), ty).map_err(aerr)?);
+    }
+    let valid = combined_nulls(&columns);
+    let rows = converter.convert_columns(&columns).map_err(aerr)?;
+    let mut map: HashMap<Box<[u8]>, Vec<u32>> = HashMap::new();
+    let mut unconvertible = 0u64;
+    for (i, row) in rows.iter().enumerate() {
+        if valid.as_ref().is_some_and(|v| v.is_null(i)) {
+            unconvertible += 1;
+            continue;
+        }
+        let evs = map.entry(row.as_ref().into()).or_default();
+        if !evs.contains(&rule.subjects[i].event) {
+            evs.push(rule.subjects[i].event);
+        }
+    }
+    let sorted = if sortable && !columns.is_empty() {
+        sorted_keys(&columns[0])
+    } else {
+        None
+    };
+    if unconvertible > 0 {
+        tracing::debug!(rule = %label, unconvertible, "subject ids that cannot convert to the key type match nothing");
+    }
+    Ok(Lookup {
+        converter,
+        rows: map,
+        unconvertible,
+        sorted,
+    })
+}
+
+/// Converts subject ids (strings) to a key type; ids that cannot convert become null.
+fn convert_ids(ids: &StringArray, ty: &DataType) -> arrow::error::Result<ArrayRef> {
+    match ty {
+        DataType::Utf8 => Ok(Arc::new(ids.clone())),
+        DataType::Binary => Ok(Arc::new(
+            ids.iter()
+                .map(|v| v.map(str::as_bytes))
+                .collect::<BinaryArray>(),
+        )),
+        DataType::FixedSizeBinary(n) => {
+            let n = *n as usize;
+            let values: Vec<Option<Vec<u8>>> = ids
+                .iter()
+                .map(|v| v.and_then(|s| fixed_bytes(s, n)))
+                .collect();
+            Ok(Arc::new(
+                FixedSizeBinaryArray::try_from_sparse_iter_with_size(values.into_iter(), n as i32)?,
+            ))
+        }
+        other => arrow::compute::cast_with_options(
+            ids,
+            other,
+            &arrow::compute::CastOptions {
+                safe: true,
+                ..Default::default()
+            },
+        ),
+    }
+}
+
+/// A subject id as `n` raw bytes: a UUID in text form for 16 bytes, else the id's own bytes.
+fn fixed_bytes(s: &str, n: usize) -> Option<Vec<u8>> {
+    if n == 16 {
+        let hexed: String = s.chars().filter(|c| *c != '-').collect();
+        if hexed.len() == 32
+            && let Ok(b) = hex::decode(&hexed)
+        {
+            return Some(b);
+        }
+    }
+    (s.len() == n).then(|| s.as_bytes().to_vec())
+}
+
+fn sorted_keys(column: &ArrayRef) -> Option<SortedKeys> {
+    let ty = column.data_type();
+    if matches!(
+        ty,
+        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64
+    ) {
+        let c = arrow::compute::cast(column, &DataType::Int64).ok()?;
+        let a = c.as_primitive::<arrow::datatypes::Int64Type>();
+        let mut v: Vec<i64> = a.iter().flatten().collect();
+        v.sort_unstable();
+        v.dedup();
+        return Some(SortedKeys::Ints(v));
+    }
+    if ty == &DataType::Utf8 {
+        let a = column.as_string::<i32>();
+        let mut v: Vec<Vec<u8>> = a.iter().flatten().map(|s| s.as_bytes().to_vec()).collect();
+        v.sort_unstable();
+        v.dedup();
+        return Some(SortedKeys::Bytes(v));
+    }
+    None
+}
+
+/// Whether the row group's statistics prove that no erased value of this rule is in it.
+/// Only single top-level signed-integer or string columns with trustworthy ordering qualify;
+/// anything else returns `false` (read the data).
+fn stats_rule_out(
+    lookup: &Lookup,
+    paths: &[Vec<String>],
+    rg: &RowGroupMetaData,
+    metadata: &ParquetMetaData,
+    _rg_index: usize,
+) -> bool {
+    let Some(sorted) = &lookup.sorted else {
+        return false;
+    };
+    let schema = metadata.file_metadata().schema_descr();
+    let Some(leaf) = (0..schema.num_columns()).find(|&i| {
+        let column = schema.column(i);
+        let parts = column.path().parts();
+        parts.len() == 1 && parts[0] == paths[0][0]
+    }) else {
+        return false;
+    };
+    let descr = schema.column(leaf);
+    let Some(stats) = rg.column(leaf).statistics() else {
+        return false;
+    };
+    match (sorted, stats) {
+        (SortedKeys::Ints(keys), Statistics::Int32(s)) if signed(&descr) => {
+            match (s.min_opt(), s.max_opt()) {
+                (Some(&lo), Some(&hi)) => !any_in_range(keys, &(lo as i64), &(hi as i64)),
+                _ => false,
+            }
+        }
+        (SortedKeys::Ints(keys), Statistics::Int64(s)) if signed(&descr) => {
+            match (s.min_opt(), s.max_opt()) {
+                (Some(&lo), Some(&hi)) => !any_in_range(keys, &lo, &hi),
+                _ => false,
+            }
+        }
+        (SortedKeys::Bytes(keys), Statistics::ByteArray(s)) => {
+            let ordered = matches!(
+                metadata.file_metadata().column_order(leaf),
+                ColumnOrder::TYPE_DEFINED_ORDER(SortOrder::UNSIGNED)
+            );
+            match (ordered, s.min_bytes_opt(), s.max_bytes_opt()) {
+                (true, Some(lo), Some(hi)) => !any_in_range(keys, &lo.to_vec(), &hi.to_vec()),
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+fn signed(descr: &parquet::schema::types::ColumnDescriptor) -> bool {
+    matches!(
+        descr.physical_type(),
+        PhysicalType::INT32 | PhysicalType::INT64
+    ) && match descr.logical_type_ref() {
+        None => !matches!(
+            descr.converted_type(),
+            parquet::basic::ConvertedType::UINT_8
+                | parquet::basic::ConvertedType::UINT_16
+                | parquet::basic::ConvertedType::UINT_32
+                | parquet::basic::ConvertedType::UINT_64
+        ),
+        Some(LogicalType::Integer(int)) => int.is_signed,
+        Some(_) => false,
+    }
+}
+
+fn any_in_range<T: Ord>(sorted: &[T], lo: &T, hi: &T) -> bool {
+    let i = sorted.partition_point(|v| v < lo);
+    i < sorted.len() && &sorted[i] <= hi
+}
+
+/// The Arrow schema of a Parquet footer, for `validate`.
+pub fn arrow_schema(metadata: &ParquetMetaData) -> parquet::errors::Result<Schema> {
+    parquet::arrow::parquet_to_arrow_schema(
+        metadata.file_metadata().schema_descr(),
+        metadata.file_metadata().key_value_metadata(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_check() {
+        assert!(any_in_range(&[1, 5, 9], &4, &6));
+        assert!(!any_in_range(&[1, 5, 9], &6, &8));
+        assert!(!any_in_range::<i64>(&[], &0, &10));
+    }
+
+    #[test]
+    fn uuid_and_raw_fixed_bytes() {
+        let u = fixed_bytes("00112233-4455-6677-8899-aabbccddeeff", 16).unwrap();
+        assert_eq!(u[0], 0x00);
+        assert_eq!(u[15], 0xff);
+        assert_eq!(fixed_bytes("abcd", 4).unwrap(), b"abcd");
+        assert!(fixed_bytes("abc", 4).is_none());
+    }
+}

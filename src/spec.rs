@@ -1,0 +1,400 @@
+//! Stage 1, specs: the job file and its table specs, parsed once into typed structs.
+//!
+//! A job file names the job, where manifests go, the event dataset and the tables (inline
+//! `[[table]]` entries and/or a folder of one-table spec files). Unknown keys are errors, as
+//! are missing keys, duplicate table names and inconsistent match rules; every error names the
+//! file and the field. Nothing here touches storage: `validate` and `plan` do that.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// A parsed and checked job: the job section, the events section and every table.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub name: String,
+    /// Where manifests go, as written (resolved against `dir`).
+    pub manifests: String,
+    pub manifests_storage_options: BTreeMap<String, String>,
+    pub events: EventsSpec,
+    pub tables: Vec<TableSpec>,
+    /// The folder of the job file: relative locations resolve against it.
+    pub dir: PathBuf,
+    /// The job file itself.
+    pub file: PathBuf,
+    /// sha256 over the job file and every table spec file, as read.
+    pub spec_sha256: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobFile {
+    job: JobSection,
+    events: EventsSpec,
+    #[serde(default, rename = "table")]
+    tables: Vec<TableSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobSection {
+    name: String,
+    manifests: String,
+    tables: Option<String>,
+    #[serde(default)]
+    storage_options: BTreeMap<String, String>,
+}
+
+/// The `[events]` section: where the erasure-event dataset is and what its columns are called.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsSpec {
+    pub location: String,
+    pub format: EventFormat,
+    #[serde(default = "default_event_id")]
+    pub event_id: String,
+    #[serde(default = "default_subject_type")]
+    pub subject_type: String,
+    #[serde(default = "default_subject_id")]
+    pub subject_id: String,
+    #[serde(default = "default_requested_at")]
+    pub requested_at: String,
+    #[serde(default)]
+    pub storage_options: BTreeMap<String, String>,
+}
+
+fn default_event_id() -> String {
+    "event_id".into()
+}
+fn default_subject_type() -> String {
+    "subject_type".into()
+}
+fn default_subject_id() -> String {
+    "subject_id".into()
+}
+fn default_requested_at() -> String {
+    "requested_at".into()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventFormat {
+    Parquet,
+    Ndjson,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TableFormat {
+    #[default]
+    Parquet,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    #[default]
+    Delete,
+    Redact,
+}
+
+/// One registered table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableSpec {
+    pub name: String,
+    pub location: String,
+    #[serde(default)]
+    pub format: TableFormat,
+    #[serde(default)]
+    pub partitioning: Vec<String>,
+    #[serde(default)]
+    pub action: Action,
+    #[serde(rename = "match")]
+    pub matches: Vec<MatchSpec>,
+    #[serde(default)]
+    pub redact: Vec<String>,
+    #[serde(default)]
+    pub storage_options: BTreeMap<String, String>,
+    /// The file this table was declared in (the job file for inline tables).
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+/// One `[[match]]` rule: a column (or dotted struct path, or list column) or a composite key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchSpec {
+    pub column: Option<String>,
+    pub columns: Option<Vec<String>>,
+    pub subject_type: String,
+    pub normalize: Option<Normalize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Normalize {
+    Lowercase,
+    Trim,
+    LowercaseTrim,
+}
+
+impl MatchSpec {
+    /// The key columns of this rule, each a dotted path.
+    pub fn key_columns(&self) -> Vec<String> {
+        match (&self.column, &self.columns) {
+            (Some(c), _) => vec![c.clone()],
+            (None, Some(cs)) => cs.clone(),
+            (None, None) => Vec::new(),
+        }
+    }
+
+    /// Whether the rule is a composite key (`columns = [...]`).
+    pub fn is_composite(&self) -> bool {
+        self.columns.is_some()
+    }
+
+    /// A short label for messages: `user_id`, `sender.id` or `[tenant_id, user_id]`.
+    pub fn label(&self) -> String {
+        match (&self.column, &self.columns) {
+            (Some(c), _) => c.clone(),
+            (None, Some(cs)) => format!("[{}]", cs.join(", ")),
+            (None, None) => "<none>".into(),
+        }
+    }
+}
+
+/// Checks a run id or job name: it becomes part of an object path, so only letters, digits,
+/// `-`, `_`, `.` and `:` are allowed, and it must not start with `.`.
+pub fn check_name(kind: &str, value: &str) -> std::result::Result<(), String> {
+    let ok = !value.is_empty()
+        && value.len() <= 200
+        && !value.starts_with('.')
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{kind} {value:?} is not allowed: use 1-200 letters, digits, '-', '_', '.' or ':', not starting with '.'"
+        ))
+    }
+}
+
+impl Job {
+    /// Reads and checks the job file at `path` and every table spec it refers to.
+    pub fn load(path: &Path) -> Result<Job> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::spec(&shown, format!("cannot read job spec: {e}")))?;
+        let parsed: JobFile = toml::from_str(&text).map_err(|e| Error::spec(&shown, e))?;
+        let dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let mut hasher = Sha256::new();
+        hash_file(&mut hasher, "job", text.as_bytes());
+
+        check_name("job.name", &parsed.job.name).map_err(|m| Error::spec(&shown, m))?;
+        let mut tables = parsed.tables;
+        for t in &mut tables {
+            t.source = path.to_path_buf();
+        }
+        if let Some(folder) = &parsed.job.tables {
+            let folder_path = dir.join(folder);
+            let entries = std::fs::read_dir(&folder_path).map_err(|e| {
+                Error::spec(
+                    &shown,
+                    format!(
+                        "job.tables: cannot read folder {}: {e}",
+                        folder_path.display()
+                    ),
+                )
+            })?;
+            let mut files: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            files.sort();
+            for file in files {
+                let shown_t = file.display().to_string();
+                let text = std::fs::read_to_string(&file)
+                    .map_err(|e| Error::spec(&shown_t, format!("cannot read table spec: {e}")))?;
+                let mut table: TableSpec =
+                    toml::from_str(&text).map_err(|e| Error::spec(&shown_t, e))?;
+                table.source = file.clone();
+                hash_file(&mut hasher, &shown_t, text.as_bytes());
+                tables.push(table);
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for t in &tables {
+            check_table(t)?;
+            if !seen.insert(t.name.clone()) {
+                return Err(Error::spec(
+                    t.source.display(),
+                    format!(
+                        "table name {:?} is declared twice; table names must be unique",
+                        t.name
+                    ),
+                ));
+            }
+        }
+        if tables.is_empty() {
+            return Err(Error::spec(
+                &shown,
+                "the job has no tables: add [[table]] entries or job.tables = \"<folder>\"",
+            ));
+        }
+        Ok(Job {
+            name: parsed.job.name,
+            manifests: parsed.job.manifests,
+            manifests_storage_options: parsed.job.storage_options,
+            events: parsed.events,
+            tables,
+            dir,
+            file: path.to_path_buf(),
+            spec_sha256: hex::encode(hasher.finalize()),
+        })
+    }
+}
+
+fn hash_file(hasher: &mut Sha256, name: &str, bytes: &[u8]) {
+    hasher.update((name.len() as u64).to_le_bytes());
+    hasher.update(name.as_bytes());
+    hasher.update((bytes.len() as u64).to_le_bytes());
+    hasher.update(bytes);
+}
+
+fn check_table(t: &TableSpec) -> Result<()> {
+    let file = t.source.display().to_string();
+    let err = |m: String| Error::spec(&file, format!("table {:?}: {m}", t.name));
+    if t.name.trim().is_empty() {
+        return Err(Error::spec(&file, "name: must not be empty"));
+    }
+    if t.location.trim().is_empty() {
+        return Err(err("location: must not be empty".into()));
+    }
+    if t.matches.is_empty() {
+        return Err(err("needs at least one [[match]] rule".into()));
+    }
+    for (i, m) in t.matches.iter().enumerate() {
+        let at = format!("match[{i}]");
+        match (&m.column, &m.columns) {
+            (Some(_), Some(_)) => {
+                return Err(err(format!(
+                    "{at}: give either column or columns, not both"
+                )));
+            }
+            (None, None) => return Err(err(format!("{at}: missing column (or columns)"))),
+            (None, Some(cs)) if cs.len() < 2 => {
+                return Err(err(format!(
+                    "{at}.columns: a composite key needs at least two columns, got {}",
+                    cs.len()
+                )));
+            }
+            _ => {}
+        }
+        for c in m.key_columns() {
+            if c.is_empty() || c.split('.').any(str::is_empty) {
+                return Err(err(format!(
+                    "{at}: {c:?} is not a column name or dotted path"
+                )));
+            }
+        }
+        if m.subject_type.trim().is_empty() {
+            return Err(err(format!("{at}.subject_type: must not be empty")));
+        }
+        if m.is_composite() && m.normalize.is_some() {
+            return Err(err(format!(
+                "{at}.normalize: not supported on a composite key"
+            )));
+        }
+    }
+    match t.action {
+        Action::Delete => {
+            if !t.redact.is_empty() {
+                return Err(err("redact: only allowed with action = \"redact\"".into()));
+            }
+        }
+        Action::Redact => {
+            return Err(err(
+                "action = \"redact\" is not supported by this version of lakepurge; use \"delete\""
+                    .into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    const JOB: &str = r#"
+[job]
+name = "nightly"
+manifests = "manifests"
+tables = "tables"
+[events]
+location = "events"
+format = "ndjson"
+subject_id = "value"
+[[table]]
+name = "a"
+location = "a"
+[[table.match]]
+column = "user_id"
+subject_type = "user_id"
+"#;
+
+    #[test]
+    fn loads_inline_and_folder_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("tables")).unwrap();
+        write(
+            &dir.path().join("tables"),
+            "b.toml",
+            "name = \"b\"\nlocation = \"b\"\n[[match]]\ncolumns = [\"t\", \"u\"]\nsubject_type = \"tu\"\n",
+        );
+        let job = Job::load(&write(dir.path(), "job.toml", JOB)).unwrap();
+        assert_eq!(job.tables.len(), 2);
+        assert_eq!(job.events.subject_id, "value");
+        assert_eq!(job.events.event_id, "event_id");
+        assert_eq!(job.tables[1].matches[0].key_columns(), vec!["t", "u"]);
+        assert_eq!(job.spec_sha256.len(), 64);
+    }
+
+    #[test]
+    fn unknown_key_names_the_file_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("tables")).unwrap();
+        let bad = JOB.replace(
+            "subject_type = \"user_id\"",
+            "subject_type = \"user_id\"\ncolour = 1",
+        );
+        let err = Job::load(&write(dir.path(), "job.toml", &bad)).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("job.toml") && msg.contains("colour"), "{msg}");
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn run_ids_with_path_characters_are_refused() {
+        assert!(check_name("run id", "2026-11-25").is_ok());
+        assert!(check_name("run id", "../x").is_err());
+        assert!(check_name("run id", "a/b").is_err());
+        assert!(check_name("run id", "").is_err());
+    }
+}

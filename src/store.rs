@@ -1,0 +1,426 @@
+//! Storage: every byte lakepurge reads or writes goes through `object_store`, so `file://`,
+//! `memory://` and the cloud schemes run the same code.
+//!
+//! [`Location`] turns a spec's location string (an object-store URL, or a path relative to the
+//! spec file) into a store and a prefix. Stores are shared per scheme and authority within a
+//! process, so `memory://` locations of one job see each other.
+//!
+//! `LocalFileSystem` has no conditional replace (`PutMode::Update`). [`LocalStore`] wraps it and
+//! adds one: the new bytes are written to a hidden temporary object (`.lakepurge-*.tmp`) beside
+//! the target, the target's current etag is compared with the expected one under a process-wide
+//! lock, and the temporary object is renamed over the target (`rename(2)`, atomic on POSIX file
+//! systems). Readers see the old file or the new one, never a torn one. The guarantee against
+//! concurrent writers is weaker than on S3: a writer outside lakepurge that replaces the file in
+//! the microseconds between the etag check and the rename is overwritten.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path as FsPath;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
+    UpdateVersion,
+};
+use url::Url;
+
+use crate::error::{Error, Result};
+
+/// A resolved location: the store that holds it, the URL it was given as and its prefix.
+#[derive(Clone)]
+pub struct Location {
+    /// The location as a URL, always ending with `/`.
+    pub url: Url,
+    pub store: Arc<dyn ObjectStore>,
+    /// The prefix of the location inside `store`.
+    pub prefix: Path,
+}
+
+impl fmt::Debug for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.url)
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.url)
+    }
+}
+
+/// The shared stores of this process, keyed by scheme, authority and options.
+static STORES: LazyLock<Mutex<BTreeMap<String, Arc<dyn ObjectStore>>>> =
+    LazyLock::new(|| Mutex::new(BTreeMap::new()));
+
+impl Location {
+    /// Resolves `location` as written in a spec. A value without a scheme is a local path,
+    /// relative to `base_dir` (the folder of the spec file that names it).
+    pub fn parse(
+        location: &str,
+        base_dir: &FsPath,
+        options: &BTreeMap<String, String>,
+    ) -> std::result::Result<Self, String> {
+        let url = to_url(location, base_dir)?;
+        let (store, prefix) = store_for(&url, options)?;
+        Ok(Location { url, store, prefix })
+    }
+
+    /// The location of `relative` (a `/`-separated path) under this location.
+    pub fn child(&self, relative: &str) -> Path {
+        let mut parts: Vec<String> = self
+            .prefix
+            .parts()
+            .map(|p| p.as_ref().to_string())
+            .collect();
+        parts.extend(
+            relative
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+        );
+        Path::from_iter(parts)
+    }
+
+    /// `path` relative to this location's prefix, `/`-separated.
+    pub fn relative(&self, path: &Path) -> String {
+        match path.prefix_match(&self.prefix) {
+            Some(parts) => parts
+                .map(|p| p.as_ref().to_string())
+                .collect::<Vec<_>>()
+                .join("/"),
+            None => path.to_string(),
+        }
+    }
+
+    /// A full URL of an object of this store, as DataFusion wants it.
+    pub fn object_url(&self, path: &Path) -> String {
+        let mut root = self.url.clone();
+        root.set_path("/");
+        format!("{}{}", root, path)
+    }
+
+    /// The scheme-and-authority URL DataFusion registers this store under.
+    pub fn store_url(&self) -> Url {
+        let mut root = self.url.clone();
+        root.set_path("/");
+        root
+    }
+
+    /// Lists the data files under this location: every object whose name does not start with
+    /// `_` or `.` (hidden, temporary or metadata objects), in path order.
+    pub async fn list_files(&self) -> Result<Vec<ObjectMeta>> {
+        use futures::TryStreamExt;
+        let mut files: Vec<ObjectMeta> = self
+            .store
+            .list(Some(&self.prefix))
+            .try_filter(|m| futures::future::ready(is_data_file(&self.relative(&m.location))))
+            .try_collect()
+            .await
+            .map_err(|e| Error::store(format!("listing {}", self.url), e))?;
+        files.sort_by(|a, b| a.location.cmp(&b.location));
+        Ok(files)
+    }
+}
+
+/// Whether a path relative to a table or event location names a data file: no segment may
+/// start with `_` or `.` (Spark's and Hive's convention for metadata and temporary files).
+pub fn is_data_file(relative: &str) -> bool {
+    relative
+        .split('/')
+        .all(|seg| !seg.is_empty() && !seg.starts_with('_') && !seg.starts_with('.'))
+}
+
+fn to_url(location: &str, base_dir: &FsPath) -> std::result::Result<Url, String> {
+    let mut url = match Url::parse(location) {
+        Ok(url) if url.scheme().len() > 1 => url,
+        _ => {
+            let path = base_dir.join(location);
+            let abs = std::path::absolute(&path)
+                .map_err(|e| format!("cannot make {} absolute: {e}", path.display()))?;
+            Url::from_directory_path(&abs)
+                .map_err(|()| format!("{} is not a valid local path", abs.display()))?
+        }
+    };
+    if !url.path().ends_with('/') {
+        let p = format!("{}/", url.path());
+        url.set_path(&p);
+    }
+    Ok(url)
+}
+
+fn store_for(
+    url: &Url,
+    options: &BTreeMap<String, String>,
+) -> std::result::Result<(Arc<dyn ObjectStore>, Path), String> {
+    let key = format!(
+        "{}://{}?{}",
+        url.scheme(),
+        url.authority(),
+        options
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("&")
+    );
+    let prefix = Path::from_url_path(url.path()).map_err(|e| format!("bad path in {url}: {e}"))?;
+    let mut stores = STORES
+        .lock()
+        .map_err(|_| "store registry poisoned".to_string())?;
+    if let Some(store) = stores.get(&key) {
+        return Ok((Arc::clone(store), prefix));
+    }
+    let store: Arc<dyn ObjectStore> = match url.scheme() {
+        "file" => Arc::new(LocalStore::new()),
+        "memory" => Arc::new(InMemory::new()),
+        "s3" | "s3a" => {
+            let mut b = object_store::aws::AmazonS3Builder::from_env()
+                .with_url(url.as_str())
+                .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch);
+            for (k, v) in options {
+                let key = k.parse().map_err(|e| format!("storage_options.{k}: {e}"))?;
+                b = b.with_config(key, v);
+            }
+            Arc::new(
+                b.build()
+                    .map_err(|e| redact_error(&e.to_string(), options))?,
+            )
+        }
+        "gs" => {
+            let mut b =
+                object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(url.as_str());
+            for (k, v) in options {
+                let key = k.parse().map_err(|e| format!("storage_options.{k}: {e}"))?;
+                b = b.with_config(key, v);
+            }
+            Arc::new(
+                b.build()
+                    .map_err(|e| redact_error(&e.to_string(), options))?,
+            )
+        }
+        "az" | "abfs" | "abfss" | "azure" => {
+            let mut b =
+                object_store::azure::MicrosoftAzureBuilder::from_env().with_url(url.as_str());
+            for (k, v) in options {
+                let key = k.parse().map_err(|e| format!("storage_options.{k}: {e}"))?;
+                b = b.with_config(key, v);
+            }
+            Arc::new(
+                b.build()
+                    .map_err(|e| redact_error(&e.to_string(), options))?,
+            )
+        }
+        other => {
+            return Err(format!(
+                "unsupported scheme {other:?} in {url}: expected file, memory, s3, gs, az or abfss"
+            ));
+        }
+    };
+    stores.insert(key, Arc::clone(&store));
+    Ok((store, prefix))
+}
+
+/// Removes option values (which may be secrets) from an error message.
+fn redact_error(message: &str, options: &BTreeMap<String, String>) -> String {
+    options
+        .values()
+        .filter(|v| v.len() >= 4)
+        .fold(message.to_string(), |m, v| m.replace(v.as_str(), "***"))
+}
+
+/// `LocalFileSystem` with a conditional replace (`PutMode::Update`); see the module docs.
+#[derive(Debug)]
+pub struct LocalStore {
+    inner: LocalFileSystem,
+    replace_lock: tokio::sync::Mutex<()>,
+}
+
+impl LocalStore {
+    pub fn new() -> Self {
+        LocalStore {
+            inner: LocalFileSystem::new(),
+            replace_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    async fn replace_if(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        expected: UpdateVersion,
+    ) -> object_store::Result<PutResult> {
+        let name = location.filename().unwrap_or("object");
+        let tmp_name = format!(".lakepurge-{}-{}.tmp", uuid::Uuid::new_v4().simple(), name);
+        let tmp = match location.parts().count() {
+            0 | 1 => Path::from(tmp_name),
+            _ => {
+                let parts: Vec<_> = location.parts().collect();
+                let mut parent: Vec<String> = parts[..parts.len() - 1]
+                    .iter()
+                    .map(|p| p.as_ref().to_string())
+                    .collect();
+                parent.push(tmp_name);
+                Path::from_iter(parent)
+            }
+        };
+        self.inner.put(&tmp, payload).await?;
+        let _guard = self.replace_lock.lock().await;
+        let current = match self.inner.head(location).await {
+            Ok(meta) => meta,
+            Err(e) => {
+                let _ = self.inner.delete(&tmp).await;
+                return Err(e);
+            }
+        };
+        if current.e_tag != expected.e_tag {
+            let _ = self.inner.delete(&tmp).await;
+            return Err(object_store::Error::Precondition {
+                path: location.to_string(),
+                source: format!(
+                    "etag is {:?}, expected {:?}",
+                    current.e_tag.as_deref().unwrap_or(""),
+                    expected.e_tag.as_deref().unwrap_or("")
+                )
+                .into(),
+            });
+        }
+        if let Err(e) = self.inner.rename(&tmp, location).await {
+            let _ = self.inner.delete(&tmp).await;
+            return Err(e);
+        }
+        let meta = self.inner.head(location).await?;
+        Ok(PutResult {
+            e_tag: meta.e_tag,
+            version: meta.version,
+        })
+    }
+}
+
+impl Default for LocalStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for LocalStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LocalStore(conditional replace over {})", self.inner)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for LocalStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        match opts.mode {
+            PutMode::Update(expected) => self.replace_if(location, payload, expected).await,
+            _ => self.inner.put_opts(location, payload, opts).await,
+        }
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+
+    async fn rename_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: RenameOptions,
+    ) -> object_store::Result<()> {
+        self.inner.rename_opts(from, to, options).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn local_conditional_replace_refuses_a_stale_etag() {
+        let dir = tempfile::tempdir().unwrap();
+        let loc = Location::parse(".", dir.path(), &BTreeMap::new()).unwrap();
+        let path = loc.child("a.bin");
+        let first = loc.store.put(&path, "one".into()).await.unwrap();
+        let expected = UpdateVersion {
+            e_tag: first.e_tag.clone(),
+            version: None,
+        };
+        let opts = PutOptions::from(PutMode::Update(expected.clone()));
+        loc.store
+            .put_opts(&path, "two".into(), opts.clone())
+            .await
+            .unwrap();
+        // The etag changed: the same expectation is now stale and must be refused.
+        let err = loc
+            .store
+            .put_opts(&path, "three".into(), opts)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, object_store::Error::Precondition { .. }),
+            "{err}"
+        );
+        let body = loc.store.get(&path).await.unwrap().bytes().await.unwrap();
+        assert_eq!(&body[..], b"two");
+        // No temporary object is left behind.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, vec!["a.bin".to_string()]);
+    }
+
+    #[test]
+    fn hidden_and_underscore_segments_are_not_data() {
+        assert!(is_data_file("dt=2026-01-01/part-0.parquet"));
+        assert!(!is_data_file("_SUCCESS"));
+        assert!(!is_data_file("dt=1/.part-0.parquet.crc"));
+        assert!(!is_data_file("_temporary/0/part-0.parquet"));
+    }
+}

@@ -1,0 +1,78 @@
+//! The `validate` command: checks a job without writing anything.
+//!
+//! Parses the specs, reads the event dataset (its columns and their types), reaches the manifest
+//! location, and for every table lists its files and checks, from each file's footer, that every
+//! match column exists with a type that can hold a subject id. The first problem is returned
+//! as an error naming the file, table and field (exit 2).
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::events::{self, Events};
+use crate::manifest;
+use crate::plan::{self, Matcher, StoreReader, Table};
+use crate::spec::Job;
+use parquet::arrow::async_reader::AsyncFileReader;
+
+#[derive(Debug, Serialize)]
+pub struct TableSummary {
+    pub name: String,
+    pub location: String,
+    pub files: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub job: String,
+    pub event_files: u64,
+    pub event_rows: u64,
+    pub tables: Vec<TableSummary>,
+}
+
+pub async fn validate(job: &Job) -> Result<Summary> {
+    let events = events::load(job).await?;
+    let folder = manifest::folder(job)?;
+    manifest::all(&folder).await?;
+    let no_events = Events::default();
+    let mut tables = Vec::new();
+    for table in Table::resolve_all(job)? {
+        let matcher = Matcher::new(&table.spec, &no_events);
+        let files = table.list().await?;
+        for meta in &files {
+            let rel = table.location.relative(&meta.location);
+            let mut reader = StoreReader {
+                store: table.location.store.clone(),
+                location: meta.location.clone(),
+                size: meta.size,
+            };
+            let metadata = reader.get_metadata(None).await.map_err(|e| {
+                Error::table(
+                    &table.spec.name,
+                    &rel,
+                    format!("not a readable Parquet file: {e}"),
+                )
+            })?;
+            let schema = plan::arrow_schema(&metadata).map_err(|e| {
+                Error::table(
+                    &table.spec.name,
+                    &rel,
+                    format!("cannot map the Parquet schema: {e}"),
+                )
+            })?;
+            matcher
+                .check_schema(&schema)
+                .map_err(|m| Error::table(&table.spec.name, &rel, m))?;
+        }
+        tables.push(TableSummary {
+            name: table.spec.name.clone(),
+            location: table.location.url.to_string(),
+            files: files.len() as u64,
+        });
+    }
+    Ok(Summary {
+        job: job.name.clone(),
+        event_files: events.files.len() as u64,
+        event_rows: events.rows,
+        tables,
+    })
+}
