@@ -169,7 +169,12 @@ pub async fn load(job: &Job) -> Result<Events> {
                 let opts = JsonReadOptions::default()
                     .file_extension("")
                     .file_compression_type(compression);
-                frames.push(ctx.read_json(urls, opts).await.map_err(qerr)?);
+                frames.push(ctx.read_json(urls, opts).await.map_err(|e| {
+                    Error::events(
+                        &shown,
+                        format!("cannot read NDJSON (does a column mix JSON types?): {e}"),
+                    )
+                })?);
             }
             let mut frames = frames.into_iter();
             let first = frames

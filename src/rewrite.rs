@@ -23,7 +23,7 @@ use parquet::data_type::{
 use parquet::errors::ParquetError;
 use parquet::file::metadata::ParquetMetaData;
 use parquet::file::page_index::column_index::ColumnIndexMetaData;
-use parquet::file::properties::{ReaderProperties, WriterProperties};
+use parquet::file::properties::{EnabledStatistics, ReaderProperties, WriterProperties};
 use parquet::file::reader::FileReader;
 use parquet::file::serialized_reader::{ReadOptionsBuilder, SerializedFileReader};
 use parquet::file::writer::{SerializedColumnWriter, SerializedFileWriter};
@@ -82,7 +82,15 @@ pub fn rewrite(file: Bytes, erased: &[Vec<u32>], path: &str) -> Result<Rewritten
         });
     }
 
-    let props = Arc::new(writer_properties(metadata));
+    // Page indexes of copied chunks are kept only when every chunk of the file has one: the
+    // writer cannot mix chunks with and without an offset index.
+    let keep_page_index = metadata.offset_index().is_some_and(|oi| {
+        oi.iter().all(|rg| {
+            rg.len() == metadata.file_metadata().schema_descr().num_columns()
+                && rg.iter().all(|c| !c.page_locations.is_empty())
+        })
+    });
+    let props = Arc::new(writer_properties(metadata, keep_page_index));
     let schema = metadata.file_metadata().schema_descr().root_schema_ptr();
     let mut out: Vec<u8> = Vec::with_capacity(file.len());
     let mut copied = 0;
@@ -105,10 +113,12 @@ pub fn rewrite(file: Bytes, erased: &[Vec<u32>], path: &str) -> Result<Rewritten
                         bloom_filter: rg_reader.get_column_bloom_filter(j).cloned(),
                         column_index: metadata
                             .column_index()
+                            .filter(|_| keep_page_index)
                             .and_then(|ci| ci.get(i)?.get(j).cloned())
                             .filter(|ci| !matches!(ci, ColumnIndexMetaData::NONE)),
                         offset_index: metadata
                             .offset_index()
+                            .filter(|_| keep_page_index)
                             .and_then(|oi| oi.get(i)?.get(j).cloned()),
                     };
                     rg_writer.append_column(&file, close).map_err(perr)?;
@@ -151,11 +161,17 @@ pub fn rewrite(file: Bytes, erased: &[Vec<u32>], path: &str) -> Result<Rewritten
     })
 }
 
-/// Writer properties that reproduce the original file's per-column choices.
-fn writer_properties(metadata: &ParquetMetaData) -> WriterProperties {
+/// Writer properties that reproduce the original file's per-column choices. Without a page
+/// index in the original, none is written (statistics stay per chunk, as in the original).
+fn writer_properties(metadata: &ParquetMetaData, page_index: bool) -> WriterProperties {
     let fm = metadata.file_metadata();
     let mut b =
         WriterProperties::builder().set_key_value_metadata(fm.key_value_metadata().cloned());
+    if !page_index {
+        b = b
+            .set_statistics_enabled(EnabledStatistics::Chunk)
+            .set_offset_index_disabled(true);
+    }
     if let Some(first) = metadata.row_groups().first() {
         b = b.set_sorting_columns(first.sorting_columns().cloned());
         for column in first.columns() {

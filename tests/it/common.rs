@@ -1,0 +1,201 @@
+//! Helpers shared by the integration tests.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use arrow::array::RecordBatch;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::file::metadata::ParquetMetaData;
+use parquet::file::reader::FileReader;
+use parquet::file::serialized_reader::SerializedFileReader;
+use sha2::{Digest, Sha256};
+
+/// The output of one `lakepurge` run.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn all_output(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+/// Runs the built binary with `args`.
+pub fn lakepurge(args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_lakepurge"))
+        .args(args)
+        .env_remove("LAKEPURGE_LOG")
+        .output()
+        .expect("run lakepurge");
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    eprintln!(
+        "$ lakepurge {}\nexit {}\n{}",
+        args.join(" "),
+        run.code,
+        run.all_output()
+    );
+    run
+}
+
+/// The repository's testdata folder.
+pub fn testdata() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata")
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+pub fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+/// sha256 of every file under `dir`, by relative path.
+pub fn tree_hashes(dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else {
+                let rel = p.strip_prefix(base).unwrap().display().to_string();
+                out.insert(rel, sha256_file(&p));
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// All rows of a Parquet file as one batch, read with the parquet crate's Arrow reader.
+pub fn read_all(path: &Path) -> RecordBatch {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+    let schema = batches[0].schema();
+    arrow::compute::concat_batches(&schema, &batches).unwrap()
+}
+
+pub fn metadata(path: &Path) -> ParquetMetaData {
+    SerializedFileReader::new(File::open(path).unwrap())
+        .unwrap()
+        .metadata()
+        .clone()
+}
+
+/// Codecs used by each leaf column over all row groups.
+pub fn codecs(meta: &ParquetMetaData) -> Vec<Vec<String>> {
+    let n = meta.file_metadata().schema_descr().num_columns();
+    (0..n)
+        .map(|c| {
+            let mut v: Vec<String> = meta
+                .row_groups()
+                .iter()
+                .map(|rg| format!("{:?}", rg.column(c).compression()))
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        })
+        .collect()
+}
+
+/// Asserts that `after` keeps the exact Parquet schema, key-value metadata and codecs of
+/// `before`.
+pub fn assert_same_format(before: &Path, after: &Path) {
+    let (b, a) = (metadata(before), metadata(after));
+    assert_eq!(
+        b.file_metadata().schema_descr().root_schema(),
+        a.file_metadata().schema_descr().root_schema(),
+        "Parquet schema changed for {}",
+        after.display()
+    );
+    assert_eq!(
+        b.file_metadata().key_value_metadata(),
+        a.file_metadata().key_value_metadata(),
+        "key-value metadata changed for {}",
+        after.display()
+    );
+    assert_eq!(
+        codecs(&b),
+        codecs(&a),
+        "codecs changed for {}",
+        after.display()
+    );
+}
+
+/// Writes NDJSON events: (event id, subject type, subject id as a JSON value).
+pub fn write_events(path: &Path, events: &[(&str, &str, serde_json::Value)]) {
+    let mut text = String::new();
+    for (i, (id, ty, subject)) in events.iter().enumerate() {
+        let row = serde_json::json!({
+            "event_id": id, "subject_type": ty, "subject_id": subject,
+            "requested_at": format!("2026-11-24T{:02}:00:00Z", i % 24),
+        });
+        text.push_str(&row.to_string());
+        text.push('\n');
+    }
+    write(path, &text);
+}
+
+pub fn file_url(path: &Path) -> String {
+    url::Url::from_directory_path(path).unwrap().to_string()
+}
+
+pub fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// The Python with pyarrow the cross-checks use (`LAKEPURGE_PYTHON`, default `python3`).
+pub fn python() -> String {
+    std::env::var("LAKEPURGE_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Reads `files` with pyarrow; returns, per file, its row count and Parquet schema text.
+pub fn pyarrow_describe(files: &[PathBuf]) -> Vec<(u64, String)> {
+    let script = "import sys, json, pyarrow.parquet as pq\n\
+        out = []\n\
+        for p in sys.argv[1:]:\n\
+        \x20   t = pq.read_table(p)\n\
+        \x20   out.append([t.num_rows, '\\n'.join(str(pq.ParquetFile(p).schema).splitlines()[1:])])\n\
+        print(json.dumps(out))\n";
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .args(files)
+        .output()
+        .expect("python with pyarrow (set LAKEPURGE_PYTHON; .ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "pyarrow could not read the files: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}

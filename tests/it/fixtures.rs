@@ -1,0 +1,423 @@
+//! Purges of warehouses written by other tools (pyarrow, DuckDB; see testdata/make_fixtures.py):
+//! exactly the matching rows go, every other row stays identical and in order, and the Parquet
+//! schema, key-value metadata and codecs are unchanged; pyarrow reads the results.
+
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use arrow::datatypes::{Int32Type, Int64Type};
+use serde_json::json;
+
+use crate::common::*;
+
+/// Runs validate, plan, purge and verify on `job`; returns the manifest and the plan.
+fn purge_job(job: &Path, manifests: &Path, run_id: &str) -> (serde_json::Value, serde_json::Value) {
+    let job = job.to_str().unwrap();
+    assert_eq!(lakepurge(&["validate", "--job", job]).code, 0);
+    let plan = lakepurge(&["plan", "--job", job, "--json"]);
+    assert_eq!(plan.code, 0);
+    let plan: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    assert_eq!(
+        lakepurge(&["purge", "--job", job, "--run-id", run_id]).code,
+        0
+    );
+    let manifest_path = manifests.join("fixtures").join(format!("{run_id}.json"));
+    let verify = lakepurge(&["verify", manifest_path.to_str().unwrap()]);
+    assert_eq!(verify.code, 0);
+    assert!(
+        verify.stdout.trim_end().ends_with("PASS"),
+        "{}",
+        verify.stdout
+    );
+    (read_json(&manifest_path), plan)
+}
+
+/// Checks one table's files against the oracle: `erase(batch, row)` says which original rows
+/// must be gone. Returns the rows removed per file (relative path).
+fn check_table(
+    original_dir: &Path,
+    purged_dir: &Path,
+    files: &[&str],
+    erase: impl Fn(&RecordBatch, usize) -> bool,
+) -> Vec<(String, u64, PathBuf)> {
+    let mut out = Vec::new();
+    for rel in files {
+        let before = original_dir.join(rel);
+        let after = purged_dir.join(rel);
+        let original = read_all(&before);
+        let keep: BooleanArray = (0..original.num_rows())
+            .map(|i| Some(!erase(&original, i)))
+            .collect();
+        let expected = arrow::compute::filter_record_batch(&original, &keep).unwrap();
+        let removed = (original.num_rows() - expected.num_rows()) as u64;
+        if expected.num_rows() == 0 {
+            assert!(!after.exists(), "{rel}: fully erased file must be deleted");
+        } else if removed == 0 {
+            assert_eq!(
+                sha256_file(&before),
+                sha256_file(&after),
+                "{rel}: untouched file changed"
+            );
+        } else {
+            let got = read_all(&after);
+            assert_eq!(got, expected, "{rel}: rows differ from the expected result");
+            assert_same_format(&before, &after);
+        }
+        out.push((rel.to_string(), removed, after));
+    }
+    out
+}
+
+fn manifest_table<'a>(m: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    m["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == name)
+        .unwrap()
+}
+
+fn plan_table<'a>(p: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    p["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == name)
+        .unwrap()
+}
+
+/// The manifest's per-file counts equal the oracle's; plan and purge agree.
+fn check_counts(
+    manifest: &serde_json::Value,
+    plan: &serde_json::Value,
+    table: &str,
+    removed: &[(String, u64, PathBuf)],
+) {
+    let t = manifest_table(manifest, table);
+    let p = plan_table(plan, table);
+    let total: u64 = removed.iter().map(|r| r.1).sum();
+    assert_eq!(t["rows_removed"], total, "{table}: rows_removed");
+    assert_eq!(p["rows_matched"], total, "{table}: plan rows");
+    let affected = removed.iter().filter(|r| r.1 > 0).count() as u64;
+    assert_eq!(p["files_affected"], affected);
+    assert_eq!(
+        t["files_rewritten"].as_u64().unwrap() + t["files_deleted"].as_u64().unwrap(),
+        affected
+    );
+    for (rel, n, path) in removed.iter().filter(|r| r.1 > 0) {
+        let f = t["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == rel.as_str())
+            .unwrap();
+        assert_eq!(f["rows_removed"], *n, "{rel}");
+        match f["after"].as_object() {
+            Some(after) => assert_eq!(after["sha256"], sha256_file(path), "{rel}: after.sha256"),
+            None => assert!(!path.exists()),
+        }
+    }
+}
+
+const USER_IDS: [i64; 5] = [3, 250, 1100, 100042, 700];
+
+/// Whether row `i` holds user id `id` as its user, profile id or one of its friends.
+fn user_row_has(b: &RecordBatch, i: usize, id: i64) -> bool {
+    user_columns_match(b, i, &[id])
+}
+
+fn pyarrow_user_erased(b: &RecordBatch, i: usize) -> bool {
+    if user_columns_match(b, i, &USER_IDS) {
+        return true;
+    }
+    let email = b.column_by_name("email").unwrap().as_string::<i32>();
+    if email.is_valid(i) && email.value(i).trim_matches(' ').to_lowercase() == "user5@example.com" {
+        return true;
+    }
+    let uid = b.column_by_name("uid").unwrap().as_fixed_size_binary();
+    uid.is_valid(i) && uid.value(i) == 77u128.to_be_bytes()
+}
+
+fn user_columns_match(b: &RecordBatch, i: usize, ids: &[i64]) -> bool {
+    let user = b
+        .column_by_name("user_id")
+        .unwrap()
+        .as_primitive::<Int64Type>();
+    if user.is_valid(i) && ids.contains(&user.value(i)) {
+        return true;
+    }
+    let profile = b.column_by_name("profile").unwrap().as_struct();
+    let pid = profile
+        .column_by_name("id")
+        .unwrap()
+        .as_primitive::<Int64Type>();
+    if profile.is_valid(i) && pid.is_valid(i) && ids.contains(&pid.value(i)) {
+        return true;
+    }
+    let friends = b.column_by_name("friend_ids").unwrap().as_list::<i32>();
+    if friends.is_valid(i) {
+        let v = friends.value(i);
+        let v = v.as_primitive::<Int64Type>();
+        if v.iter().flatten().any(|x| ids.contains(&x)) {
+            return true;
+        }
+    }
+    false
+}
+
+#[test]
+fn pyarrow_warehouse_purged_exactly_and_keeps_its_format() {
+    let ws = tempfile::tempdir().unwrap();
+    let wh = ws.path().join("wh/users");
+    copy_dir(&testdata().join("pyarrow/users"), &wh);
+    let manifests = ws.path().join("manifests");
+    write_events(
+        &ws.path().join("events/dt=2026-11-24/part-0.json"),
+        &[
+            ("ev-1", "user_id", json!("3")),
+            ("ev-2", "user_id", json!("250")),
+            ("ev-3", "user_id", json!("1100")),
+            ("ev-4", "email", json!("  USER5@example.com")),
+            ("ev-5", "user_id", json!("100042")),
+            ("ev-6", "user_id", json!("700")),
+            ("ev-7", "user_id", json!("not-a-number")),
+            ("ev-8", "user_id", json!(null)),
+            ("ev-9", "user_id", json!("3")),
+            ("ev-9", "user_id", json!("3")),
+            (
+                "ev-10",
+                "uid",
+                json!("00000000-0000-0000-0000-00000000004d"),
+            ),
+            ("ev-11", "device_id", json!("unused-type")),
+        ],
+    );
+    let job = ws.path().join("jobs/job.toml");
+    write(
+        &job,
+        &format!(
+            r#"[job]
+name = "fixtures"
+manifests = "{}"
+[events]
+location = "{}"
+format = "ndjson"
+[[table]]
+name = "py.users"
+location = "{}"
+[[table.match]]
+column = "user_id"
+subject_type = "user_id"
+[[table.match]]
+column = "profile.id"
+subject_type = "user_id"
+[[table.match]]
+column = "friend_ids"
+subject_type = "user_id"
+[[table.match]]
+column = "email"
+subject_type = "email"
+normalize = "lowercase_trim"
+[[table.match]]
+column = "uid"
+subject_type = "uid"
+"#,
+            file_url(&manifests),
+            file_url(&ws.path().join("events")),
+            file_url(&wh)
+        ),
+    );
+    let (manifest, plan) = purge_job(&job, &manifests, "run-1");
+    let files = ["part-0.parquet", "part-1.parquet", "part-2.parquet"];
+    let removed = check_table(
+        &testdata().join("pyarrow/users"),
+        &wh,
+        &files,
+        pyarrow_user_erased,
+    );
+    assert!(removed[0].1 > 0 && removed[1].1 > 0, "{removed:?}");
+    assert_eq!(removed[2].1, 0, "part-2 holds no erased subject");
+    check_counts(&manifest, &plan, "py.users", &removed);
+
+    // Events: 12 rows, one without subject id; ev-9 duplicates are one event.
+    assert_eq!(manifest["events"]["rows"], 12);
+    assert_eq!(manifest["events"]["skipped"], 1);
+    assert_eq!(manifest["events"]["count"], 10);
+    // The same subject in two events counts for both.
+    assert_eq!(manifest["per_event"]["ev-1"], manifest["per_event"]["ev-9"]);
+    // ev-1's count is every row where 3 is the user, the profile id or a friend.
+    let ev1_rows: u64 = files
+        .iter()
+        .map(|f| {
+            let b = read_all(&testdata().join("pyarrow/users").join(f));
+            (0..b.num_rows())
+                .filter(|&i| user_row_has(&b, i, 3))
+                .count() as u64
+        })
+        .sum();
+    assert!(ev1_rows >= 1);
+    assert_eq!(manifest["per_event"]["ev-1"], ev1_rows);
+    assert_eq!(manifest["per_event"]["ev-10"], 1);
+    assert!(manifest["per_event"].get("ev-7").is_none());
+    assert!(
+        manifest_table(&manifest, "py.users")["ids_unconvertible"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+
+    // pyarrow reads every rewritten file, with the same schema as the original.
+    let originals: Vec<PathBuf> = files[..2]
+        .iter()
+        .map(|f| testdata().join("pyarrow/users").join(f))
+        .collect();
+    let results: Vec<PathBuf> = files[..2].iter().map(|f| wh.join(f)).collect();
+    let before = pyarrow_describe(&originals);
+    let after = pyarrow_describe(&results);
+    for i in 0..2 {
+        assert_eq!(before[i].1, after[i].1, "pyarrow sees a different schema");
+        assert_eq!(before[i].0 - removed[i].1, after[i].0, "pyarrow row count");
+    }
+}
+
+fn duckdb_order_erased(b: &RecordBatch, i: usize) -> bool {
+    let customers = [7i32, 123];
+    let c = b
+        .column_by_name("customer_id")
+        .unwrap()
+        .as_primitive::<Int32Type>();
+    if c.is_valid(i) && customers.contains(&c.value(i)) {
+        return true;
+    }
+    let addr = b.column_by_name("address").unwrap().as_struct();
+    let owner = addr
+        .column_by_name("owner_id")
+        .unwrap()
+        .as_primitive::<Int64Type>();
+    if addr.is_valid(i) && owner.is_valid(i) && owner.value(i) == 299 {
+        return true;
+    }
+    let items = b.column_by_name("items").unwrap().as_list::<i32>();
+    if items.is_valid(i) {
+        let v = items.value(i);
+        let s = v.as_struct();
+        let sku = s.column_by_name("sku").unwrap().as_string::<i32>();
+        if (0..s.len()).any(|k| s.is_valid(k) && sku.is_valid(k) && sku.value(k) == "sku-16") {
+            return true;
+        }
+    }
+    false
+}
+
+#[test]
+fn duckdb_warehouse_with_parquet_events_and_renamed_columns() {
+    let ws = tempfile::tempdir().unwrap();
+    let wh = ws.path().join("wh/orders");
+    copy_dir(&testdata().join("duckdb/orders"), &wh);
+    let manifests = ws.path().join("manifests");
+    // Events as Parquet in a hive folder, with renamed columns.
+    let events_dir = ws.path().join("events/dt=2026-11-25");
+    std::fs::create_dir_all(&events_dir).unwrap();
+    let ev = RecordBatch::try_from_iter(vec![
+        (
+            "id",
+            std::sync::Arc::new(arrow::array::StringArray::from(vec![
+                "e1", "e2", "e3", "e4", "e5",
+            ])) as arrow::array::ArrayRef,
+        ),
+        (
+            "kind",
+            std::sync::Arc::new(arrow::array::StringArray::from(vec![
+                "customer", "customer", "customer", "sku", "customer",
+            ])),
+        ),
+        (
+            "value",
+            std::sync::Arc::new(arrow::array::StringArray::from(vec![
+                Some("7"),
+                Some("123"),
+                Some("299"),
+                Some("sku-16"),
+                Some(""),
+            ])),
+        ),
+        (
+            "ts",
+            std::sync::Arc::new(arrow::array::TimestampMicrosecondArray::from(vec![
+                1, 2, 3, 4, 5,
+            ])),
+        ),
+    ])
+    .unwrap();
+    let file = std::fs::File::create(events_dir.join("part-0.parquet")).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, ev.schema(), None).unwrap();
+    w.write(&ev).unwrap();
+    w.close().unwrap();
+    write(&ws.path().join("events/_SUCCESS"), "");
+
+    let job = ws.path().join("jobs/job.toml");
+    write(
+        &job,
+        &format!(
+            r#"[job]
+name = "fixtures"
+manifests = "{}"
+tables = "tables"
+[events]
+location = "{}"
+format = "parquet"
+event_id = "id"
+subject_type = "kind"
+subject_id = "value"
+requested_at = "ts"
+"#,
+            file_url(&manifests),
+            file_url(&ws.path().join("events")),
+        ),
+    );
+    write(
+        &ws.path().join("jobs/tables/orders.toml"),
+        &format!(
+            r#"name = "duck.orders"
+location = "{}"
+action = "delete"
+[[match]]
+column = "customer_id"
+subject_type = "customer"
+[[match]]
+column = "address.owner_id"
+subject_type = "customer"
+[[match]]
+column = "items.sku"
+subject_type = "sku"
+"#,
+            file_url(&wh)
+        ),
+    );
+    let (manifest, plan) = purge_job(&job, &manifests, "2026-11-25");
+    let files = ["orders-0.parquet", "orders-1.parquet"];
+    let removed = check_table(
+        &testdata().join("duckdb/orders"),
+        &wh,
+        &files,
+        duckdb_order_erased,
+    );
+    assert!(removed.iter().all(|r| r.1 > 0), "{removed:?}");
+    check_counts(&manifest, &plan, "duck.orders", &removed);
+    assert_eq!(
+        manifest["events"]["skipped"], 1,
+        "the empty subject id is skipped"
+    );
+    assert_eq!(manifest["events"]["count"], 4);
+
+    let results: Vec<PathBuf> = files.iter().map(|f| wh.join(f)).collect();
+    let originals: Vec<PathBuf> = files
+        .iter()
+        .map(|f| testdata().join("duckdb/orders").join(f))
+        .collect();
+    let (before, after) = (pyarrow_describe(&originals), pyarrow_describe(&results));
+    for i in 0..2 {
+        assert_eq!(before[i].1, after[i].1);
+        assert_eq!(before[i].0 - removed[i].1, after[i].0);
+    }
+}
