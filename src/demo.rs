@@ -62,7 +62,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<u8> {
         "\n== lakepurge purge --job {} --run-id demo-1",
         job_file.display()
     );
-    let stored = match purge::purge(&job, "demo-1", &SystemClock).await? {
+    let stored = match purge::purge(&job, "demo-1", &SystemClock, None).await? {
         Outcome::Completed(s) | Outcome::AlreadyComplete(s) => s,
         Outcome::Failed { failures } => {
             for (t, e) in failures {
@@ -81,7 +81,11 @@ pub async fn run(dir: Option<PathBuf>) -> Result<u8> {
     println!("manifest: {}", manifest_path.display());
 
     println!("\n== lakepurge verify {}", manifest_path.display());
-    let report = verify::verify(&manifest_path.display().to_string()).await?;
+    let report = verify::verify(
+        &manifest_path.display().to_string(),
+        &verify::Options::default(),
+    )
+    .await?;
     for c in &report.checks {
         println!("{} {}", if c.ok { "ok  " } else { "FAIL" }, c.what);
     }

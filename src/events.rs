@@ -125,9 +125,27 @@ pub async fn list(spec: &EventsSpec, loc: &Location) -> Result<Vec<(ObjectMeta, 
 
 /// Reads, checks, normalises and de-duplicates the event dataset of `job`.
 pub async fn load(job: &Job) -> Result<Events> {
+    load_snapshot(job, None).await
+}
+
+/// Like [`load`], restricted to the event files of `snapshot` when given (the files a manifest
+/// recorded); a file of the snapshot that is gone is an error naming it.
+pub async fn load_snapshot(job: &Job, snapshot: Option<&[EventFile]>) -> Result<Events> {
     let spec = &job.events;
     let loc = location(job)?;
-    let listed = list(spec, &loc).await?;
+    let mut listed = list(spec, &loc).await?;
+    if let Some(files) = snapshot {
+        listed.retain(|(_, f)| files.iter().any(|s| s.path == f.path));
+        if let Some(missing) = files
+            .iter()
+            .find(|s| !listed.iter().any(|(_, f)| f.path == s.path))
+        {
+            return Err(Error::events(
+                &loc,
+                format!("event file {} of the snapshot is gone", missing.path),
+            ));
+        }
+    }
     let mut events = Events {
         location: loc.url.to_string(),
         files: listed.iter().map(|(_, f)| f.clone()).collect(),

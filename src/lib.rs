@@ -14,6 +14,7 @@ pub mod purge;
 pub mod rewrite;
 pub mod spec;
 pub mod store;
+pub mod trace;
 pub mod validate;
 pub mod verify;
 

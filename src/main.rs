@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use lakepurge::purge::{Outcome, SystemClock};
 use lakepurge::spec::Job;
-use lakepurge::{Error, demo, events, plan, purge, validate, verify};
+use lakepurge::{Error, demo, events, plan, purge, trace, validate, verify};
 
 #[derive(Parser)]
 #[command(
@@ -53,12 +53,37 @@ enum Command {
         job: PathBuf,
         #[arg(long)]
         run_id: String,
+        /// Sign the manifest with this ed25519 key (made by `lakepurge keygen`).
+        #[arg(long)]
+        signing_key: Option<PathBuf>,
     },
     /// Check a manifest against the objects it names.
     Verify {
         manifest: String,
         #[arg(long)]
         json: bool,
+        /// Check the manifest's signature with this ed25519 public key.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        /// Also re-read the event snapshot and scan every table of the job for erased subjects.
+        #[arg(long, requires = "job")]
+        deep: bool,
+        /// The job spec, for --deep.
+        #[arg(long)]
+        job: Option<PathBuf>,
+    },
+    /// Where one erasure request took effect: runs, tables, files, rows (from the manifests).
+    Trace {
+        #[arg(long)]
+        job: PathBuf,
+        event_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make an ed25519 key pair for signing manifests: <out>/lakepurge.key and lakepurge.pub.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Build a sample warehouse in a scratch folder and run validate, plan, purge, verify.
     Demo {
@@ -107,8 +132,49 @@ async fn run(command: Command) -> Result<u8, Error> {
     match command {
         Command::Validate { job } => cmd_validate(&Job::load(&job)?).await,
         Command::Plan { job, json } => cmd_plan(&Job::load(&job)?, json).await,
-        Command::Purge { job, run_id } => cmd_purge(&Job::load(&job)?, &run_id).await,
-        Command::Verify { manifest, json } => cmd_verify(&manifest, json).await,
+        Command::Purge {
+            job,
+            run_id,
+            signing_key,
+        } => {
+            let key = signing_key
+                .map(|p| lakepurge::manifest::read_signing_key(&p))
+                .transpose()?;
+            cmd_purge(&Job::load(&job)?, &run_id, key.as_ref()).await
+        }
+        Command::Verify {
+            manifest,
+            json,
+            public_key,
+            deep,
+            job,
+        } => {
+            let job = match (deep, job) {
+                (true, Some(j)) => Some(Job::load(&j)?),
+                _ => None,
+            };
+            let opts = verify::Options {
+                public_key: public_key
+                    .map(|p| lakepurge::manifest::read_public_key(&p))
+                    .transpose()?,
+                deep: job.as_ref(),
+            };
+            cmd_verify(&manifest, json, &opts).await
+        }
+        Command::Trace {
+            job,
+            event_id,
+            json,
+        } => cmd_trace(&Job::load(&job)?, &event_id, json).await,
+        Command::Keygen { out } => {
+            let (secret, public) = lakepurge::manifest::keygen(&out)?;
+            println!(
+                "secret key: {}\npublic key: {}",
+                secret.display(),
+                public.display()
+            );
+            Ok(0)
+        }
         Command::Demo { dir } => demo::run(dir).await,
     }
 }
@@ -167,10 +233,14 @@ async fn cmd_plan(job: &Job, json: bool) -> Result<u8, Error> {
     Ok(0)
 }
 
-async fn cmd_purge(job: &Job, run_id: &str) -> Result<u8, Error> {
-    match purge::purge(job, run_id, &SystemClock).await? {
+async fn cmd_purge(
+    job: &Job,
+    run_id: &str,
+    key: Option<&ed25519_dalek::SigningKey>,
+) -> Result<u8, Error> {
+    match purge::purge(job, run_id, &SystemClock, key).await? {
         Outcome::AlreadyComplete(s) => {
-            println!("run {run_id} is already complete: {}", s.path);
+            println!("run {run_id} is already complete: {}", s.url);
             Ok(0)
         }
         Outcome::Completed(s) => {
@@ -180,7 +250,7 @@ async fn cmd_purge(job: &Job, run_id: &str) -> Result<u8, Error> {
                     t.name, t.rows_removed, t.files_rewritten, t.files_deleted
                 );
             }
-            println!("manifest: {}", s.path);
+            println!("manifest: {}", s.url);
             Ok(0)
         }
         Outcome::Failed { failures } => {
@@ -193,8 +263,34 @@ async fn cmd_purge(job: &Job, run_id: &str) -> Result<u8, Error> {
     }
 }
 
-async fn cmd_verify(manifest: &str, json: bool) -> Result<u8, Error> {
-    let report = verify::verify(manifest).await?;
+async fn cmd_trace(job: &Job, event_id: &str, json: bool) -> Result<u8, Error> {
+    let t = trace::trace(job, event_id).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&t).map_err(|e| Error::Internal(e.to_string()))?
+        );
+        return Ok(0);
+    }
+    for h in &t.hits {
+        println!(
+            "run {} (finished {}): table {}: {}: {} rows",
+            h.run_id, h.finished_at, h.table, h.file, h.rows
+        );
+    }
+    println!(
+        "event {}: {} rows removed in {} files over {} of {} runs",
+        t.event_id,
+        t.rows,
+        t.hits.len(),
+        t.runs_with_rows,
+        t.runs_checked
+    );
+    Ok(0)
+}
+
+async fn cmd_verify(manifest: &str, json: bool, opts: &verify::Options<'_>) -> Result<u8, Error> {
+    let report = verify::verify(manifest, opts).await?;
     if json {
         println!(
             "{}",

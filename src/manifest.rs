@@ -37,6 +37,19 @@ pub struct Manifest {
     pub events: EventsRecord,
     pub tables: Vec<TableRecord>,
     pub per_event: BTreeMap<String, u64>,
+    /// ed25519 signature over the manifest serialised without this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<Signature>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Signature {
+    pub algorithm: String,
+    /// Hex of the 32-byte ed25519 public key.
+    pub public_key: String,
+    /// Hex of the 64-byte signature.
+    pub value: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -87,6 +100,8 @@ pub struct FileRecord {
     pub before: FileVersion,
     /// `None` for a deleted file.
     pub after: Option<FileVersion>,
+    /// Removed rows per event id (a row matching several events counts for each).
+    pub per_event: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -96,6 +111,112 @@ pub struct FileVersion {
     pub sha256: String,
     pub rows: u64,
     pub etag: Option<String>,
+}
+
+impl Manifest {
+    /// The bytes a signature covers: the manifest serialised (compact) without its signature.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let mut unsigned = self.clone();
+        unsigned.signature = None;
+        // Serialising plain structs, strings and integers cannot fail.
+        serde_json::to_vec(&unsigned).unwrap_or_default()
+    }
+
+    /// Signs the manifest with `key`.
+    pub fn sign(&mut self, key: &ed25519_dalek::SigningKey) {
+        use ed25519_dalek::Signer;
+        let sig = key.sign(&self.signed_bytes());
+        self.signature = Some(Signature {
+            algorithm: "ed25519".into(),
+            public_key: hex::encode(key.verifying_key().to_bytes()),
+            value: hex::encode(sig.to_bytes()),
+        });
+    }
+
+    /// Checks the signature against `key`; `Err` says what is wrong.
+    pub fn check_signature(
+        &self,
+        key: &ed25519_dalek::VerifyingKey,
+    ) -> std::result::Result<(), String> {
+        let sig = self
+            .signature
+            .as_ref()
+            .ok_or("the manifest is not signed")?;
+        if sig.algorithm != "ed25519" {
+            return Err(format!(
+                "unsupported signature algorithm {:?}",
+                sig.algorithm
+            ));
+        }
+        let bytes: [u8; 64] = hex::decode(&sig.value)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or("the signature is not 64 hex-encoded bytes")?;
+        key.verify_strict(
+            &self.signed_bytes(),
+            &ed25519_dalek::Signature::from_bytes(&bytes),
+        )
+        .map_err(|_| "the signature does not match the manifest and key".to_string())
+    }
+}
+
+/// Reads a hex-encoded 32-byte key file (as written by `lakepurge keygen`).
+fn read_key_bytes(path: &std::path::Path) -> Result<[u8; 32]> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Usage(format!("{}: cannot read key: {e}", path.display())))?;
+    hex::decode(text.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "{}: expected 64 hex digits (a 32-byte ed25519 key)",
+                path.display()
+            ))
+        })
+}
+
+pub fn read_signing_key(path: &std::path::Path) -> Result<ed25519_dalek::SigningKey> {
+    Ok(ed25519_dalek::SigningKey::from_bytes(&read_key_bytes(
+        path,
+    )?))
+}
+
+pub fn read_public_key(path: &std::path::Path) -> Result<ed25519_dalek::VerifyingKey> {
+    ed25519_dalek::VerifyingKey::from_bytes(&read_key_bytes(path)?).map_err(|e| {
+        Error::Usage(format!(
+            "{}: not an ed25519 public key: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// Writes a new key pair: `<dir>/lakepurge.key` (secret, hex) and `<dir>/lakepurge.pub`.
+pub fn keygen(dir: &std::path::Path) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+    let io = |p: &std::path::Path, e: std::io::Error| Error::Usage(format!("{}: {e}", p.display()));
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    let secret = dir.join("lakepurge.key");
+    let public = dir.join("lakepurge.pub");
+    if secret.exists() {
+        return Err(Error::Usage(format!(
+            "{} exists: not overwriting a key",
+            secret.display()
+        )));
+    }
+    std::fs::write(&secret, format!("{}\n", hex::encode(key.to_bytes())))
+        .map_err(|e| io(&secret, e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| io(&secret, e))?;
+    }
+    std::fs::write(
+        &public,
+        format!("{}\n", hex::encode(key.verifying_key().to_bytes())),
+    )
+    .map_err(|e| io(&public, e))?;
+    Ok((secret, public))
 }
 
 /// sha256 of bytes, hex.
@@ -130,6 +251,8 @@ pub struct Stored {
     pub manifest: Manifest,
     pub sha256: String,
     pub path: Path,
+    /// The manifest's full URL, for messages.
+    pub url: String,
 }
 
 /// Parses manifest bytes; `shown` names the manifest in errors.
@@ -160,29 +283,56 @@ pub async fn read(folder: &Location, path: &Path) -> Result<Option<Stored>> {
         Err(object_store::Error::NotFound { .. }) => return Ok(None),
         Err(e) => return Err(Error::store(format!("reading manifest {path}"), e)),
     };
-    let manifest = parse(&bytes, &folder.object_url(path))?;
+    let url = folder.object_url(path);
+    let manifest = parse(&bytes, &url)?;
     Ok(Some(Stored {
         manifest,
         sha256: sha256_hex(&bytes),
         path: path.clone(),
+        url,
     }))
 }
 
-/// Every manifest of the job in `folder`, ordered by sequence.
-pub async fn all(folder: &Location) -> Result<Vec<Stored>> {
+/// Every manifest in `folder` that parses, ordered by sequence, and the ones that do not
+/// (path and reason): `verify` reports those instead of failing.
+pub async fn all_lenient(folder: &Location) -> Result<(Vec<Stored>, Vec<(String, String)>)> {
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    for path in manifest_paths(folder).await? {
+        match read(folder, &path).await {
+            Ok(Some(s)) => good.push(s),
+            Ok(None) => {}
+            Err(Error::Manifest { message, .. }) => bad.push((folder.object_url(&path), message)),
+            Err(e) => return Err(e),
+        }
+    }
+    good.sort_by_key(|s| s.manifest.sequence);
+    Ok((good, bad))
+}
+
+async fn manifest_paths(folder: &Location) -> Result<Vec<Path>> {
     let metas: Vec<_> = folder
         .store
         .list(Some(&folder.prefix))
         .try_collect()
         .await
         .map_err(|e| Error::store(format!("listing manifests at {}", folder.url), e))?;
+    Ok(metas
+        .into_iter()
+        .map(|m| m.location)
+        .filter(|p| {
+            let rel = folder.relative(p);
+            !rel.contains('/') && rel.ends_with(".json") && !rel.starts_with('.')
+        })
+        .collect())
+}
+
+/// Every manifest of the job in `folder`, ordered by sequence; one that does not parse is an
+/// error.
+pub async fn all(folder: &Location) -> Result<Vec<Stored>> {
     let mut out = Vec::new();
-    for meta in metas {
-        let rel = folder.relative(&meta.location);
-        if rel.contains('/') || !rel.ends_with(".json") || rel.starts_with('.') {
-            continue;
-        }
-        if let Some(s) = read(folder, &meta.location).await? {
+    for path in manifest_paths(folder).await? {
+        if let Some(s) = read(folder, &path).await? {
             out.push(s);
         }
     }
@@ -209,6 +359,7 @@ pub async fn write(folder: &Location, manifest: &Manifest) -> Result<Stored> {
     Ok(Stored {
         manifest: manifest.clone(),
         sha256: sha256_hex(&bytes),
+        url: folder.object_url(&path),
         path,
     })
 }

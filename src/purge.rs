@@ -55,7 +55,12 @@ impl Clock for SystemClock {
 }
 
 /// Runs `purge` for `job` and `run_id`.
-pub async fn purge(job: &Job, run_id: &str, clock: &dyn Clock) -> Result<Outcome> {
+pub async fn purge(
+    job: &Job,
+    run_id: &str,
+    clock: &dyn Clock,
+    signing_key: Option<&ed25519_dalek::SigningKey>,
+) -> Result<Outcome> {
     check_name("run id", run_id).map_err(Error::Usage)?;
     let folder = manifest::folder(job)?;
     if let Some(done) = manifest::read(&folder, &manifest::path(&folder, run_id)).await? {
@@ -117,9 +122,14 @@ pub async fn purge(job: &Job, run_id: &str, clock: &dyn Clock) -> Result<Outcome
         },
         tables: records.into_iter().map(|t| t.record).collect(),
         per_event,
+        signature: None,
     };
+    let mut manifest = manifest;
+    if let Some(key) = signing_key {
+        manifest.sign(key);
+    }
     let stored = manifest::write(&folder, &manifest).await?;
-    tracing::info!(run_id, manifest = %stored.path, "run complete");
+    tracing::info!(run_id, manifest = %stored.url, "run complete");
     Ok(Outcome::Completed(stored))
 }
 
@@ -144,7 +154,7 @@ async fn purge_table(table: &Table, tplan: &TablePlan, events: &Events) -> Resul
     let mut per_event: BTreeMap<u32, u64> = BTreeMap::new();
     for fp in tplan.files.iter().filter(|f| f.affected()) {
         let Some((file_record, file_events)) =
-            purge_file(table, &matcher, &fp.location, &fp.path).await?
+            purge_file(table, &matcher, &fp.location, &fp.path, events).await?
         else {
             continue;
         };
@@ -168,6 +178,7 @@ async fn purge_file(
     matcher: &Matcher<'_>,
     location: &Path,
     rel: &str,
+    events: &Events,
 ) -> Result<Option<(FileRecord, BTreeMap<u32, u64>)>> {
     let name = &table.spec.name;
     let store = &table.location.store;
@@ -245,6 +256,11 @@ async fn purge_file(
                         rows_removed: fp.rows_matched,
                         before,
                         after,
+                        per_event: fp
+                            .per_event
+                            .iter()
+                            .map(|(e, n)| (events.event_ids[*e as usize].clone(), *n))
+                            .collect(),
                     },
                     fp.per_event,
                 )));

@@ -1,17 +1,28 @@
-//! Stage 7, verify: the auditor's check of a manifest, trusting nothing but the manifest and
-//! the objects it names.
+//! Stage 7, verify: the auditor's check of a manifest, trusting nothing but the manifests and
+//! the objects they name.
 //!
-//! Checks, one line each: the manifest parses with every required field; the hash chain to the
-//! job's previous manifest; per file `before.rows − rows_removed = after.rows` and the table
-//! sums; each rewritten file still has its recorded sha256 and each deleted file is still gone.
-//! The verdict is PASS or FAIL (exit 0 or 3); a manifest that cannot be read at all is exit 2.
+//! Checks, one line each: the manifest parses with every required field; with a public key,
+//! its ed25519 signature; the hash chain back through every earlier manifest of the job (an
+//! edited, missing or reordered one is named); per file `before.rows − rows_removed =
+//! after.rows`, table and per-event sums; each rewritten file still has its recorded sha256
+//! unless a later manifest of the job accounts for a newer version, and each deleted file is
+//! still gone (a file restored from backup is named). `--deep` re-reads the event snapshot the
+//! manifest covers (its digest must match) and scans every table of the job, files added since
+//! included, reading key columns only, for any row that still matches; each such file is named
+//! with its count. The verdict is PASS or FAIL (exit 0 or 3); a manifest that cannot be read at
+//! all is exit 2.
+
+use std::collections::BTreeMap;
 
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::manifest::{self, Manifest};
+use crate::events;
+use crate::manifest::{self, Manifest, Stored};
+use crate::plan::{self, Table};
+use crate::spec::Job;
 use crate::store::Location;
 
 /// One check and its result.
@@ -27,6 +38,22 @@ pub struct Report {
     pub manifest: String,
     pub checks: Vec<Check>,
     pub pass: bool,
+}
+
+/// What to check beyond the manifest and its files.
+#[derive(Default)]
+pub struct Options<'a> {
+    pub public_key: Option<ed25519_dalek::VerifyingKey>,
+    /// `--deep`: the job whose event snapshot and tables are re-scanned.
+    pub deep: Option<&'a Job>,
+}
+
+fn ok(what: String) -> Check {
+    Check { ok: true, what }
+}
+
+fn fail(what: String) -> Check {
+    Check { ok: false, what }
 }
 
 /// Resolves a manifest argument (a local path or a URL) to its folder and object path.
@@ -47,7 +74,7 @@ pub fn locate(arg: &str) -> Result<(Location, Path)> {
 }
 
 /// Verifies the manifest at `arg`.
-pub async fn verify(arg: &str) -> Result<Report> {
+pub async fn verify(arg: &str, opts: &Options<'_>) -> Result<Report> {
     let (folder, path) = locate(arg)?;
     let stored = manifest::read(&folder, &path)
         .await?
@@ -59,12 +86,29 @@ pub async fn verify(arg: &str) -> Result<Report> {
     let mut checks = vec![Check {
         ok: m.status == "complete",
         what: format!(
-            "manifest parses, all required fields present, status {:?} (job {}, run {})",
-            m.status, m.job, m.run_id
+            "manifest parses, all required fields present, status {:?} (job {}, run {}, sequence {})",
+            m.status, m.job, m.run_id, m.sequence
         ),
     }];
-    checks.push(check_chain(&folder, &stored).await?);
+    if let Some(key) = &opts.public_key {
+        checks.push(match m.check_signature(key) {
+            Ok(()) => ok("signature: valid ed25519 signature by the given key".into()),
+            Err(why) => fail(format!("signature: {why}")),
+        });
+    }
+    // Manifests in the folder that parse; one that does not is a chain failure, not exit 2.
+    let (history, unreadable) = manifest::all_lenient(&folder).await?;
+    for (p, why) in &unreadable {
+        checks.push(fail(format!(
+            "hash chain: {p} is not a readable manifest: {why}"
+        )));
+    }
+    checks.extend(check_chain(&stored, &history));
     checks.extend(check_arithmetic(m));
+    let later: Vec<&Stored> = history
+        .iter()
+        .filter(|s| s.manifest.sequence > m.sequence)
+        .collect();
     for t in &m.tables {
         let loc = Location::parse(&t.location, std::path::Path::new("."), &Default::default())
             .map_err(|msg| Error::Manifest {
@@ -72,8 +116,11 @@ pub async fn verify(arg: &str) -> Result<Report> {
                 message: format!("table {} location: {msg}", t.name),
             })?;
         for f in &t.files {
-            checks.push(check_file(&loc, &t.name, f).await?);
+            checks.push(check_file(&loc, &t.name, &t.location, f, &later).await?);
         }
+    }
+    if let Some(job) = opts.deep {
+        checks.extend(deep(job, m).await?);
     }
     let pass = checks.iter().all(|c| c.ok);
     Ok(Report {
@@ -83,56 +130,60 @@ pub async fn verify(arg: &str) -> Result<Report> {
     })
 }
 
-async fn check_chain(folder: &Location, stored: &manifest::Stored) -> Result<Check> {
-    let m = &stored.manifest;
-    let history = manifest::all(folder).await?;
-    let earlier: Vec<_> = history
-        .iter()
-        .filter(|s| s.manifest.sequence < m.sequence)
-        .collect();
-    let expected_prev = earlier
-        .iter()
-        .rev()
-        .find(|s| s.manifest.sequence == m.sequence - 1);
-    let check = match (&m.previous_sha256, expected_prev) {
-        (None, _) if m.sequence == 1 => Check {
-            ok: true,
-            what: "hash chain: first manifest of the job".into(),
-        },
-        (Some(h), Some(p)) if *h == p.sha256 => Check {
-            ok: true,
-            what: format!(
-                "hash chain: previous manifest {} matches",
-                p.manifest.run_id
-            ),
-        },
-        (Some(_), Some(p)) => Check {
-            ok: false,
-            what: format!(
-                "hash chain: previous manifest {} does not match the recorded sha256 (edited or replaced)",
-                p.path
-            ),
-        },
-        (None, Some(p)) => Check {
-            ok: false,
-            what: format!(
-                "hash chain: manifest records no previous sha256 but {} precedes it",
-                p.path
-            ),
-        },
-        (_, None) => Check {
-            ok: false,
-            what: format!(
-                "hash chain: previous manifest (sequence {}) is missing",
-                m.sequence.saturating_sub(1)
-            ),
-        },
-    };
-    Ok(check)
+/// Walks `previous_sha256` back to the job's first manifest.
+fn check_chain(stored: &Stored, history: &[Stored]) -> Vec<Check> {
+    let mut out = Vec::new();
+    let mut current = stored;
+    loop {
+        let m = &current.manifest;
+        if m.sequence <= 1 {
+            if m.previous_sha256.is_some() {
+                out.push(fail(format!(
+                    "hash chain: {} is sequence 1 but records a previous manifest",
+                    current.url
+                )));
+            } else {
+                out.push(ok(format!(
+                    "hash chain: intact back to the job's first manifest ({})",
+                    m.run_id
+                )));
+            }
+            return out;
+        }
+        let candidates: Vec<&Stored> = history
+            .iter()
+            .filter(|s| s.manifest.job == m.job && s.manifest.sequence == m.sequence - 1)
+            .collect();
+        let Some(expected) = &m.previous_sha256 else {
+            out.push(fail(format!(
+                "hash chain: {} (sequence {}) records no previous manifest",
+                current.url, m.sequence
+            )));
+            return out;
+        };
+        match candidates.iter().find(|c| &c.sha256 == expected) {
+            Some(prev) => current = prev,
+            None => {
+                out.push(fail(match candidates.first() {
+                    Some(c) => format!(
+                        "hash chain: {} does not match the sha256 that {} records for it (edited or replaced)",
+                        c.url, current.url
+                    ),
+                    None => format!(
+                        "hash chain: the manifest before {} (sequence {}) is missing",
+                        current.url,
+                        m.sequence - 1
+                    ),
+                }));
+                return out;
+            }
+        }
+    }
 }
 
 fn check_arithmetic(m: &Manifest) -> Vec<Check> {
     let mut out = Vec::new();
+    let mut per_event: BTreeMap<&str, u64> = BTreeMap::new();
     for t in &m.tables {
         let mut bad = Vec::new();
         for f in &t.files {
@@ -142,6 +193,9 @@ fn check_arithmetic(m: &Manifest) -> Vec<Check> {
                     "{}: {} - {} != {}",
                     f.path, f.before.rows, f.rows_removed, after_rows
                 ));
+            }
+            for (e, n) in &f.per_event {
+                *per_event.entry(e.as_str()).or_default() += n;
             }
         }
         let sum: u64 = t.files.iter().map(|f| f.rows_removed).sum();
@@ -155,30 +209,42 @@ fn check_arithmetic(m: &Manifest) -> Vec<Check> {
         }
         if rewritten != t.files_rewritten || deleted != t.files_deleted {
             bad.push(format!(
-                "files_rewritten/files_deleted {}/{} != files listed in the manifest {rewritten}/{deleted}",
+                "files_rewritten/files_deleted {}/{} != files in the manifest {rewritten}/{deleted}",
                 t.files_rewritten, t.files_deleted
             ));
         }
-        out.push(Check {
-            ok: bad.is_empty(),
-            what: if bad.is_empty() {
-                format!(
-                    "table {}: row arithmetic holds ({} rows removed)",
-                    t.name, t.rows_removed
-                )
-            } else {
-                format!(
-                    "table {}: row arithmetic broken: {}",
-                    t.name,
-                    bad.join("; ")
-                )
-            },
+        out.push(if bad.is_empty() {
+            ok(format!(
+                "table {}: row arithmetic holds ({} rows removed)",
+                t.name, t.rows_removed
+            ))
+        } else {
+            fail(format!(
+                "table {}: row arithmetic broken: {}",
+                t.name,
+                bad.join("; ")
+            ))
         });
     }
+    let recorded: BTreeMap<&str, u64> = m.per_event.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    out.push(if recorded == per_event {
+        ok(format!(
+            "per_event: {} events, sums match the files",
+            recorded.len()
+        ))
+    } else {
+        fail("per_event: counts differ from the sums over the files".into())
+    });
     out
 }
 
-async fn check_file(loc: &Location, table: &str, f: &manifest::FileRecord) -> Result<Check> {
+async fn check_file(
+    loc: &Location,
+    table: &str,
+    table_location: &str,
+    f: &manifest::FileRecord,
+    later: &[&Stored],
+) -> Result<Check> {
     let path = loc.child(&f.path);
     let shown = format!("{}{}", loc.url, f.path);
     let current = match loc.store.get(&path).await {
@@ -190,49 +256,109 @@ async fn check_file(loc: &Location, table: &str, f: &manifest::FileRecord) -> Re
         Err(object_store::Error::NotFound { .. }) => None,
         Err(e) => return Err(Error::store(format!("reading {shown}"), e)),
     };
+    // A later run that started from this run's result accounts for whatever is there now.
+    let superseded_by = f.after.as_ref().and_then(|after| {
+        later.iter().find(|s| {
+            s.manifest.tables.iter().any(|t| {
+                t.location == table_location
+                    && t.files
+                        .iter()
+                        .any(|lf| lf.path == f.path && lf.before.sha256 == after.sha256)
+            })
+        })
+    });
     Ok(match (&f.after, current) {
         (Some(after), Some(bytes)) => {
             let sha = manifest::sha256_hex(&bytes);
             if sha == after.sha256 {
-                Check {
-                    ok: true,
-                    what: format!("table {table}: {} has its purged content", f.path),
-                }
+                ok(format!("table {table}: {} has its purged content", f.path))
             } else if sha == f.before.sha256 {
-                Check {
-                    ok: false,
-                    what: format!(
-                        "table {table}: {shown} holds its PRE-PURGE content (restored from backup?)"
-                    ),
-                }
+                fail(format!(
+                    "table {table}: {shown} holds its PRE-PURGE content (restored from backup?)"
+                ))
+            } else if let Some(s) = superseded_by {
+                ok(format!(
+                    "table {table}: {} was rewritten again by run {}",
+                    f.path, s.manifest.run_id
+                ))
             } else {
-                Check {
-                    ok: false,
-                    what: format!("table {table}: {shown} changed since the purge (sha256 {sha})"),
-                }
+                fail(format!(
+                    "table {table}: {shown} changed since the purge and no later manifest accounts for it"
+                ))
             }
         }
-        (Some(_), None) => Check {
-            ok: false,
-            what: format!("table {table}: {shown} is missing"),
+        (Some(_), None) => match superseded_by {
+            Some(s) => ok(format!(
+                "table {table}: {} was purged again by run {}",
+                f.path, s.manifest.run_id
+            )),
+            None => fail(format!("table {table}: {shown} is missing")),
         },
-        (None, None) => Check {
-            ok: true,
-            what: format!("table {table}: {} stays deleted", f.path),
-        },
+        (None, None) => ok(format!("table {table}: {} stays deleted", f.path)),
         (None, Some(bytes)) => {
             let restored = manifest::sha256_hex(&bytes) == f.before.sha256;
-            Check {
-                ok: false,
-                what: format!(
-                    "table {table}: {shown} was deleted by the purge but exists again{}",
-                    if restored {
-                        " with its PRE-PURGE content"
-                    } else {
-                        ""
-                    }
-                ),
-            }
+            fail(format!(
+                "table {table}: {shown} was deleted by the purge but exists again{}",
+                if restored {
+                    " with its PRE-PURGE content"
+                } else {
+                    ""
+                }
+            ))
         }
     })
+}
+
+/// `--deep`: the event snapshot of the manifest, then every table of the job, key columns only.
+async fn deep(job: &Job, m: &Manifest) -> Result<Vec<Check>> {
+    let mut out = Vec::new();
+    if job.name != m.job {
+        out.push(fail(format!(
+            "deep: the job spec is for job {} but the manifest is of job {}",
+            job.name, m.job
+        )));
+        return Ok(out);
+    }
+    let events = match events::load_snapshot(job, Some(&m.events.files)).await {
+        Ok(e) => e,
+        Err(e) => {
+            out.push(fail(format!(
+                "deep: cannot re-read the event snapshot: {e}"
+            )));
+            return Ok(out);
+        }
+    };
+    if events.digest != m.events.digest {
+        out.push(fail(format!(
+            "deep: the event snapshot's digest {} differs from the manifest's {}",
+            events.digest, m.events.digest
+        )));
+        return Ok(out);
+    }
+    out.push(ok(format!(
+        "deep: event snapshot re-read, {} events, digest matches",
+        events.event_ids.len()
+    )));
+    let tables = Table::resolve_all(job)?;
+    for tplan in plan::plan_tables(&tables, &events).await? {
+        let remaining: Vec<String> = tplan
+            .files
+            .iter()
+            .filter(|f| f.affected())
+            .map(|f| format!("{}{} ({} rows)", tplan.location, f.path, f.rows_matched))
+            .collect();
+        out.push(if remaining.is_empty() {
+            ok(format!(
+                "deep: table {}: no erased subject in {} files ({} pruned by statistics)",
+                tplan.name, tplan.files_listed, tplan.files_pruned
+            ))
+        } else {
+            fail(format!(
+                "deep: table {}: erased subjects still present in {}",
+                tplan.name,
+                remaining.join(", ")
+            ))
+        });
+    }
+    Ok(out)
 }
