@@ -28,9 +28,15 @@ impl Run {
 
 /// Runs the built binary with `args`.
 pub fn lakepurge(args: &[&str]) -> Run {
+    lakepurge_env(args, &[])
+}
+
+/// Runs the built binary with `args` and extra environment variables.
+pub fn lakepurge_env(args: &[&str], env: &[(&str, &str)]) -> Run {
     let out = Command::new(env!("CARGO_BIN_EXE_lakepurge"))
         .args(args)
         .env_remove("LAKEPURGE_LOG")
+        .envs(env.iter().copied())
         .output()
         .expect("run lakepurge");
     let run = Run {

@@ -34,7 +34,7 @@ fn purge_job(job: &Path, manifests: &Path, run_id: &str) -> (serde_json::Value, 
 
 /// Checks one table's files against the oracle: `erase(batch, row)` says which original rows
 /// must be gone. Returns the rows removed per file (relative path).
-fn check_table(
+pub fn check_table(
     original_dir: &Path,
     purged_dir: &Path,
     files: &[&str],
@@ -87,7 +87,7 @@ fn plan_table<'a>(p: &'a serde_json::Value, name: &str) -> &'a serde_json::Value
 }
 
 /// The manifest's per-file counts equal the oracle's; plan and purge agree.
-fn check_counts(
+pub fn check_counts(
     manifest: &serde_json::Value,
     plan: &serde_json::Value,
     table: &str,
@@ -119,14 +119,14 @@ fn check_counts(
     }
 }
 
-const USER_IDS: [i64; 5] = [3, 250, 1100, 100042, 700];
+pub const USER_IDS: [i64; 5] = [3, 250, 1100, 100042, 700];
 
 /// Whether row `i` holds user id `id` as its user, profile id or one of its friends.
 fn user_row_has(b: &RecordBatch, i: usize, id: i64) -> bool {
     user_columns_match(b, i, &[id])
 }
 
-fn pyarrow_user_erased(b: &RecordBatch, i: usize) -> bool {
+pub fn pyarrow_user_erased(b: &RecordBatch, i: usize) -> bool {
     if user_columns_match(b, i, &USER_IDS) {
         return true;
     }
