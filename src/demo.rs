@@ -62,15 +62,16 @@ pub async fn run(dir: Option<PathBuf>) -> Result<u8> {
         "\n== lakepurge purge --job {} --run-id demo-1",
         job_file.display()
     );
-    let stored = match purge::purge(&job, "demo-1", &SystemClock, None).await? {
-        Outcome::Completed(s) | Outcome::AlreadyComplete(s) => s,
-        Outcome::Failed { failures } => {
-            for (t, e) in failures {
-                eprintln!("table {t} failed: {e}");
+    let stored =
+        match purge::purge(&job, "demo-1", &SystemClock, &purge::Options::default()).await? {
+            Outcome::Completed(s) | Outcome::AlreadyComplete(s) => s,
+            Outcome::Failed { failures } => {
+                for (t, e) in failures {
+                    eprintln!("table {t} failed: {e}");
+                }
+                return Ok(1);
             }
-            return Ok(1);
-        }
-    };
+        };
     for t in &stored.manifest.tables {
         println!(
             "table {}: {} rows removed, {} files rewritten, {} deleted",

@@ -238,7 +238,15 @@ async fn cmd_purge(
     run_id: &str,
     key: Option<&ed25519_dalek::SigningKey>,
 ) -> Result<u8, Error> {
-    match purge::purge(job, run_id, &SystemClock, key).await? {
+    let failpoint = match std::env::var("LAKEPURGE_FAILPOINT") {
+        Ok(spec) => purge::Failpoint::parse(&spec).map_err(Error::Usage)?,
+        Err(_) => purge::Failpoint::default(),
+    };
+    let opts = purge::Options {
+        signing_key: key,
+        failpoint,
+    };
+    match purge::purge(job, run_id, &SystemClock, &opts).await? {
         Outcome::AlreadyComplete(s) => {
             println!("run {run_id} is already complete: {}", s.url);
             Ok(0)

@@ -1,19 +1,23 @@
 //! The `purge` command: runs the stages for one job and run id.
 //!
-//! Everything is planned first (events read, every table's footers and key columns scanned), so
-//! bad input fails with exit 2 before anything is written. Then each affected file is read
-//! whole, matched again against exactly the bytes read (so the rewrite agrees with the version
-//! it replaces), rewritten, and replaced or deleted conditionally on that version. A file that
-//! changed meanwhile is read again and redone. The manifest is written last.
+//! 1. The run's event snapshot is pinned in the run journal by the first attempt; every later
+//!    attempt of the same run id applies exactly those event files (their digest must match).
+//! 2. Rewrites a previous attempt left *pending* (written to the journal, commit unknown) are
+//!    resolved by looking at the object (see [`crate::journal`]).
+//! 3. Every table is planned (footers and key columns) before anything is written, so bad input
+//!    fails with exit 2 with nothing written.
+//! 4. Each affected file is read whole, matched again against exactly the bytes read (so the
+//!    rewrite agrees with the version it replaces), rewritten, recorded as pending, replaced or
+//!    deleted conditionally on that version, and recorded as done. A file that changed
+//!    meanwhile is read again and redone; one deleted meanwhile is skipped, not resurrected.
+//! 5. The manifest, built from the journal (so it accounts for every attempt), is written last;
+//!    then the journal is deleted.
 //!
-//! Idempotence: a run id whose manifest exists is done (nothing happens, exit 0). A new run id
-//! over the same events finds nothing left to erase and rewrites nothing.
-//!
-//! Hazards: a crash part-way leaves every file either original or fully purged, but the
-//! counts of files done before the crash are not yet journaled; the rerun's manifest records
-//! only what it did itself (issue #4 adds the run journal).
+//! A table that fails (storage errors) is reported and the other tables complete; the run then
+//! exits 1 without a manifest and the next attempt with the same run id resumes.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use object_store::{ObjectStoreExt, path::Path};
@@ -21,10 +25,12 @@ use object_store::{ObjectStoreExt, path::Path};
 use crate::commit::{self, ReadVersion};
 use crate::error::{Error, Result};
 use crate::events::{self, Events};
+use crate::journal::{Entry, Journal, Snapshot};
 use crate::manifest::{self, Engine, EventsRecord, FileRecord, FileVersion, Manifest, TableRecord};
 use crate::plan::{self, BytesReader, Matcher, Table, TablePlan};
 use crate::rewrite;
 use crate::spec::{Job, check_name};
+use crate::store;
 
 /// How many times a file that a concurrent writer changed is read again and redone.
 const CONFLICT_RETRIES: usize = 3;
@@ -54,55 +60,155 @@ impl Clock for SystemClock {
     }
 }
 
+/// Crash injection for tests: abort the process (as SIGKILL would) right after the Nth
+/// pending record is journaled, or right after the Nth commit, before it is journaled as done.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Failpoint {
+    pub after_intent: Option<usize>,
+    pub after_commit: Option<usize>,
+}
+
+impl Failpoint {
+    /// Parses `after_intent=N` or `after_commit=N`.
+    pub fn parse(s: &str) -> std::result::Result<Failpoint, String> {
+        let (what, n) = s
+            .split_once('=')
+            .ok_or_else(|| format!("failpoint {s:?}: expected after_intent=N or after_commit=N"))?;
+        let n: usize = n
+            .parse()
+            .map_err(|_| format!("failpoint {s:?}: N must be a number"))?;
+        match what {
+            "after_intent" => Ok(Failpoint {
+                after_intent: Some(n),
+                ..Failpoint::default()
+            }),
+            "after_commit" => Ok(Failpoint {
+                after_commit: Some(n),
+                ..Failpoint::default()
+            }),
+            _ => Err(format!("failpoint {s:?}: unknown point {what:?}")),
+        }
+    }
+}
+
+/// Options of one purge.
+#[derive(Default)]
+pub struct Options<'a> {
+    pub signing_key: Option<&'a ed25519_dalek::SigningKey>,
+    pub failpoint: Failpoint,
+}
+
+/// State shared by the files of one attempt.
+struct Attempt<'a> {
+    journal: Journal,
+    events: &'a Events,
+    failpoint: Failpoint,
+    intents: AtomicUsize,
+    commits: AtomicUsize,
+}
+
+impl Attempt<'_> {
+    fn crash_if(&self, counter: &AtomicUsize, at: Option<usize>, what: &str) {
+        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        if at == Some(n) {
+            eprintln!("lakepurge: failpoint {what}={n}: aborting");
+            std::process::abort();
+        }
+    }
+}
+
 /// Runs `purge` for `job` and `run_id`.
 pub async fn purge(
     job: &Job,
     run_id: &str,
     clock: &dyn Clock,
-    signing_key: Option<&ed25519_dalek::SigningKey>,
+    opts: &Options<'_>,
 ) -> Result<Outcome> {
     check_name("run id", run_id).map_err(Error::Usage)?;
     let folder = manifest::folder(job)?;
+    let journal = Journal::new(&folder, run_id);
     if let Some(done) = manifest::read(&folder, &manifest::path(&folder, run_id)).await? {
         tracing::info!(run_id, "run already complete: nothing to do");
+        journal.clear().await?;
         return Ok(Outcome::AlreadyComplete(done));
     }
-    let started_at = clock.now();
-    let events = events::load(job).await?;
-    let tables = Table::resolve_all(job)?;
-    let plans = plan::plan_tables(&tables, &events).await?;
 
-    let mut records = Vec::new();
+    // Plan everything before writing anything (the journal included): bad input writes nothing.
+    let tables = plan::Table::resolve_all(job)?;
+    let pinned = journal.snapshot().await?;
+    let mut events = match &pinned {
+        Some(snap) => {
+            tracing::info!(
+                run_id,
+                "resuming: applying the event snapshot pinned by the first attempt"
+            );
+            pinned_events(job, run_id, snap).await?
+        }
+        None => events::load(job).await?,
+    };
+    let mut plans = plan::plan_tables(&tables, &events).await?;
+    let snapshot = match pinned {
+        Some(snap) => snap,
+        None => {
+            let fresh = Snapshot {
+                started_at: clock.now(),
+                files: events.files.clone(),
+                digest: events.digest.clone(),
+            };
+            let snap = journal.pin(fresh.clone()).await?;
+            if snap != fresh {
+                // A concurrent attempt pinned first: apply its snapshot.
+                events = pinned_events(job, run_id, &snap).await?;
+                plans = plan::plan_tables(&tables, &events).await?;
+            }
+            snap
+        }
+    };
+
+    let mut entries = journal.entries().await?;
+    for ((table_name, _), entry) in entries.iter_mut() {
+        if let Some(table) = tables.iter().find(|t| &t.spec.name == table_name) {
+            resolve_pending(table, entry, &journal).await?;
+        }
+    }
+
+    let attempt = Attempt {
+        journal,
+        events: &events,
+        failpoint: opts.failpoint,
+        intents: AtomicUsize::new(0),
+        commits: AtomicUsize::new(0),
+    };
     let mut failures = Vec::new();
     for (table, tplan) in tables.iter().zip(&plans) {
-        match purge_table(table, tplan, &events).await {
-            Ok(r) => records.push(r),
-            Err(e) => {
-                tracing::error!(table = %table.spec.name, error = %e, "table failed");
-                failures.push((table.spec.name.clone(), e));
-            }
+        if let Err(e) = purge_table(table, tplan, &attempt, &mut entries).await {
+            tracing::error!(table = %table.spec.name, error = %e, "table failed");
+            failures.push((table.spec.name.clone(), e));
         }
     }
     if !failures.is_empty() {
         return Ok(Outcome::Failed { failures });
     }
 
+    let records: Vec<TableRecord> = tables
+        .iter()
+        .zip(&plans)
+        .map(|(t, p)| table_record(t, p, &entries))
+        .collect();
     let mut per_event: BTreeMap<String, u64> = BTreeMap::new();
-    for t in &records {
-        for (ev, n) in &t.per_event {
-            *per_event
-                .entry(events.event_ids[*ev as usize].clone())
-                .or_default() += n;
+    for f in records.iter().flat_map(|t| &t.files) {
+        for (e, n) in &f.per_event {
+            *per_event.entry(e.clone()).or_default() += n;
         }
     }
     let history = manifest::all(&folder).await?;
     let previous = history.last();
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         format_version: manifest::FORMAT_VERSION,
         job: job.name.clone(),
         run_id: run_id.to_string(),
         status: "complete".into(),
-        started_at,
+        started_at: snapshot.started_at.clone(),
         finished_at: clock.now(),
         engine: Engine {
             name: "lakepurge".into(),
@@ -120,74 +226,137 @@ pub async fn purge(
             digest: events.digest.clone(),
             files: events.files.clone(),
         },
-        tables: records.into_iter().map(|t| t.record).collect(),
+        tables: records,
         per_event,
         signature: None,
     };
-    let mut manifest = manifest;
-    if let Some(key) = signing_key {
+    if let Some(key) = opts.signing_key {
         manifest.sign(key);
     }
     let stored = manifest::write(&folder, &manifest).await?;
     tracing::info!(run_id, manifest = %stored.url, "run complete");
+    if let Err(e) = attempt.journal.clear().await {
+        tracing::warn!(run_id, error = %e, "could not delete the run journal; the next run of this id deletes it");
+    }
     Ok(Outcome::Completed(stored))
 }
 
-struct TableDone {
-    record: TableRecord,
-    per_event: BTreeMap<u32, u64>,
+/// The events of a pinned snapshot; they must still have the pinned digest.
+async fn pinned_events(job: &Job, run_id: &str, snap: &Snapshot) -> Result<Events> {
+    let events = events::load_snapshot(job, Some(&snap.files)).await?;
+    if events.digest != snap.digest {
+        return Err(Error::events(
+            &events.location,
+            format!(
+                "the event files pinned by run {run_id}'s first attempt changed (digest {} != {}); \
+                 restore them or start a new run id",
+                events.digest, snap.digest
+            ),
+        ));
+    }
+    Ok(events)
 }
 
-async fn purge_table(table: &Table, tplan: &TablePlan, events: &Events) -> Result<TableDone> {
-    let matcher = Matcher::new(&table.spec, events);
-    let mut record = TableRecord {
+/// The manifest record of one table: counts from the plan, files from the journal.
+fn table_record(
+    table: &Table,
+    tplan: &TablePlan,
+    entries: &BTreeMap<(String, String), Entry>,
+) -> TableRecord {
+    let files: Vec<FileRecord> = entries
+        .values()
+        .filter(|e| e.table == table.spec.name)
+        .flat_map(|e| e.done.iter().cloned())
+        .collect();
+    TableRecord {
         name: table.spec.name.clone(),
         location: table.location.url.to_string(),
         files_listed: tplan.files_listed,
         files_pruned: tplan.files_pruned,
-        files_rewritten: 0,
-        files_deleted: 0,
-        rows_removed: 0,
+        files_rewritten: files.iter().filter(|f| f.after.is_some()).count() as u64,
+        files_deleted: files.iter().filter(|f| f.after.is_none()).count() as u64,
+        rows_removed: files.iter().map(|f| f.rows_removed).sum(),
         ids_unconvertible: tplan.ids_unconvertible,
-        files: Vec::new(),
-    };
-    let mut per_event: BTreeMap<u32, u64> = BTreeMap::new();
-    for fp in tplan.files.iter().filter(|f| f.affected()) {
-        let Some((file_record, file_events)) =
-            purge_file(table, &matcher, &fp.location, &fp.path, events).await?
-        else {
-            continue;
-        };
-        record.rows_removed += file_record.rows_removed;
-        if file_record.after.is_some() {
-            record.files_rewritten += 1;
-        } else {
-            record.files_deleted += 1;
-        }
-        for (e, n) in file_events {
-            *per_event.entry(e).or_default() += n;
-        }
-        record.files.push(file_record);
+        files,
     }
-    Ok(TableDone { record, per_event })
 }
 
-/// Purges one file; `None` if it no longer holds an erased row (or no longer exists).
+/// Settles a rewrite a previous attempt journaled but may not have committed.
+async fn resolve_pending(table: &Table, entry: &mut Entry, journal: &Journal) -> Result<()> {
+    let Some(pending) = entry.pending.take() else {
+        return Ok(());
+    };
+    let path = table.location.child(&entry.path);
+    let current = match table.location.store.get(&path).await {
+        Ok(g) => {
+            let etag = g.meta.e_tag.clone();
+            let bytes = g
+                .bytes()
+                .await
+                .map_err(|e| Error::store(format!("reading {path}"), e))?;
+            Some((manifest::sha256_hex(&bytes), etag))
+        }
+        Err(object_store::Error::NotFound { .. }) => None,
+        Err(e) => return Err(Error::store(format!("reading {path}"), e)),
+    };
+    let committed = match (&pending.after, current) {
+        (Some(after), Some((sha, etag))) if sha == after.sha256 => {
+            let mut record = pending.clone();
+            if let Some(a) = record.after.as_mut() {
+                a.etag = etag;
+            }
+            Some(record)
+        }
+        (None, None) => Some(pending.clone()),
+        _ => None,
+    };
+    tracing::info!(
+        table = %table.spec.name,
+        file = %entry.path,
+        committed = committed.is_some(),
+        "resolved a rewrite left pending by an earlier attempt"
+    );
+    entry.done.extend(committed);
+    journal.put(entry).await
+}
+
+async fn purge_table(
+    table: &Table,
+    tplan: &TablePlan,
+    attempt: &Attempt<'_>,
+    entries: &mut BTreeMap<(String, String), Entry>,
+) -> Result<()> {
+    store::clean_temporaries(&table.location).await?;
+    let matcher = Matcher::new(&table.spec, attempt.events);
+    for fp in tplan.files.iter().filter(|f| f.affected()) {
+        let key = (table.spec.name.clone(), fp.path.clone());
+        let entry = entries.entry(key).or_insert_with(|| Entry {
+            table: table.spec.name.clone(),
+            path: fp.path.clone(),
+            ..Entry::default()
+        });
+        purge_file(table, &matcher, &fp.location, attempt, entry).await?;
+    }
+    Ok(())
+}
+
+/// Purges one file, journaling before and after the commit.
 async fn purge_file(
     table: &Table,
     matcher: &Matcher<'_>,
     location: &Path,
-    rel: &str,
-    events: &Events,
-) -> Result<Option<(FileRecord, BTreeMap<u32, u64>)>> {
+    attempt: &Attempt<'_>,
+    entry: &mut Entry,
+) -> Result<()> {
     let name = &table.spec.name;
+    let rel = entry.path.clone();
     let store = &table.location.store;
-    for attempt in 0..=CONFLICT_RETRIES {
+    for try_no in 0..=CONFLICT_RETRIES {
         let got = match store.get(location).await {
             Ok(g) => g,
             Err(object_store::Error::NotFound { .. }) => {
-                tracing::warn!(table = %name, file = rel, "file deleted by another writer: skipped");
-                return Ok(None);
+                tracing::warn!(table = %name, file = %rel, "file deleted by another writer: skipped");
+                return Ok(());
             }
             Err(e) => return Err(Error::store(format!("reading {location}"), e)),
         };
@@ -205,18 +374,12 @@ async fn purge_file(
                     bytes: bytes.clone(),
                 },
                 name,
-                rel,
+                &rel,
             )
             .await?;
         if !fp.affected() {
-            return Ok(None);
+            return Ok(());
         }
-        let before = FileVersion {
-            size: bytes.len() as u64,
-            sha256: manifest::sha256_hex(&bytes),
-            rows: fp.rows,
-            etag: read.e_tag.clone(),
-        };
         let erased = fp.erased.clone();
         let shown = format!("{}{}", table.location.url, rel);
         let input = bytes.clone();
@@ -224,49 +387,71 @@ async fn purge_file(
             tokio::task::spawn_blocking(move || rewrite::rewrite(input, &erased, &shown))
                 .await
                 .map_err(|e| Error::Internal(format!("rewriting {rel}: {e}")))??;
+        let mut record = FileRecord {
+            path: rel.clone(),
+            rows_removed: fp.rows_matched,
+            before: FileVersion {
+                size: bytes.len() as u64,
+                sha256: manifest::sha256_hex(&bytes),
+                rows: fp.rows,
+                etag: read.e_tag.clone(),
+            },
+            after: rewritten.bytes.as_ref().map(|new| FileVersion {
+                size: new.len() as u64,
+                sha256: manifest::sha256_hex(new),
+                rows: rewritten.rows,
+                etag: None,
+            }),
+            per_event: fp
+                .per_event
+                .iter()
+                .map(|(e, n)| (attempt.events.event_ids[*e as usize].clone(), *n))
+                .collect(),
+        };
+        entry.pending = Some(record.clone());
+        attempt.journal.put(entry).await?;
+        attempt.crash_if(
+            &attempt.intents,
+            attempt.failpoint.after_intent,
+            "after_intent",
+        );
+
         let result = match &rewritten.bytes {
             Some(new) => commit::replace(store.as_ref(), location, new.clone(), &read)
                 .await
-                .map(|w| {
-                    Some(FileVersion {
-                        size: new.len() as u64,
-                        sha256: manifest::sha256_hex(new),
-                        rows: rewritten.rows,
-                        etag: w.e_tag,
-                    })
-                }),
+                .map(|w| w.e_tag),
             None => commit::delete(store.as_ref(), location, &read)
                 .await
                 .map(|()| None),
         };
         match result {
-            Ok(after) => {
+            Ok(etag) => {
+                attempt.crash_if(
+                    &attempt.commits,
+                    attempt.failpoint.after_commit,
+                    "after_commit",
+                );
+                if let Some(a) = record.after.as_mut() {
+                    a.etag = etag;
+                }
                 tracing::info!(
                     table = %name,
-                    file = rel,
-                    rows_removed = fp.rows_matched,
-                    deleted = after.is_none(),
+                    file = %rel,
+                    rows_removed = record.rows_removed,
+                    deleted = record.after.is_none(),
                     row_groups_copied = rewritten.row_groups_copied,
                     row_groups_rewritten = rewritten.row_groups_rewritten,
                     "file purged"
                 );
-                return Ok(Some((
-                    FileRecord {
-                        path: rel.to_string(),
-                        rows_removed: fp.rows_matched,
-                        before,
-                        after,
-                        per_event: fp
-                            .per_event
-                            .iter()
-                            .map(|(e, n)| (events.event_ids[*e as usize].clone(), *n))
-                            .collect(),
-                    },
-                    fp.per_event,
-                )));
+                entry.pending = None;
+                entry.done.push(record);
+                attempt.journal.put(entry).await?;
+                return Ok(());
             }
-            Err(Error::Conflict { .. }) if attempt < CONFLICT_RETRIES => {
-                tracing::warn!(table = %name, file = rel, attempt, "file changed while purging: reading it again");
+            Err(Error::Conflict { .. }) if try_no < CONFLICT_RETRIES => {
+                entry.pending = None;
+                attempt.journal.put(entry).await?;
+                tracing::warn!(table = %name, file = %rel, try_no, "file changed while purging: reading it again");
             }
             Err(e) => return Err(e),
         }

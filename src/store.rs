@@ -6,10 +6,12 @@
 //! process, so `memory://` locations of one job see each other.
 //!
 //! `LocalFileSystem` has no conditional replace (`PutMode::Update`). [`LocalStore`] wraps it and
-//! adds one: the new bytes are written to a hidden temporary object (`.lakepurge-*.tmp`) beside
-//! the target, the target's current etag is compared with the expected one under a process-wide
-//! lock, and the temporary object is renamed over the target (`rename(2)`, atomic on POSIX file
-//! systems). Readers see the old file or the new one, never a torn one. The guarantee against
+//! does every put itself: the new bytes are written and flushed to a hidden temporary file
+//! (`.lakepurge-*.tmp`) beside the target, then renamed over it (`Overwrite`), hard-linked to it
+//! if it does not exist (`Create`), or renamed over it after the target's current etag is
+//! compared with the expected one under a process-wide lock (`Update`); `rename(2)` is atomic
+//! on POSIX file systems. A process killed mid-write leaves only a hidden temporary file, which
+//! [`clean_temporaries`] removes. Readers see the old file or the new one, never a torn one. The guarantee against
 //! concurrent writers is weaker than on S3: a writer outside lakepurge that replaces the file in
 //! the microseconds between the etag check and the rename is overwritten.
 
@@ -26,7 +28,6 @@ use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
     ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
-    UpdateVersion,
 };
 use url::Url;
 
@@ -52,6 +53,39 @@ impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.url)
     }
+}
+
+/// Temporary objects lakepurge writes beside a file it replaces are named
+/// `.lakepurge-<random>-<name>.tmp`: hidden from table readers, and recognisable for cleanup.
+pub const TEMP_PREFIX: &str = ".lakepurge-";
+pub const TEMP_SUFFIX: &str = ".tmp";
+
+/// Deletes temporary objects an interrupted run left under `location` (see [`TEMP_PREFIX`]).
+/// Two purges must not work on the same table at the same time.
+pub async fn clean_temporaries(location: &Location) -> Result<usize> {
+    use futures::TryStreamExt;
+    let stale: Vec<Path> = location
+        .store
+        .list(Some(&location.prefix))
+        .try_filter_map(|m| {
+            let is_temp = m
+                .location
+                .filename()
+                .is_some_and(|n| n.starts_with(TEMP_PREFIX) && n.ends_with(TEMP_SUFFIX));
+            futures::future::ready(Ok(is_temp.then_some(m.location)))
+        })
+        .try_collect()
+        .await
+        .map_err(|e| Error::store(format!("listing {}", location.url), e))?;
+    for p in &stale {
+        match location.store.delete(p).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                tracing::info!(object = %p, "deleted a temporary object left by an interrupted run");
+            }
+            Err(e) => return Err(Error::store(format!("deleting {p}"), e)),
+        }
+    }
+    Ok(stale.len())
 }
 
 /// The shared stores of this process, keyed by scheme, authority and options.
@@ -248,56 +282,99 @@ impl LocalStore {
         }
     }
 
-    async fn replace_if(
+    /// Writes `payload` to a new hidden temporary file beside `target`, flushed to disk.
+    async fn write_temp(
+        &self,
+        target: &std::path::Path,
+        name: &str,
+        payload: PutPayload,
+    ) -> object_store::Result<std::path::PathBuf> {
+        let tmp = target.with_file_name(format!(
+            "{TEMP_PREFIX}{}-{name}{TEMP_SUFFIX}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let tmp_w = tmp.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::io::Write;
+            if let Some(dir) = tmp_w.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let mut f = std::fs::File::create(&tmp_w)?;
+            for chunk in payload.iter() {
+                f.write_all(chunk)?;
+            }
+            f.sync_all()
+        })
+        .await
+        .map_err(|e| local_error(format!("writing {}: {e}", tmp.display())))?
+        .map_err(|e| local_error(format!("writing {}: {e}", tmp.display())))?;
+        Ok(tmp)
+    }
+
+    /// Puts `payload` at `location` through a temporary file: renamed over the target
+    /// (`Overwrite`), hard-linked only if the target does not exist (`Create`), or renamed only
+    /// if the target still has the expected etag (`Update`).
+    async fn put_via_temp(
         &self,
         location: &Path,
         payload: PutPayload,
-        expected: UpdateVersion,
+        mode: PutMode,
     ) -> object_store::Result<PutResult> {
+        let target = self.inner.path_to_filesystem(location)?;
         let name = location.filename().unwrap_or("object");
-        let tmp_name = format!(".lakepurge-{}-{}.tmp", uuid::Uuid::new_v4().simple(), name);
-        let tmp = match location.parts().count() {
-            0 | 1 => Path::from(tmp_name),
-            _ => {
-                let parts: Vec<_> = location.parts().collect();
-                let mut parent: Vec<String> = parts[..parts.len() - 1]
-                    .iter()
-                    .map(|p| p.as_ref().to_string())
-                    .collect();
-                parent.push(tmp_name);
-                Path::from_iter(parent)
-            }
-        };
-        self.inner.put(&tmp, payload).await?;
+        let tmp = self.write_temp(&target, name, payload).await?;
         let _guard = self.replace_lock.lock().await;
-        let current = match self.inner.head(location).await {
-            Ok(meta) => meta,
-            Err(e) => {
-                let _ = self.inner.delete(&tmp).await;
-                return Err(e);
+        let outcome = match mode {
+            PutMode::Overwrite => std::fs::rename(&tmp, &target)
+                .map_err(|e| local_error(format!("renaming over {}: {e}", target.display()))),
+            PutMode::Create => {
+                let linked = std::fs::hard_link(&tmp, &target);
+                let _ = std::fs::remove_file(&tmp);
+                linked.map_err(|e| match e.kind() {
+                    std::io::ErrorKind::AlreadyExists => object_store::Error::AlreadyExists {
+                        path: location.to_string(),
+                        source: Box::new(e),
+                    },
+                    _ => local_error(format!("creating {}: {e}", target.display())),
+                })
             }
+            PutMode::Update(expected) => match self.inner.head(location).await {
+                Ok(current) if current.e_tag == expected.e_tag => std::fs::rename(&tmp, &target)
+                    .map_err(|e| local_error(format!("renaming over {}: {e}", target.display()))),
+                Ok(current) => Err(object_store::Error::Precondition {
+                    path: location.to_string(),
+                    source: format!(
+                        "etag is {:?}, expected {:?}",
+                        current.e_tag.as_deref().unwrap_or(""),
+                        expected.e_tag.as_deref().unwrap_or("")
+                    )
+                    .into(),
+                }),
+                Err(e) => Err(e),
+            },
         };
-        if current.e_tag != expected.e_tag {
-            let _ = self.inner.delete(&tmp).await;
-            return Err(object_store::Error::Precondition {
-                path: location.to_string(),
-                source: format!(
-                    "etag is {:?}, expected {:?}",
-                    current.e_tag.as_deref().unwrap_or(""),
-                    expected.e_tag.as_deref().unwrap_or("")
-                )
-                .into(),
-            });
-        }
-        if let Err(e) = self.inner.rename(&tmp, location).await {
-            let _ = self.inner.delete(&tmp).await;
+        if let Err(e) = outcome {
+            let _ = std::fs::remove_file(&tmp);
             return Err(e);
+        }
+        // Make the new directory entry durable.
+        if let Some(dir) = target.parent()
+            && let Ok(d) = std::fs::File::open(dir)
+        {
+            let _ = d.sync_all();
         }
         let meta = self.inner.head(location).await?;
         Ok(PutResult {
             e_tag: meta.e_tag,
             version: meta.version,
         })
+    }
+}
+
+fn local_error(message: String) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "LocalStore",
+        source: message.into(),
     }
 }
 
@@ -321,10 +398,10 @@ impl ObjectStore for LocalStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
-        match opts.mode {
-            PutMode::Update(expected) => self.replace_if(location, payload, expected).await,
-            _ => self.inner.put_opts(location, payload, opts).await,
+        if !opts.attributes.is_empty() {
+            return self.inner.put_opts(location, payload, opts).await;
         }
+        self.put_via_temp(location, payload, opts.mode).await
     }
 
     async fn put_multipart_opts(
@@ -380,6 +457,7 @@ impl ObjectStore for LocalStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use object_store::UpdateVersion;
 
     #[tokio::test]
     async fn local_conditional_replace_refuses_a_stale_etag() {

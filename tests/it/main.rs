@@ -4,5 +4,6 @@
 mod audit;
 mod cli;
 mod common;
+mod crash;
 mod fixtures;
 mod s3;

@@ -1,0 +1,186 @@
+//! The run journal: what a run has pinned and done, so the same run id resumes after a crash
+//! at any point without redoing finished files or losing their counts.
+//!
+//! It lives beside the manifests, never inside a table: `<manifests>/<job>/<run id>/`.
+//! - `snapshot.json`: the event files (path, size, etag), their digest and the start time,
+//!   created once (create-only) by the first attempt; every later attempt applies exactly them.
+//! - `files/<key>.json`, one per table file: the records of finished rewrites of that file and,
+//!   while a rewrite is being committed, the *pending* record written before the commit. A
+//!   pending record is resolved on resume by looking at the object: it holds the new bytes (the
+//!   commit happened: the record is kept), or anything else (it did not: dropped, the file is
+//!   planned again).
+//!
+//! The journal is deleted once the manifest, which supersedes it, is written.
+
+use std::collections::BTreeMap;
+
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::events::EventFile;
+use crate::manifest::FileRecord;
+use crate::store::Location;
+
+/// The event snapshot a run applies, pinned by its first attempt.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    pub started_at: String,
+    pub files: Vec<EventFile>,
+    pub digest: String,
+}
+
+/// The journal entry of one table file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    pub table: String,
+    pub path: String,
+    /// Finished rewrites of this file in this run, oldest first.
+    pub done: Vec<FileRecord>,
+    /// A rewrite whose commit may or may not have happened.
+    pub pending: Option<FileRecord>,
+}
+
+pub struct Journal {
+    folder: Location,
+}
+
+impl Journal {
+    /// The journal of `run_id` in the job's manifest folder.
+    pub fn new(manifests: &Location, run_id: &str) -> Journal {
+        let prefix = manifests.child(run_id);
+        let mut url = manifests.url.clone();
+        url.set_path(&format!("{}{run_id}/", manifests.url.path()));
+        Journal {
+            folder: Location {
+                url,
+                store: manifests.store.clone(),
+                prefix,
+            },
+        }
+    }
+
+    fn entry_path(&self, table: &str, path: &str) -> Path {
+        let mut h = Sha256::new();
+        h.update(table.as_bytes());
+        h.update([0]);
+        h.update(path.as_bytes());
+        let key = hex::encode(&h.finalize()[..16]);
+        self.folder.child(&format!("files/{key}.json"))
+    }
+
+    async fn read_json<T: serde::de::DeserializeOwned>(&self, path: &Path) -> Result<Option<T>> {
+        let bytes = match self.folder.store.get(path).await {
+            Ok(r) => r
+                .bytes()
+                .await
+                .map_err(|e| Error::store(format!("reading journal {path}"), e))?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(Error::store(format!("reading journal {path}"), e)),
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::Manifest {
+                path: self.folder.object_url(path),
+                message: format!("unreadable run journal entry: {e}"),
+            })
+    }
+
+    /// The snapshot an earlier attempt pinned, if any.
+    pub async fn snapshot(&self) -> Result<Option<Snapshot>> {
+        self.read_json(&self.folder.child("snapshot.json")).await
+    }
+
+    /// Pins `fresh` as the run's snapshot, unless an attempt pinned one: then that one.
+    pub async fn pin(&self, fresh: Snapshot) -> Result<Snapshot> {
+        let path = self.folder.child("snapshot.json");
+        let bytes = serde_json::to_vec_pretty(&fresh)
+            .map_err(|e| Error::Internal(format!("serialising the snapshot: {e}")))?;
+        match self
+            .folder
+            .store
+            .put_opts(
+                &path,
+                PutPayload::from(bytes),
+                PutOptions::from(PutMode::Create),
+            )
+            .await
+        {
+            Ok(_) => Ok(fresh),
+            // Another attempt (a shard) pinned it first: use theirs.
+            Err(object_store::Error::AlreadyExists { .. }) => self
+                .read_json::<Snapshot>(&path)
+                .await?
+                .ok_or_else(|| Error::Internal(format!("snapshot {path} vanished"))),
+            Err(e) => Err(Error::store(
+                format!("pinning the event snapshot at {path}"),
+                e,
+            )),
+        }
+    }
+
+    /// Every file entry, keyed by (table, path).
+    pub async fn entries(&self) -> Result<BTreeMap<(String, String), Entry>> {
+        let prefix = self.folder.child("files");
+        let metas: Vec<_> = self
+            .folder
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|e| {
+                Error::store(format!("listing the run journal at {}", self.folder.url), e)
+            })?;
+        let mut out = BTreeMap::new();
+        // Skip temporary files a write killed mid-way left behind (`.lakepurge-*.tmp`).
+        let entries = metas.into_iter().filter(|m| {
+            m.location
+                .filename()
+                .is_some_and(|n| n.ends_with(".json") && !n.starts_with('.'))
+        });
+        for m in entries {
+            if let Some(e) = self.read_json::<Entry>(&m.location).await? {
+                out.insert((e.table.clone(), e.path.clone()), e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes (replaces) the entry of one file.
+    pub async fn put(&self, entry: &Entry) -> Result<()> {
+        let path = self.entry_path(&entry.table, &entry.path);
+        let bytes = serde_json::to_vec_pretty(entry)
+            .map_err(|e| Error::Internal(format!("serialising a journal entry: {e}")))?;
+        self.folder
+            .store
+            .put(&path, PutPayload::from(bytes))
+            .await
+            .map_err(|e| Error::store(format!("writing journal {path}"), e))?;
+        Ok(())
+    }
+
+    /// Deletes the journal (after the manifest is written).
+    pub async fn clear(&self) -> Result<()> {
+        let metas: Vec<_> = self
+            .folder
+            .store
+            .list(Some(&self.folder.prefix))
+            .try_collect()
+            .await
+            .map_err(|e| {
+                Error::store(format!("listing the run journal at {}", self.folder.url), e)
+            })?;
+        for m in metas {
+            match self.folder.store.delete(&m.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(Error::store(format!("deleting journal {}", m.location), e)),
+            }
+        }
+        Ok(())
+    }
+}
