@@ -96,6 +96,19 @@ impl Error {
         }
     }
 
+    /// Whether retrying may help: a storage failure that is not a definite answer (not found,
+    /// precondition, permission). object_store's HTTP stores already retry 5xx, timeouts and
+    /// throttling internally; what reaches here as `Generic` is retried once more by the caller.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Store {
+                source: object_store::Error::Generic { .. },
+                ..
+            }
+        )
+    }
+
     pub fn spec(file: impl fmt::Display, message: impl fmt::Display) -> Self {
         Error::Spec {
             file: file.to_string(),

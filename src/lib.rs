@@ -8,6 +8,7 @@ pub mod commit;
 pub mod demo;
 pub mod error;
 pub mod events;
+pub mod fault;
 pub mod journal;
 pub mod manifest;
 pub mod plan;

@@ -376,7 +376,7 @@ impl<'e> Matcher<'e> {
     {
         let builder = ParquetRecordBatchStreamBuilder::new(reader)
             .await
-            .map_err(|e| Error::table(table, file, format!("not a readable Parquet file: {e}")))?;
+            .map_err(|e| read_error(table, file, "not a readable Parquet file", e))?;
         let metadata = Arc::clone(builder.metadata());
         let schema = Arc::clone(builder.schema());
         let resolved = self
@@ -444,7 +444,7 @@ impl<'e> Matcher<'e> {
             .with_row_groups(selected.clone())
             .with_batch_size(8192)
             .build()
-            .map_err(|e| Error::table(table, file, format!("cannot read key columns: {e}")))?;
+            .map_err(|e| read_error(table, file, "cannot read key columns", e))?;
 
         // Map positions in the selected rows back to (row group, row).
         let starts: Vec<u64> = selected
@@ -457,8 +457,7 @@ impl<'e> Matcher<'e> {
             .collect();
         let mut offset = 0u64;
         while let Some(batch) = stream.next().await {
-            let batch = batch
-                .map_err(|e| Error::table(table, file, format!("cannot read key columns: {e}")))?;
+            let batch = batch.map_err(|e| read_error(table, file, "cannot read key columns", e))?;
             let hits = self.match_batch(&batch, &lookups, table, file)?;
             for (row, evs) in hits {
                 let pos = offset + row as u64;
@@ -531,6 +530,18 @@ impl<'e> Matcher<'e> {
         }
         Ok(hits)
     }
+}
+
+/// A Parquet read error: a storage failure underneath stays a storage error (exit 1, may be
+/// retried); anything else means the file itself is bad (exit 2).
+fn read_error(table: &str, file: &str, what: &str, e: parquet::errors::ParquetError) -> Error {
+    if let parquet::errors::ParquetError::External(source) = e {
+        return match source.downcast::<object_store::Error>() {
+            Ok(store) => Error::store(format!("table {table}: reading {file}"), *store),
+            Err(other) => Error::table(table, file, format!("{what}: {other}")),
+        };
+    }
+    Error::table(table, file, format!("{what}: {e}"))
 }
 
 fn combined_nulls(columns: &[ArrayRef]) -> Option<NullBuffer> {

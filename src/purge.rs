@@ -34,6 +34,10 @@ use crate::store;
 
 /// How many times a file that a concurrent writer changed is read again and redone.
 const CONFLICT_RETRIES: usize = 3;
+/// How many times a file is retried after a transient storage error, and the first backoff
+/// (multiplied by 4 each time).
+const STORE_RETRIES: u32 = 3;
+const FIRST_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What `purge` did.
 #[derive(Debug)]
@@ -335,7 +339,19 @@ async fn purge_table(
             path: fp.path.clone(),
             ..Entry::default()
         });
-        purge_file(table, &matcher, &fp.location, attempt, entry).await?;
+        let mut retry = 0;
+        loop {
+            match purge_file(table, &matcher, &fp.location, attempt, entry).await {
+                Ok(()) => break,
+                Err(e) if e.is_transient() && retry < STORE_RETRIES => {
+                    let wait = FIRST_BACKOFF * 4u32.pow(retry);
+                    tracing::warn!(table = %table.spec.name, file = %fp.path, error = %e, retry, ?wait, "transient storage error: retrying");
+                    tokio::time::sleep(wait).await;
+                    retry += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
     Ok(())
 }

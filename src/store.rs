@@ -170,6 +170,19 @@ pub fn is_data_file(relative: &str) -> bool {
         .all(|seg| !seg.is_empty() && !seg.starts_with('_') && !seg.starts_with('.'))
 }
 
+/// Installs `store` for every location under `url`'s scheme and authority (e.g.
+/// `memory://faulty`) that has no storage options: how tests put a [`crate::fault::FaultStore`]
+/// in front of a run.
+pub fn register(url: &str, store: Arc<dyn ObjectStore>) -> std::result::Result<(), String> {
+    let url = Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+    let key = format!("{}://{}?", url.scheme(), url.authority());
+    STORES
+        .lock()
+        .map_err(|_| "store registry poisoned".to_string())?
+        .insert(key, store);
+    Ok(())
+}
+
 fn to_url(location: &str, base_dir: &FsPath) -> std::result::Result<Url, String> {
     let mut url = match Url::parse(location) {
         Ok(url) if url.scheme().len() > 1 => url,

@@ -306,3 +306,238 @@ fn events_of_the_wrong_type() {
         ],
     );
 }
+
+#[test]
+fn missing_required_key() {
+    expect_bad_input(
+        |d| {
+            let p = d.join("jobs/tables/sessions.toml");
+            let text = std::fs::read_to_string(&p).unwrap();
+            let without: String = text
+                .lines()
+                .filter(|l| !l.starts_with("location"))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            std::fs::write(&p, without).unwrap();
+        },
+        "r1",
+        &["sessions.toml", "location"],
+    );
+}
+
+#[test]
+fn composite_key_of_one_column() {
+    expect_bad_input(
+        |d| {
+            edit(
+                &d.join("jobs/tables/sessions.toml"),
+                "[\"tenant_id\", \"user_id\"]",
+                "[\"tenant_id\"]",
+            )
+        },
+        "r1",
+        &["sessions.toml", "composite", "at least two columns"],
+    );
+}
+
+#[test]
+fn column_and_columns_together() {
+    expect_bad_input(
+        |d| {
+            edit(
+                &d.join("jobs/tables/sessions.toml"),
+                "columns = [",
+                "column = \"tenant_id\"\ncolumns = [",
+            )
+        },
+        "r1",
+        &["sessions.toml", "not both"],
+    );
+}
+
+#[test]
+fn unsupported_location_scheme() {
+    expect_bad_input(
+        |d| {
+            let p = d.join("jobs/tables/sessions.toml");
+            let text = std::fs::read_to_string(&p).unwrap();
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("location"))
+                .unwrap()
+                .to_string();
+            edit(&p, &line, "location = \"ftp://example.invalid/sessions/\"");
+        },
+        "r1",
+        &["sessions.toml", "unsupported scheme", "ftp"],
+    );
+}
+
+#[test]
+fn empty_table_location() {
+    expect_bad_input(
+        |d| std::fs::remove_file(d.join("warehouse/sessions/part-00000.parquet")).unwrap(),
+        "r1",
+        &["web.sessions", "no data files"],
+    );
+}
+
+#[test]
+fn table_location_that_does_not_exist() {
+    expect_bad_input(
+        |d| {
+            edit(
+                &d.join("jobs/tables/sessions.toml"),
+                "warehouse/sessions/",
+                "warehouse/nowhere/",
+            )
+        },
+        "r1",
+        &["web.sessions", "nowhere", "no data files"],
+    );
+}
+
+#[test]
+fn truncated_parquet_file() {
+    expect_bad_input(
+        |d| {
+            let p = d.join("warehouse/users/part-00000.parquet");
+            let bytes = std::fs::read(&p).unwrap();
+            std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+        },
+        "r1",
+        &[
+            "crm.users",
+            "part-00000.parquet",
+            "not a readable Parquet file",
+        ],
+    );
+}
+
+#[test]
+fn file_whose_schema_differs_from_its_siblings() {
+    expect_bad_input(
+        |d| {
+            use arrow::array::{ArrayRef, Int64Array, RecordBatch};
+            let batch = RecordBatch::try_from_iter(vec![(
+                "id",
+                std::sync::Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef,
+            )])
+            .unwrap();
+            let file = std::fs::File::create(d.join("warehouse/users/part-00002.parquet")).unwrap();
+            let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+            w.write(&batch).unwrap();
+            w.close().unwrap();
+        },
+        "r1",
+        &[
+            "crm.users",
+            "part-00002.parquet",
+            "\"user_id\" does not exist",
+        ],
+    );
+}
+
+#[test]
+fn normalize_on_an_integer_column() {
+    expect_bad_input(
+        |d| {
+            edit(
+                &d.join("jobs/tables/users.toml"),
+                "subject_type = \"user_id\"",
+                "subject_type = \"user_id\"\nnormalize = \"lowercase\"",
+            )
+        },
+        "r1",
+        &["crm.users", "normalize needs a string column"],
+    );
+}
+
+#[test]
+fn unknown_action() {
+    expect_bad_input(
+        |d| {
+            edit(
+                &d.join("jobs/tables/users.toml"),
+                "action = \"delete\"",
+                "action = \"erase\"",
+            )
+        },
+        "r1",
+        &["users.toml", "erase"],
+    );
+}
+
+#[test]
+fn unknown_event_format() {
+    expect_bad_input(
+        |d| {
+            edit(
+                &d.join("jobs/demo.toml"),
+                "format = \"ndjson\"",
+                "format = \"csv\"",
+            )
+        },
+        "r1",
+        &["demo.toml", "csv"],
+    );
+}
+
+#[test]
+fn job_without_tables() {
+    expect_bad_input(
+        |d| {
+            for t in ["users", "messages", "sessions"] {
+                std::fs::remove_file(d.join(format!("jobs/tables/{t}.toml"))).unwrap();
+            }
+        },
+        "r1",
+        &["demo.toml", "no tables"],
+    );
+}
+
+#[test]
+fn unreadable_signing_key() {
+    let ws = tempfile::tempdir().unwrap();
+    lakepurge::demo::write_sample(ws.path()).unwrap();
+    std::fs::write(ws.path().join("bad.key"), "not hex").unwrap();
+    let job = ws.path().join("jobs/demo.toml");
+    let run = lakepurge(&[
+        "purge",
+        "--job",
+        job.to_str().unwrap(),
+        "--run-id",
+        "r1",
+        "--signing-key",
+        ws.path().join("bad.key").to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("bad.key") && run.stderr.contains("64 hex digits"),
+        "{}",
+        run.stderr
+    );
+    assert!(!ws.path().join("manifests").exists());
+}
+
+#[test]
+fn an_empty_event_dataset_is_a_valid_no_op_with_a_manifest() {
+    let ws = tempfile::tempdir().unwrap();
+    lakepurge::demo::write_sample(ws.path()).unwrap();
+    std::fs::remove_file(ws.path().join("events/dt=2026-11-24/events.json")).unwrap();
+    let before = tree_hashes(&ws.path().join("warehouse"));
+    let job = ws.path().join("jobs/demo.toml");
+    let run = lakepurge(&["purge", "--job", job.to_str().unwrap(), "--run-id", "r1"]);
+    assert_eq!(run.code, 0);
+    assert_eq!(tree_hashes(&ws.path().join("warehouse")), before);
+    let m = read_json(&ws.path().join("manifests/demo/r1.json"));
+    assert_eq!(m["events"]["count"], 0);
+    assert_eq!(m["events"]["rows"], 0);
+    for t in m["tables"].as_array().unwrap() {
+        assert_eq!(t["rows_removed"], 0);
+        assert_eq!(
+            t["files_pruned"], t["files_listed"],
+            "with no events every file is pruned unread"
+        );
+    }
+}

@@ -5,5 +5,6 @@ mod audit;
 mod cli;
 mod common;
 mod crash;
+mod faults;
 mod fixtures;
 mod s3;

@@ -1,0 +1,261 @@
+//! Fault injection (in-process, through `FaultStore` over an in-memory store): transient
+//! failures are retried, a table that keeps failing is reported while the others complete and
+//! the rerun resumes, and a concurrent writer's newer data is never overwritten.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, AsArray, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::Int64Type;
+use bytes::Bytes;
+use lakepurge::fault::{FaultStore, Op};
+use lakepurge::purge::{self, Outcome, SystemClock};
+use lakepurge::spec::Job;
+use object_store::memory::InMemory;
+use object_store::path::Path as ObjPath;
+use object_store::{ObjectStore, ObjectStoreExt};
+
+use crate::common::*;
+
+struct MemSample {
+    _dir: tempfile::TempDir,
+    job: Job,
+    faults: FaultStore,
+}
+
+/// The demo sample uploaded to `memory://<name>/` behind a FaultStore.
+async fn mem_sample(name: &str) -> MemSample {
+    let dir = tempfile::tempdir().unwrap();
+    lakepurge::demo::write_sample(dir.path()).unwrap();
+    let faults = FaultStore::new(Arc::new(InMemory::new()));
+    lakepurge::store::register(&format!("memory://{name}"), Arc::new(faults.clone())).unwrap();
+    for (rel, _) in tree_hashes(dir.path()) {
+        if rel.starts_with("warehouse/") || rel.starts_with("events/") {
+            let bytes = std::fs::read(dir.path().join(&rel)).unwrap();
+            faults
+                .put(&ObjPath::from(rel.as_str()), bytes.into())
+                .await
+                .unwrap();
+        }
+    }
+    let local = file_url(&std::path::absolute(dir.path()).unwrap());
+    let remote = format!("memory://{name}/");
+    for spec in [
+        "jobs/demo.toml",
+        "jobs/tables/users.toml",
+        "jobs/tables/messages.toml",
+        "jobs/tables/sessions.toml",
+    ] {
+        let p = dir.path().join(spec);
+        let text = std::fs::read_to_string(&p)
+            .unwrap()
+            .replace(&local, &remote);
+        std::fs::write(&p, text).unwrap();
+    }
+    let job = Job::load(&dir.path().join("jobs/demo.toml")).unwrap();
+    MemSample {
+        _dir: dir,
+        job,
+        faults,
+    }
+}
+
+async fn read_rows(store: &dyn ObjectStore, path: &str) -> Option<RecordBatch> {
+    let bytes = match store.get(&ObjPath::from(path)).await {
+        Ok(g) => g.bytes().await.unwrap(),
+        Err(object_store::Error::NotFound { .. }) => return None,
+        Err(e) => panic!("{e}"),
+    };
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .unwrap()
+        .build()
+        .unwrap();
+    let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+    Some(arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap())
+}
+
+fn user_ids(b: &RecordBatch) -> Vec<i64> {
+    b.column_by_name("user_id")
+        .unwrap()
+        .as_primitive::<Int64Type>()
+        .values()
+        .to_vec()
+}
+
+fn table<'a>(
+    m: &'a lakepurge::manifest::Manifest,
+    name: &str,
+) -> &'a lakepurge::manifest::TableRecord {
+    m.tables.iter().find(|t| t.name == name).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transient_put_failure_is_retried() {
+    let s = mem_sample("faults-retry").await;
+    s.faults.fail(Op::Put, "warehouse/users/part-00000", 1);
+    let out = purge::purge(&s.job, "r1", &SystemClock, &purge::Options::default())
+        .await
+        .unwrap();
+    let Outcome::Completed(stored) = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(s.faults.injected(), 1);
+    assert_eq!(table(&stored.manifest, "crm.users").rows_removed, 5);
+    let users = read_rows(&s.faults, "warehouse/users/part-00000.parquet")
+        .await
+        .unwrap();
+    let ids = user_ids(&users);
+    assert_eq!(ids.len(), 997);
+    assert!(!ids.contains(&42) && !ids.contains(&142) && !ids.contains(&7));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_table_is_reported_the_others_complete_and_the_rerun_resumes() {
+    let s = mem_sample("faults-table").await;
+    s.faults.fail(Op::Put, "warehouse/users/", 1000);
+    let messages_before = read_rows(
+        &s.faults,
+        "warehouse/messages/dt=2026-11-20/part-00000.parquet",
+    )
+    .await
+    .unwrap();
+    let out = purge::purge(&s.job, "r1", &SystemClock, &purge::Options::default())
+        .await
+        .unwrap();
+    let Outcome::Failed { failures } = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0].0, "crm.users");
+    assert!(failures[0].1.to_string().contains("injected"));
+    // The other tables completed.
+    let messages = read_rows(
+        &s.faults,
+        "warehouse/messages/dt=2026-11-20/part-00000.parquet",
+    )
+    .await
+    .unwrap();
+    assert_eq!(messages.num_rows(), messages_before.num_rows() - 8);
+    assert_eq!(
+        read_rows(&s.faults, "warehouse/users/part-00000.parquet")
+            .await
+            .unwrap()
+            .num_rows(),
+        1000
+    );
+    assert!(
+        s.faults
+            .head(&ObjPath::from("manifests/demo/r1.json"))
+            .await
+            .is_err()
+    );
+
+    // The storage recovers; the same run id resumes and accounts for both attempts.
+    s.faults.clear();
+    let out = purge::purge(&s.job, "r1", &SystemClock, &purge::Options::default())
+        .await
+        .unwrap();
+    let Outcome::Completed(stored) = out else {
+        panic!("{out:?}")
+    };
+    let m = &stored.manifest;
+    assert_eq!(
+        table(m, "chat.messages").rows_removed,
+        8,
+        "the first attempt's counts were lost"
+    );
+    assert_eq!(table(m, "chat.messages").files.len(), 1);
+    assert_eq!(table(m, "web.sessions").rows_removed, 1);
+    assert_eq!(table(m, "crm.users").rows_removed, 5);
+    assert_eq!(
+        m.per_event.values().sum::<u64>(),
+        m.tables
+            .iter()
+            .flat_map(|t| &t.files)
+            .flat_map(|f| f.per_event.values())
+            .sum::<u64>()
+    );
+    assert!(
+        read_rows(&s.faults, "warehouse/users/part-00001.parquet")
+            .await
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_listing_fails_the_run_before_anything_is_written() {
+    let s = mem_sample("faults-list").await;
+    s.faults.fail(Op::List, "warehouse/sessions", 1);
+    let err = purge::purge(&s.job, "r1", &SystemClock, &purge::Options::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), 1, "{err}");
+    assert_eq!(
+        read_rows(&s.faults, "warehouse/users/part-00000.parquet")
+            .await
+            .unwrap()
+            .num_rows(),
+        1000
+    );
+    let listed: Vec<_> = futures::TryStreamExt::try_collect::<Vec<_>>(
+        s.faults.list(Some(&ObjPath::from("manifests"))),
+    )
+    .await
+    .unwrap();
+    assert!(listed.is_empty(), "{listed:?}");
+    let out = purge::purge(&s.job, "r1", &SystemClock, &purge::Options::default())
+        .await
+        .unwrap();
+    assert!(matches!(out, Outcome::Completed(_)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_concurrent_writers_newer_file_survives() {
+    let s = mem_sample("faults-concurrent").await;
+    // Another writer replaces the users file between lakepurge's read and its replace.
+    let newer = RecordBatch::try_from_iter(vec![
+        (
+            "user_id",
+            Arc::new(Int64Array::from(vec![42, 77777, 88888])) as ArrayRef,
+        ),
+        (
+            "email",
+            Arc::new(StringArray::from(vec!["a@b.c", "d@e.f", "g@h.i"])),
+        ),
+        (
+            "country",
+            Arc::new(StringArray::from(vec!["DE", "FR", "US"])),
+        ),
+    ])
+    .unwrap();
+    let mut buf = Vec::new();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, newer.schema(), None).unwrap();
+    w.write(&newer).unwrap();
+    w.close().unwrap();
+    s.faults.concurrent_write(
+        "warehouse/users/part-00000.parquet",
+        Bytes::from(buf.clone()),
+    );
+
+    let out = purge::purge(&s.job, "r1", &SystemClock, &purge::Options::default())
+        .await
+        .unwrap();
+    let Outcome::Completed(stored) = out else {
+        panic!("{out:?}")
+    };
+    let users = read_rows(&s.faults, "warehouse/users/part-00000.parquet")
+        .await
+        .unwrap();
+    assert_eq!(
+        user_ids(&users),
+        vec![77777, 88888],
+        "the newer data was lost or not purged"
+    );
+    let rec = table(&stored.manifest, "crm.users")
+        .files
+        .iter()
+        .find(|f| f.path == "part-00000.parquet")
+        .unwrap();
+    assert_eq!(rec.before.rows, 3);
+    assert_eq!(rec.rows_removed, 1);
+    assert_eq!(rec.before.sha256, lakepurge::manifest::sha256_hex(&buf));
+}
