@@ -32,6 +32,19 @@ pub struct Snapshot {
     pub started_at: String,
     pub files: Vec<EventFile>,
     pub digest: String,
+    /// Per table, the plan's counts at the start of the run (files listed, pruned, ids that
+    /// could not convert): the manifest reports these, whichever attempt or shard finishes.
+    #[serde(default)]
+    pub tables: Vec<TableCounts>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TableCounts {
+    pub name: String,
+    pub files_listed: u64,
+    pub files_pruned: u64,
+    pub ids_unconvertible: u64,
 }
 
 /// The journal entry of one table file.

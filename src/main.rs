@@ -56,10 +56,18 @@ enum Command {
         /// Sign the manifest with this ed25519 key (made by `lakepurge keygen`).
         #[arg(long)]
         signing_key: Option<PathBuf>,
+        /// Process only shard I of N (`I/N`, 0-based) and write no manifest; a final purge
+        /// without --shard finishes the run and writes the manifest.
+        #[arg(long)]
+        shard: Option<String>,
     },
-    /// Check a manifest against the objects it names.
+    /// Check a manifest against the objects it names (give MANIFEST, or --job and --run-id).
     Verify {
-        manifest: String,
+        #[arg(required_unless_present = "run_id")]
+        manifest: Option<String>,
+        /// With --job: verify the manifest of this run id.
+        #[arg(long, requires = "job")]
+        run_id: Option<String>,
         #[arg(long)]
         json: bool,
         /// Check the manifest's signature with this ed25519 public key.
@@ -124,7 +132,12 @@ fn init_logging(format: LogFormat, quiet: bool) {
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.with_target(false).init(),
-        LogFormat::Json => builder.json().with_current_span(false).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
     }
 }
 
@@ -136,28 +149,43 @@ async fn run(command: Command) -> Result<u8, Error> {
             job,
             run_id,
             signing_key,
+            shard,
         } => {
             let key = signing_key
                 .map(|p| lakepurge::manifest::read_signing_key(&p))
                 .transpose()?;
-            cmd_purge(&Job::load(&job)?, &run_id, key.as_ref()).await
+            let shard = shard
+                .map(|s| purge::Shard::parse(&s))
+                .transpose()
+                .map_err(Error::Usage)?;
+            cmd_purge(&Job::load(&job)?, &run_id, key.as_ref(), shard).await
         }
         Command::Verify {
             manifest,
+            run_id,
             json,
             public_key,
             deep,
             job,
         } => {
-            let job = match (deep, job) {
-                (true, Some(j)) => Some(Job::load(&j)?),
-                _ => None,
+            let job = job.map(|j| Job::load(&j)).transpose()?;
+            let manifest = match (manifest, &run_id, &job) {
+                (Some(m), _, _) => m,
+                (None, Some(run_id), Some(job)) => {
+                    let folder = lakepurge::manifest::folder(job)?;
+                    folder.object_url(&lakepurge::manifest::path(&folder, run_id))
+                }
+                _ => {
+                    return Err(Error::Usage(
+                        "verify: give MANIFEST, or --job and --run-id".into(),
+                    ));
+                }
             };
             let opts = verify::Options {
                 public_key: public_key
                     .map(|p| lakepurge::manifest::read_public_key(&p))
                     .transpose()?,
-                deep: job.as_ref(),
+                deep: if deep { job.as_ref() } else { None },
             };
             cmd_verify(&manifest, json, &opts).await
         }
@@ -237,6 +265,7 @@ async fn cmd_purge(
     job: &Job,
     run_id: &str,
     key: Option<&ed25519_dalek::SigningKey>,
+    shard: Option<purge::Shard>,
 ) -> Result<u8, Error> {
     let failpoint = match std::env::var("LAKEPURGE_FAILPOINT") {
         Ok(spec) => purge::Failpoint::parse(&spec).map_err(Error::Usage)?,
@@ -245,6 +274,7 @@ async fn cmd_purge(
     let opts = purge::Options {
         signing_key: key,
         failpoint,
+        shard,
     };
     match purge::purge(job, run_id, &SystemClock, &opts).await? {
         Outcome::AlreadyComplete(s) => {
@@ -259,6 +289,12 @@ async fn cmd_purge(
                 );
             }
             println!("manifest: {}", s.url);
+            Ok(0)
+        }
+        Outcome::ShardDone { shard, files_done } => {
+            println!(
+                "shard {shard} of run {run_id} done: {files_done} files purged; the final purge without --shard writes the manifest"
+            );
             Ok(0)
         }
         Outcome::Failed { failures } => {

@@ -26,7 +26,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
@@ -150,14 +150,41 @@ pub async fn plan_table(table: &Table, events: &Events) -> Result<TablePlan> {
         ids_unconvertible: 0,
         files: Vec::new(),
     };
-    for meta in listed {
-        let rel = table.location.relative(&meta.location);
-        let reader = StoreReader {
-            store: Arc::clone(&table.location.store),
-            location: meta.location.clone(),
-            size: meta.size,
+    for listed_meta in listed {
+        let rel = table.location.relative(&listed_meta.location);
+        let mut meta = listed_meta;
+        let mut retries = 0;
+        let scanned = loop {
+            let reader = StoreReader {
+                store: Arc::clone(&table.location.store),
+                location: meta.location.clone(),
+                size: meta.size,
+                e_tag: meta.e_tag.clone(),
+            };
+            match matcher.scan(reader, &table.spec.name, &rel).await {
+                Ok(fp) => break Some(fp),
+                // Replaced or deleted while being read (a concurrent writer, another shard).
+                Err(Error::Store {
+                    source:
+                        object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. },
+                    ..
+                }) if retries < 3 => {
+                    retries += 1;
+                    match table.location.store.head(&meta.location).await {
+                        Ok(m) => meta = m,
+                        Err(object_store::Error::NotFound { .. }) => break None,
+                        Err(e) => {
+                            return Err(Error::store(format!("reading {}", meta.location), e));
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         };
-        let mut fp = matcher.scan(reader, &table.spec.name, &rel).await?;
+        let Some(mut fp) = scanned else {
+            tracing::info!(table = %table.spec.name, file = %rel, "file deleted while planning: skipped");
+            continue;
+        };
         fp.location = meta.location.clone();
         fp.size = meta.size;
         fp.etag = meta.e_tag.clone();
@@ -179,17 +206,30 @@ pub struct StoreReader {
     pub store: Arc<dyn ObjectStore>,
     pub location: Path,
     pub size: u64,
+    pub e_tag: Option<String>,
+}
+
+impl StoreReader {
+    /// A ranged read of the version listed (`If-Match` its etag, where known): a file replaced
+    /// while it is being read fails with a precondition error instead of mixing two versions.
+    async fn range(&self, range: Range<u64>) -> parquet::errors::Result<Bytes> {
+        let opts = GetOptions {
+            range: Some(GetRange::Bounded(range)),
+            if_match: self.e_tag.clone(),
+            ..GetOptions::default()
+        };
+        let got = self.store.get_opts(&self.location, opts).await;
+        let bytes = match got {
+            Ok(g) => g.bytes().await,
+            Err(e) => Err(e),
+        };
+        bytes.map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
+    }
 }
 
 impl AsyncFileReader for StoreReader {
     fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
-        async move {
-            self.store
-                .get_range(&self.location, range)
-                .await
-                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
-        }
-        .boxed()
+        self.range(range).boxed()
     }
 
     fn get_byte_ranges(
@@ -197,10 +237,11 @@ impl AsyncFileReader for StoreReader {
         ranges: Vec<Range<u64>>,
     ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
         async move {
-            self.store
-                .get_ranges(&self.location, &ranges)
-                .await
-                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
+            let mut out = Vec::with_capacity(ranges.len());
+            for r in ranges {
+                out.push(self.range(r).await?);
+            }
+            Ok(out)
         }
         .boxed()
     }

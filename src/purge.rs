@@ -25,7 +25,7 @@ use object_store::{ObjectStoreExt, path::Path};
 use crate::commit::{self, ReadVersion};
 use crate::error::{Error, Result};
 use crate::events::{self, Events};
-use crate::journal::{Entry, Journal, Snapshot};
+use crate::journal::{Entry, Journal, Snapshot, TableCounts};
 use crate::manifest::{self, Engine, EventsRecord, FileRecord, FileVersion, Manifest, TableRecord};
 use crate::plan::{self, BytesReader, Matcher, Table, TablePlan};
 use crate::rewrite;
@@ -48,6 +48,49 @@ pub enum Outcome {
     Completed(manifest::Stored),
     /// Some tables failed; the others completed. No manifest was written.
     Failed { failures: Vec<(String, Error)> },
+    /// A shard finished its files; the final unsharded purge writes the manifest.
+    ShardDone { shard: Shard, files_done: u64 },
+}
+
+/// `--shard I/N`: a stable subset of the run's files. A file belongs to shard
+/// `hash(table name, path) mod N`, the same on every attempt and every machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    /// Parses `I/N` with `0 <= I < N`.
+    pub fn parse(s: &str) -> std::result::Result<Shard, String> {
+        let parsed = s.split_once('/').and_then(|(i, n)| {
+            Some((i.trim().parse::<u32>().ok()?, n.trim().parse::<u32>().ok()?))
+        });
+        match parsed {
+            Some((index, count)) if count > 0 && index < count => Ok(Shard { index, count }),
+            _ => Err(format!(
+                "--shard {s:?}: expected I/N with 0 <= I < N, e.g. 0/3"
+            )),
+        }
+    }
+
+    /// Whether the file `path` of `table` belongs to this shard.
+    pub fn owns(&self, table: &str, path: &str) -> bool {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(table.as_bytes());
+        h.update([0]);
+        h.update(path.as_bytes());
+        let d = h.finalize();
+        let v = u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
+        v % u64::from(self.count) == u64::from(self.index)
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
 }
 
 /// Injected time, so tests and manifests agree on what "now" is.
@@ -100,6 +143,8 @@ impl Failpoint {
 pub struct Options<'a> {
     pub signing_key: Option<&'a ed25519_dalek::SigningKey>,
     pub failpoint: Failpoint,
+    /// Process only this shard's files and write no manifest.
+    pub shard: Option<Shard>,
 }
 
 /// State shared by the files of one attempt.
@@ -109,6 +154,7 @@ struct Attempt<'a> {
     failpoint: Failpoint,
     intents: AtomicUsize,
     commits: AtomicUsize,
+    shard: Option<Shard>,
 }
 
 impl Attempt<'_> {
@@ -129,6 +175,8 @@ pub async fn purge(
     opts: &Options<'_>,
 ) -> Result<Outcome> {
     check_name("run id", run_id).map_err(Error::Usage)?;
+    let span = tracing::info_span!("run", run_id, job = %job.name);
+    let _entered = span.enter();
     let folder = manifest::folder(job)?;
     let journal = Journal::new(&folder, run_id);
     if let Some(done) = manifest::read(&folder, &manifest::path(&folder, run_id)).await? {
@@ -158,6 +206,15 @@ pub async fn purge(
                 started_at: clock.now(),
                 files: events.files.clone(),
                 digest: events.digest.clone(),
+                tables: plans
+                    .iter()
+                    .map(|p| TableCounts {
+                        name: p.name.clone(),
+                        files_listed: p.files_listed,
+                        files_pruned: p.files_pruned,
+                        ids_unconvertible: p.ids_unconvertible,
+                    })
+                    .collect(),
             };
             let snap = journal.pin(fresh.clone()).await?;
             if snap != fresh {
@@ -182,6 +239,7 @@ pub async fn purge(
         failpoint: opts.failpoint,
         intents: AtomicUsize::new(0),
         commits: AtomicUsize::new(0),
+        shard: opts.shard,
     };
     let mut failures = Vec::new();
     for (table, tplan) in tables.iter().zip(&plans) {
@@ -193,11 +251,20 @@ pub async fn purge(
     if !failures.is_empty() {
         return Ok(Outcome::Failed { failures });
     }
+    if let Some(shard) = opts.shard {
+        let files_done = entries
+            .values()
+            .filter(|e| shard.owns(&e.table, &e.path))
+            .map(|e| e.done.len() as u64)
+            .sum();
+        tracing::info!(run_id, %shard, files_done, "shard complete");
+        return Ok(Outcome::ShardDone { shard, files_done });
+    }
 
     let records: Vec<TableRecord> = tables
         .iter()
         .zip(&plans)
-        .map(|(t, p)| table_record(t, p, &entries))
+        .map(|(t, p)| table_record(t, p, &snapshot, &entries))
         .collect();
     let mut per_event: BTreeMap<String, u64> = BTreeMap::new();
     for f in records.iter().flat_map(|t| &t.files) {
@@ -265,8 +332,10 @@ async fn pinned_events(job: &Job, run_id: &str, snap: &Snapshot) -> Result<Event
 fn table_record(
     table: &Table,
     tplan: &TablePlan,
+    snapshot: &Snapshot,
     entries: &BTreeMap<(String, String), Entry>,
 ) -> TableRecord {
+    let start = snapshot.tables.iter().find(|c| c.name == table.spec.name);
     let files: Vec<FileRecord> = entries
         .values()
         .filter(|e| e.table == table.spec.name)
@@ -275,12 +344,12 @@ fn table_record(
     TableRecord {
         name: table.spec.name.clone(),
         location: table.location.url.to_string(),
-        files_listed: tplan.files_listed,
-        files_pruned: tplan.files_pruned,
+        files_listed: start.map_or(tplan.files_listed, |c| c.files_listed),
+        files_pruned: start.map_or(tplan.files_pruned, |c| c.files_pruned),
         files_rewritten: files.iter().filter(|f| f.after.is_some()).count() as u64,
         files_deleted: files.iter().filter(|f| f.after.is_none()).count() as u64,
         rows_removed: files.iter().map(|f| f.rows_removed).sum(),
-        ids_unconvertible: tplan.ids_unconvertible,
+        ids_unconvertible: start.map_or(tplan.ids_unconvertible, |c| c.ids_unconvertible),
         files,
     }
 }
@@ -330,9 +399,11 @@ async fn purge_table(
     attempt: &Attempt<'_>,
     entries: &mut BTreeMap<(String, String), Entry>,
 ) -> Result<()> {
-    store::clean_temporaries(&table.location).await?;
+    let name = &table.spec.name;
+    let mine = |path: &str| attempt.shard.is_none_or(|s| s.owns(name, path));
+    store::clean_temporaries(&table.location, |target| mine(target)).await?;
     let matcher = Matcher::new(&table.spec, attempt.events);
-    for fp in tplan.files.iter().filter(|f| f.affected()) {
+    for fp in tplan.files.iter().filter(|f| f.affected() && mine(&f.path)) {
         let key = (table.spec.name.clone(), fp.path.clone());
         let entry = entries.entry(key).or_insert_with(|| Entry {
             table: table.spec.name.clone(),

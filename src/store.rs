@@ -60,18 +60,28 @@ impl fmt::Display for Location {
 pub const TEMP_PREFIX: &str = ".lakepurge-";
 pub const TEMP_SUFFIX: &str = ".tmp";
 
-/// Deletes temporary objects an interrupted run left under `location` (see [`TEMP_PREFIX`]).
-/// Two purges must not work on the same table at the same time.
-pub async fn clean_temporaries(location: &Location) -> Result<usize> {
+/// The file a temporary object was written for (relative path), if `rel` names one.
+fn temp_target(rel: &str) -> Option<String> {
+    let (dir, name) = match rel.rsplit_once('/') {
+        Some((d, n)) => (format!("{d}/"), n),
+        None => (String::new(), rel),
+    };
+    let inner = name.strip_prefix(TEMP_PREFIX)?.strip_suffix(TEMP_SUFFIX)?;
+    let (_random, target) = inner.split_once('-')?;
+    Some(format!("{dir}{target}"))
+}
+
+/// Deletes temporary objects an interrupted run left under `location` (see [`TEMP_PREFIX`])
+/// for the files `owned` accepts (a shard cleans only its own files' temporaries). Two purges
+/// of different runs must not work on the same table at the same time.
+pub async fn clean_temporaries(location: &Location, owned: impl Fn(&str) -> bool) -> Result<usize> {
     use futures::TryStreamExt;
     let stale: Vec<Path> = location
         .store
         .list(Some(&location.prefix))
         .try_filter_map(|m| {
-            let is_temp = m
-                .location
-                .filename()
-                .is_some_and(|n| n.starts_with(TEMP_PREFIX) && n.ends_with(TEMP_SUFFIX));
+            let rel = location.relative(&m.location);
+            let is_temp = temp_target(&rel).is_some_and(|target| owned(&target));
             futures::future::ready(Ok(is_temp.then_some(m.location)))
         })
         .try_collect()

@@ -44,6 +44,7 @@ pub async fn validate(job: &Job) -> Result<Summary> {
                 store: table.location.store.clone(),
                 location: meta.location.clone(),
                 size: meta.size,
+                e_tag: meta.e_tag.clone(),
             };
             let metadata = reader.get_metadata(None).await.map_err(|e| {
                 Error::table(

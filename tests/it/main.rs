@@ -7,4 +7,5 @@ mod common;
 mod crash;
 mod faults;
 mod fixtures;
+mod ops;
 mod s3;

@@ -1,0 +1,213 @@
+//! Operations: shards (any order, concurrent, killed and resumed) equal an unsharded run;
+//! JSON log lines parse and carry run id, table and file; verify by job and run id.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::common::*;
+
+fn sample() -> (tempfile::TempDir, String) {
+    let ws = tempfile::tempdir().unwrap();
+    lakepurge::demo::write_sample(ws.path()).unwrap();
+    let job = ws.path().join("jobs/demo.toml").display().to_string();
+    (ws, job)
+}
+
+/// Files and manifest counts after an unsharded purge of the demo sample.
+fn unsharded() -> (
+    std::collections::BTreeMap<String, String>,
+    serde_json::Value,
+) {
+    let (ws, job) = sample();
+    assert_eq!(
+        lakepurge(&["purge", "--job", &job, "--run-id", "2026-11-25"]).code,
+        0
+    );
+    (
+        tree_hashes(&ws.path().join("warehouse")),
+        read_json(&ws.path().join("manifests/demo/2026-11-25.json")),
+    )
+}
+
+fn assert_same_as_unsharded(ws: &Path, job: &str) {
+    let (files, m) = unsharded();
+    assert_eq!(tree_hashes(&ws.join("warehouse")), files);
+    let got = read_json(&ws.join("manifests/demo/2026-11-25.json"));
+    assert_eq!(got["per_event"], m["per_event"]);
+    for (a, b) in got["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(m["tables"].as_array().unwrap())
+    {
+        for k in [
+            "name",
+            "rows_removed",
+            "files_rewritten",
+            "files_deleted",
+            "files_listed",
+        ] {
+            assert_eq!(a[k], b[k], "{k}");
+        }
+    }
+    let v = lakepurge(&["verify", "--job", job, "--run-id", "2026-11-25"]);
+    assert_eq!(v.code, 0);
+    assert!(v.stdout.trim_end().ends_with("PASS"));
+}
+
+fn shard(job: &str, s: &str) -> Run {
+    lakepurge(&[
+        "purge",
+        "--job",
+        job,
+        "--run-id",
+        "2026-11-25",
+        "--shard",
+        s,
+    ])
+}
+
+#[test]
+fn shards_in_any_order_then_a_final_purge_equal_one_unsharded_run() {
+    let (ws, job) = sample();
+    let mut done = 0;
+    for s in ["2/3", "0/3", "1/3"] {
+        let run = shard(&job, s);
+        assert_eq!(run.code, 0);
+        assert!(
+            !ws.path().join("manifests/demo/2026-11-25.json").exists(),
+            "a shard wrote the manifest"
+        );
+        let n: u64 = run
+            .stdout
+            .split("done: ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        done += n;
+    }
+    assert_eq!(done, 4, "every affected file in exactly one shard");
+    let last = lakepurge(&["purge", "--job", &job, "--run-id", "2026-11-25"]);
+    assert_eq!(last.code, 0);
+    assert_same_as_unsharded(ws.path(), &job);
+}
+
+#[test]
+fn concurrent_shards_equal_one_unsharded_run() {
+    let (ws, job) = sample();
+    let children: Vec<_> = (0..3)
+        .map(|i| {
+            Command::new(env!("CARGO_BIN_EXE_lakepurge"))
+                .args([
+                    "--quiet",
+                    "purge",
+                    "--job",
+                    &job,
+                    "--run-id",
+                    "2026-11-25",
+                    "--shard",
+                    &format!("{i}/3"),
+                ])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    assert_eq!(
+        lakepurge(&["purge", "--job", &job, "--run-id", "2026-11-25"]).code,
+        0
+    );
+    assert_same_as_unsharded(ws.path(), &job);
+}
+
+#[test]
+fn a_shard_killed_mid_way_resumes() {
+    let (ws, job) = sample();
+    let owner = (0..2)
+        .find(|i| shard_owns_two(*i))
+        .expect("one of two shards owns two files");
+    let crashed = lakepurge_env(
+        &[
+            "purge",
+            "--job",
+            &job,
+            "--run-id",
+            "2026-11-25",
+            "--shard",
+            &format!("{owner}/2"),
+        ],
+        &[("LAKEPURGE_FAILPOINT", "after_commit=1")],
+    );
+    assert_ne!(crashed.code, 0);
+    assert_eq!(shard(&job, &format!("{owner}/2")).code, 0);
+    assert_eq!(shard(&job, &format!("{}/2", 1 - owner)).code, 0);
+    assert_eq!(
+        lakepurge(&["purge", "--job", &job, "--run-id", "2026-11-25"]).code,
+        0
+    );
+    assert_same_as_unsharded(ws.path(), &job);
+}
+
+/// Whether shard `i` of 2 owns at least two of the demo's four affected files.
+fn shard_owns_two(i: u32) -> bool {
+    let s = lakepurge::purge::Shard { index: i, count: 2 };
+    [
+        ("crm.users", "part-00000.parquet"),
+        ("crm.users", "part-00001.parquet"),
+        ("chat.messages", "dt=2026-11-20/part-00000.parquet"),
+        ("web.sessions", "part-00000.parquet"),
+    ]
+    .iter()
+    .filter(|(t, p)| s.owns(t, p))
+    .count()
+        >= 2
+}
+
+#[test]
+fn a_bad_shard_is_exit_2() {
+    let (_ws, job) = sample();
+    for bad in ["3/3", "1", "a/b", "0/0"] {
+        let run = shard(&job, bad);
+        assert_eq!(run.code, 2, "{bad}");
+        assert!(run.stderr.contains("--shard"));
+    }
+}
+
+#[test]
+fn json_log_lines_parse_and_carry_run_table_and_file() {
+    let (_ws, job) = sample();
+    let run = lakepurge(&[
+        "--log-format",
+        "json",
+        "purge",
+        "--job",
+        &job,
+        "--run-id",
+        "r-json",
+    ]);
+    assert_eq!(run.code, 0);
+    let lines: Vec<serde_json::Value> = run
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let purged: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "file purged")
+        .collect();
+    assert_eq!(purged.len(), 4);
+    for l in &purged {
+        assert!(l["timestamp"].is_string() && l["level"] == "INFO");
+        assert_eq!(l["span"]["run_id"], "r-json");
+        assert!(l["table"].is_string() && l["file"].is_string());
+    }
+    assert!(!run.stderr.contains("USER7@example.com") && !run.stderr.contains("user7@example.com"));
+}
