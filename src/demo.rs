@@ -124,8 +124,15 @@ fn write_parquet(path: &Path, batch: &RecordBatch, row_group_rows: usize) -> Res
     Ok(())
 }
 
+/// A batch whose id columns (`*_id`) are required and every other column optional, as a
+/// warehouse table would declare them.
 fn batch(columns: Vec<(&str, ArrayRef)>) -> Result<RecordBatch> {
-    RecordBatch::try_from_iter(columns).map_err(|e| Error::arrow("demo data", e))
+    RecordBatch::try_from_iter_with_nullable(
+        columns
+            .into_iter()
+            .map(|(name, array)| (name, array, !name.ends_with("_id"))),
+    )
+    .map_err(|e| Error::arrow("demo data", e))
 }
 
 /// Writes the sample warehouse, events and specs under `dir`; returns the job file.

@@ -86,6 +86,9 @@ pub struct TableRecord {
     pub files_rewritten: u64,
     pub files_deleted: u64,
     pub rows_removed: u64,
+    /// `action = "redact"`: rows kept with their redacted columns set to null.
+    #[serde(default)]
+    pub rows_redacted: u64,
     /// Subject ids that could not be converted to a key column's type (they match nothing).
     pub ids_unconvertible: u64,
     pub files: Vec<FileRecord>,
@@ -97,10 +100,13 @@ pub struct FileRecord {
     /// Relative to the table location.
     pub path: String,
     pub rows_removed: u64,
+    /// `action = "redact"`: rows kept with their redacted columns set to null.
+    #[serde(default)]
+    pub rows_redacted: u64,
     pub before: FileVersion,
     /// `None` for a deleted file.
     pub after: Option<FileVersion>,
-    /// Removed rows per event id (a row matching several events counts for each).
+    /// Removed (or redacted) rows per event id (a row matching several events counts for each).
     pub per_event: BTreeMap<String, u64>,
 }
 

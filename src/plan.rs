@@ -294,6 +294,9 @@ impl AsyncFileReader for BytesReader {
 /// The match rules of one table, with the subjects each rule looks for.
 pub struct Matcher<'e> {
     rules: Vec<RuleSubjects<'e>>,
+    /// `action = "redact"`: the columns nulled in matching rows. A row whose redacted columns
+    /// are all null already is not matched again.
+    redact: Vec<String>,
     /// Lookup tables per (rule, key types): built once per distinct schema.
     compiled: std::sync::Mutex<HashMap<LookupKey, Arc<Lookup>>>,
 }
@@ -353,6 +356,10 @@ impl<'e> Matcher<'e> {
             .collect();
         Matcher {
             rules,
+            redact: match spec.action {
+                crate::spec::Action::Redact => spec.redact.clone(),
+                crate::spec::Action::Delete => Vec::new(),
+            },
             compiled: std::sync::Mutex::new(HashMap::new()),
         }
     }
@@ -370,6 +377,16 @@ impl<'e> Matcher<'e> {
         &self,
         schema: &Schema,
     ) -> std::result::Result<Vec<Vec<ResolvedKey>>, String> {
+        for c in &self.redact {
+            let field = schema
+                .field_with_name(c)
+                .map_err(|_| format!("redact column {c:?} does not exist"))?;
+            if !field.is_nullable() {
+                return Err(format!(
+                    "redact column {c:?} is required (non-nullable): its values cannot be set to null"
+                ));
+            }
+        }
         self.rules
             .iter()
             .map(|r| {
@@ -471,6 +488,7 @@ impl<'e> Matcher<'e> {
             .rules
             .iter()
             .flat_map(|r| r.paths.iter().map(|p| p[0].clone()))
+            .chain(self.redact.iter().cloned())
             .filter_map(|name| {
                 parquet_schema
                     .root_schema()
@@ -499,7 +517,15 @@ impl<'e> Matcher<'e> {
         let mut offset = 0u64;
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(|e| read_error(table, file, "cannot read key columns", e))?;
-            let hits = self.match_batch(&batch, &lookups, table, file)?;
+            let mut hits = self.match_batch(&batch, &lookups, table, file)?;
+            if !self.redact.is_empty() {
+                let redacted: Vec<&ArrayRef> = self
+                    .redact
+                    .iter()
+                    .filter_map(|c| batch.column_by_name(c))
+                    .collect();
+                hits.retain(|row, _| redacted.iter().any(|a| a.is_valid(*row)));
+            }
             for (row, evs) in hits {
                 let pos = offset + row as u64;
                 let k = starts.partition_point(|&s| s <= pos) - 1;

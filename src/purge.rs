@@ -29,7 +29,7 @@ use crate::journal::{Entry, Journal, Snapshot, TableCounts};
 use crate::manifest::{self, Engine, EventsRecord, FileRecord, FileVersion, Manifest, TableRecord};
 use crate::plan::{self, BytesReader, Matcher, Table, TablePlan};
 use crate::rewrite;
-use crate::spec::{Job, check_name};
+use crate::spec::{Action, Job, check_name};
 use crate::store;
 
 /// How many times a file that a concurrent writer changed is read again and redone.
@@ -349,6 +349,7 @@ fn table_record(
         files_rewritten: files.iter().filter(|f| f.after.is_some()).count() as u64,
         files_deleted: files.iter().filter(|f| f.after.is_none()).count() as u64,
         rows_removed: files.iter().map(|f| f.rows_removed).sum(),
+        rows_redacted: files.iter().map(|f| f.rows_redacted).sum(),
         ids_unconvertible: start.map_or(tplan.ids_unconvertible, |c| c.ids_unconvertible),
         files,
     }
@@ -470,13 +471,20 @@ async fn purge_file(
         let erased = fp.erased.clone();
         let shown = format!("{}{}", table.location.url, rel);
         let input = bytes.clone();
+        let redacting = table.spec.action == Action::Redact;
+        let mode = if redacting {
+            rewrite::Mode::Redact(table.spec.redact.clone())
+        } else {
+            rewrite::Mode::Delete
+        };
         let rewritten =
-            tokio::task::spawn_blocking(move || rewrite::rewrite(input, &erased, &shown))
+            tokio::task::spawn_blocking(move || rewrite::rewrite(input, &erased, &mode, &shown))
                 .await
                 .map_err(|e| Error::Internal(format!("rewriting {rel}: {e}")))??;
         let mut record = FileRecord {
             path: rel.clone(),
-            rows_removed: fp.rows_matched,
+            rows_removed: if redacting { 0 } else { fp.rows_matched },
+            rows_redacted: if redacting { fp.rows_matched } else { 0 },
             before: FileVersion {
                 size: bytes.len() as u64,
                 sha256: manifest::sha256_hex(&bytes),

@@ -48,7 +48,17 @@ pub struct Rewritten {
 
 /// Rewrites `file` (a whole Parquet file) without the rows in `erased` (per row group, row
 /// indices within the row group, ascending). `path` is for messages.
-pub fn rewrite(file: Bytes, erased: &[Vec<u32>], path: &str) -> Result<Rewritten> {
+/// What happens to the matched rows.
+#[derive(Debug, Clone, Default)]
+pub enum Mode {
+    /// The rows go.
+    #[default]
+    Delete,
+    /// The rows stay; these top-level columns (which must be optional) are set to null in them.
+    Redact(Vec<String>),
+}
+
+pub fn rewrite(file: Bytes, erased: &[Vec<u32>], mode: &Mode, path: &str) -> Result<Rewritten> {
     let perr = |e: ParquetError| Error::parquet(path, e);
     let options = ReadOptionsBuilder::new()
         .with_page_index()
@@ -68,10 +78,22 @@ pub fn rewrite(file: Bytes, erased: &[Vec<u32>], path: &str) -> Result<Rewritten
             row_groups.len()
         ))));
     }
+    // Leaf columns whose values are nulled in matched rows (redact), or none (delete).
+    let schema_descr = metadata.file_metadata().schema_descr();
+    let redacted: Vec<bool> = (0..schema_descr.num_columns())
+        .map(|j| match mode {
+            Mode::Delete => false,
+            Mode::Redact(columns) => {
+                let column = schema_descr.column(j);
+                columns.iter().any(|c| column.path().parts()[0] == *c)
+            }
+        })
+        .collect();
+    let deleting = matches!(mode, Mode::Delete);
     let kept: u64 = row_groups
         .iter()
         .zip(erased)
-        .map(|(rg, e)| rg.num_rows() as u64 - e.len() as u64)
+        .map(|(rg, e)| rg.num_rows() as u64 - if deleting { e.len() as u64 } else { 0 })
         .sum();
     if kept == 0 {
         return Ok(Rewritten {
@@ -99,13 +121,15 @@ pub fn rewrite(file: Bytes, erased: &[Vec<u32>], path: &str) -> Result<Rewritten
         let mut writer = SerializedFileWriter::new(&mut out, schema, props).map_err(perr)?;
         for (i, rg) in row_groups.iter().enumerate() {
             let erased_here = &erased[i];
-            if erased_here.len() as i64 == rg.num_rows() && rg.num_rows() > 0 {
+            if deleting && erased_here.len() as i64 == rg.num_rows() && rg.num_rows() > 0 {
                 continue;
             }
             let rg_reader = reader.get_row_group(i).map_err(perr)?;
             let mut rg_writer = writer.next_row_group().map_err(perr)?;
-            if erased_here.is_empty() {
-                for (j, column) in rg.columns().iter().enumerate() {
+            for (j, column) in rg.columns().iter().enumerate() {
+                // Untouched chunks are copied as raw bytes: every chunk of a row group without
+                // matched rows, and under redact the chunks of columns that are not redacted.
+                if erased_here.is_empty() || !(deleting || redacted[j]) {
                     let close = ColumnCloseResult {
                         bytes_written: column.compressed_size() as u64,
                         rows_written: rg.num_rows() as u64,
@@ -122,31 +146,34 @@ pub fn rewrite(file: Bytes, erased: &[Vec<u32>], path: &str) -> Result<Rewritten
                             .and_then(|oi| oi.get(i)?.get(j).cloned()),
                     };
                     rg_writer.append_column(&file, close).map_err(perr)?;
+                    continue;
                 }
+                let column_reader = rg_reader.get_column_reader(j).map_err(perr)?;
+                let mut column_writer =
+                    rg_writer.next_column().map_err(perr)?.ok_or_else(|| {
+                        perr(ParquetError::General(format!("no writer for column {j}")))
+                    })?;
+                let descr = column.column_descr_ptr();
+                let edit = if deleting { Edit::Drop } else { Edit::Null };
+                copy_kept(
+                    column_reader,
+                    &mut column_writer,
+                    erased_here,
+                    edit,
+                    descr.max_def_level(),
+                    descr.max_rep_level(),
+                )
+                .map_err(|e| {
+                    Error::parquet(
+                        format!("{path} (row group {i}, column {})", descr.path()),
+                        e,
+                    )
+                })?;
+                column_writer.close().map_err(perr)?;
+            }
+            if erased_here.is_empty() {
                 copied += 1;
             } else {
-                for j in 0..rg.num_columns() {
-                    let column_reader = rg_reader.get_column_reader(j).map_err(perr)?;
-                    let mut column_writer =
-                        rg_writer.next_column().map_err(perr)?.ok_or_else(|| {
-                            perr(ParquetError::General(format!("no writer for column {j}")))
-                        })?;
-                    let descr = rg.column(j).column_descr_ptr();
-                    copy_kept(
-                        column_reader,
-                        &mut column_writer,
-                        erased_here,
-                        descr.max_def_level(),
-                        descr.max_rep_level(),
-                    )
-                    .map_err(|e| {
-                        Error::parquet(
-                            format!("{path} (row group {i}, column {})", descr.path()),
-                            e,
-                        )
-                    })?;
-                    column_writer.close().map_err(perr)?;
-                }
                 rewritten += 1;
             }
             rg_writer.close().map_err(perr)?;
@@ -202,10 +229,20 @@ fn writer_properties(metadata: &ParquetMetaData, page_index: bool) -> WriterProp
     b.build()
 }
 
+/// What happens to the matched records of a column chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Edit {
+    /// Dropped (delete).
+    Drop,
+    /// Replaced by one null at the top level (redact of an optional top-level column).
+    Null,
+}
+
 fn copy_kept(
     reader: ColumnReader,
     writer: &mut SerializedColumnWriter<'_>,
     erased: &[u32],
+    edit: Edit,
     max_def: i16,
     max_rep: i16,
 ) -> parquet::errors::Result<()> {
@@ -220,26 +257,40 @@ fn copy_kept(
         ColumnReader::FixedLenByteArrayColumnReader(_) => PhysicalType::FIXED_LEN_BYTE_ARRAY,
     };
     match ty {
-        PhysicalType::BOOLEAN => copy_typed::<BoolType>(reader, writer, erased, max_def, max_rep),
-        PhysicalType::INT32 => copy_typed::<Int32Type>(reader, writer, erased, max_def, max_rep),
-        PhysicalType::INT64 => copy_typed::<Int64Type>(reader, writer, erased, max_def, max_rep),
-        PhysicalType::INT96 => copy_typed::<Int96Type>(reader, writer, erased, max_def, max_rep),
-        PhysicalType::FLOAT => copy_typed::<FloatType>(reader, writer, erased, max_def, max_rep),
-        PhysicalType::DOUBLE => copy_typed::<DoubleType>(reader, writer, erased, max_def, max_rep),
+        PhysicalType::BOOLEAN => {
+            copy_typed::<BoolType>(reader, writer, erased, edit, max_def, max_rep)
+        }
+        PhysicalType::INT32 => {
+            copy_typed::<Int32Type>(reader, writer, erased, edit, max_def, max_rep)
+        }
+        PhysicalType::INT64 => {
+            copy_typed::<Int64Type>(reader, writer, erased, edit, max_def, max_rep)
+        }
+        PhysicalType::INT96 => {
+            copy_typed::<Int96Type>(reader, writer, erased, edit, max_def, max_rep)
+        }
+        PhysicalType::FLOAT => {
+            copy_typed::<FloatType>(reader, writer, erased, edit, max_def, max_rep)
+        }
+        PhysicalType::DOUBLE => {
+            copy_typed::<DoubleType>(reader, writer, erased, edit, max_def, max_rep)
+        }
         PhysicalType::BYTE_ARRAY => {
-            copy_typed::<ByteArrayType>(reader, writer, erased, max_def, max_rep)
+            copy_typed::<ByteArrayType>(reader, writer, erased, edit, max_def, max_rep)
         }
         PhysicalType::FIXED_LEN_BYTE_ARRAY => {
-            copy_typed::<FixedLenByteArrayType>(reader, writer, erased, max_def, max_rep)
+            copy_typed::<FixedLenByteArrayType>(reader, writer, erased, edit, max_def, max_rep)
         }
     }
 }
 
-/// Streams one column chunk from `reader` to `writer`, dropping the records in `erased`.
+/// Streams one column chunk from `reader` to `writer`, dropping the records in `erased` or
+/// nulling them at the top level.
 fn copy_typed<T: ParquetDataType>(
     reader: ColumnReader,
     writer: &mut SerializedColumnWriter<'_>,
     erased: &[u32],
+    edit: Edit,
     max_def: i16,
     max_rep: i16,
 ) -> parquet::errors::Result<()> {
@@ -277,7 +328,15 @@ fn copy_typed<T: ParquetDataType>(
                 record += 1;
             }
             let has_value = max_def == 0 || defs[l] == max_def;
-            if keep {
+            if !keep && edit == Edit::Null {
+                // One level per nulled record: definition 0 (the top-level field is null).
+                if starts_record {
+                    out_defs.push(0);
+                    if max_rep > 0 {
+                        out_reps.push(0);
+                    }
+                }
+            } else if keep {
                 if max_def > 0 {
                     out_defs.push(defs[l]);
                 }

@@ -323,10 +323,12 @@ fn check_table(t: &TableSpec) -> Result<()> {
             }
         }
         Action::Redact => {
-            return Err(err(
-                "action = \"redact\" is not supported by this version of lakepurge; use \"delete\""
-                    .into(),
-            ));
+            if t.redact.is_empty() {
+                return Err(err("redact: action = \"redact\" needs the columns to null, e.g. redact = [\"email\"]".into()));
+            }
+            if let Some(c) = t.redact.iter().find(|c| c.is_empty() || c.contains('.')) {
+                return Err(err(format!("redact: {c:?} is not a top-level column name")));
+            }
         }
     }
     Ok(())

@@ -1,6 +1,7 @@
 //! Integration tests: one binary (links once). Each test runs the built `lakepurge` binary in a
 //! fresh temporary folder and checks rows, bytes, hashes, exit codes and the manifest.
 
+mod airflow;
 mod audit;
 mod cli;
 mod common;

@@ -211,3 +211,113 @@ fn json_log_lines_parse_and_carry_run_table_and_file() {
     }
     assert!(!run.stderr.contains("USER7@example.com") && !run.stderr.contains("user7@example.com"));
 }
+
+#[test]
+fn redact_keeps_rows_and_nulls_exactly_the_listed_columns_in_matching_rows() {
+    use arrow::array::{Array, AsArray};
+    let (ws, job) = sample();
+    let users = ws.path().join("jobs/tables/users.toml");
+    let text = std::fs::read_to_string(&users).unwrap();
+    std::fs::write(
+        &users,
+        text.replace(
+            "action = \"delete\"",
+            "action = \"redact\"\nredact = [\"email\", \"country\"]",
+        ),
+    )
+    .unwrap();
+    let original = read_all(&ws.path().join("warehouse/users/part-00000.parquet"));
+    let original_meta = ws.path().join("original.parquet");
+    std::fs::copy(
+        ws.path().join("warehouse/users/part-00000.parquet"),
+        &original_meta,
+    )
+    .unwrap();
+
+    assert_eq!(
+        lakepurge(&["purge", "--job", &job, "--run-id", "r1"]).code,
+        0
+    );
+    let after = read_all(&ws.path().join("warehouse/users/part-00000.parquet"));
+    assert_eq!(
+        after.num_rows(),
+        original.num_rows(),
+        "redact must keep every row"
+    );
+    assert_same_format(
+        &original_meta,
+        &ws.path().join("warehouse/users/part-00000.parquet"),
+    );
+    let ids = original
+        .column_by_name("user_id")
+        .unwrap()
+        .as_primitive::<arrow::datatypes::Int64Type>();
+    let matched = |i: usize| [42, 142, 7].contains(&ids.value(i));
+    assert_eq!(
+        after.column_by_name("user_id").unwrap(),
+        original.column_by_name("user_id").unwrap()
+    );
+    for c in ["email", "country"] {
+        let (a, o) = (
+            after.column_by_name(c).unwrap().as_string::<i32>(),
+            original.column_by_name(c).unwrap().as_string::<i32>(),
+        );
+        for i in 0..after.num_rows() {
+            if matched(i) {
+                assert!(a.is_null(i), "{c} of row {i} not nulled");
+            } else {
+                assert_eq!(a.value(i), o.value(i), "{c} of row {i} changed");
+            }
+        }
+    }
+    // The file whose every row matches is kept, redacted.
+    let second = read_all(&ws.path().join("warehouse/users/part-00001.parquet"));
+    assert_eq!(second.num_rows(), 2);
+    assert_eq!(second.column_by_name("email").unwrap().null_count(), 2);
+
+    let m = read_json(&ws.path().join("manifests/demo/r1.json"));
+    let t = m["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "crm.users")
+        .unwrap();
+    assert_eq!(t["rows_redacted"], 5);
+    assert_eq!(t["rows_removed"], 0);
+    assert_eq!(t["files_deleted"], 0);
+    assert_eq!(m["per_event"]["ev-2"], 1);
+    assert_eq!(
+        lakepurge(&["verify", "--job", &job, "--run-id", "r1"]).code,
+        0
+    );
+
+    // Already-redacted rows are not matched again: a new run id rewrites nothing.
+    let before = tree_hashes(&ws.path().join("warehouse"));
+    assert_eq!(
+        lakepurge(&["purge", "--job", &job, "--run-id", "r2"]).code,
+        0
+    );
+    assert_eq!(tree_hashes(&ws.path().join("warehouse")), before);
+}
+
+#[test]
+fn redacting_a_required_column_is_a_validate_error() {
+    let (ws, job) = sample();
+    let users = ws.path().join("jobs/tables/users.toml");
+    let text = std::fs::read_to_string(&users).unwrap();
+    std::fs::write(
+        &users,
+        text.replace(
+            "action = \"delete\"",
+            "action = \"redact\"\nredact = [\"user_id\"]",
+        ),
+    )
+    .unwrap();
+    let run = lakepurge(&["validate", "--job", &job]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("crm.users") && run.stderr.contains("\"user_id\" is required"),
+        "{}",
+        run.stderr
+    );
+}

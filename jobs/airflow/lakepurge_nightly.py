@@ -1,0 +1,63 @@
+"""lakepurge nightly: validate -> plan -> purge shards (dynamic task mapping) -> final purge -> verify.
+
+Configured by environment (of the Airflow worker):
+  LAKEPURGE_BIN     the lakepurge binary (default: lakepurge on PATH)
+  LAKEPURGE_JOB     the job spec file
+  LAKEPURGE_SHARDS  how many purge shards run in parallel (default 1)
+
+The run id is the logical date ({{ ds }}), so a retried or re-triggered task of the same day
+resumes the same run: purge is idempotent per run id. Every shard shares the event snapshot the
+first one pinned; the final purge finishes whatever is left and writes the run manifest.
+"""
+
+import os
+import shlex
+from datetime import timedelta
+
+import pendulum
+from airflow.providers.standard.operators.bash import BashOperator
+from airflow.sdk import DAG
+
+LAKEPURGE_BIN = os.environ.get("LAKEPURGE_BIN", "lakepurge")
+LAKEPURGE_JOB = os.environ.get("LAKEPURGE_JOB", "/opt/lakepurge/jobs/nightly.toml")
+LAKEPURGE_SHARDS = int(os.environ.get("LAKEPURGE_SHARDS", "1"))
+
+BIN = shlex.quote(LAKEPURGE_BIN)
+JOB = shlex.quote(LAKEPURGE_JOB)
+RUN_ID = "{{ ds }}"
+LOGS = "--log-format json"
+
+with DAG(
+    dag_id="lakepurge_nightly",
+    description="Erase the subjects of the erasure-event dataset from every registered table",
+    schedule="@daily",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=5)},
+    tags=["privacy", "lakepurge"],
+) as dag:
+    validate = BashOperator(
+        task_id="validate",
+        bash_command=f"{BIN} {LOGS} validate --job {JOB}",
+    )
+    plan = BashOperator(
+        task_id="plan",
+        bash_command=f"{BIN} {LOGS} plan --job {JOB} --json",
+    )
+    purge_shards = BashOperator.partial(task_id="purge_shard").expand(
+        bash_command=[
+            f"{BIN} {LOGS} purge --job {JOB} --run-id {RUN_ID} --shard {i}/{LAKEPURGE_SHARDS}"
+            for i in range(LAKEPURGE_SHARDS)
+        ]
+    )
+    purge_final = BashOperator(
+        task_id="purge_final",
+        bash_command=f"{BIN} {LOGS} purge --job {JOB} --run-id {RUN_ID}",
+    )
+    verify = BashOperator(
+        task_id="verify",
+        bash_command=f"{BIN} {LOGS} verify --job {JOB} --run-id {RUN_ID}",
+    )
+
+    validate >> plan >> purge_shards >> purge_final >> verify
