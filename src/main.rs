@@ -275,6 +275,7 @@ async fn cmd_purge(
         signing_key: key,
         failpoint,
         shard,
+        concurrency: None,
     };
     match purge::purge(job, run_id, &SystemClock, &opts).await? {
         Outcome::AlreadyComplete(s) => {

@@ -150,44 +150,17 @@ pub async fn plan_table(table: &Table, events: &Events) -> Result<TablePlan> {
         ids_unconvertible: 0,
         files: Vec::new(),
     };
-    for listed_meta in listed {
-        let rel = table.location.relative(&listed_meta.location);
-        let mut meta = listed_meta;
-        let mut retries = 0;
-        let scanned = loop {
-            let reader = StoreReader {
-                store: Arc::clone(&table.location.store),
-                location: meta.location.clone(),
-                size: meta.size,
-                e_tag: meta.e_tag.clone(),
-            };
-            match matcher.scan(reader, &table.spec.name, &rel).await {
-                Ok(fp) => break Some(fp),
-                // Replaced or deleted while being read (a concurrent writer, another shard).
-                Err(Error::Store {
-                    source:
-                        object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. },
-                    ..
-                }) if retries < 3 => {
-                    retries += 1;
-                    match table.location.store.head(&meta.location).await {
-                        Ok(m) => meta = m,
-                        Err(object_store::Error::NotFound { .. }) => break None,
-                        Err(e) => {
-                            return Err(Error::store(format!("reading {}", meta.location), e));
-                        }
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        };
-        let Some(mut fp) = scanned else {
-            tracing::info!(table = %table.spec.name, file = %rel, "file deleted while planning: skipped");
+    // Footers and key columns of several files are read at once, results kept in path order.
+    let concurrency = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
+    let scans = futures::stream::iter(listed)
+        .map(|meta| scan_listed(table, &matcher, meta))
+        .buffered(concurrency)
+        .collect::<Vec<_>>()
+        .await;
+    for scanned in scans {
+        let Some(fp) = scanned? else {
             continue;
         };
-        fp.location = meta.location.clone();
-        fp.size = meta.size;
-        fp.etag = meta.e_tag.clone();
         plan.files_pruned += u64::from(fp.pruned);
         if fp.affected() {
             plan.files_affected += 1;
@@ -198,6 +171,51 @@ pub async fn plan_table(table: &Table, events: &Events) -> Result<TablePlan> {
     }
     plan.ids_unconvertible = matcher.unconvertible();
     Ok(plan)
+}
+
+/// Scans one listed file; a file replaced while being read is read again (its new version),
+/// one deleted meanwhile is skipped (`None`).
+async fn scan_listed(
+    table: &Table,
+    matcher: &Matcher<'_>,
+    listed: ObjectMeta,
+) -> Result<Option<FilePlan>> {
+    let rel = table.location.relative(&listed.location);
+    let mut meta = listed;
+    let mut retries = 0;
+    loop {
+        let reader = StoreReader {
+            store: Arc::clone(&table.location.store),
+            location: meta.location.clone(),
+            size: meta.size,
+            e_tag: meta.e_tag.clone(),
+        };
+        match matcher.scan(reader, &table.spec.name, &rel).await {
+            Ok(mut fp) => {
+                fp.location = meta.location.clone();
+                fp.size = meta.size;
+                fp.etag = meta.e_tag.clone();
+                return Ok(Some(fp));
+            }
+            // Replaced or deleted while being read (a concurrent writer, another shard).
+            Err(Error::Store {
+                source:
+                    object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. },
+                ..
+            }) if retries < 3 => {
+                retries += 1;
+                match table.location.store.head(&meta.location).await {
+                    Ok(m) => meta = m,
+                    Err(object_store::Error::NotFound { .. }) => {
+                        tracing::info!(table = %table.spec.name, file = %rel, "file deleted while planning: skipped");
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(Error::store(format!("reading {}", meta.location), e)),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// A Parquet object read through its store: the footer first, then only the byte ranges the

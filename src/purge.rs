@@ -145,6 +145,13 @@ pub struct Options<'a> {
     pub failpoint: Failpoint,
     /// Process only this shard's files and write no manifest.
     pub shard: Option<Shard>,
+    /// Files in flight at once (default: the number of CPUs).
+    pub concurrency: Option<usize>,
+}
+
+/// Files worked on at once by default: one per CPU.
+pub fn default_concurrency() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 /// State shared by the files of one attempt.
@@ -155,6 +162,7 @@ struct Attempt<'a> {
     intents: AtomicUsize,
     commits: AtomicUsize,
     shard: Option<Shard>,
+    concurrency: usize,
 }
 
 impl Attempt<'_> {
@@ -240,6 +248,7 @@ pub async fn purge(
         intents: AtomicUsize::new(0),
         commits: AtomicUsize::new(0),
         shard: opts.shard,
+        concurrency: opts.concurrency.unwrap_or_else(default_concurrency),
     };
     let mut failures = Vec::new();
     for (table, tplan) in tables.iter().zip(&plans) {
@@ -400,32 +409,68 @@ async fn purge_table(
     attempt: &Attempt<'_>,
     entries: &mut BTreeMap<(String, String), Entry>,
 ) -> Result<()> {
+    use futures::StreamExt;
     let name = &table.spec.name;
     let mine = |path: &str| attempt.shard.is_none_or(|s| s.owns(name, path));
     store::clean_temporaries(&table.location, |target| mine(target)).await?;
     let matcher = Matcher::new(&table.spec, attempt.events);
-    for fp in tplan.files.iter().filter(|f| f.affected() && mine(&f.path)) {
-        let key = (table.spec.name.clone(), fp.path.clone());
-        let entry = entries.entry(key).or_insert_with(|| Entry {
-            table: table.spec.name.clone(),
-            path: fp.path.clone(),
-            ..Entry::default()
-        });
-        let mut retry = 0;
-        loop {
-            match purge_file(table, &matcher, &fp.location, attempt, entry).await {
-                Ok(()) => break,
-                Err(e) if e.is_transient() && retry < STORE_RETRIES => {
-                    let wait = FIRST_BACKOFF * 4u32.pow(retry);
-                    tracing::warn!(table = %table.spec.name, file = %fp.path, error = %e, retry, ?wait, "transient storage error: retrying");
-                    tokio::time::sleep(wait).await;
-                    retry += 1;
-                }
-                Err(e) => return Err(e),
+    // Several files in flight at once (reads, rewrites on blocking threads, commits); each
+    // task owns its journal entry and hands it back.
+    let tasks = tplan
+        .files
+        .iter()
+        .filter(|f| f.affected() && mine(&f.path))
+        .map(|fp| {
+            let key = (name.clone(), fp.path.clone());
+            let entry = entries.remove(&key).unwrap_or_else(|| Entry {
+                table: name.clone(),
+                path: fp.path.clone(),
+                ..Entry::default()
+            });
+            let matcher = &matcher;
+            async move {
+                let mut entry = entry;
+                let result =
+                    purge_file_with_retries(table, matcher, &fp.location, attempt, &mut entry)
+                        .await;
+                (key, entry, result)
             }
+        })
+        .collect::<Vec<_>>();
+    let mut results = futures::stream::iter(tasks).buffer_unordered(attempt.concurrency.max(1));
+    let mut first_error = None;
+    while let Some((key, entry, result)) = results.next().await {
+        entries.insert(key, entry);
+        if let Err(e) = result {
+            first_error.get_or_insert(e);
         }
     }
-    Ok(())
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+async fn purge_file_with_retries(
+    table: &Table,
+    matcher: &Matcher<'_>,
+    location: &Path,
+    attempt: &Attempt<'_>,
+    entry: &mut Entry,
+) -> Result<()> {
+    let mut retry = 0;
+    loop {
+        match purge_file(table, matcher, location, attempt, entry).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_transient() && retry < STORE_RETRIES => {
+                let wait = FIRST_BACKOFF * 4u32.pow(retry);
+                tracing::warn!(table = %table.spec.name, file = %entry.path, error = %e, retry, ?wait, "transient storage error: retrying");
+                tokio::time::sleep(wait).await;
+                retry += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Purges one file, journaling before and after the commit.
