@@ -503,10 +503,8 @@ impl<'e> Matcher<'e> {
 
         let parquet_schema = builder.parquet_schema();
         let roots: BTreeSet<usize> = self
-            .rules
-            .iter()
-            .flat_map(|r| r.paths.iter().map(|p| p[0].clone()))
-            .chain(self.redact.iter().cloned())
+            .key_roots()
+            .into_iter()
             .filter_map(|name| {
                 parquet_schema
                     .root_schema()
@@ -536,14 +534,7 @@ impl<'e> Matcher<'e> {
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(|e| read_error(table, file, "cannot read key columns", e))?;
             let mut hits = self.match_batch(&batch, &lookups, table, file)?;
-            if !self.redact.is_empty() {
-                let redacted: Vec<&ArrayRef> = self
-                    .redact
-                    .iter()
-                    .filter_map(|c| batch.column_by_name(c))
-                    .collect();
-                hits.retain(|row, _| redacted.iter().any(|a| a.is_valid(*row)));
-            }
+            self.drop_already_redacted(&batch, &mut hits);
             for (row, evs) in hits {
                 let pos = offset + row as u64;
                 let k = starts.partition_point(|&s| s <= pos) - 1;
@@ -556,6 +547,59 @@ impl<'e> Matcher<'e> {
             offset += batch.num_rows() as u64;
         }
         Ok(plan)
+    }
+
+    /// The top-level columns the rules (and redact) read: all a scan needs to project.
+    pub fn key_roots(&self) -> Vec<String> {
+        let mut roots: Vec<String> = self
+            .rules
+            .iter()
+            .flat_map(|r| r.paths.iter().map(|p| p[0].clone()))
+            .chain(self.redact.iter().cloned())
+            .collect();
+        roots.sort();
+        roots.dedup();
+        roots
+    }
+
+    /// Counts the rows of `batches` (key columns of one file, read by any reader) that match,
+    /// with the same rules and conversions `scan` uses. `file` is for messages.
+    pub fn count_matches(&self, batches: &[RecordBatch], table: &str, file: &str) -> Result<u64> {
+        let Some(first) = batches.first() else {
+            return Ok(0);
+        };
+        let resolved = self
+            .check_schema(&first.schema())
+            .map_err(|m| Error::table(table, file, m))?;
+        let lookups: Vec<Arc<Lookup>> = resolved
+            .iter()
+            .enumerate()
+            .map(|(i, keys)| self.lookup(i, keys))
+            .collect::<Result<_>>()?;
+        let mut n = 0;
+        for batch in batches {
+            let mut hits = self.match_batch(batch, &lookups, table, file)?;
+            self.drop_already_redacted(batch, &mut hits);
+            n += hits.len() as u64;
+        }
+        Ok(n)
+    }
+
+    /// Under redact, a row whose redacted columns are all null already is done.
+    fn drop_already_redacted(
+        &self,
+        batch: &RecordBatch,
+        hits: &mut BTreeMap<usize, BTreeSet<u32>>,
+    ) {
+        if self.redact.is_empty() {
+            return;
+        }
+        let redacted: Vec<&ArrayRef> = self
+            .redact
+            .iter()
+            .filter_map(|c| batch.column_by_name(c))
+            .collect();
+        hits.retain(|row, _| redacted.iter().any(|a| a.is_valid(*row)));
     }
 
     /// The rows of `batch` that match, each with the events whose subjects it matched.

@@ -315,10 +315,21 @@ pub async fn purge(
     }
     let stored = manifest::write(&folder, &manifest).await?;
     tracing::info!(run_id, manifest = %stored.url, "run complete");
+    log_io_totals();
     if let Err(e) = attempt.journal.clear().await {
         tracing::warn!(run_id, error = %e, "could not delete the run journal; the next run of this id deletes it");
     }
     Ok(Outcome::Completed(stored))
+}
+
+/// Logs the bytes this process read and wrote through object stores (`io totals`).
+fn log_io_totals() {
+    use std::sync::atomic::Ordering::Relaxed;
+    tracing::info!(
+        bytes_read = store::BYTES_READ.load(Relaxed),
+        bytes_written = store::BYTES_WRITTEN.load(Relaxed),
+        "io totals"
+    );
 }
 
 /// The events of a pinned snapshot; they must still have the pinned digest.
