@@ -312,6 +312,21 @@ fn copy_typed<T: ParquetDataType>(
         if records == 0 && levels == 0 {
             break;
         }
+        // Fast path: no matched record in this batch, so it is written as read.
+        while next_erased < erased.len() && u64::from(erased[next_erased]) < record {
+            next_erased += 1;
+        }
+        let batch_end = record + records as u64;
+        if next_erased >= erased.len() || u64::from(erased[next_erased]) >= batch_end {
+            let n_levels = if max_def == 0 { values.len() } else { levels };
+            writer.write_batch(
+                &values,
+                (max_def > 0).then(|| &defs[..n_levels]),
+                (max_rep > 0).then(|| &reps[..n_levels]),
+            )?;
+            record = batch_end;
+            continue;
+        }
         out_defs.clear();
         out_reps.clear();
         out_values.clear();

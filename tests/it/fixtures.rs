@@ -22,7 +22,13 @@ fn purge_job(job: &Path, manifests: &Path, run_id: &str) -> (serde_json::Value, 
         0
     );
     let manifest_path = manifests.join("fixtures").join(format!("{run_id}.json"));
-    let verify = lakepurge(&["verify", manifest_path.to_str().unwrap(), "--deep", "--job", job]);
+    let verify = lakepurge(&[
+        "verify",
+        manifest_path.to_str().unwrap(),
+        "--deep",
+        "--job",
+        job,
+    ]);
     assert_eq!(verify.code, 0);
     assert!(
         verify.stdout.trim_end().ends_with("PASS"),

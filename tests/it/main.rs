@@ -9,4 +9,5 @@ mod crash;
 mod faults;
 mod fixtures;
 mod ops;
+mod rewrite;
 mod s3;
