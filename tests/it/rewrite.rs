@@ -66,8 +66,9 @@ fn read(bytes: Bytes) -> RecordBatch {
     arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
 }
 
-/// Rows in the first batch, mid-file, at a batch boundary and the last row.
-const ERASED: [u32; 5] = [5, 8191, 8192, 20_000, 29_999];
+/// Rows in the first batch, at a batch boundary and the last row; the decode batch of rows
+/// 16384..24575 holds none, so it takes the pass-through path.
+const ERASED: [u32; 4] = [5, 8191, 8192, 29_999];
 
 #[test]
 fn delete_in_a_large_row_group_removes_exactly_the_rows() {
