@@ -87,9 +87,8 @@ def pick_subjects(dir, n, clustered, files, rows):
         # n subjects spread over the key range: one per file for the first n files.
         step = files // n if n <= files else 1
         return [i * step * rows + rng.randrange(rows) for i in range(n)]
-    ids = [r[0] for r in con.execute(f"SELECT DISTINCT user_id FROM read_parquet('{dir}/*.parquet') USING SAMPLE 300000").fetchall()]
-    rng.shuffle(ids)
-    return ids[:n]
+    ids = [r[0] for r in con.execute(f"SELECT DISTINCT user_id FROM read_parquet('{dir}/*.parquet') ORDER BY 1").fetchall()]
+    return rng.sample(ids, n)
 
 
 def write_job(ws, table_dir, subjects):
