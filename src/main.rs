@@ -114,7 +114,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    match runtime.block_on(run(cli.command, cli.log_format, cli.quiet)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("lakepurge: error: {e:#}");
@@ -141,7 +141,7 @@ fn init_logging(format: LogFormat, quiet: bool) {
     }
 }
 
-async fn run(command: Command) -> Result<u8, Error> {
+async fn run(command: Command, log_format: LogFormat, quiet: bool) -> Result<u8, Error> {
     match command {
         Command::Validate { job } => cmd_validate(&Job::load(&job)?).await,
         Command::Plan { job, json } => cmd_plan(&Job::load(&job)?, json).await,
@@ -151,6 +151,9 @@ async fn run(command: Command) -> Result<u8, Error> {
             signing_key,
             shard,
         } => {
+            let progress = matches!(log_format, LogFormat::Text)
+                && !quiet
+                && std::io::IsTerminal::is_terminal(&std::io::stderr());
             let key = signing_key
                 .map(|p| lakepurge::manifest::read_signing_key(&p))
                 .transpose()?;
@@ -158,7 +161,7 @@ async fn run(command: Command) -> Result<u8, Error> {
                 .map(|s| purge::Shard::parse(&s))
                 .transpose()
                 .map_err(Error::Usage)?;
-            cmd_purge(&Job::load(&job)?, &run_id, key.as_ref(), shard).await
+            cmd_purge(&Job::load(&job)?, &run_id, key.as_ref(), shard, progress).await
         }
         Command::Verify {
             manifest,
@@ -266,6 +269,7 @@ async fn cmd_purge(
     run_id: &str,
     key: Option<&ed25519_dalek::SigningKey>,
     shard: Option<purge::Shard>,
+    progress: bool,
 ) -> Result<u8, Error> {
     let failpoint = match std::env::var("LAKEPURGE_FAILPOINT") {
         Ok(spec) => purge::Failpoint::parse(&spec).map_err(Error::Usage)?,
@@ -276,6 +280,7 @@ async fn cmd_purge(
         failpoint,
         shard,
         concurrency: None,
+        progress,
     };
     match purge::purge(job, run_id, &SystemClock, &opts).await? {
         Outcome::AlreadyComplete(s) => {

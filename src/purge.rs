@@ -147,6 +147,8 @@ pub struct Options<'a> {
     pub shard: Option<Shard>,
     /// Files in flight at once (default: the number of CPUs).
     pub concurrency: Option<usize>,
+    /// Show a progress bar on stderr (the binary sets it only when stderr is a terminal).
+    pub progress: bool,
 }
 
 /// Files worked on at once by default: one per CPU.
@@ -163,6 +165,7 @@ struct Attempt<'a> {
     commits: AtomicUsize,
     shard: Option<Shard>,
     concurrency: usize,
+    progress: indicatif::ProgressBar,
 }
 
 impl Attempt<'_> {
@@ -249,6 +252,7 @@ pub async fn purge(
         commits: AtomicUsize::new(0),
         shard: opts.shard,
         concurrency: opts.concurrency.unwrap_or_else(default_concurrency),
+        progress: progress_bar(opts.progress, &plans, opts.shard),
     };
     let mut failures = Vec::new();
     for (table, tplan) in tables.iter().zip(&plans) {
@@ -257,6 +261,7 @@ pub async fn purge(
             failures.push((table.spec.name.clone(), e));
         }
     }
+    attempt.progress.finish_and_clear();
     if !failures.is_empty() {
         return Ok(Outcome::Failed { failures });
     }
@@ -320,6 +325,24 @@ pub async fn purge(
         tracing::warn!(run_id, error = %e, "could not delete the run journal; the next run of this id deletes it");
     }
     Ok(Outcome::Completed(stored))
+}
+
+/// A bar over the affected files of this attempt (hidden unless `show`).
+fn progress_bar(show: bool, plans: &[TablePlan], shard: Option<Shard>) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let files = plans
+        .iter()
+        .flat_map(|p| p.files.iter().map(move |f| (p, f)))
+        .filter(|(p, f)| f.affected() && shard.is_none_or(|s| s.owns(&p.name, &f.path)))
+        .count();
+    let bar = indicatif::ProgressBar::new(files as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} files purged ({elapsed})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
 }
 
 /// Logs the bytes this process read and wrote through object stores (`io totals`).
@@ -451,6 +474,7 @@ async fn purge_table(
     let mut results = futures::stream::iter(tasks).buffer_unordered(attempt.concurrency.max(1));
     let mut first_error = None;
     while let Some((key, entry, result)) = results.next().await {
+        attempt.progress.inc(1);
         entries.insert(key, entry);
         if let Err(e) = result {
             first_error.get_or_insert(e);

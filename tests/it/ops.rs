@@ -321,3 +321,29 @@ fn redacting_a_required_column_is_a_validate_error() {
         run.stderr
     );
 }
+
+#[test]
+fn a_progress_bar_only_when_stderr_is_a_terminal() {
+    let (ws, job) = sample();
+    // Under a pseudo-terminal (util-linux `script`), the bar is drawn.
+    let cmd = format!(
+        "{} purge --job {job} --run-id tty",
+        env!("CARGO_BIN_EXE_lakepurge")
+    );
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .expect("script (util-linux)");
+    assert!(out.status.success());
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("files purged"),
+        "no progress bar on a terminal:\n{shown}"
+    );
+    // Captured (not a terminal): no bar.
+    let (_ws2, job2) = sample();
+    let run = lakepurge(&["purge", "--job", &job2, "--run-id", "pipe"]);
+    assert_eq!(run.code, 0);
+    assert!(!run.all_output().contains("files purged"));
+    assert!(ws.path().join("manifests/demo/tty.json").exists());
+}
