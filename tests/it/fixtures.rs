@@ -125,6 +125,39 @@ pub fn check_counts(
     }
 }
 
+/// The job spec of the pyarrow users fixture: every match kind (column, struct path, list,
+/// normalised email, fixed-size binary uid) over one table.
+pub fn pyarrow_users_job(manifests: &str, events: &str, table: &str) -> String {
+    format!(
+        r#"[job]
+name = "fixtures"
+manifests = "{manifests}"
+[events]
+location = "{events}"
+format = "ndjson"
+[[table]]
+name = "py.users"
+location = "{table}"
+[[table.match]]
+column = "user_id"
+subject_type = "user_id"
+[[table.match]]
+column = "profile.id"
+subject_type = "user_id"
+[[table.match]]
+column = "friend_ids"
+subject_type = "user_id"
+[[table.match]]
+column = "email"
+subject_type = "email"
+normalize = "lowercase_trim"
+[[table.match]]
+column = "uid"
+subject_type = "uid"
+"#
+    )
+}
+
 pub const USER_IDS: [i64; 5] = [3, 250, 1100, 100042, 700];
 
 /// Whether row `i` holds user id `id` as its user, profile id or one of its friends.
@@ -201,36 +234,10 @@ fn pyarrow_warehouse_purged_exactly_and_keeps_its_format() {
     let job = ws.path().join("jobs/job.toml");
     write(
         &job,
-        &format!(
-            r#"[job]
-name = "fixtures"
-manifests = "{}"
-[events]
-location = "{}"
-format = "ndjson"
-[[table]]
-name = "py.users"
-location = "{}"
-[[table.match]]
-column = "user_id"
-subject_type = "user_id"
-[[table.match]]
-column = "profile.id"
-subject_type = "user_id"
-[[table.match]]
-column = "friend_ids"
-subject_type = "user_id"
-[[table.match]]
-column = "email"
-subject_type = "email"
-normalize = "lowercase_trim"
-[[table.match]]
-column = "uid"
-subject_type = "uid"
-"#,
-            file_url(&manifests),
-            file_url(&ws.path().join("events")),
-            file_url(&wh)
+        &pyarrow_users_job(
+            &file_url(&manifests),
+            &file_url(&ws.path().join("events")),
+            &file_url(&wh),
         ),
     );
     let (manifest, plan) = purge_job(&job, &manifests, "run-1");

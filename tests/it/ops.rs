@@ -216,16 +216,7 @@ fn json_log_lines_parse_and_carry_run_table_and_file() {
 fn redact_keeps_rows_and_nulls_exactly_the_listed_columns_in_matching_rows() {
     use arrow::array::{Array, AsArray};
     let (ws, job) = sample();
-    let users = ws.path().join("jobs/tables/users.toml");
-    let text = std::fs::read_to_string(&users).unwrap();
-    std::fs::write(
-        &users,
-        text.replace(
-            "action = \"delete\"",
-            "action = \"redact\"\nredact = [\"email\", \"country\"]",
-        ),
-    )
-    .unwrap();
+    set_redact(ws.path(), "[\"email\", \"country\"]");
     let original = read_all(&ws.path().join("warehouse/users/part-00000.parquet"));
     let original_meta = ws.path().join("original.parquet");
     std::fs::copy(
@@ -303,16 +294,7 @@ fn redact_keeps_rows_and_nulls_exactly_the_listed_columns_in_matching_rows() {
 #[test]
 fn redacting_a_required_column_is_a_validate_error() {
     let (ws, job) = sample();
-    let users = ws.path().join("jobs/tables/users.toml");
-    let text = std::fs::read_to_string(&users).unwrap();
-    std::fs::write(
-        &users,
-        text.replace(
-            "action = \"delete\"",
-            "action = \"redact\"\nredact = [\"user_id\"]",
-        ),
-    )
-    .unwrap();
+    set_redact(ws.path(), "[\"user_id\"]");
     let run = lakepurge(&["validate", "--job", &job]);
     assert_eq!(run.code, 2);
     assert!(
@@ -346,4 +328,16 @@ fn a_progress_bar_only_when_stderr_is_a_terminal() {
     assert_eq!(run.code, 0);
     assert!(!run.all_output().contains("files purged"));
     assert!(ws.path().join("manifests/demo/tty.json").exists());
+}
+
+/// Turns the demo's users table into a redact table nulling `columns` (a TOML array).
+fn set_redact(ws: &Path, columns: &str) {
+    let users = ws.join("jobs/tables/users.toml");
+    let text = std::fs::read_to_string(&users).unwrap();
+    let redacted = text.replace(
+        "action = \"delete\"",
+        &format!("action = \"redact\"\nredact = {columns}"),
+    );
+    assert_ne!(text, redacted);
+    std::fs::write(&users, redacted).unwrap();
 }

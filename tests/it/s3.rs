@@ -14,7 +14,7 @@ use object_store::{ObjectStoreExt, PutMode, PutOptions};
 use serde_json::json;
 
 use crate::common::*;
-use crate::fixtures::{check_counts, check_table, pyarrow_user_erased};
+use crate::fixtures::{check_counts, check_table, pyarrow_user_erased, pyarrow_users_job};
 
 const SECRET: &str = "lakepurge-test-secret-Zq8w1";
 
@@ -157,32 +157,11 @@ fn s3_purge_gives_the_same_exact_result_as_local() {
     let job = ws.path().join("job.toml");
     write(
         &job,
-        r#"[job]
-name = "fixtures"
-manifests = "s3://lake/audit/"
-[events]
-location = "s3://lake/events/"
-format = "ndjson"
-[[table]]
-name = "py.users"
-location = "s3://lake/warehouse/users/"
-[[table.match]]
-column = "user_id"
-subject_type = "user_id"
-[[table.match]]
-column = "profile.id"
-subject_type = "user_id"
-[[table.match]]
-column = "friend_ids"
-subject_type = "user_id"
-[[table.match]]
-column = "email"
-subject_type = "email"
-normalize = "lowercase_trim"
-[[table.match]]
-column = "uid"
-subject_type = "uid"
-"#,
+        &pyarrow_users_job(
+            "s3://lake/audit/",
+            "s3://lake/events/",
+            "s3://lake/warehouse/users/",
+        ),
     );
     let env = moto.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
