@@ -424,6 +424,18 @@ impl<'e> Matcher<'e> {
             .collect()
     }
 
+    /// Checks the rules against a file's schema and returns each rule's lookup table.
+    fn lookups_for(&self, schema: &Schema, table: &str, file: &str) -> Result<Vec<Arc<Lookup>>> {
+        let resolved = self
+            .check_schema(schema)
+            .map_err(|m| Error::table(table, file, m))?;
+        resolved
+            .iter()
+            .enumerate()
+            .map(|(i, keys)| self.lookup(i, keys))
+            .collect()
+    }
+
     fn lookup(&self, rule: usize, keys: &[ResolvedKey]) -> Result<Arc<Lookup>> {
         let types: Vec<DataType> = keys.iter().map(|k| k.compare_type.clone()).collect();
         let key = (rule, types.clone());
@@ -455,14 +467,7 @@ impl<'e> Matcher<'e> {
             .map_err(|e| read_error(table, file, "not a readable Parquet file", e))?;
         let metadata = Arc::clone(builder.metadata());
         let schema = Arc::clone(builder.schema());
-        let resolved = self
-            .check_schema(&schema)
-            .map_err(|m| Error::table(table, file, m))?;
-        let lookups: Vec<Arc<Lookup>> = resolved
-            .iter()
-            .enumerate()
-            .map(|(i, keys)| self.lookup(i, keys))
-            .collect::<Result<_>>()?;
+        let lookups = self.lookups_for(&schema, table, file)?;
 
         let row_groups = metadata.row_groups();
         let rows: u64 = row_groups
@@ -568,14 +573,7 @@ impl<'e> Matcher<'e> {
         let Some(first) = batches.first() else {
             return Ok(0);
         };
-        let resolved = self
-            .check_schema(&first.schema())
-            .map_err(|m| Error::table(table, file, m))?;
-        let lookups: Vec<Arc<Lookup>> = resolved
-            .iter()
-            .enumerate()
-            .map(|(i, keys)| self.lookup(i, keys))
-            .collect::<Result<_>>()?;
+        let lookups = self.lookups_for(&first.schema(), table, file)?;
         let mut n = 0;
         for batch in batches {
             let mut hits = self.match_batch(batch, &lookups, table, file)?;
