@@ -35,6 +35,8 @@ struct Faults {
     concurrent_writes: Vec<(String, Bytes)>,
     delay: Option<Duration>,
     injected: usize,
+    /// Before the next get of a path containing the substring, another writer deletes it.
+    deletes_before_get: Vec<String>,
 }
 
 /// The wrapper. Cheap to clone: clones share their faults.
@@ -79,11 +81,19 @@ impl FaultStore {
         }
     }
 
+    /// Just before the next get of a path containing `path`, another writer deletes the object.
+    pub fn concurrent_delete(&self, path: &str) {
+        if let Ok(mut f) = self.faults.lock() {
+            f.deletes_before_get.push(path.to_string());
+        }
+    }
+
     /// Disarms every fault.
     pub fn clear(&self) {
         if let Ok(mut f) = self.faults.lock() {
             f.failures.clear();
             f.concurrent_writes.clear();
+            f.deletes_before_get.clear();
             f.delay = None;
         }
     }
@@ -166,6 +176,24 @@ impl ObjectStore for FaultStore {
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
         self.check(Op::Get, location.as_ref()).await?;
+        // Only whole-object reads (purge's), not the ranged reads of planning.
+        let delete = options.range.is_none()
+            && self.faults.lock().ok().is_some_and(|mut f| {
+                match f
+                    .deletes_before_get
+                    .iter()
+                    .position(|p| location.as_ref().contains(p.as_str()))
+                {
+                    Some(i) => {
+                        f.deletes_before_get.remove(i);
+                        true
+                    }
+                    None => false,
+                }
+            });
+        if delete {
+            self.inner.delete(location).await?;
+        }
         self.inner.get_opts(location, options).await
     }
 

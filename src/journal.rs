@@ -57,6 +57,9 @@ pub struct Entry {
     pub done: Vec<FileRecord>,
     /// A rewrite whose commit may or may not have happened.
     pub pending: Option<FileRecord>,
+    /// The file held erased rows when planned but another writer deleted it first.
+    #[serde(default)]
+    pub vanished: bool,
 }
 
 pub struct Journal {

@@ -91,6 +91,10 @@ pub struct TableRecord {
     pub rows_redacted: u64,
     /// Subject ids that could not be converted to a key column's type (they match nothing).
     pub ids_unconvertible: u64,
+    /// Files that held erased rows when planned but were deleted by another writer before
+    /// lakepurge rewrote them (recorded, never recreated).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files_vanished: Vec<String>,
     pub files: Vec<FileRecord>,
 }
 

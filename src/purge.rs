@@ -394,6 +394,11 @@ fn table_record(
         rows_removed: files.iter().map(|f| f.rows_removed).sum(),
         rows_redacted: files.iter().map(|f| f.rows_redacted).sum(),
         ids_unconvertible: start.map_or(tplan.ids_unconvertible, |c| c.ids_unconvertible),
+        files_vanished: entries
+            .values()
+            .filter(|e| e.table == table.spec.name && e.vanished)
+            .map(|e| e.path.clone())
+            .collect(),
         files,
     }
 }
@@ -523,8 +528,9 @@ async fn purge_file(
         let got = match store.get(location).await {
             Ok(g) => g,
             Err(object_store::Error::NotFound { .. }) => {
-                tracing::warn!(table = %name, file = %rel, "file deleted by another writer: skipped");
-                return Ok(());
+                tracing::warn!(table = %name, file = %rel, "file deleted by another writer: recorded, not recreated");
+                entry.vanished = true;
+                return attempt.journal.put(entry).await;
             }
             Err(e) => return Err(Error::store(format!("reading {location}"), e)),
         };

@@ -259,3 +259,28 @@ async fn a_concurrent_writers_newer_file_survives() {
     assert_eq!(rec.rows_removed, 1);
     assert_eq!(rec.before.sha256, lakepurge::manifest::sha256_hex(&buf));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_deleted_by_another_writer_is_recorded_not_resurrected() {
+    let s = mem_sample("faults-vanished").await;
+    s.faults
+        .concurrent_delete("warehouse/users/part-00000.parquet");
+    let out = purge::purge(&s.job, "r1", &SystemClock, &purge::Options::default())
+        .await
+        .unwrap();
+    let Outcome::Completed(stored) = out else {
+        panic!("{out:?}")
+    };
+    let users = table(&stored.manifest, "crm.users");
+    assert_eq!(users.files_vanished, vec!["part-00000.parquet".to_string()]);
+    assert_eq!(
+        users.rows_removed, 2,
+        "only the other file's rows were removed"
+    );
+    assert!(
+        read_rows(&s.faults, "warehouse/users/part-00000.parquet")
+            .await
+            .is_none(),
+        "the deleted file was recreated"
+    );
+}
