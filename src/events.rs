@@ -227,30 +227,13 @@ pub async fn load_snapshot(job: &Job, snapshot: Option<&[EventFile]>) -> Result<
         events.max_requested_at = max.first().cloned().flatten();
     }
 
-    // Only the normalised forms some match rule uses are computed (the others stay empty).
-    let used = |n: Normalize| {
-        job.tables
-            .iter()
-            .flat_map(|t| &t.matches)
-            .any(|m| m.normalize == Some(n))
-    };
-    let variant = |n: Normalize, expr: &'static str, name: &str| {
-        format!("{} AS {name}", if used(n) { expr } else { "''" })
-    };
-    let query = format!(
-        "SELECT DISTINCT event_id, subject_type, subject_id, {}, {}, {} FROM events \
-         WHERE event_id IS NOT NULL AND subject_type IS NOT NULL AND subject_id IS NOT NULL \
-         AND btrim(subject_id) <> ''",
-        variant(Normalize::Lowercase, "lower(subject_id)", "s_lower"),
-        variant(Normalize::Trim, "btrim(subject_id)", "s_trim"),
-        variant(
-            Normalize::LowercaseTrim,
-            "lower(btrim(subject_id))",
-            "s_lower_trim"
-        ),
-    );
     let batches = ctx
-        .sql(&query)
+        .sql(
+            "SELECT DISTINCT event_id, subject_type, subject_id, lower(subject_id), \
+             btrim(subject_id), lower(btrim(subject_id)) FROM events \
+             WHERE event_id IS NOT NULL AND subject_type IS NOT NULL AND subject_id IS NOT NULL \
+             AND btrim(subject_id) <> ''",
+        )
         .await
         .map_err(qerr)?
         .collect()
