@@ -1,7 +1,7 @@
 //! The Airflow DAG run by real Airflow (`airflow dags test`), with 3 shards, against a fixture
 //! warehouse: the result equals an unsharded purge, the manifest of run id <date> exists and
-//! verifies. Airflow comes from `$LAKEPURGE_AIRFLOW` (default `airflow`); `.ci/run` installs
-//! apache-airflow 3 into its own virtual environment.
+//! verifies. Airflow comes from `$LAKEPURGE_AIRFLOW`, else the virtual environment `.ci/run`
+//! installs apache-airflow 3 into.
 
 use std::path::Path;
 use std::process::Command;
@@ -9,7 +9,7 @@ use std::process::Command;
 use crate::common::*;
 
 fn airflow(home: &Path, env: &[(&str, String)], args: &[&str]) {
-    let bin = std::env::var("LAKEPURGE_AIRFLOW").unwrap_or_else(|_| "airflow".into());
+    let bin = airflow_bin();
     let out = Command::new(&bin)
         .args(args)
         .env("AIRFLOW_HOME", home)

@@ -179,9 +179,36 @@ pub fn read_json(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
-/// The Python with pyarrow the cross-checks use (`LAKEPURGE_PYTHON`, default `python3`).
+/// The Python with pyarrow and moto the tests use: `LAKEPURGE_PYTHON`, else the virtual
+/// environment `.ci/run` makes (`~/.cache/lakepurge-venv`), else `python3`.
 pub fn python() -> String {
-    std::env::var("LAKEPURGE_PYTHON").unwrap_or_else(|_| "python3".into())
+    tool(
+        "LAKEPURGE_PYTHON",
+        ".cache/lakepurge-venv/bin/python",
+        "python3",
+    )
+}
+
+/// Apache Airflow for the DAG test: `LAKEPURGE_AIRFLOW`, else `.ci/run`'s virtual environment
+/// (`~/.cache/lakepurge-airflow`), else `airflow`.
+pub fn airflow_bin() -> String {
+    tool(
+        "LAKEPURGE_AIRFLOW",
+        ".cache/lakepurge-airflow/bin/airflow",
+        "airflow",
+    )
+}
+
+fn tool(var: &str, under_home: &str, fallback: &str) -> String {
+    if let Ok(v) = std::env::var(var) {
+        return v;
+    }
+    std::env::var("HOME")
+        .ok()
+        .map(|h| Path::new(&h).join(under_home))
+        .filter(|p| p.exists())
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| fallback.to_string())
 }
 
 /// Reads `files` with pyarrow; returns, per file, its row count and Parquet schema text.
