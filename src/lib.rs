@@ -1,8 +1,10 @@
 //! lakepurge: a batch erasure engine for Parquet warehouses in object storage.
 //!
 //! The pipeline, one module a stage: [`spec`] → [`events`] → [`plan`] → [`rewrite`] →
-//! [`commit`] → [`manifest`] → [`verify`]. [`purge`] runs the stages for a job; [`store`]
-//! gives every stage its object store; [`demo`] builds a sample warehouse.
+//! [`commit`] → [`manifest`] → [`verify`]. [`purge`] runs the stages for a job, keeping its
+//! [`journal`] so a crashed run resumes; [`validate`] and [`trace`] are the other commands;
+//! [`store`] gives every stage its object store ([`fault`] injects failures in tests); [`demo`]
+//! builds a sample warehouse.
 
 pub mod commit;
 pub mod demo;
