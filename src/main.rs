@@ -247,18 +247,19 @@ async fn cmd_plan(job: &Job, json: bool) -> Result<u8, Error> {
         events.skipped
     );
     println!(
-        "{:<24} {:>8} {:>8} {:>9} {:>8} {:>12}",
-        "table", "listed", "pruned", "affected", "emptied", "rows_to_go"
+        "{:<24} {:>8} {:>8} {:>9} {:>8} {:>12} {:>22}",
+        "table", "listed", "pruned", "affected", "emptied", "rows_to_go", "read / table bytes"
     );
     for p in &plans {
         println!(
-            "{:<24} {:>8} {:>8} {:>9} {:>8} {:>12}",
+            "{:<24} {:>8} {:>8} {:>9} {:>8} {:>12} {:>22}",
             p.name,
             p.files_listed,
             p.files_pruned,
             p.files_affected,
             p.files_emptied,
-            p.rows_matched
+            p.rows_matched,
+            format!("{} / {}", p.bytes_read, p.table_bytes)
         );
     }
     Ok(0)

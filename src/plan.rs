@@ -99,6 +99,8 @@ pub struct FilePlan {
     #[serde(skip)]
     pub erased: Vec<Vec<u32>>,
     pub rows_matched: u64,
+    /// Bytes planning read of this file.
+    pub bytes_read: u64,
     /// Matched rows per event (index into the run's event ids).
     #[serde(skip)]
     pub per_event: BTreeMap<u32, u64>,
@@ -122,6 +124,9 @@ pub struct TablePlan {
     pub rows_matched: u64,
     /// Subject ids that could not be converted to a key column's type.
     pub ids_unconvertible: u64,
+    /// Size of the listed files, and the bytes planning read of them (footers, key columns).
+    pub table_bytes: u64,
+    pub bytes_read: u64,
     #[serde(skip)]
     pub files: Vec<FilePlan>,
 }
@@ -148,6 +153,8 @@ pub async fn plan_table(table: &Table, events: &Events) -> Result<TablePlan> {
         files_emptied: 0,
         rows_matched: 0,
         ids_unconvertible: 0,
+        table_bytes: listed.iter().map(|m| m.size).sum(),
+        bytes_read: 0,
         files: Vec::new(),
     };
     // Footers and key columns of several files are read at once, results kept in path order.
@@ -161,6 +168,7 @@ pub async fn plan_table(table: &Table, events: &Events) -> Result<TablePlan> {
         let Some(fp) = scanned? else {
             continue;
         };
+        plan.bytes_read += fp.bytes_read;
         plan.files_pruned += u64::from(fp.pruned);
         if fp.affected() {
             plan.files_affected += 1;
@@ -184,14 +192,17 @@ async fn scan_listed(
     let mut meta = listed;
     let mut retries = 0;
     loop {
+        let bytes_read = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let reader = StoreReader {
             store: Arc::clone(&table.location.store),
             location: meta.location.clone(),
             size: meta.size,
             e_tag: meta.e_tag.clone(),
+            bytes_read: Arc::clone(&bytes_read),
         };
         match matcher.scan(reader, &table.spec.name, &rel).await {
             Ok(mut fp) => {
+                fp.bytes_read = bytes_read.load(std::sync::atomic::Ordering::Relaxed);
                 fp.location = meta.location.clone();
                 fp.size = meta.size;
                 fp.etag = meta.e_tag.clone();
@@ -225,6 +236,8 @@ pub struct StoreReader {
     pub location: Path,
     pub size: u64,
     pub e_tag: Option<String>,
+    /// Bytes fetched so far (footer, page indexes, key-column chunks).
+    pub bytes_read: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl StoreReader {
@@ -241,6 +254,10 @@ impl StoreReader {
             Ok(g) => g.bytes().await,
             Err(e) => Err(e),
         };
+        if let Ok(b) = &bytes {
+            self.bytes_read
+                .fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
         bytes.map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
     }
 }
@@ -483,6 +500,7 @@ impl<'e> Matcher<'e> {
             pruned: false,
             erased: vec![Vec::new(); row_groups.len()],
             rows_matched: 0,
+            bytes_read: 0,
             per_event: BTreeMap::new(),
         };
         // Row groups that statistics cannot rule out for at least one rule.

@@ -45,6 +45,7 @@ pub async fn validate(job: &Job) -> Result<Summary> {
                 location: meta.location.clone(),
                 size: meta.size,
                 e_tag: meta.e_tag.clone(),
+                bytes_read: Default::default(),
             };
             let metadata = reader.get_metadata(None).await.map_err(|e| {
                 Error::table(

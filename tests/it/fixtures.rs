@@ -106,6 +106,7 @@ pub fn check_counts(
     assert_eq!(p["rows_matched"], total, "{table}: plan rows");
     let affected = removed.iter().filter(|r| r.1 > 0).count() as u64;
     assert_eq!(p["files_affected"], affected);
+    assert!(p["bytes_read"].as_u64().unwrap() > 0);
     assert_eq!(
         t["files_rewritten"].as_u64().unwrap() + t["files_deleted"].as_u64().unwrap(),
         affected

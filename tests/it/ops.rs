@@ -341,3 +341,55 @@ fn set_redact(ws: &Path, columns: &str) {
     assert_ne!(text, redacted);
     std::fs::write(&users, redacted).unwrap();
 }
+
+#[test]
+fn plan_reads_footers_and_key_columns_only() {
+    use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+    let ws = tempfile::tempdir().unwrap();
+    let table = ws.path().join("wide");
+    std::fs::create_dir_all(&table).unwrap();
+    // A narrow key column beside a wide payload: planning must not read the payload.
+    let n = 100_000i64;
+    let batch = RecordBatch::try_from_iter(vec![
+        (
+            "user_id",
+            std::sync::Arc::new(Int64Array::from_iter_values(0..n)) as ArrayRef,
+        ),
+        (
+            "payload",
+            std::sync::Arc::new(StringArray::from_iter_values(
+                (0..n).map(|i| format!("{i:0>64}-{}", i * 7919)),
+            )),
+        ),
+    ])
+    .unwrap();
+    let file = std::fs::File::create(table.join("part-0.parquet")).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    write_events(
+        &ws.path().join("events/e.json"),
+        &[("ev-1", "user_id", serde_json::json!("77"))],
+    );
+    let job = ws.path().join("job.toml");
+    write(
+        &job,
+        &format!(
+            "[job]\nname = \"wide\"\nmanifests = \"{}\"\n[events]\nlocation = \"{}\"\nformat = \"ndjson\"\n\
+             [[table]]\nname = \"wide\"\nlocation = \"{}\"\n[[table.match]]\ncolumn = \"user_id\"\nsubject_type = \"user_id\"\n",
+            file_url(&ws.path().join("manifests")),
+            file_url(&ws.path().join("events")),
+            file_url(&table)
+        ),
+    );
+    let plan = lakepurge(&["plan", "--job", job.to_str().unwrap(), "--json"]);
+    assert_eq!(plan.code, 0);
+    let p: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    let t = &p["tables"][0];
+    assert_eq!(t["rows_matched"], 1);
+    let (read, size) = (
+        t["bytes_read"].as_u64().unwrap(),
+        t["table_bytes"].as_u64().unwrap(),
+    );
+    assert!(read * 4 < size, "plan read {read} of {size} bytes");
+}
