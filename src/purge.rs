@@ -178,16 +178,20 @@ impl Attempt<'_> {
     }
 }
 
-/// Runs `purge` for `job` and `run_id`.
+/// Runs `purge` for `job` and `run_id`; every log line carries the run's span.
 pub async fn purge(
     job: &Job,
     run_id: &str,
     clock: &dyn Clock,
     opts: &Options<'_>,
 ) -> Result<Outcome> {
+    use tracing::Instrument;
     check_name("run id", run_id).map_err(Error::Usage)?;
     let span = tracing::info_span!("run", run_id, job = %job.name);
-    let _entered = span.enter();
+    run(job, run_id, clock, opts).instrument(span).await
+}
+
+async fn run(job: &Job, run_id: &str, clock: &dyn Clock, opts: &Options<'_>) -> Result<Outcome> {
     let folder = manifest::folder(job)?;
     let journal = Journal::new(&folder, run_id);
     if let Some(done) = manifest::read(&folder, &manifest::path(&folder, run_id)).await? {
