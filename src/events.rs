@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{Array, AsArray, RecordBatch, StringArray};
 use arrow::datatypes::DataType;
 use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 use datafusion::prelude::{DataFrame, JsonReadOptions, ParquetReadOptions, SessionContext};
@@ -30,20 +30,30 @@ pub struct EventFile {
     pub etag: Option<String>,
 }
 
-/// One distinct (event, subject) pair, with the normalised forms of the subject id.
+/// The distinct subjects of one subject type, column-wise: the subject id and its normalised
+/// forms as Arrow string arrays (compact, and handed to the type conversion as they are), and
+/// for each row the event it belongs to.
 #[derive(Debug, Clone)]
-pub struct Subject {
-    /// Index into [`Events::event_ids`].
-    pub event: u32,
-    pub raw: String,
-    pub lower: String,
-    pub trim: String,
-    pub lower_trim: String,
+pub struct Subjects {
+    /// Index into [`Events::event_ids`], per row.
+    pub events: Vec<u32>,
+    raw: StringArray,
+    lower: StringArray,
+    trim: StringArray,
+    lower_trim: StringArray,
 }
 
-impl Subject {
-    /// The subject id as a rule with `normalize` compares it.
-    pub fn value(&self, normalize: Option<Normalize>) -> &str {
+impl Subjects {
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// The subject ids as a rule with `normalize` compares them.
+    pub fn values(&self, normalize: Option<Normalize>) -> &StringArray {
         match normalize {
             None => &self.raw,
             Some(Normalize::Lowercase) => &self.lower,
@@ -65,7 +75,7 @@ pub struct Events {
     /// Distinct event ids with a usable subject, sorted.
     pub event_ids: Vec<String>,
     /// Distinct subjects by subject type.
-    pub by_type: BTreeMap<String, Vec<Subject>>,
+    pub by_type: BTreeMap<String, Subjects>,
     pub max_requested_at: Option<String>,
     /// sha256 over the sorted distinct event ids, newline-separated.
     pub digest: String,
@@ -240,35 +250,71 @@ pub async fn load_snapshot(job: &Job, snapshot: Option<&[EventFile]>) -> Result<
         .await
         .map_err(qerr)?;
 
-    let mut rows: Vec<[String; 6]> = Vec::new();
+    // Columns: event_id, subject_type, subject_id, lower, btrim, lower(btrim), as Utf8.
+    let aerr = |e| Error::arrow(format!("events at {shown}"), e);
+    let mut utf8_batches: Vec<Vec<StringArray>> = Vec::with_capacity(batches.len());
     for batch in &batches {
-        let cols: Vec<Vec<Option<String>>> = (0..6)
-            .map(|i| string_column(batch, i, &shown))
-            .collect::<Result<_>>()?;
-        rows.extend(
-            (0..batch.num_rows())
-                .map(|r| std::array::from_fn(|i: usize| cols[i][r].clone().unwrap_or_default())),
-        );
+        let cols = (0..6)
+            .map(|i| {
+                arrow::compute::cast(batch.column(i), &DataType::Utf8)
+                    .map(|c| c.as_string::<i32>().clone())
+                    .map_err(aerr)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        utf8_batches.push(cols);
     }
-    let ids: BTreeSet<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    let ids: BTreeSet<&str> = utf8_batches
+        .iter()
+        .flat_map(|cols| cols[0].iter().flatten())
+        .collect();
     events.event_ids = ids.iter().map(|s| s.to_string()).collect();
     events.digest = digest(&events.event_ids);
-    for [event_id, subject_type, raw, lower, trim, lower_trim] in rows {
-        let event = events
-            .event_ids
-            .binary_search(&event_id)
-            .map_err(|_| Error::events(&shown, "event id vanished while indexing"))?;
-        events
-            .by_type
-            .entry(subject_type)
-            .or_default()
-            .push(Subject {
-                event: event as u32,
-                raw,
-                lower,
-                trim,
-                lower_trim,
-            });
+    let types: BTreeSet<String> = utf8_batches
+        .iter()
+        .flat_map(|cols| cols[1].iter().flatten().map(str::to_string))
+        .collect();
+    for subject_type in types {
+        let mut event_idx: Vec<u32> = Vec::new();
+        let mut parts: [Vec<StringArray>; 4] = Default::default();
+        for cols in &utf8_batches {
+            let mask = arrow::compute::kernels::cmp::eq(
+                &cols[1],
+                &StringArray::new_scalar(subject_type.as_str()),
+            )
+            .map_err(aerr)?;
+            let ids = arrow::compute::filter(&cols[0], &mask).map_err(aerr)?;
+            for id in ids.as_string::<i32>().iter().flatten() {
+                let e = events
+                    .event_ids
+                    .binary_search_by(|probe| probe.as_str().cmp(id))
+                    .map_err(|_| Error::events(&shown, "event id vanished while indexing"))?;
+                event_idx.push(e as u32);
+            }
+            for (k, part) in parts.iter_mut().enumerate() {
+                let f = arrow::compute::filter(&cols[2 + k], &mask).map_err(aerr)?;
+                part.push(f.as_string::<i32>().clone());
+            }
+        }
+        let concat = |arrays: &[StringArray]| -> Result<StringArray> {
+            let refs: Vec<&dyn Array> = arrays.iter().map(|a| a as &dyn Array).collect();
+            if refs.is_empty() {
+                return Ok(StringArray::from(Vec::<Option<&str>>::new()));
+            }
+            arrow::compute::concat(&refs)
+                .map(|a| a.as_string::<i32>().clone())
+                .map_err(aerr)
+        };
+        let [raw, lower, trim, lower_trim] = &parts;
+        events.by_type.insert(
+            subject_type,
+            Subjects {
+                events: event_idx,
+                raw: concat(raw)?,
+                lower: concat(lower)?,
+                trim: concat(trim)?,
+                lower_trim: concat(lower_trim)?,
+            },
+        );
     }
     tracing::info!(
         location = %loc,

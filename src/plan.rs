@@ -36,7 +36,7 @@ use parquet::file::statistics::Statistics;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::events::{Events, Subject, normalize_value};
+use crate::events::{Events, Subjects, normalize_value};
 use crate::spec::{Job, MatchSpec, Normalize, TableSpec};
 use crate::store::Location;
 
@@ -342,7 +342,7 @@ type LookupKey = (usize, Vec<DataType>);
 struct RuleSubjects<'e> {
     spec: MatchSpec,
     paths: Vec<Vec<String>>,
-    subjects: &'e [Subject],
+    subjects: Option<&'e Subjects>,
 }
 
 /// Erased key values of one rule, encoded in Arrow's row format for one set of key types.
@@ -368,8 +368,6 @@ pub struct ResolvedKey {
     pub through_list: bool,
 }
 
-static NO_SUBJECTS: [Subject; 0] = [];
-
 impl<'e> Matcher<'e> {
     pub fn new(spec: &TableSpec, events: &'e Events) -> Self {
         let rules = spec
@@ -382,11 +380,7 @@ impl<'e> Matcher<'e> {
                     .iter()
                     .map(|c| c.split('.').map(str::to_string).collect())
                     .collect(),
-                subjects: events
-                    .by_type
-                    .get(&m.subject_type)
-                    .map(Vec::as_slice)
-                    .unwrap_or(&NO_SUBJECTS),
+                subjects: events.by_type.get(&m.subject_type),
             })
             .collect();
         Matcher {
@@ -883,29 +877,34 @@ fn build_lookup(rule: &RuleSubjects<'_>, types: &[DataType], sortable: bool) -> 
     let aerr = |e| Error::arrow(format!("match {label}: converting subject ids"), e);
     let converter = RowConverter::new(types.iter().map(|t| SortField::new(t.clone())).collect())
         .map_err(aerr)?;
-    let n = rule.subjects.len();
-    // One string column per key column: the id itself, or the parts of a composite id.
-    let mut parts: Vec<Vec<Option<String>>> = vec![Vec::with_capacity(n); types.len()];
-    for s in rule.subjects {
-        let value = s.value(rule.spec.normalize);
-        if types.len() == 1 {
-            parts[0].push(Some(value.to_string()));
-            continue;
+    let empty = StringArray::from(Vec::<Option<&str>>::new());
+    let (values, events): (&StringArray, &[u32]) = match rule.subjects {
+        Some(s) => (s.values(rule.spec.normalize), &s.events),
+        None => (&empty, &[]),
+    };
+    // One string column per key column: the ids themselves, or the parts of composite ids.
+    let id_columns: Vec<StringArray> = if types.len() == 1 {
+        vec![values.clone()]
+    } else {
+        let mut parts: Vec<Vec<Option<String>>> =
+            vec![Vec::with_capacity(values.len()); types.len()];
+        for value in values.iter() {
+            let elems = value
+                .and_then(|v| serde_json::from_str::<Vec<serde_json::Value>>(v).ok())
+                .filter(|v| v.len() == types.len());
+            for (k, col) in parts.iter_mut().enumerate() {
+                col.push(elems.as_ref().and_then(|v| match &v[k] {
+                    serde_json::Value::String(s) => Some(s.clone()),
+                    serde_json::Value::Number(x) => Some(x.to_string()),
+                    _ => None,
+                }));
+            }
         }
-        let elems = serde_json::from_str::<Vec<serde_json::Value>>(value)
-            .ok()
-            .filter(|v| v.len() == types.len());
-        for (k, col) in parts.iter_mut().enumerate() {
-            col.push(elems.as_ref().and_then(|v| match &v[k] {
-                serde_json::Value::String(s) => Some(s.clone()),
-                serde_json::Value::Number(x) => Some(x.to_string()),
-                _ => None,
-            }));
-        }
-    }
+        parts.into_iter().map(StringArray::from).collect()
+    };
     let mut columns = Vec::with_capacity(types.len());
-    for (col, ty) in parts.into_iter().zip(types) {
-        columns.push(convert_ids(&StringArray::from(col), ty).map_err(aerr)?);
+    for (col, ty) in id_columns.iter().zip(types) {
+        columns.push(convert_ids(col, ty).map_err(aerr)?);
     }
     let valid = combined_nulls(&columns);
     let rows = converter.convert_columns(&columns).map_err(aerr)?;
@@ -917,8 +916,8 @@ fn build_lookup(rule: &RuleSubjects<'_>, types: &[DataType], sortable: bool) -> 
             continue;
         }
         let evs = map.entry(row.as_ref().into()).or_default();
-        if !evs.contains(&rule.subjects[i].event) {
-            evs.push(rule.subjects[i].event);
+        if !evs.contains(&events[i]) {
+            evs.push(events[i]);
         }
     }
     let sorted = if sortable && !columns.is_empty() {
