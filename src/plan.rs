@@ -1,9 +1,9 @@
 //! Stage 3, plan: finds which rows of which files match an erased subject.
 //!
 //! `plan` and `purge` share this code: `purge` carries out exactly what `plan` reports. For each
-//! file the footer is read first; row groups whose statistics prove no erased value can be in
-//! them are skipped, and a file whose row groups are all skipped is *pruned* without reading
-//! data. Otherwise only the key columns are read (projection), and each key value is looked up
+//! file the footer is read first; row groups whose statistics or bloom filters prove no erased
+//! value can be in them are skipped, and a file whose row groups are all skipped is *pruned*
+//! without reading data. Otherwise only the key columns are read (projection), and each key value is looked up
 //! in a hash table of the erased subjects converted to the column's type (Arrow's row format
 //! makes that work for every matchable type and for composite keys). Pruning never
 //! under-deletes: statistics are used only where their ordering is known to be right.
@@ -497,22 +497,29 @@ impl<'e> Matcher<'e> {
             bytes_read: 0,
             per_event: BTreeMap::new(),
         };
-        // Row groups that statistics cannot rule out for at least one rule.
-        let selected: Vec<usize> = (0..row_groups.len())
-            .filter(|&i| {
-                row_groups[i].num_rows() > 0
-                    && self.rules.iter().enumerate().any(|(r, rule)| {
-                        !lookups[r].rows.is_empty()
-                            && !stats_rule_out(
-                                &lookups[r],
-                                &rule.paths,
-                                &row_groups[i],
-                                &metadata,
-                                i,
-                            )
-                    })
-            })
-            .collect();
+        // Row groups that statistics, then bloom filters, cannot rule out for at least one rule.
+        let mut builder = builder;
+        let mut selected: Vec<usize> = Vec::new();
+        for (i, rg) in row_groups.iter().enumerate() {
+            if rg.num_rows() <= 0 {
+                continue;
+            }
+            let mut may_match = false;
+            for (r, rule) in self.rules.iter().enumerate() {
+                let lookup = &lookups[r];
+                if lookup.rows.is_empty() || stats_rule_out(lookup, &rule.paths, rg, &metadata, i) {
+                    continue;
+                }
+                if bloom_rule_out(&mut builder, lookup, &rule.paths, &metadata, i).await {
+                    continue;
+                }
+                may_match = true;
+                break;
+            }
+            if may_match {
+                selected.push(i);
+            }
+        }
         if selected.is_empty() {
             plan.pruned = true;
             return Ok(plan);
@@ -1002,6 +1009,66 @@ fn sorted_keys(column: &ArrayRef) -> Option<SortedKeys> {
     None
 }
 
+/// The leaf column index of a single top-level column `name`, if it is one.
+fn top_level_leaf(metadata: &ParquetMetaData, name: &str) -> Option<usize> {
+    let schema = metadata.file_metadata().schema_descr();
+    (0..schema.num_columns()).find(|&i| {
+        let column = schema.column(i);
+        let parts = column.path().parts();
+        parts.len() == 1 && parts[0] == name
+    })
+}
+
+/// Bloom filters are probed for at most this many erased values per rule and row group.
+const BLOOM_PROBE_LIMIT: usize = 4096;
+
+/// Whether the row group's bloom filter for the rule's column proves that none of the erased
+/// values is in it. Same conditions as statistics pruning (single top-level column, values not
+/// normalised); a missing or unreadable filter proves nothing (the data is read).
+async fn bloom_rule_out<R>(
+    builder: &mut ParquetRecordBatchStreamBuilder<R>,
+    lookup: &Lookup,
+    paths: &[Vec<String>],
+    metadata: &ParquetMetaData,
+    rg: usize,
+) -> bool
+where
+    R: AsyncFileReader + Unpin + Send + 'static,
+{
+    let Some(sorted) = &lookup.sorted else {
+        return false;
+    };
+    let Some(leaf) = top_level_leaf(metadata, &paths[0][0]) else {
+        return false;
+    };
+    let chunk = metadata.row_group(rg).column(leaf);
+    if chunk.bloom_filter_offset().is_none() {
+        return false;
+    }
+    let physical = chunk.column_descr().physical_type();
+    let probes = match sorted {
+        SortedKeys::Ints(k) => k.len(),
+        SortedKeys::Bytes(k) => k.len(),
+    };
+    if probes > BLOOM_PROBE_LIMIT {
+        return false;
+    }
+    let Ok(Some(filter)) = builder.get_row_group_column_bloom_filter(rg, leaf).await else {
+        return false;
+    };
+    let any_present = match (sorted, physical) {
+        (SortedKeys::Ints(keys), PhysicalType::INT64) => keys.iter().any(|k| filter.check(k)),
+        (SortedKeys::Ints(keys), PhysicalType::INT32) => keys
+            .iter()
+            .any(|k| i32::try_from(*k).map_or(true, |v| filter.check(&v))),
+        (SortedKeys::Bytes(keys), PhysicalType::BYTE_ARRAY) => {
+            keys.iter().any(|k| filter.check(k.as_slice()))
+        }
+        _ => true,
+    };
+    !any_present
+}
+
 /// Whether the row group's statistics prove that no erased value of this rule is in it.
 /// Only single top-level signed-integer or string columns with trustworthy ordering qualify;
 /// anything else returns `false` (read the data).
@@ -1015,15 +1082,10 @@ fn stats_rule_out(
     let Some(sorted) = &lookup.sorted else {
         return false;
     };
-    let schema = metadata.file_metadata().schema_descr();
-    let Some(leaf) = (0..schema.num_columns()).find(|&i| {
-        let column = schema.column(i);
-        let parts = column.path().parts();
-        parts.len() == 1 && parts[0] == paths[0][0]
-    }) else {
+    let Some(leaf) = top_level_leaf(metadata, &paths[0][0]) else {
         return false;
     };
-    let descr = schema.column(leaf);
+    let descr = metadata.file_metadata().schema_descr().column(leaf);
     let Some(stats) = rg.column(leaf).statistics() else {
         return false;
     };

@@ -393,3 +393,80 @@ fn plan_reads_footers_and_key_columns_only() {
     );
     assert!(read * 4 < size, "plan read {read} of {size} bytes");
 }
+
+/// Two files whose key ranges both cover the erased id; only one holds it.
+fn bloom_table(dir: &Path, bloom: bool) {
+    use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+    std::fs::create_dir_all(dir).unwrap();
+    for (name, start) in [("even.parquet", 0i64), ("odd.parquet", 1)] {
+        let ids: Vec<i64> = (0..10_000).map(|i| start + 2 * i).collect();
+        let batch = RecordBatch::try_from_iter(vec![
+            (
+                "user_id",
+                std::sync::Arc::new(Int64Array::from(ids.clone())) as ArrayRef,
+            ),
+            (
+                "email",
+                std::sync::Arc::new(StringArray::from_iter_values(
+                    ids.iter().map(|i| format!("u{i}@x.org")),
+                )),
+            ),
+        ])
+        .unwrap();
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_bloom_filter_enabled(bloom)
+            .build();
+        let file = std::fs::File::create(dir.join(name)).unwrap();
+        let mut w =
+            parquet::arrow::ArrowWriter::try_new(file, batch.schema(), Some(props)).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+    }
+}
+
+#[test]
+fn bloom_filters_prune_a_file_statistics_cannot_and_never_under_delete() {
+    for bloom in [true, false] {
+        let ws = tempfile::tempdir().unwrap();
+        let table = ws.path().join("t");
+        bloom_table(&table, bloom);
+        let odd_before = sha256_file(&table.join("odd.parquet"));
+        write_events(
+            &ws.path().join("events/e.json"),
+            &[
+                ("ev-1", "user_id", serde_json::json!("5000")),
+                ("ev-2", "email", serde_json::json!("u5002@x.org")),
+            ],
+        );
+        let job = ws.path().join("job.toml");
+        write(
+            &job,
+            &format!(
+                "[job]\nname = \"bloom\"\nmanifests = \"{}\"\n[events]\nlocation = \"{}\"\nformat = \"ndjson\"\n\
+                 [[table]]\nname = \"t\"\nlocation = \"{}\"\n[[table.match]]\ncolumn = \"user_id\"\nsubject_type = \"user_id\"\n\
+                 [[table.match]]\ncolumn = \"email\"\nsubject_type = \"email\"\n",
+                file_url(&ws.path().join("manifests")),
+                file_url(&ws.path().join("events")),
+                file_url(&table)
+            ),
+        );
+        let plan = lakepurge(&["plan", "--job", job.to_str().unwrap(), "--json"]);
+        let p: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+        let t = &p["tables"][0];
+        // Statistics cannot rule out the odd file (5000 and "u5002@x.org" are inside its
+        // ranges); its bloom filters can.
+        assert_eq!(
+            t["files_pruned"],
+            if bloom { 1 } else { 0 },
+            "bloom filters: {bloom}"
+        );
+        assert_eq!(t["rows_matched"], 2);
+        assert_eq!(
+            lakepurge(&["purge", "--job", job.to_str().unwrap(), "--run-id", "r"]).code,
+            0
+        );
+        let even = read_all(&table.join("even.parquet"));
+        assert_eq!(even.num_rows(), 9_998);
+        assert_eq!(sha256_file(&table.join("odd.parquet")), odd_before);
+    }
+}
