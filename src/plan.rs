@@ -507,7 +507,7 @@ impl<'e> Matcher<'e> {
             let mut may_match = false;
             for (r, rule) in self.rules.iter().enumerate() {
                 let lookup = &lookups[r];
-                if lookup.rows.is_empty() || stats_rule_out(lookup, &rule.paths, rg, &metadata, i) {
+                if lookup.rows.is_empty() || stats_rule_out(lookup, &rule.paths, rg, &metadata) {
                     continue;
                 }
                 if bloom_rule_out(&mut builder, lookup, &rule.paths, &metadata, i).await {
@@ -1077,7 +1077,6 @@ fn stats_rule_out(
     paths: &[Vec<String>],
     rg: &RowGroupMetaData,
     metadata: &ParquetMetaData,
-    _rg_index: usize,
 ) -> bool {
     let Some(sorted) = &lookup.sorted else {
         return false;

@@ -159,6 +159,33 @@ subject_type = "uid"
     )
 }
 
+/// The events of the pyarrow users fixture: the erased subjects (USER_IDS, an email needing
+/// normalisation, a UUID), plus an unconvertible id, a null id, a duplicated event and an event
+/// of a subject type no rule uses.
+pub fn write_pyarrow_user_events(path: &Path) {
+    write_events(
+        path,
+        &[
+            ("ev-1", "user_id", json!("3")),
+            ("ev-2", "user_id", json!("250")),
+            ("ev-3", "user_id", json!("1100")),
+            ("ev-4", "email", json!("  USER5@example.com")),
+            ("ev-5", "user_id", json!("100042")),
+            ("ev-6", "user_id", json!("700")),
+            ("ev-7", "user_id", json!("not-a-number")),
+            ("ev-8", "user_id", json!(null)),
+            ("ev-9", "user_id", json!("3")),
+            ("ev-9", "user_id", json!("3")),
+            (
+                "ev-10",
+                "uid",
+                json!("00000000-0000-0000-0000-00000000004d"),
+            ),
+            ("ev-11", "device_id", json!("unused-type")),
+        ],
+    );
+}
+
 pub const USER_IDS: [i64; 5] = [3, 250, 1100, 100042, 700];
 
 /// Whether row `i` holds user id `id` as its user, profile id or one of its friends.
@@ -211,27 +238,7 @@ fn pyarrow_warehouse_purged_exactly_and_keeps_its_format() {
     let wh = ws.path().join("wh/users");
     copy_dir(&testdata().join("pyarrow/users"), &wh);
     let manifests = ws.path().join("manifests");
-    write_events(
-        &ws.path().join("events/dt=2026-11-24/part-0.json"),
-        &[
-            ("ev-1", "user_id", json!("3")),
-            ("ev-2", "user_id", json!("250")),
-            ("ev-3", "user_id", json!("1100")),
-            ("ev-4", "email", json!("  USER5@example.com")),
-            ("ev-5", "user_id", json!("100042")),
-            ("ev-6", "user_id", json!("700")),
-            ("ev-7", "user_id", json!("not-a-number")),
-            ("ev-8", "user_id", json!(null)),
-            ("ev-9", "user_id", json!("3")),
-            ("ev-9", "user_id", json!("3")),
-            (
-                "ev-10",
-                "uid",
-                json!("00000000-0000-0000-0000-00000000004d"),
-            ),
-            ("ev-11", "device_id", json!("unused-type")),
-        ],
-    );
+    write_pyarrow_user_events(&ws.path().join("events/dt=2026-11-24/part-0.json"));
     let job = ws.path().join("jobs/job.toml");
     write(
         &job,

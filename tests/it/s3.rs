@@ -11,10 +11,11 @@ use bytes::Bytes;
 use lakepurge::commit::{self, ReadVersion};
 use lakepurge::store::Location;
 use object_store::{ObjectStoreExt, PutMode, PutOptions};
-use serde_json::json;
 
 use crate::common::*;
-use crate::fixtures::{check_counts, check_table, pyarrow_user_erased, pyarrow_users_job};
+use crate::fixtures::{
+    check_counts, check_table, pyarrow_user_erased, pyarrow_users_job, write_pyarrow_user_events,
+};
 
 const SECRET: &str = "lakepurge-test-secret-Zq8w1";
 
@@ -136,22 +137,7 @@ fn s3_purge_gives_the_same_exact_result_as_local() {
     let moto = Moto::start();
     let ws = tempfile::tempdir().unwrap();
     moto.upload_dir(&testdata().join("pyarrow/users"), "warehouse/users/");
-    write_events(
-        &ws.path().join("events/dt=2026-11-24/part-0.json"),
-        &[
-            ("ev-1", "user_id", json!("3")),
-            ("ev-2", "user_id", json!("250")),
-            ("ev-3", "user_id", json!("1100")),
-            ("ev-4", "email", json!("  USER5@example.com")),
-            ("ev-5", "user_id", json!("100042")),
-            ("ev-6", "user_id", json!("700")),
-            (
-                "ev-10",
-                "uid",
-                json!("00000000-0000-0000-0000-00000000004d"),
-            ),
-        ],
-    );
+    write_pyarrow_user_events(&ws.path().join("events/dt=2026-11-24/part-0.json"));
     moto.upload_dir(&ws.path().join("events"), "events/");
     let etags_before = moto.etags("warehouse/");
     let job = ws.path().join("job.toml");
