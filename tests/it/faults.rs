@@ -88,16 +88,22 @@ fn table<'a>(
     m.tables.iter().find(|t| t.name == name).unwrap()
 }
 
+/// Runs a purge of run "r1" that must complete; returns its manifest.
+async fn purge_completed(s: &MemSample) -> lakepurge::manifest::Stored {
+    let out = purge::purge(&s.job, "r1", &SystemClock, &purge::Options::default())
+        .await
+        .unwrap();
+    match out {
+        Outcome::Completed(stored) => stored,
+        other => panic!("{other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_transient_put_failure_is_retried() {
     let s = mem_sample("faults-retry").await;
     s.faults.fail(Op::Put, "warehouse/users/part-00000", 1);
-    let out = purge::purge(&s.job, "r1", &SystemClock, &purge::Options::default())
-        .await
-        .unwrap();
-    let Outcome::Completed(stored) = out else {
-        panic!("{out:?}")
-    };
+    let stored = purge_completed(&s).await;
     assert_eq!(s.faults.injected(), 1);
     assert_eq!(table(&stored.manifest, "crm.users").rows_removed, 5);
     let users = read_rows(&s.faults, "warehouse/users/part-00000.parquet")
@@ -151,12 +157,7 @@ async fn a_failing_table_is_reported_the_others_complete_and_the_rerun_resumes()
 
     // The storage recovers; the same run id resumes and accounts for both attempts.
     s.faults.clear();
-    let out = purge::purge(&s.job, "r1", &SystemClock, &purge::Options::default())
-        .await
-        .unwrap();
-    let Outcome::Completed(stored) = out else {
-        panic!("{out:?}")
-    };
+    let stored = purge_completed(&s).await;
     let m = &stored.manifest;
     assert_eq!(
         table(m, "chat.messages").rows_removed,
@@ -236,12 +237,7 @@ async fn a_concurrent_writers_newer_file_survives() {
         Bytes::from(buf.clone()),
     );
 
-    let out = purge::purge(&s.job, "r1", &SystemClock, &purge::Options::default())
-        .await
-        .unwrap();
-    let Outcome::Completed(stored) = out else {
-        panic!("{out:?}")
-    };
+    let stored = purge_completed(&s).await;
     let users = read_rows(&s.faults, "warehouse/users/part-00000.parquet")
         .await
         .unwrap();
@@ -265,12 +261,7 @@ async fn a_file_deleted_by_another_writer_is_recorded_not_resurrected() {
     let s = mem_sample("faults-vanished").await;
     s.faults
         .concurrent_delete("warehouse/users/part-00000.parquet");
-    let out = purge::purge(&s.job, "r1", &SystemClock, &purge::Options::default())
-        .await
-        .unwrap();
-    let Outcome::Completed(stored) = out else {
-        panic!("{out:?}")
-    };
+    let stored = purge_completed(&s).await;
     let users = table(&stored.manifest, "crm.users");
     assert_eq!(users.files_vanished, vec!["part-00000.parquet".to_string()]);
     assert_eq!(
