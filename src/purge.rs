@@ -626,6 +626,9 @@ async fn purge_file(
                     deleted = record.after.is_none(),
                     row_groups_copied = rewritten.row_groups_copied,
                     row_groups_rewritten = rewritten.row_groups_rewritten,
+                    chunks_spliced = rewritten.chunks_spliced,
+                    pages_copied = rewritten.pages_copied,
+                    pages_rewritten = rewritten.pages_rewritten,
                     "file purged"
                 );
                 entry.pending = None;

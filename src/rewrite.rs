@@ -31,6 +31,8 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 
+mod pages;
+
 /// Records decoded and re-encoded per batch in an affected row group.
 const RECORD_BATCH: usize = 8192;
 
@@ -44,6 +46,11 @@ pub struct Rewritten {
     /// Row groups copied as raw bytes, and re-encoded.
     pub row_groups_copied: usize,
     pub row_groups_rewritten: usize,
+    /// In the rewritten row groups: column chunks rebuilt by page surgery, their pages copied
+    /// as compressed bytes, and their pages cut and compressed again (see `pages`).
+    pub chunks_spliced: usize,
+    pub pages_copied: usize,
+    pub pages_rewritten: usize,
 }
 
 /// Rewrites `file` (a whole Parquet file) without the rows in `erased` (per row group, row
@@ -101,6 +108,9 @@ pub fn rewrite(file: Bytes, erased: &[Vec<u32>], mode: &Mode, path: &str) -> Res
             rows: 0,
             row_groups_copied: 0,
             row_groups_rewritten: 0,
+            chunks_spliced: 0,
+            pages_copied: 0,
+            pages_rewritten: 0,
         });
     }
 
@@ -117,6 +127,7 @@ pub fn rewrite(file: Bytes, erased: &[Vec<u32>], mode: &Mode, path: &str) -> Res
     let mut out: Vec<u8> = Vec::with_capacity(file.len());
     let mut copied = 0;
     let mut rewritten = 0;
+    let (mut spliced, mut pages_copied, mut pages_rewritten) = (0, 0, 0);
     {
         let mut writer = SerializedFileWriter::new(&mut out, schema, props).map_err(perr)?;
         for (i, rg) in row_groups.iter().enumerate() {
@@ -147,6 +158,21 @@ pub fn rewrite(file: Bytes, erased: &[Vec<u32>], mode: &Mode, path: &str) -> Res
                     };
                     rg_writer.append_column(&file, close).map_err(perr)?;
                     continue;
+                }
+                let at = || format!("{path} (row group {i}, column {})", column.column_path());
+                // Page surgery where the chunk allows it (see `pages`); else a whole re-encode.
+                if deleting && !keep_page_index {
+                    let bloom = rg_reader.get_column_bloom_filter(j);
+                    let rows = rg.num_rows() as u64;
+                    if let Some(s) = pages::splice_chunk(&file, column, rows, erased_here, bloom)
+                        .map_err(|e| Error::parquet(at(), e))?
+                    {
+                        spliced += 1;
+                        pages_copied += s.pages_copied;
+                        pages_rewritten += s.pages_rewritten;
+                        rg_writer.append_column(&s.bytes, s.close).map_err(perr)?;
+                        continue;
+                    }
                 }
                 let column_reader = rg_reader.get_column_reader(j).map_err(perr)?;
                 let mut column_writer =
@@ -185,6 +211,9 @@ pub fn rewrite(file: Bytes, erased: &[Vec<u32>], mode: &Mode, path: &str) -> Res
         rows: kept,
         row_groups_copied: copied,
         row_groups_rewritten: rewritten,
+        chunks_spliced: spliced,
+        pages_copied,
+        pages_rewritten,
     })
 }
 

@@ -14,6 +14,10 @@ pyarrow/users/: 3 files, 1000 + 600 + 200 rows
   - per-column codecs (snappy / zstd / gzip; brotli / lz4 in part-1), several row groups,
     part-1 with data page v2 and no dictionary, custom key-value metadata
   - part-2 holds no erased subject (must stay byte-identical)
+pyarrow/pages/: the same columns in small pages (page surgery), 3 files of 3000 rows
+  - part-0: data page v1, PLAIN except `country`, mixed codecs, nulls, structs
+  - part-1: data page v2 with page checksums, zstd
+  - part-2: with a page index (offset and column indexes)
 duckdb/orders/: 2 files written by DuckDB COPY (zstd and snappy), with a list of structs
   and a struct holding owner_id, INT32 customer ids, DECIMAL, TIMESTAMP.
 """
@@ -107,6 +111,27 @@ def write_pyarrow():
     )
 
 
+def write_pages():
+    out = os.path.join(HERE, "pyarrow", "pages")
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    common = dict(row_group_size=1000, use_deprecated_int96_timestamps=True, data_page_size=512,
+                  use_dictionary=["country"], write_statistics=True, write_batch_size=64)
+    pq.write_table(
+        users(0, 3000),
+        os.path.join(out, "part-0.parquet"),
+        compression={"user_id": "snappy", "email": "zstd", "ts": "gzip", "amount": "none",
+                     "big": "lz4", "country": "snappy", "profile.id": "brotli",
+                     "profile.name": "zstd", "tags.list.element": "gzip",
+                     "friend_ids.list.element": "snappy", "uid": "zstd"},
+        **common,
+    )
+    pq.write_table(users(3000, 3000), os.path.join(out, "part-1.parquet"), compression="zstd",
+                   data_page_version="2.0", write_page_checksum=True, **common)
+    pq.write_table(users(6000, 3000), os.path.join(out, "part-2.parquet"), compression="snappy",
+                   write_page_index=True, **common)
+
+
 def write_duckdb():
     out = os.path.join(HERE, "duckdb", "orders")
     shutil.rmtree(out, ignore_errors=True)
@@ -134,5 +159,6 @@ def write_duckdb():
 
 if __name__ == "__main__":
     write_pyarrow()
+    write_pages()
     write_duckdb()
     print("fixtures written under", HERE)

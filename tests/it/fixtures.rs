@@ -10,17 +10,33 @@ use serde_json::json;
 
 use crate::common::*;
 
-/// Runs validate, plan, purge and verify on `job`; returns the manifest and the plan.
-fn purge_job(job: &Path, manifests: &Path, run_id: &str) -> (serde_json::Value, serde_json::Value) {
+/// Runs validate, plan, purge and verify on `job`; returns the manifest, the plan and purge's
+/// JSON log lines.
+fn purge_job(
+    job: &Path,
+    manifests: &Path,
+    run_id: &str,
+) -> (serde_json::Value, serde_json::Value, Vec<serde_json::Value>) {
     let job = job.to_str().unwrap();
     assert_eq!(lakepurge(&["validate", "--job", job]).code, 0);
     let plan = lakepurge(&["plan", "--job", job, "--json"]);
     assert_eq!(plan.code, 0);
     let plan: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
-    assert_eq!(
-        lakepurge(&["purge", "--job", job, "--run-id", run_id]).code,
-        0
-    );
+    let purge = lakepurge(&[
+        "--log-format",
+        "json",
+        "purge",
+        "--job",
+        job,
+        "--run-id",
+        run_id,
+    ]);
+    assert_eq!(purge.code, 0);
+    let logs = purge
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
     let manifest_path = manifests.join("fixtures").join(format!("{run_id}.json"));
     let verify = lakepurge(&[
         "verify",
@@ -35,7 +51,7 @@ fn purge_job(job: &Path, manifests: &Path, run_id: &str) -> (serde_json::Value, 
         "{}",
         verify.stdout
     );
-    (read_json(&manifest_path), plan)
+    (read_json(&manifest_path), plan, logs)
 }
 
 /// Checks one table's files against the oracle: `erase(batch, row)` says which original rows
@@ -248,7 +264,7 @@ fn pyarrow_warehouse_purged_exactly_and_keeps_its_format() {
             &file_url(&wh),
         ),
     );
-    let (manifest, plan) = purge_job(&job, &manifests, "run-1");
+    let (manifest, plan, _) = purge_job(&job, &manifests, "run-1");
     let files = ["part-0.parquet", "part-1.parquet", "part-2.parquet"];
     let removed = check_table(
         &testdata().join("pyarrow/users"),
@@ -415,7 +431,7 @@ subject_type = "sku"
             file_url(&wh)
         ),
     );
-    let (manifest, plan) = purge_job(&job, &manifests, "2026-11-25");
+    let (manifest, plan, _) = purge_job(&job, &manifests, "2026-11-25");
     let files = ["orders-0.parquet", "orders-1.parquet"];
     let removed = check_table(
         &testdata().join("duckdb/orders"),
@@ -441,4 +457,106 @@ subject_type = "sku"
         assert_eq!(before[i].1, after[i].1);
         assert_eq!(before[i].0 - removed[i].1, after[i].0);
     }
+}
+
+/// Checks every flat column chunk's statistics against its values (null count, and min/max
+/// equal to the actual min/max), and reads each file verifying page checksums.
+const STATS_CHECK: &str = r#"
+import sys, json, pyarrow as pa, pyarrow.parquet as pq, pyarrow.compute as pc
+checked, bad = 0, []
+for path in sys.argv[1:]:
+    pq.ParquetFile(path, page_checksum_verification=True).read()
+    f = pq.ParquetFile(path)
+    m = f.metadata
+    for g in range(m.num_row_groups):
+        t = f.read_row_group(g)
+        for c in range(m.num_columns):
+            col = m.row_group(g).column(c)
+            st, name = col.statistics, col.path_in_schema
+            if st is None or '.list.' in name:
+                continue
+            parts = name.split('.')
+            arr = t.column(parts[0]).combine_chunks()
+            if len(parts) == 2:
+                arr = arr.flatten()[[f.name for f in arr.type].index(parts[1])]
+            if pa.types.is_dictionary(arr.type):
+                arr = arr.dictionary_decode()
+            checked += 1
+            if st.has_null_count and st.null_count != arr.null_count:
+                bad.append(f"{path} rg {g} {name}: null_count {st.null_count} != {arr.null_count}")
+            if st.has_min_max:
+                mm = pc.min_max(arr).as_py()
+                if (st.min, st.max) != (mm['min'], mm['max']):
+                    bad.append(f"{path} rg {g} {name}: min/max {st.min!r}/{st.max!r} != {mm}")
+print(json.dumps({"checked": checked, "bad": bad}))
+"#;
+
+#[test]
+fn page_surgery_keeps_untouched_pages_and_exact_statistics() {
+    // Small pages (testdata/make_fixtures.py, pyarrow/pages): v1 with mixed codecs, v2 with
+    // page checksums, and a file with a page index; PLAIN columns, a dictionary column,
+    // structs and lists. Erased rows fall in some pages of most chunks.
+    let ws = tempfile::tempdir().unwrap();
+    let wh = ws.path().join("wh/pages");
+    copy_dir(&testdata().join("pyarrow/pages"), &wh);
+    let manifests = ws.path().join("manifests");
+    write_pyarrow_user_events(&ws.path().join("events/part-0.json"));
+    // User 1 is the smallest user_id of part-0's first row group, 3999 the largest of
+    // part-1's: their chunks' statistics must be recomputed, not kept.
+    write_events(
+        &ws.path().join("events/part-1.json"),
+        &[
+            ("ev-min", "user_id", json!("1")),
+            ("ev-max", "user_id", json!("3999")),
+        ],
+    );
+    let job = ws.path().join("jobs/job.toml");
+    write(
+        &job,
+        &pyarrow_users_job(
+            &file_url(&manifests),
+            &file_url(&ws.path().join("events")),
+            &file_url(&wh),
+        ),
+    );
+    let (manifest, plan, logs) = purge_job(&job, &manifests, "run-1");
+    let files = ["part-0.parquet", "part-1.parquet", "part-2.parquet"];
+    let removed = check_table(&testdata().join("pyarrow/pages"), &wh, &files, |b, i| {
+        pyarrow_user_erased(b, i) || user_columns_match(b, i, &[1, 3999])
+    });
+    assert!(removed.iter().all(|r| r.1 > 0), "{removed:?}");
+    check_counts(&manifest, &plan, "py.users", &removed);
+
+    let purged = |file: &str| -> &serde_json::Value {
+        logs.iter()
+            .find(|l| l["message"] == "file purged" && l["file"] == file)
+            .unwrap_or_else(|| panic!("no log line for {file}"))
+    };
+    for file in ["part-0.parquet", "part-1.parquet"] {
+        let f = purged(file);
+        let (spliced, copied, cut) = (
+            f["chunks_spliced"].as_u64().unwrap(),
+            f["pages_copied"].as_u64().unwrap(),
+            f["pages_rewritten"].as_u64().unwrap(),
+        );
+        assert!(spliced >= 6, "{file}: {f}");
+        assert!(copied > cut, "{file}: most pages are copied: {f}");
+        assert!(cut > 0, "{file}: {f}");
+    }
+
+    let paths: Vec<PathBuf> = files.iter().map(|f| wh.join(f)).collect();
+    let out = std::process::Command::new(python())
+        .arg("-c")
+        .arg(STATS_CHECK)
+        .args(&paths)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["checked"].as_u64().unwrap() >= 3 * 3 * 7, "{report}");
+    assert_eq!(report["bad"], json!([]), "statistics must match the values");
 }
