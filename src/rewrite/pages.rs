@@ -2,15 +2,21 @@
 //!
 //! Pages without an erased row are copied as their original bytes (header, compressed body,
 //! checksum and page statistics included). A page holding erased rows is decompressed, its
-//! definition levels and PLAIN values are cut without decoding the values into objects, and
-//! the rest is compressed again with the chunk's codec. A page left with no rows is dropped.
+//! definition levels and its values are cut without decoding the values into objects (PLAIN
+//! values are byte ranges, dictionary-encoded values are indices), and the rest is compressed
+//! again with the chunk's codec. A page left with no rows is dropped.
 //!
-//! This applies to flat columns (no repetition), PLAIN-encoded data pages v1 and v2, without a
-//! dictionary page and in files without a page index. Anything else returns `None`, and the
-//! caller re-encodes the chunk whole. Statistics: the chunk's min/max are kept when no erased
-//! value could be one of them (or, for truncated byte-array bounds, a prefix of one); otherwise
-//! the chunk is left to the whole re-encode, which recomputes them, so no erased value survives
-//! in the file's statistics. The null count is adjusted and the distinct count dropped. A bloom
+//! The dictionary page is kept as it is, unless an entry was used only by erased rows: such an
+//! entry is overwritten with a neighbouring entry that kept rows use (indices stay valid, order
+//! is kept), so no erased value stays in the file. Finding out reads the indices of the other
+//! pages too (decompression, no compression).
+//!
+//! This applies to flat columns (no repetition) with PLAIN or dictionary-encoded data pages,
+//! v1 and v2, in files without a page index. Anything else returns `None`, and the caller
+//! re-encodes the chunk whole. Statistics: the chunk's min/max are kept when no erased value
+//! could be one of them (or, for truncated byte-array bounds, a prefix of one); otherwise the
+//! chunk is left to the whole re-encode, which recomputes them, so no erased value survives in
+//! the file's statistics. The null count is adjusted and the distinct count dropped. A bloom
 //! filter is rebuilt, at the original size, from every kept value.
 
 use bytes::Bytes;
@@ -20,11 +26,12 @@ use parquet::column::page::{CompressedPage, Page, PageWriter};
 use parquet::column::writer::ColumnCloseResult;
 use parquet::compression::{Codec, CodecOptionsBuilder, create_codec};
 use parquet::encodings::levels::LevelEncoder;
-use parquet::encodings::rle::RleDecoder;
+use parquet::encodings::rle::{RleDecoder, RleEncoder};
 use parquet::errors::{ParquetError, Result};
 use parquet::file::metadata::{ColumnChunkMetaData, PageEncodingStats};
 use parquet::file::statistics::{Statistics, ValueStatistics};
 use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::ops::Range;
 
@@ -34,6 +41,20 @@ pub(super) struct Spliced {
     pub close: ColumnCloseResult,
     pub pages_copied: usize,
     pub pages_rewritten: usize,
+}
+
+/// One page of the chunk: where its header and body are, and what the header says.
+struct RawPage {
+    start: usize,
+    body: usize,
+    end: usize,
+    header: PageHeader,
+}
+
+/// What pass 2 does with a data page.
+enum Plan {
+    Copy,
+    Cut(Box<(Decoded, Cut)>),
 }
 
 /// Rebuilds the chunk described by `column` (bytes in `file`) without the rows in `erased`
@@ -47,7 +68,8 @@ pub(super) fn splice_chunk(
     bloom: Option<&Sbbf>,
 ) -> Result<Option<Spliced>> {
     let descr = column.column_descr();
-    let width = match descr.physical_type() {
+    let ty = descr.physical_type();
+    let width = match ty {
         PhysicalType::BOOLEAN => return Ok(None),
         PhysicalType::INT32 | PhysicalType::FLOAT => Some(4),
         PhysicalType::INT64 | PhysicalType::DOUBLE => Some(8),
@@ -57,7 +79,7 @@ pub(super) fn splice_chunk(
                 .ok()
                 .filter(|w| *w > 0)
                 .ok_or_else(|| {
-                    ParquetError::General(format!(
+                    general(format!(
                         "invalid FIXED_LEN_BYTE_ARRAY length {}",
                         descr.type_length()
                     ))
@@ -65,7 +87,7 @@ pub(super) fn splice_chunk(
         ),
         PhysicalType::BYTE_ARRAY => None,
     };
-    if descr.max_rep_level() != 0 || column.dictionary_page_offset().is_some() {
+    if descr.max_rep_level() != 0 {
         return Ok(None);
     }
     let max_def = descr.max_def_level();
@@ -73,44 +95,72 @@ pub(super) fn splice_chunk(
     let end = start
         .checked_add(len)
         .filter(|end| *end <= file.len() as u64)
-        .ok_or_else(|| {
-            ParquetError::General("column chunk extends past the end of the file".into())
-        })?;
+        .ok_or_else(|| general("column chunk extends past the end of the file"))?;
     let chunk = file.slice(start as usize..end as usize);
 
-    // First pass: the page headers. Any page that is not a PLAIN data page means no surgery.
+    // The page headers. A page surgery cannot handle means no surgery.
     let mut pages = Vec::new();
     let mut pos = 0usize;
     while pos < chunk.len() {
         let header = PageHeader::parse(&chunk[pos..])?;
         let body = pos + header.header_len;
-        let next = body
+        let end = body
             .checked_add(header.compressed)
             .filter(|n| *n <= chunk.len())
-            .ok_or_else(|| ParquetError::General("page extends past its column chunk".into()))?;
-        match &header.data {
-            Some(d)
-                if d.encoding == ENCODING_PLAIN
-                    && (max_def == 0 || d.v2 || d.def_encoding == ENCODING_RLE) => {}
-            _ => return Ok(None),
+            .ok_or_else(|| general("page extends past its column chunk"))?;
+        let supported = match (&header.data, &header.dict) {
+            (Some(d), None) => {
+                encoding(d.encoding).is_some()
+                    && (max_def == 0 || d.v2 || d.def_encoding == ENCODING_RLE)
+                    && (d.encoding == ENCODING_PLAIN
+                        || pages
+                            .first()
+                            .is_some_and(|p: &RawPage| p.header.dict.is_some()))
+            }
+            (None, Some(d)) => {
+                pages.is_empty()
+                    && (d.encoding == ENCODING_PLAIN || d.encoding == ENCODING_PLAIN_DICTIONARY)
+            }
+            _ => false,
+        };
+        if !supported {
+            return Ok(None);
         }
-        pages.push((pos, body, next, header));
-        pos = next;
+        pages.push(RawPage {
+            start: pos,
+            body,
+            end,
+            header,
+        });
+        pos = end;
     }
-
-    let stats = column.statistics();
     let mut codec = create_codec(
         column.compression(),
         &CodecOptionsBuilder::default().build(),
     )?;
+    let dict = match pages.first() {
+        Some(p) if p.header.dict.is_some() => {
+            Some(Dictionary::decode(&chunk, p, width, codec.as_mut())?)
+        }
+        _ => None,
+    };
+    if dict.is_some() != column.dictionary_page_offset().is_some() {
+        return Ok(None);
+    }
+    let data_pages = &pages[usize::from(dict.is_some())..];
+    let entries = dict.as_ref().map_or(0, |d| d.entries.len());
+    let stats = column.statistics();
+
+    // Pass 1: cut the pages holding erased rows. Other pages are read only for a bloom filter
+    // (every kept value) or, below, for the dictionary check.
     let mut new_bloom = bloom.map(|b| Sbbf::new_with_num_of_bytes(b.num_blocks() * 32));
-    let mut out = TrackedWrite::new(Vec::with_capacity(chunk.len()));
-    let (mut num_values, mut uncompressed, mut erased_nulls) = (0i64, 0i64, 0u64);
-    let (mut pages_copied, mut pages_rewritten, mut v1_pages, mut v2_pages) = (0, 0, 0, 0);
-    let mut first_row = 0u64;
-    let mut next_erased = 0usize;
-    for (pos, body, next, header) in &pages {
-        let Some(d) = &header.data else {
+    let mut referenced = vec![false; entries];
+    let mut erased_entries = vec![false; entries];
+    let mut unread = Vec::new();
+    let mut plans = Vec::with_capacity(data_pages.len());
+    let (mut first_row, mut next_erased, mut erased_nulls) = (0u64, 0usize, 0u64);
+    for (k, p) in data_pages.iter().enumerate() {
+        let Some(d) = &p.header.data else {
             return Ok(None);
         };
         let rows = u64::from(if d.v2 { d.num_rows } else { d.num_values });
@@ -123,80 +173,170 @@ pub(super) fn splice_chunk(
             .map(|r| (u64::from(*r) - first_row) as usize)
             .collect();
         first_row += rows;
-        let needs_values = !here.is_empty() || new_bloom.is_some();
-        if !needs_values {
-            out.write_all(&chunk[*pos..*next])?;
-            num_values += i64::from(d.num_values);
-            uncompressed += (header.header_len + header.uncompressed) as i64;
-            pages_copied += 1;
-            if d.v2 {
-                v2_pages += 1
-            } else {
-                v1_pages += 1
+        if here.is_empty() && new_bloom.is_none() {
+            if d.encoding != ENCODING_PLAIN {
+                unread.push(k);
             }
+            plans.push(Plan::Copy);
             continue;
         }
-        let page = decode(
-            &chunk.slice(*body..*next),
-            header,
+        let Some(page) = decode(
+            &chunk.slice(p.body..p.end),
+            &p.header,
             d,
             max_def,
             codec.as_mut(),
+        )?
+        else {
+            return Ok(None);
+        };
+        let cut = Cut::new(
+            &page,
+            &here,
+            d.num_values as usize,
+            width,
+            max_def,
+            new_bloom.is_some(),
+            entries,
         )?;
-        let n = d.num_values as usize;
-        let cut = Cut::new(&page, &here, n, width, max_def, new_bloom.is_some())?;
-        if let Some(b) = new_bloom.as_mut() {
-            for range in &cut.each_kept {
-                b.insert(&page.values[range.clone()]);
-            }
+        for i in &cut.kept_indices {
+            referenced[*i as usize] = true;
         }
-        if here.is_empty() {
-            out.write_all(&chunk[*pos..*next])?;
-            num_values += i64::from(d.num_values);
-            uncompressed += (header.header_len + header.uncompressed) as i64;
-            pages_copied += 1;
-            if d.v2 {
-                v2_pages += 1
-            } else {
-                v1_pages += 1
+        for i in &cut.erased_indices {
+            erased_entries[*i as usize] = true;
+        }
+        if let (Some(b), Values::Plain(values)) = (new_bloom.as_mut(), &page.values) {
+            for r in &cut.each_kept {
+                b.insert(&values[r.clone()]);
             }
-            continue;
         }
         if let Some(stats) = stats {
-            let ty = descr.physical_type();
-            if cut
-                .erased_values
-                .iter()
-                .any(|r| may_reveal(stats, &page.values[r.clone()], ty))
-            {
+            let reveals = |v: &[u8]| may_reveal(stats, v, ty);
+            let plain_hit = match &page.values {
+                Values::Plain(values) => cut
+                    .erased_values
+                    .iter()
+                    .any(|r| reveals(&values[r.clone()])),
+                Values::Dict { .. } => false,
+            };
+            let dict_hit = dict
+                .as_ref()
+                .is_some_and(|dict| cut.erased_indices.iter().any(|i| reveals(dict.entry(*i))));
+            if plain_hit || dict_hit {
                 return Ok(None);
             }
         }
         erased_nulls += cut.erased_nulls;
-        pages_rewritten += 1;
-        let kept_levels = n - here.len();
-        if kept_levels == 0 {
-            continue; // every row of the page is erased: the page goes
-        }
-        let compressed = cut.build(&page, d, kept_levels, max_def, codec.as_mut())?;
-        num_values += kept_levels as i64;
-        if d.v2 {
-            v2_pages += 1
+        plans.push(if here.is_empty() {
+            Plan::Copy
         } else {
-            v1_pages += 1
-        }
-        let spec = SerializedPageWriter::new(&mut out).write_page(compressed)?;
-        uncompressed += spec.uncompressed_size as i64;
+            Plan::Cut(Box::new((page, cut)))
+        });
     }
     if first_row != num_rows || next_erased != erased.len() {
-        return Err(ParquetError::General(format!(
+        return Err(general(format!(
             "the pages of the column chunk hold {first_row} rows, the row group {num_rows}"
         )));
     }
-    let bytes = Bytes::from(
-        out.into_inner()
-            .map_err(|e| ParquetError::General(e.to_string()))?,
-    );
+
+    // Dictionary entries that only erased rows used must not stay in the file.
+    let mut scrub = Vec::new();
+    if let Some(dict) = &dict {
+        let pending =
+            |referenced: &[bool]| (0..entries).any(|i| erased_entries[i] && !referenced[i]);
+        for k in unread {
+            if !pending(&referenced) {
+                break;
+            }
+            let p = &data_pages[k];
+            let Some(d) = &p.header.data else {
+                return Ok(None);
+            };
+            let Some(page) = decode(
+                &chunk.slice(p.body..p.end),
+                &p.header,
+                d,
+                max_def,
+                codec.as_mut(),
+            )?
+            else {
+                return Ok(None);
+            };
+            if let Values::Dict { indices, .. } = &page.values {
+                for i in indices {
+                    *referenced
+                        .get_mut(*i as usize)
+                        .ok_or_else(|| bad_index(*i, entries))? = true;
+                }
+            }
+        }
+        scrub = (0..entries)
+            .filter(|i| erased_entries[*i] && !referenced[*i])
+            .collect();
+        if let Some(b) = new_bloom.as_mut() {
+            for i in (0..entries).filter(|i| referenced[*i]) {
+                b.insert(dict.entry(i as u32));
+            }
+        }
+    }
+
+    // Pass 2: write the chunk.
+    let mut out = TrackedWrite::new(Vec::with_capacity(chunk.len()));
+    let (mut num_values, mut uncompressed) = (0i64, 0i64);
+    let (mut pages_copied, mut pages_rewritten) = (0, 0);
+    let mut encoding_counts: BTreeMap<(i32, i32), i32> = BTreeMap::new();
+    let mut data_page_offset = 0i64;
+    if let (Some(dict), Some(first)) = (&dict, pages.first()) {
+        let Some(h) = &first.header.dict else {
+            return Ok(None);
+        };
+        if scrub.is_empty() {
+            out.write_all(&chunk[first.start..first.end])?;
+            uncompressed += (first.header.header_len + first.header.uncompressed) as i64;
+            pages_copied += 1;
+        } else {
+            let Some(page) = dict.scrubbed(&scrub, &referenced, width, h, codec.as_mut())? else {
+                return Ok(None);
+            };
+            uncompressed += SerializedPageWriter::new(&mut out)
+                .write_page(page)?
+                .uncompressed_size as i64;
+            pages_rewritten += 1;
+        }
+        *encoding_counts
+            .entry((PAGE_DICTIONARY, h.encoding))
+            .or_default() += 1;
+        data_page_offset = out.bytes_written() as i64;
+    }
+    for (p, plan) in data_pages.iter().zip(plans) {
+        let Some(d) = &p.header.data else {
+            return Ok(None);
+        };
+        let page_type = if d.v2 { PAGE_DATA_V2 } else { PAGE_DATA };
+        match plan {
+            Plan::Copy => {
+                out.write_all(&chunk[p.start..p.end])?;
+                num_values += i64::from(d.num_values);
+                uncompressed += (p.header.header_len + p.header.uncompressed) as i64;
+                pages_copied += 1;
+            }
+            Plan::Cut(cut) => {
+                let (page, cut) = *cut;
+                pages_rewritten += 1;
+                let kept_levels = d.num_values as usize - cut.erased_levels;
+                if kept_levels == 0 {
+                    continue; // every row of the page is erased: the page goes
+                }
+                let compressed = cut.build(&page, d, kept_levels, max_def, codec.as_mut())?;
+                num_values += kept_levels as i64;
+                uncompressed += SerializedPageWriter::new(&mut out)
+                    .write_page(compressed)?
+                    .uncompressed_size as i64;
+            }
+        }
+        *encoding_counts.entry((page_type, d.encoding)).or_default() += 1;
+    }
+    let bytes = Bytes::from(out.into_inner().map_err(|e| general(e.to_string()))?);
 
     let mut builder = column
         .clone()
@@ -204,8 +344,8 @@ pub(super) fn splice_chunk(
         .set_num_values(num_values)
         .set_total_compressed_size(bytes.len() as i64)
         .set_total_uncompressed_size(uncompressed)
-        .set_data_page_offset(0)
-        .set_dictionary_page_offset(None)
+        .set_data_page_offset(data_page_offset)
+        .set_dictionary_page_offset(dict.as_ref().map(|_| 0))
         .set_index_page_offset(None)
         .set_unencoded_byte_array_data_bytes(None)
         .set_repetition_level_histogram(None)
@@ -221,17 +361,20 @@ pub(super) fn splice_chunk(
     }
     if column.page_encoding_stats().is_some() {
         let mut counts = Vec::new();
-        for (page_type, count) in [
-            (PageType::DATA_PAGE, v1_pages),
-            (PageType::DATA_PAGE_V2, v2_pages),
-        ] {
-            if count > 0 {
-                counts.push(PageEncodingStats {
-                    page_type,
-                    encoding: Encoding::PLAIN,
-                    count,
-                });
-            }
+        for ((page_type, enc), count) in encoding_counts {
+            let page_type = match page_type {
+                PAGE_DATA => PageType::DATA_PAGE,
+                PAGE_DATA_V2 => PageType::DATA_PAGE_V2,
+                _ => PageType::DICTIONARY_PAGE,
+            };
+            let Some(encoding) = encoding(enc) else {
+                return Ok(None);
+            };
+            counts.push(PageEncodingStats {
+                page_type,
+                encoding,
+                count,
+            });
         }
         builder = builder.set_page_encoding_stats(counts);
     }
@@ -252,29 +395,164 @@ pub(super) fn splice_chunk(
 }
 
 const ENCODING_PLAIN: i32 = 0;
+const ENCODING_PLAIN_DICTIONARY: i32 = 2;
 const ENCODING_RLE: i32 = 3;
+const ENCODING_RLE_DICTIONARY: i32 = 8;
+const PAGE_DATA: i32 = 0;
+const PAGE_DICTIONARY: i32 = 2;
+const PAGE_DATA_V2: i32 = 3;
 
-/// A decompressed data page: its definition levels (none for a required column) and its
-/// PLAIN value bytes.
-struct Decoded {
-    defs: Option<Vec<i16>>,
-    values: Bytes,
+/// The value encodings page surgery handles.
+fn encoding(e: i32) -> Option<Encoding> {
+    match e {
+        ENCODING_PLAIN => Some(Encoding::PLAIN),
+        ENCODING_PLAIN_DICTIONARY => Some(Encoding::PLAIN_DICTIONARY),
+        ENCODING_RLE_DICTIONARY => Some(Encoding::RLE_DICTIONARY),
+        _ => None,
+    }
 }
 
+fn general(message: impl Into<String>) -> ParquetError {
+    ParquetError::General(message.into())
+}
+
+fn bad_index(i: u32, entries: usize) -> ParquetError {
+    general(format!(
+        "dictionary index {i} out of range (dictionary of {entries})"
+    ))
+}
+
+/// The dictionary page: its PLAIN bytes and where each entry's value is in them.
+struct Dictionary {
+    bytes: Bytes,
+    entries: Vec<Range<usize>>,
+}
+
+impl Dictionary {
+    fn decode(
+        chunk: &Bytes,
+        p: &RawPage,
+        width: Option<usize>,
+        codec: Option<&mut Box<dyn Codec>>,
+    ) -> Result<Dictionary> {
+        let Some(h) = &p.header.dict else {
+            return Err(general("not a dictionary page"));
+        };
+        let body = &chunk[p.body..p.end];
+        let bytes = match codec {
+            Some(codec) => decompress(codec, body, p.header.uncompressed)?,
+            None => chunk.slice(p.body..p.end),
+        };
+        let mut entries = Vec::with_capacity(h.num_values as usize);
+        let mut cursor = 0usize;
+        for _ in 0..h.num_values {
+            let r = plain_value(&bytes, cursor, width)?;
+            cursor = r.end;
+            entries.push(r.start + if width.is_none() { 4 } else { 0 }..r.end);
+        }
+        Ok(Dictionary { bytes, entries })
+    }
+
+    fn entry(&self, i: u32) -> &[u8] {
+        self.entries
+            .get(i as usize)
+            .map_or(&[][..], |r| &self.bytes[r.clone()])
+    }
+
+    /// The dictionary page with the entries in `scrub` overwritten by the nearest entry that
+    /// kept rows use (the one before, else the one after); `None` if kept rows use none.
+    fn scrubbed(
+        &self,
+        scrub: &[usize],
+        referenced: &[bool],
+        width: Option<usize>,
+        h: &DictHeader,
+        codec: Option<&mut Box<dyn Codec>>,
+    ) -> Result<Option<CompressedPage>> {
+        let mut source: Vec<usize> = (0..self.entries.len()).collect();
+        for &i in scrub {
+            let before = (0..i).rev().find(|j| referenced[*j]);
+            let Some(j) = before.or_else(|| (i + 1..self.entries.len()).find(|j| referenced[*j]))
+            else {
+                return Ok(None);
+            };
+            source[i] = j;
+        }
+        let mut raw = Vec::with_capacity(self.bytes.len());
+        for j in source {
+            let value = &self.bytes[self.entries[j].clone()];
+            if width.is_none() {
+                raw.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            }
+            raw.extend_from_slice(value);
+        }
+        let uncompressed = raw.len();
+        let buf = compress(codec, raw)?;
+        let Some(encoding) = encoding(h.encoding) else {
+            return Ok(None);
+        };
+        let page = Page::DictionaryPage {
+            buf: Bytes::from(buf),
+            num_values: h.num_values,
+            encoding,
+            is_sorted: h.is_sorted,
+        };
+        Ok(Some(CompressedPage::new(page, uncompressed)))
+    }
+}
+
+/// The byte range of the PLAIN value at `cursor` (length prefix included).
+fn plain_value(values: &[u8], cursor: usize, width: Option<usize>) -> Result<Range<usize>> {
+    let len = match width {
+        Some(w) => w,
+        None => {
+            let b = values.get(cursor..cursor + 4).ok_or_else(truncated)?;
+            4 + u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize
+        }
+    };
+    let r = cursor..cursor + len;
+    if r.end > values.len() {
+        return Err(truncated());
+    }
+    Ok(r)
+}
+
+fn compress(codec: Option<&mut Box<dyn Codec>>, raw: Vec<u8>) -> Result<Vec<u8>> {
+    match codec {
+        Some(codec) => {
+            let mut buf = Vec::with_capacity(raw.len() / 2);
+            codec.compress(&raw, &mut buf)?;
+            Ok(buf)
+        }
+        None => Ok(raw),
+    }
+}
+
+/// A decompressed data page's values: PLAIN bytes, or dictionary indices.
+enum Values {
+    Plain(Bytes),
+    Dict { bit_width: u8, indices: Vec<u32> },
+}
+
+/// A decompressed data page: its definition levels (none for a required column) and values.
+struct Decoded {
+    defs: Option<Vec<i16>>,
+    values: Values,
+}
+
+/// Decompresses and splits one data page; `None` for what surgery does not handle.
 fn decode(
     body: &Bytes,
     header: &PageHeader,
     d: &DataHeader,
     max_def: i16,
     codec: Option<&mut Box<dyn Codec>>,
-) -> Result<Decoded> {
+) -> Result<Option<Decoded>> {
     let n = d.num_values as usize;
-    if d.v2 {
+    let (defs, values) = if d.v2 {
         let levels_end = d.rep_len + d.def_len;
         if levels_end > body.len() || d.rep_len != 0 {
-            return Err(ParquetError::General(
-                "data page v2 levels do not fit the page".into(),
-            ));
+            return Err(general("data page v2 levels do not fit the page"));
         }
         let defs = (max_def > 0)
             .then(|| levels(body.slice(d.rep_len..levels_end), max_def, n))
@@ -287,35 +565,59 @@ fn decode(
             )?,
             _ => body.slice(levels_end..),
         };
-        return Ok(Decoded { defs, values });
-    }
-    let raw = match codec {
-        Some(codec) => decompress(codec, body, header.uncompressed)?,
-        None => body.clone(),
+        (defs, values)
+    } else {
+        let raw = match codec {
+            Some(codec) => decompress(codec, body, header.uncompressed)?,
+            None => body.clone(),
+        };
+        if max_def == 0 {
+            (None, raw)
+        } else {
+            let len = raw
+                .get(..4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+                .filter(|len| 4 + len <= raw.len())
+                .ok_or_else(|| general("definition levels do not fit the page"))?;
+            (
+                Some(levels(raw.slice(4..4 + len), max_def, n)?),
+                raw.slice(4 + len..),
+            )
+        }
     };
-    if max_def == 0 {
-        return Ok(Decoded {
-            defs: None,
-            values: raw,
-        });
+    if d.encoding == ENCODING_PLAIN {
+        return Ok(Some(Decoded {
+            defs,
+            values: Values::Plain(values),
+        }));
     }
-    let len = raw
-        .get(..4)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-        .filter(|len| 4 + len <= raw.len())
-        .ok_or_else(|| ParquetError::General("definition levels do not fit the page".into()))?;
-    let defs = levels(raw.slice(4..4 + len), max_def, n)?;
-    Ok(Decoded {
-        defs: Some(defs),
-        values: raw.slice(4 + len..),
-    })
+    let present = defs
+        .as_ref()
+        .map_or(n, |d| d.iter().filter(|l| **l == max_def).count());
+    let bit_width = values.first().copied().unwrap_or(0);
+    if bit_width == 0 || bit_width > 32 {
+        return Ok(None);
+    }
+    let mut decoder = RleDecoder::new(bit_width);
+    decoder.set_data(values.slice(1..))?;
+    let mut indices = vec![0u32; present];
+    let got = decoder.get_batch(&mut indices)?;
+    if got != present {
+        return Err(general(format!(
+            "page has {got} dictionary indices, expected {present}"
+        )));
+    }
+    Ok(Some(Decoded {
+        defs,
+        values: Values::Dict { bit_width, indices },
+    }))
 }
 
 fn decompress(codec: &mut Box<dyn Codec>, input: &[u8], size: usize) -> Result<Bytes> {
     let mut out = Vec::with_capacity(size);
     codec.decompress(input, &mut out, Some(size))?;
     if out.len() != size {
-        return Err(ParquetError::General(format!(
+        return Err(general(format!(
             "page decompressed to {} bytes, its header says {size}",
             out.len()
         )));
@@ -329,7 +631,7 @@ fn levels(data: Bytes, max_def: i16, n: usize) -> Result<Vec<i16>> {
     let mut out = vec![0i16; n];
     let got = decoder.get_batch(&mut out)?;
     if got != n {
-        return Err(ParquetError::General(format!(
+        return Err(general(format!(
             "page has {got} definition levels, expected {n}"
         )));
     }
@@ -340,16 +642,23 @@ fn bit_width(max_level: i16) -> u8 {
     (16 - (max_level as u16).leading_zeros()) as u8
 }
 
-/// One page's rows split into kept and erased, over its levels and its value bytes.
+/// One page's rows split into kept and erased, over its levels and values.
+#[derive(Default)]
 struct Cut {
-    /// The bytes of the values of erased rows (null rows have none), without length prefixes.
+    /// Levels (= rows, the column being flat) erased.
+    erased_levels: usize,
+    /// PLAIN: the bytes of the values of erased rows, without length prefixes.
     erased_values: Vec<Range<usize>>,
+    /// Dictionary: the indices of erased rows.
+    erased_indices: Vec<u32>,
     /// Erased rows that were null.
     erased_nulls: u64,
-    /// The byte ranges of kept values as stored (length prefixes included), runs merged.
+    /// PLAIN: the byte ranges of kept values as stored (length prefixes included), runs merged.
     kept: Vec<Range<usize>>,
-    /// Every kept value's bytes, without length prefixes (only when asked for).
+    /// PLAIN: every kept value's bytes, without length prefixes (only when asked for).
     each_kept: Vec<Range<usize>>,
+    /// Dictionary: the indices of kept rows.
+    kept_indices: Vec<u32>,
     /// Definition levels of kept rows (none for a required column).
     kept_defs: Option<Vec<i16>>,
     /// Kept rows that are null.
@@ -358,7 +667,8 @@ struct Cut {
 
 impl Cut {
     /// Walks the page's `n` levels and values once. `here`: erased row indices within the
-    /// page, ascending. `each`: also list every kept value (for a bloom filter).
+    /// page, ascending. `each`: also list every kept PLAIN value (for a bloom filter).
+    /// `entries`: the dictionary's size, to check indices against.
     fn new(
         page: &Decoded,
         here: &[usize],
@@ -366,72 +676,69 @@ impl Cut {
         width: Option<usize>,
         max_def: i16,
         each: bool,
+        entries: usize,
     ) -> Result<Cut> {
-        let values = &page.values[..];
         let mut cut = Cut {
-            erased_values: Vec::new(),
-            erased_nulls: 0,
-            kept: Vec::new(),
-            each_kept: Vec::new(),
             kept_defs: page
                 .defs
                 .as_ref()
                 .map(|_| Vec::with_capacity(n - here.len())),
-            kept_nulls: 0,
+            erased_levels: here.len(),
+            ..Cut::default()
         };
         if page.defs.as_ref().is_some_and(|d| d.len() != n) {
-            return Err(ParquetError::General(
-                "definition levels do not match the page".into(),
-            ));
+            return Err(general("definition levels do not match the page"));
         }
         let prefix = if width.is_none() { 4 } else { 0 };
-        let (mut cursor, mut run_start, mut next) = (0usize, 0usize, 0usize);
+        let (mut cursor, mut run_start, mut next, mut value) = (0usize, 0usize, 0usize, 0usize);
         for i in 0..n {
             let def = page.defs.as_ref().map_or(max_def, |d| d[i]);
-            let range = if def == max_def {
-                let len = match width {
-                    Some(w) => w,
-                    None => {
-                        let b = values.get(cursor..cursor + 4).ok_or_else(truncated)?;
-                        4 + u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize
-                    }
-                };
-                let r = cursor..cursor + len;
-                if r.end > values.len() {
-                    return Err(truncated());
-                }
-                cursor = r.end;
-                Some(r)
-            } else {
-                None
-            };
-            if next < here.len() && here[next] == i {
+            let erased = next < here.len() && here[next] == i;
+            if erased {
                 next += 1;
-                match range {
-                    Some(r) => {
+            } else if let Some(defs) = cut.kept_defs.as_mut() {
+                defs.push(def);
+            }
+            if def != max_def {
+                if erased {
+                    cut.erased_nulls += 1;
+                } else {
+                    cut.kept_nulls += 1;
+                }
+                continue;
+            }
+            match &page.values {
+                Values::Plain(values) => {
+                    let r = plain_value(values, cursor, width)?;
+                    cursor = r.end;
+                    if erased {
                         if run_start < r.start {
                             cut.kept.push(run_start..r.start);
                         }
                         run_start = r.end;
                         cut.erased_values.push(r.start + prefix..r.end);
+                    } else if each {
+                        cut.each_kept.push(r.start + prefix..r.end);
                     }
-                    None => cut.erased_nulls += 1,
                 }
-                continue;
-            }
-            if let Some(defs) = cut.kept_defs.as_mut() {
-                defs.push(def);
-            }
-            match range {
-                Some(r) if each => cut.each_kept.push(r.start + prefix..r.end),
-                Some(_) => {}
-                None => cut.kept_nulls += 1,
+                Values::Dict { indices, .. } => {
+                    let index = *indices
+                        .get(value)
+                        .ok_or_else(|| general("too few dictionary indices"))?;
+                    value += 1;
+                    if index as usize >= entries {
+                        return Err(bad_index(index, entries));
+                    }
+                    if erased {
+                        cut.erased_indices.push(index);
+                    } else {
+                        cut.kept_indices.push(index);
+                    }
+                }
             }
         }
         if next != here.len() {
-            return Err(ParquetError::General(
-                "erased row past the end of its page".into(),
-            ));
+            return Err(general("erased row past the end of its page"));
         }
         if run_start < cursor {
             cut.kept.push(run_start..cursor);
@@ -448,35 +755,51 @@ impl Cut {
         max_def: i16,
         codec: Option<&mut Box<dyn Codec>>,
     ) -> Result<CompressedPage> {
-        let value_bytes: usize = self.kept.iter().map(|r| r.len()).sum();
-        let levels = self.kept_defs.as_ref().map(|defs| {
-            let mut encoder = if d.v2 {
-                LevelEncoder::v2_streaming(max_def)
-            } else {
-                LevelEncoder::v1_streaming(max_def)
-            };
-            encoder.put_with_observer(defs, |_, _| {});
-            encoder.consume()
-        });
-        let levels = levels.unwrap_or_default();
-        let mut raw = Vec::with_capacity(levels.len() + value_bytes);
-        if !d.v2 {
-            raw.extend_from_slice(&levels);
+        let levels = self
+            .kept_defs
+            .as_ref()
+            .map(|defs| {
+                let mut encoder = if d.v2 {
+                    LevelEncoder::v2_streaming(max_def)
+                } else {
+                    LevelEncoder::v1_streaming(max_def)
+                };
+                encoder.put_with_observer(defs, |_, _| {});
+                encoder.consume()
+            })
+            .unwrap_or_default();
+        let mut values = Vec::new();
+        match &page.values {
+            Values::Plain(bytes) => {
+                values.reserve(self.kept.iter().map(|r| r.len()).sum());
+                for r in &self.kept {
+                    values.extend_from_slice(&bytes[r.clone()]);
+                }
+            }
+            Values::Dict { bit_width, .. } => {
+                let mut encoder = RleEncoder::new(*bit_width, self.kept_indices.len() + 16);
+                for i in &self.kept_indices {
+                    encoder.put(u64::from(*i));
+                }
+                values.push(*bit_width);
+                values.extend_from_slice(&encoder.consume());
+            }
         }
-        for r in &self.kept {
-            raw.extend_from_slice(&page.values[r.clone()]);
-        }
+        let Some(encoding) = encoding(d.encoding) else {
+            return Err(general("unsupported page encoding"));
+        };
         let num_values = kept_levels as u32;
         if d.v2 {
+            let uncompressed = levels.len() + values.len();
             let mut buf = levels.clone();
             match codec {
-                Some(codec) if d.is_compressed => codec.compress(&raw, &mut buf)?,
-                _ => buf.extend_from_slice(&raw),
+                Some(codec) if d.is_compressed => codec.compress(&values, &mut buf)?,
+                _ => buf.extend_from_slice(&values),
             }
             let page = Page::DataPageV2 {
                 buf: Bytes::from(buf),
                 num_values,
-                encoding: Encoding::PLAIN,
+                encoding,
                 num_nulls: self.kept_nulls,
                 num_rows: num_values,
                 def_levels_byte_len: levels.len() as u32,
@@ -484,21 +807,15 @@ impl Cut {
                 is_compressed: d.is_compressed,
                 statistics: None,
             };
-            return Ok(CompressedPage::new(page, levels.len() + raw.len()));
+            return Ok(CompressedPage::new(page, uncompressed));
         }
+        let mut raw = levels;
+        raw.extend_from_slice(&values);
         let uncompressed = raw.len();
-        let buf = match codec {
-            Some(codec) => {
-                let mut buf = Vec::with_capacity(uncompressed / 2);
-                codec.compress(&raw, &mut buf)?;
-                buf
-            }
-            None => raw,
-        };
         let page = Page::DataPage {
-            buf: Bytes::from(buf),
+            buf: Bytes::from(compress(codec, raw)?),
             num_values,
-            encoding: Encoding::PLAIN,
+            encoding,
             def_level_encoding: Encoding::RLE,
             rep_level_encoding: Encoding::RLE,
             statistics: None,
@@ -508,7 +825,7 @@ impl Cut {
 }
 
 fn truncated() -> ParquetError {
-    ParquetError::General("PLAIN values do not fit the page".into())
+    general("PLAIN values do not fit the page")
 }
 
 /// Whether `value` (an erased value, as PLAIN bytes without length prefix) could be the
@@ -595,8 +912,16 @@ struct PageHeader {
     header_len: usize,
     uncompressed: usize,
     compressed: usize,
-    /// For data pages (v1 and v2); `None` for dictionary and index pages.
+    /// For data pages (v1 and v2).
     data: Option<DataHeader>,
+    /// For the dictionary page.
+    dict: Option<DictHeader>,
+}
+
+struct DictHeader {
+    num_values: u32,
+    encoding: i32,
+    is_sorted: bool,
 }
 
 struct DataHeader {
@@ -620,7 +945,7 @@ impl PageHeader {
             depth: 0,
         };
         let (mut kind, mut uncompressed, mut compressed) = (-1i32, -1i64, -1i64);
-        let mut data = None;
+        let (mut data, mut dict) = (None, None);
         t.read_struct(&mut |t, id, ty| {
             match (id, ty) {
                 (1, T_I32) => kind = t.i32()?,
@@ -654,12 +979,35 @@ impl PageHeader {
                     })?;
                     data = Some(d);
                 }
+                (7, T_STRUCT) => {
+                    let mut d = DictHeader {
+                        num_values: 0,
+                        encoding: -1,
+                        is_sorted: false,
+                    };
+                    t.read_struct(&mut |t, id, ty| {
+                        match (id, ty) {
+                            (1, T_I32) => d.num_values = non_negative(t.i32()?)? as u32,
+                            (2, T_I32) => d.encoding = t.i32()?,
+                            (3, T_TRUE) => d.is_sorted = true,
+                            (3, T_FALSE) => d.is_sorted = false,
+                            _ => t.skip(ty)?,
+                        }
+                        Ok(())
+                    })?;
+                    dict = Some(d);
+                }
                 _ => t.skip(ty)?,
             }
             Ok(())
         })?;
-        let is_data = kind == 0 || kind == 3;
-        if uncompressed < 0 || compressed < 0 || is_data != data.is_some() {
+        let is_data = kind == PAGE_DATA || kind == PAGE_DATA_V2;
+        let is_dict = kind == PAGE_DICTIONARY;
+        if uncompressed < 0
+            || compressed < 0
+            || is_data != data.is_some()
+            || is_dict != dict.is_some()
+        {
             return Err(ParquetError::General("invalid page header".into()));
         }
         Ok(PageHeader {
@@ -667,6 +1015,7 @@ impl PageHeader {
             uncompressed: uncompressed as usize,
             compressed: compressed as usize,
             data,
+            dict,
         })
     }
 }

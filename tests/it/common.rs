@@ -157,6 +157,33 @@ pub fn assert_same_format(before: &Path, after: &Path) {
     );
 }
 
+/// Asserts that none of `values` occurs in any page of the Parquet file at `path`, every page
+/// decompressed (dictionary and data pages alike): erased values must be gone from the bytes,
+/// not only from what readers return. Returns the number of pages searched.
+pub fn assert_values_gone(path: &Path, values: &[Vec<u8>]) -> usize {
+    let reader = SerializedFileReader::new(File::open(path).unwrap()).unwrap();
+    let mut pages = 0;
+    for i in 0..reader.num_row_groups() {
+        let rg = reader.get_row_group(i).unwrap();
+        for j in 0..rg.num_columns() {
+            for page in rg.get_column_page_reader(j).unwrap() {
+                let page = page.unwrap();
+                let buf = page.buffer();
+                for v in values {
+                    assert!(
+                        !buf.windows(v.len()).any(|w| w == &v[..]),
+                        "{}: erased value {:?} still in a page of row group {i}, column {j}",
+                        path.display(),
+                        String::from_utf8_lossy(v)
+                    );
+                }
+                pages += 1;
+            }
+        }
+    }
+    pages
+}
+
 /// Writes NDJSON events: (event id, subject type, subject id as a JSON value).
 pub fn write_events(path: &Path, events: &[(&str, &str, serde_json::Value)]) {
     let mut text = String::new();

@@ -221,6 +221,16 @@ pub fn pyarrow_user_erased(b: &RecordBatch, i: usize) -> bool {
     uid.is_valid(i) && uid.value(i) == 77u128.to_be_bytes()
 }
 
+/// The emails of the rows of `path` that `erase` selects.
+fn erased_emails(path: &Path, erase: impl Fn(&RecordBatch, usize) -> bool) -> Vec<Vec<u8>> {
+    let b = read_all(path);
+    let email = b.column_by_name("email").unwrap().as_string::<i32>();
+    (0..b.num_rows())
+        .filter(|&i| erase(&b, i) && email.is_valid(i))
+        .map(|i| email.value(i).as_bytes().to_vec())
+        .collect()
+}
+
 fn user_columns_match(b: &RecordBatch, i: usize, ids: &[i64]) -> bool {
     let user = b
         .column_by_name("user_id")
@@ -272,6 +282,16 @@ fn pyarrow_warehouse_purged_exactly_and_keeps_its_format() {
         &files,
         pyarrow_user_erased,
     );
+    // The erased rows' emails are unique: no page of the result may hold them, dictionary
+    // pages included (part-0 is dictionary-encoded).
+    for f in &files[..2] {
+        let gone = erased_emails(
+            &testdata().join("pyarrow/users").join(f),
+            pyarrow_user_erased,
+        );
+        assert!(!gone.is_empty(), "{f}");
+        assert!(assert_values_gone(&wh.join(f), &gone) > 10);
+    }
     assert!(removed[0].1 > 0 && removed[1].1 > 0, "{removed:?}");
     assert_eq!(removed[2].1, 0, "part-2 holds no erased subject");
     check_counts(&manifest, &plan, "py.users", &removed);
@@ -521,9 +541,14 @@ fn page_surgery_keeps_untouched_pages_and_exact_statistics() {
     );
     let (manifest, plan, logs) = purge_job(&job, &manifests, "run-1");
     let files = ["part-0.parquet", "part-1.parquet", "part-2.parquet"];
-    let removed = check_table(&testdata().join("pyarrow/pages"), &wh, &files, |b, i| {
-        pyarrow_user_erased(b, i) || user_columns_match(b, i, &[1, 3999])
-    });
+    let erase =
+        |b: &RecordBatch, i| pyarrow_user_erased(b, i) || user_columns_match(b, i, &[1, 3999]);
+    let removed = check_table(&testdata().join("pyarrow/pages"), &wh, &files, erase);
+    for f in files {
+        let gone = erased_emails(&testdata().join("pyarrow/pages").join(f), erase);
+        assert!(gone.len() >= 5, "{f}: {gone:?}");
+        assert!(assert_values_gone(&wh.join(f), &gone) > 30);
+    }
     assert!(removed.iter().all(|r| r.1 > 0), "{removed:?}");
     check_counts(&manifest, &plan, "py.users", &removed);
 
