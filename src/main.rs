@@ -60,6 +60,10 @@ enum Command {
         /// without --shard finishes the run and writes the manifest.
         #[arg(long)]
         shard: Option<String>,
+        /// Files rewritten at once (default: one more than the CPUs, so that one file's I/O
+        /// overlaps the others' CPU work).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+        concurrency: Option<u16>,
     },
     /// Check a manifest against the objects it names (give MANIFEST, or --job and --run-id).
     Verify {
@@ -150,6 +154,7 @@ async fn run(command: Command, log_format: LogFormat, quiet: bool) -> Result<u8,
             run_id,
             signing_key,
             shard,
+            concurrency,
         } => {
             let progress = matches!(log_format, LogFormat::Text)
                 && !quiet
@@ -161,7 +166,14 @@ async fn run(command: Command, log_format: LogFormat, quiet: bool) -> Result<u8,
                 .map(|s| purge::Shard::parse(&s))
                 .transpose()
                 .map_err(Error::Usage)?;
-            cmd_purge(&Job::load(&job)?, &run_id, key.as_ref(), shard, progress).await
+            let opts = purge::Options {
+                signing_key: key.as_ref(),
+                failpoint: Default::default(),
+                shard,
+                concurrency: concurrency.map(usize::from),
+                progress,
+            };
+            cmd_purge(&Job::load(&job)?, &run_id, opts).await
         }
         Command::Verify {
             manifest,
@@ -265,24 +277,10 @@ async fn cmd_plan(job: &Job, json: bool) -> Result<u8, Error> {
     Ok(0)
 }
 
-async fn cmd_purge(
-    job: &Job,
-    run_id: &str,
-    key: Option<&ed25519_dalek::SigningKey>,
-    shard: Option<purge::Shard>,
-    progress: bool,
-) -> Result<u8, Error> {
-    let failpoint = match std::env::var("LAKEPURGE_FAILPOINT") {
-        Ok(spec) => purge::Failpoint::parse(&spec).map_err(Error::Usage)?,
-        Err(_) => purge::Failpoint::default(),
-    };
-    let opts = purge::Options {
-        signing_key: key,
-        failpoint,
-        shard,
-        concurrency: None,
-        progress,
-    };
+async fn cmd_purge(job: &Job, run_id: &str, mut opts: purge::Options<'_>) -> Result<u8, Error> {
+    if let Ok(spec) = std::env::var("LAKEPURGE_FAILPOINT") {
+        opts.failpoint = purge::Failpoint::parse(&spec).map_err(Error::Usage)?;
+    }
     match purge::purge(job, run_id, &SystemClock, &opts).await? {
         Outcome::AlreadyComplete(s) => {
             println!("run {run_id} is already complete: {}", s.url);

@@ -345,10 +345,14 @@ struct RuleSubjects<'e> {
     subjects: Option<&'e Subjects>,
 }
 
+/// Erased keys (Arrow row format) to the events naming them. Hashed with aHash: every key
+/// value of every affected file is looked up, and SipHash showed in profiles.
+type KeyMap = HashMap<Box<[u8]>, Vec<u32>, ahash::RandomState>;
+
 /// Erased key values of one rule, encoded in Arrow's row format for one set of key types.
 struct Lookup {
     converter: RowConverter,
-    rows: HashMap<Box<[u8]>, Vec<u32>>,
+    rows: KeyMap,
     unconvertible: u64,
     /// Sorted erased values, for statistics pruning (single top-level columns only).
     sorted: Option<SortedKeys>,
@@ -915,7 +919,7 @@ fn build_lookup(rule: &RuleSubjects<'_>, types: &[DataType], sortable: bool) -> 
     }
     let valid = combined_nulls(&columns);
     let rows = converter.convert_columns(&columns).map_err(aerr)?;
-    let mut map: HashMap<Box<[u8]>, Vec<u32>> = HashMap::new();
+    let mut map = KeyMap::default();
     let mut unconvertible = 0u64;
     for (i, row) in rows.iter().enumerate() {
         if valid.as_ref().is_some_and(|v| v.is_null(i)) {

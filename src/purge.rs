@@ -145,15 +145,16 @@ pub struct Options<'a> {
     pub failpoint: Failpoint,
     /// Process only this shard's files and write no manifest.
     pub shard: Option<Shard>,
-    /// Files in flight at once (default: the number of CPUs).
+    /// Files in flight at once (default: `default_concurrency`).
     pub concurrency: Option<usize>,
     /// Show a progress bar on stderr (the binary sets it only when stderr is a terminal).
     pub progress: bool,
 }
 
-/// Files worked on at once by default: one per CPU.
+/// Files worked on at once by default: one per CPU, plus one whose reads and writes overlap
+/// the others' CPU work.
 pub fn default_concurrency() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
+    std::thread::available_parallelism().map_or(2, |n| n.get()) + 1
 }
 
 /// State shared by the files of one attempt.

@@ -124,7 +124,8 @@ pub fn rewrite(file: Bytes, erased: &[Vec<u32>], mode: &Mode, path: &str) -> Res
     });
     let props = Arc::new(writer_properties(metadata, keep_page_index));
     let schema = metadata.file_metadata().schema_descr().root_schema_ptr();
-    let mut out: Vec<u8> = Vec::with_capacity(file.len());
+    // Room for a rewrite larger than the original (another codec level), never reallocated.
+    let mut out: Vec<u8> = Vec::with_capacity(file.len() + file.len() / 4 + 4096);
     let mut copied = 0;
     let mut rewritten = 0;
     let (mut spliced, mut pages_copied, mut pages_rewritten) = (0, 0, 0);

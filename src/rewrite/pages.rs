@@ -281,7 +281,7 @@ pub(super) fn splice_chunk(
     }
 
     // Pass 2: write the chunk.
-    let mut out = TrackedWrite::new(Vec::with_capacity(chunk.len()));
+    let mut out = TrackedWrite::new(Vec::with_capacity(compress_bound(chunk.len())));
     let (mut num_values, mut uncompressed) = (0i64, 0i64);
     let (mut pages_copied, mut pages_rewritten) = (0, 0);
     let mut encoding_counts: BTreeMap<(i32, i32), i32> = BTreeMap::new();
@@ -517,10 +517,16 @@ fn plain_value(values: &[u8], cursor: usize, width: Option<usize>) -> Result<Ran
     Ok(r)
 }
 
+/// Room for any codec's output of `n` bytes (snappy's bound is the largest), so that the output
+/// buffer never grows by copying; untouched capacity costs no memory.
+fn compress_bound(n: usize) -> usize {
+    n + n / 6 + 64
+}
+
 fn compress(codec: Option<&mut Box<dyn Codec>>, raw: Vec<u8>) -> Result<Vec<u8>> {
     match codec {
         Some(codec) => {
-            let mut buf = Vec::with_capacity(raw.len() / 2);
+            let mut buf = Vec::with_capacity(compress_bound(raw.len()));
             codec.compress(&raw, &mut buf)?;
             Ok(buf)
         }
@@ -768,10 +774,17 @@ impl Cut {
                 encoder.consume()
             })
             .unwrap_or_default();
-        let mut values = Vec::new();
+        // v1: one buffer, levels then values; v2: values alone (compressed apart).
+        let value_bytes: usize = self.kept.iter().map(|r| r.len()).sum();
+        let mut values = if d.v2 {
+            Vec::with_capacity(value_bytes + 1)
+        } else {
+            let mut v = Vec::with_capacity(levels.len() + value_bytes + 1);
+            v.extend_from_slice(&levels);
+            v
+        };
         match &page.values {
             Values::Plain(bytes) => {
-                values.reserve(self.kept.iter().map(|r| r.len()).sum());
                 for r in &self.kept {
                     values.extend_from_slice(&bytes[r.clone()]);
                 }
@@ -791,7 +804,8 @@ impl Cut {
         let num_values = kept_levels as u32;
         if d.v2 {
             let uncompressed = levels.len() + values.len();
-            let mut buf = levels.clone();
+            let mut buf = Vec::with_capacity(compress_bound(uncompressed));
+            buf.extend_from_slice(&levels);
             match codec {
                 Some(codec) if d.is_compressed => codec.compress(&values, &mut buf)?,
                 _ => buf.extend_from_slice(&values),
@@ -809,11 +823,9 @@ impl Cut {
             };
             return Ok(CompressedPage::new(page, uncompressed));
         }
-        let mut raw = levels;
-        raw.extend_from_slice(&values);
-        let uncompressed = raw.len();
+        let uncompressed = values.len();
         let page = Page::DataPage {
-            buf: Bytes::from(compress(codec, raw)?),
+            buf: Bytes::from(compress(codec, values)?),
             num_values,
             encoding,
             def_level_encoding: Encoding::RLE,
