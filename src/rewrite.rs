@@ -162,12 +162,24 @@ pub fn rewrite(file: Bytes, erased: &[Vec<u32>], mode: &Mode, path: &str) -> Res
                 }
                 let at = || format!("{path} (row group {i}, column {})", column.column_path());
                 // Page surgery where the chunk allows it (see `pages`); else a whole re-encode.
-                if deleting && !keep_page_index {
+                let index = metadata
+                    .offset_index()
+                    .filter(|_| keep_page_index)
+                    .and_then(|oi| oi.get(i)?.get(j))
+                    .map(|offsets| pages::PageIndex {
+                        offsets,
+                        columns: metadata
+                            .column_index()
+                            .and_then(|ci| ci.get(i)?.get(j))
+                            .filter(|ci| !matches!(ci, ColumnIndexMetaData::NONE)),
+                    });
+                if deleting && (index.is_some() || !keep_page_index) {
                     let bloom = rg_reader.get_column_bloom_filter(j);
                     let rows = rg.num_rows() as u64;
-                    if let Some(s) = pages::splice_chunk(&file, column, rows, erased_here, bloom)
-                        .map_err(|e| Error::parquet(at(), e))?
-                    {
+                    let result =
+                        pages::splice_chunk(&file, column, rows, erased_here, bloom, index)
+                            .map_err(|e| Error::parquet(at(), e))?;
+                    if let Some(s) = result {
                         spliced += 1;
                         pages_copied += s.pages_copied;
                         pages_rewritten += s.pages_rewritten;

@@ -12,28 +12,39 @@
 //! pages too (decompression, no compression).
 //!
 //! This applies to flat columns (no repetition) with PLAIN or dictionary-encoded data pages,
-//! v1 and v2, in files without a page index. Anything else returns `None`, and the caller
-//! re-encodes the chunk whole. Statistics: the chunk's min/max are kept when no erased value
+//! v1 and v2. Anything else returns `None`, and the caller re-encodes the chunk whole. With a
+//! page index, page locations are rebuilt and each page keeps its column index entry (null
+//! count adjusted) under the same rule as the chunk statistics below. Statistics: the chunk's min/max are kept when no erased value
 //! could be one of them (or, for truncated byte-array bounds, a prefix of one); otherwise the
 //! chunk is left to the whole re-encode, which recomputes them, so no erased value survives in
 //! the file's statistics. The null count is adjusted and the distinct count dropped. A bloom
 //! filter is rebuilt, at the original size, from every kept value.
 
 use bytes::Bytes;
-use parquet::basic::{Encoding, PageType, Type as PhysicalType};
+use parquet::basic::{BoundaryOrder, Encoding, PageType, Type as PhysicalType};
 use parquet::bloom_filter::Sbbf;
 use parquet::column::page::{CompressedPage, Page, PageWriter};
 use parquet::column::writer::ColumnCloseResult;
 use parquet::compression::{Codec, CodecOptionsBuilder, create_codec};
+use parquet::data_type::AsBytes;
 use parquet::encodings::levels::LevelEncoder;
 use parquet::encodings::rle::{RleDecoder, RleEncoder};
 use parquet::errors::{ParquetError, Result};
-use parquet::file::metadata::{ColumnChunkMetaData, PageEncodingStats};
+use parquet::file::metadata::{ColumnChunkMetaData, ColumnIndexBuilder, PageEncodingStats};
+use parquet::file::page_index::column_index::{ColumnIndexMetaData, PrimitiveColumnIndex};
+use parquet::file::page_index::offset_index::{OffsetIndexMetaData, PageLocation};
 use parquet::file::statistics::{Statistics, ValueStatistics};
 use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::ops::Range;
+
+/// The original chunk's page index (the file has one).
+#[derive(Clone, Copy)]
+pub(super) struct PageIndex<'a> {
+    pub offsets: &'a OffsetIndexMetaData,
+    pub columns: Option<&'a ColumnIndexMetaData>,
+}
 
 /// A column chunk rebuilt by page surgery, ready for `append_column`.
 pub(super) struct Spliced {
@@ -66,6 +77,7 @@ pub(super) fn splice_chunk(
     num_rows: u64,
     erased: &[u32],
     bloom: Option<&Sbbf>,
+    index: Option<PageIndex<'_>>,
 ) -> Result<Option<Spliced>> {
     let descr = column.column_descr();
     let ty = descr.physical_type();
@@ -148,6 +160,10 @@ pub(super) fn splice_chunk(
         return Ok(None);
     }
     let data_pages = &pages[usize::from(dict.is_some())..];
+    if index.is_some_and(|ix| ix.offsets.page_locations.len() != data_pages.len()) {
+        return Ok(None);
+    }
+    let column_index = index.and_then(|ix| ix.columns);
     let entries = dict.as_ref().map_or(0, |d| d.entries.len());
     let stats = column.statistics();
 
@@ -210,8 +226,35 @@ pub(super) fn splice_chunk(
                 b.insert(&values[r.clone()]);
             }
         }
+        // The page's own bounds in the column index are held to the same rule.
+        if let Some(ci) = column_index.filter(|_| !here.is_empty()) {
+            let Some(entry) = IndexEntry::of(ci, k) else {
+                return Ok(None);
+            };
+            let bounds = Bounds {
+                min: Some(&entry.min[..]),
+                max: Some(&entry.max[..]),
+                min_exact: false,
+                max_exact: false,
+            };
+            let hit = match &page.values {
+                Values::Plain(values) => cut
+                    .erased_values
+                    .iter()
+                    .any(|r| bounds.may_reveal(&values[r.clone()], ty)),
+                Values::Dict { .. } => dict.as_ref().is_some_and(|dict| {
+                    cut.erased_indices
+                        .iter()
+                        .any(|i| bounds.may_reveal(dict.entry(*i), ty))
+                }),
+            };
+            if !entry.null_page && hit {
+                return Ok(None);
+            }
+        }
         if let Some(stats) = stats {
-            let reveals = |v: &[u8]| may_reveal(stats, v, ty);
+            let bounds = Bounds::of(stats);
+            let reveals = |v: &[u8]| bounds.may_reveal(v, ty);
             let plain_hit = match &page.values {
                 Values::Plain(values) => cut
                     .erased_values
@@ -308,11 +351,44 @@ pub(super) fn splice_chunk(
             .or_default() += 1;
         data_page_offset = out.bytes_written() as i64;
     }
-    for (p, plan) in data_pages.iter().zip(plans) {
+    // The page index, when the file has one: page locations always, page bounds when the
+    // original chunk has them with null counts.
+    let mut locations = Vec::new();
+    let mut bounds_index = column_index
+        .filter(|ci| (0..data_pages.len()).all(|k| ci.null_count(k).is_some()))
+        .map(|ci| {
+            let mut b = ColumnIndexBuilder::new(ty);
+            b.set_boundary_order(ci.get_boundary_order().unwrap_or(BoundaryOrder::UNORDERED));
+            (ci, b)
+        });
+    let mut kept_rows = 0i64;
+    for (k, (p, plan)) in data_pages.iter().zip(plans).enumerate() {
         let Some(d) = &p.header.data else {
             return Ok(None);
         };
         let page_type = if d.v2 { PAGE_DATA_V2 } else { PAGE_DATA };
+        let page_start = out.bytes_written();
+        let rows = i64::from(if d.v2 { d.num_rows } else { d.num_values });
+        let (entry_nulls, now_null) = match &plan {
+            Plan::Copy => (0, false),
+            Plan::Cut(cut) => (cut.1.erased_nulls as i64, cut.1.kept_values() == 0),
+        };
+        let kept_here = match &plan {
+            Plan::Copy => rows,
+            Plan::Cut(cut) => rows - cut.1.erased_levels as i64,
+        };
+        if let Some((ci, b)) = bounds_index.as_mut().filter(|_| kept_here > 0) {
+            let Some(entry) = IndexEntry::of(ci, k) else {
+                return Ok(None);
+            };
+            let null_page = entry.null_page || now_null;
+            let (min, max) = if null_page {
+                (Vec::new(), Vec::new())
+            } else {
+                (entry.min, entry.max)
+            };
+            b.append(null_page, min, max, entry.null_count - entry_nulls);
+        }
         match plan {
             Plan::Copy => {
                 out.write_all(&chunk[p.start..p.end])?;
@@ -335,7 +411,20 @@ pub(super) fn splice_chunk(
             }
         }
         *encoding_counts.entry((page_type, d.encoding)).or_default() += 1;
+        if kept_here > 0 {
+            locations.push(PageLocation {
+                offset: page_start as i64,
+                compressed_page_size: (out.bytes_written() - page_start) as i32,
+                first_row_index: kept_rows,
+            });
+            kept_rows += kept_here;
+        }
     }
+    let offset_index = index.map(|_| OffsetIndexMetaData {
+        page_locations: locations,
+        unencoded_byte_array_data_bytes: None,
+    });
+    let column_index = bounds_index.map(|(_, b)| b.build()).transpose()?;
     let bytes = Bytes::from(out.into_inner().map_err(|e| general(e.to_string()))?);
 
     let mut builder = column
@@ -385,8 +474,8 @@ pub(super) fn splice_chunk(
             rows_written: num_rows - erased.len() as u64,
             metadata,
             bloom_filter: new_bloom,
-            column_index: None,
-            offset_index: None,
+            column_index,
+            offset_index,
         },
         bytes,
         pages_copied,
@@ -672,6 +761,13 @@ struct Cut {
 }
 
 impl Cut {
+    /// Kept rows that hold a value.
+    fn kept_values(&self) -> usize {
+        self.kept_defs.as_ref().map_or(usize::MAX, |d| d.len()) - self.kept_nulls as usize
+    }
+}
+
+impl Cut {
     /// Walks the page's `n` levels and values once. `here`: erased row indices within the
     /// page, ascending. `each`: also list every kept PLAIN value (for a bloom filter).
     /// `entries`: the dictionary's size, to check indices against.
@@ -840,47 +936,103 @@ fn truncated() -> ParquetError {
     general("PLAIN values do not fit the page")
 }
 
-/// Whether `value` (an erased value, as PLAIN bytes without length prefix) could be the
-/// chunk's min or max, or the source of a truncated byte-array bound.
-fn may_reveal(stats: &Statistics, value: &[u8], ty: PhysicalType) -> bool {
-    let (min, max) = (stats.min_bytes_opt(), stats.max_bytes_opt());
-    match ty {
-        PhysicalType::FLOAT | PhysicalType::DOUBLE => {
-            let as_f64 = |b: &[u8]| match b.len() {
-                4 => Some(f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
-                8 => Some(f64::from_le_bytes([
-                    b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
-                ])),
-                _ => None,
-            };
-            let v = as_f64(value);
-            [min, max]
-                .into_iter()
-                .flatten()
-                .any(|bound| match (as_f64(bound), v) {
-                    (Some(bound), Some(v)) => bound == v,
-                    _ => true,
-                })
+/// A min/max pair (PLAIN bytes, byte arrays without length prefix), from chunk statistics or
+/// a page's column index entry; `exact` false when the bound may be truncated.
+struct Bounds<'a> {
+    min: Option<&'a [u8]>,
+    max: Option<&'a [u8]>,
+    min_exact: bool,
+    max_exact: bool,
+}
+
+impl<'a> Bounds<'a> {
+    fn of(stats: &'a Statistics) -> Bounds<'a> {
+        Bounds {
+            min: stats.min_bytes_opt(),
+            max: stats.max_bytes_opt(),
+            min_exact: stats.min_is_exact(),
+            max_exact: stats.max_is_exact(),
         }
-        PhysicalType::BYTE_ARRAY | PhysicalType::FIXED_LEN_BYTE_ARRAY => {
-            let min_hit = min.is_some_and(|m| {
-                if stats.min_is_exact() {
-                    value == m
-                } else {
-                    value.starts_with(m)
-                }
-            });
-            // A truncated max has had its last characters incremented: compare what is left.
-            let max_hit = max.is_some_and(|m| {
-                if stats.max_is_exact() {
-                    value == m
-                } else {
-                    value.starts_with(&m[..m.len().saturating_sub(4)])
-                }
-            });
-            min_hit || max_hit
+    }
+
+    /// Whether `value` (an erased value) could be the min or max, or the source of a truncated
+    /// byte-array bound.
+    fn may_reveal(&self, value: &[u8], ty: PhysicalType) -> bool {
+        let (min, max) = (self.min, self.max);
+        match ty {
+            PhysicalType::FLOAT | PhysicalType::DOUBLE => {
+                let as_f64 = |b: &[u8]| match b.len() {
+                    4 => Some(f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+                    8 => Some(f64::from_le_bytes([
+                        b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
+                    ])),
+                    _ => None,
+                };
+                let v = as_f64(value);
+                [min, max]
+                    .into_iter()
+                    .flatten()
+                    .any(|bound| match (as_f64(bound), v) {
+                        (Some(bound), Some(v)) => bound == v,
+                        _ => true,
+                    })
+            }
+            PhysicalType::BYTE_ARRAY | PhysicalType::FIXED_LEN_BYTE_ARRAY => {
+                let min_hit = min.is_some_and(|m| {
+                    if self.min_exact {
+                        value == m
+                    } else {
+                        value.starts_with(m)
+                    }
+                });
+                // A truncated max has had its last characters incremented: compare the rest.
+                let max_hit = max.is_some_and(|m| {
+                    if self.max_exact {
+                        value == m
+                    } else {
+                        value.starts_with(&m[..m.len().saturating_sub(4)])
+                    }
+                });
+                min_hit || max_hit
+            }
+            _ => min == Some(value) || max == Some(value),
         }
-        _ => min == Some(value) || max == Some(value),
+    }
+}
+
+/// One page's entry in a column index, bounds as PLAIN bytes.
+struct IndexEntry {
+    null_page: bool,
+    min: Vec<u8>,
+    max: Vec<u8>,
+    null_count: i64,
+}
+
+impl IndexEntry {
+    fn of(ci: &ColumnIndexMetaData, k: usize) -> Option<IndexEntry> {
+        fn prim<T: AsBytes>(i: &PrimitiveColumnIndex<T>, k: usize) -> (Vec<u8>, Vec<u8>) {
+            let bytes = |v: Option<&T>| v.map(|v| v.as_bytes().to_vec()).unwrap_or_default();
+            (bytes(i.min_value(k)), bytes(i.max_value(k)))
+        }
+        let (min, max) = match ci {
+            ColumnIndexMetaData::NONE => return None,
+            ColumnIndexMetaData::BOOLEAN(i) => prim(i, k),
+            ColumnIndexMetaData::INT32(i) => prim(i, k),
+            ColumnIndexMetaData::INT64(i) => prim(i, k),
+            ColumnIndexMetaData::INT96(i) => prim(i, k),
+            ColumnIndexMetaData::FLOAT(i) => prim(i, k),
+            ColumnIndexMetaData::DOUBLE(i) => prim(i, k),
+            ColumnIndexMetaData::BYTE_ARRAY(i) | ColumnIndexMetaData::FIXED_LEN_BYTE_ARRAY(i) => (
+                i.min_value(k).map(<[u8]>::to_vec).unwrap_or_default(),
+                i.max_value(k).map(<[u8]>::to_vec).unwrap_or_default(),
+            ),
+        };
+        Some(IndexEntry {
+            null_page: ci.is_null_page(k),
+            min,
+            max,
+            null_count: ci.null_count(k)?,
+        })
     }
 }
 

@@ -557,7 +557,7 @@ fn page_surgery_keeps_untouched_pages_and_exact_statistics() {
             .find(|l| l["message"] == "file purged" && l["file"] == file)
             .unwrap_or_else(|| panic!("no log line for {file}"))
     };
-    for file in ["part-0.parquet", "part-1.parquet"] {
+    for file in files {
         let f = purged(file);
         let (spliced, copied, cut) = (
             f["chunks_spliced"].as_u64().unwrap(),
@@ -584,4 +584,84 @@ fn page_surgery_keeps_untouched_pages_and_exact_statistics() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(report["checked"].as_u64().unwrap() >= 3 * 3 * 7, "{report}");
     assert_eq!(report["bad"], json!([]), "statistics must match the values");
+
+    // part-2's page index: every page's location, null count and bounds match its rows.
+    let checked = check_page_index(&wh.join("part-2.parquet"));
+    assert!(checked > 50, "{checked} pages checked");
+}
+
+/// Checks the page index of `path` against the data, for the flat columns user_id and email:
+/// page row ranges from the offset index, then per page the column index's null count and
+/// min/max against the values in those rows. Returns the number of pages checked.
+fn check_page_index(path: &Path) -> usize {
+    use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+    use parquet::file::page_index::column_index::ColumnIndexMetaData;
+    let options = ArrowReaderOptions::new()
+        .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Required);
+    let file = std::fs::File::open(path).unwrap();
+    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options).unwrap();
+    let meta = builder.metadata().clone();
+    let (ci, oi) = (meta.column_index().unwrap(), meta.offset_index().unwrap());
+    let batch = read_all(path);
+    let schema = meta.file_metadata().schema_descr();
+    let mut checked = 0;
+    let mut rg_start = 0usize;
+    for (i, rg) in meta.row_groups().iter().enumerate() {
+        let rg_rows = rg.num_rows() as usize;
+        for name in ["user_id", "email"] {
+            let j = (0..schema.num_columns())
+                .find(|j| schema.column(*j).path().string() == name)
+                .unwrap();
+            let locations = &oi[i][j].page_locations;
+            assert!(locations.len() > 1, "{name}: one page only");
+            assert_eq!(locations[0].first_row_index, 0);
+            for (k, loc) in locations.iter().enumerate() {
+                let start = loc.first_row_index as usize;
+                let end = locations
+                    .get(k + 1)
+                    .map_or(rg_rows, |l| l.first_row_index as usize);
+                assert!(start < end, "{name}: empty page {k}");
+                let values = batch
+                    .column_by_name(name)
+                    .unwrap()
+                    .slice(rg_start + start, end - start);
+                let index = &ci[i][j];
+                assert_eq!(
+                    index.null_count(k),
+                    Some(values.null_count() as i64),
+                    "{name} page {k}"
+                );
+                if index.is_null_page(k) {
+                    assert_eq!(values.null_count(), values.len());
+                    continue;
+                }
+                match index {
+                    ColumnIndexMetaData::INT64(x) => {
+                        let v = values.as_primitive::<Int64Type>();
+                        assert_eq!(
+                            x.min_value(k).copied(),
+                            arrow::compute::min(v),
+                            "{name} page {k}"
+                        );
+                        assert_eq!(
+                            x.max_value(k).copied(),
+                            arrow::compute::max(v),
+                            "{name} page {k}"
+                        );
+                    }
+                    ColumnIndexMetaData::BYTE_ARRAY(x) => {
+                        let v = values.as_string::<i32>();
+                        let (min, max) =
+                            (arrow::compute::min_string(v), arrow::compute::max_string(v));
+                        assert_eq!(x.min_value(k), min.map(str::as_bytes), "{name} page {k}");
+                        assert_eq!(x.max_value(k), max.map(str::as_bytes), "{name} page {k}");
+                    }
+                    other => panic!("{name}: unexpected column index {other:?}"),
+                }
+                checked += 1;
+            }
+        }
+        rg_start += rg_rows;
+    }
+    checked
 }
