@@ -568,26 +568,40 @@ async fn purge_file(
         } else {
             rewrite::Mode::Delete
         };
-        let rewritten =
-            tokio::task::spawn_blocking(move || rewrite::rewrite(input, &erased, &mode, &shown))
-                .await
-                .map_err(|e| Error::Internal(format!("rewriting {rel}: {e}")))??;
+        // CPU work runs off the async runtime: the original's hash alongside the rewrite, the
+        // new file's hash right after it.
+        let original = bytes.clone();
+        let before_sha = tokio::task::spawn_blocking(move || manifest::sha256_hex(&original));
+        let (rewritten, after_sha) = tokio::task::spawn_blocking(move || {
+            let rewritten = rewrite::rewrite(input, &erased, &mode, &shown)?;
+            let sha = rewritten.bytes.as_deref().map(manifest::sha256_hex);
+            Ok::<_, Error>((rewritten, sha))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("rewriting {rel}: {e}")))??;
+        let before_sha = before_sha
+            .await
+            .map_err(|e| Error::Internal(format!("hashing {rel}: {e}")))?;
         let mut record = FileRecord {
             path: rel.clone(),
             rows_removed: if redacting { 0 } else { fp.rows_matched },
             rows_redacted: if redacting { fp.rows_matched } else { 0 },
             before: FileVersion {
                 size: bytes.len() as u64,
-                sha256: manifest::sha256_hex(&bytes),
+                sha256: before_sha,
                 rows: fp.rows,
                 etag: read.e_tag.clone(),
             },
-            after: rewritten.bytes.as_ref().map(|new| FileVersion {
-                size: new.len() as u64,
-                sha256: manifest::sha256_hex(new),
-                rows: rewritten.rows,
-                etag: None,
-            }),
+            after: rewritten
+                .bytes
+                .as_ref()
+                .zip(after_sha)
+                .map(|(new, sha256)| FileVersion {
+                    size: new.len() as u64,
+                    sha256,
+                    rows: rewritten.rows,
+                    etag: None,
+                }),
             per_event: fp
                 .per_event
                 .iter()
