@@ -169,6 +169,7 @@ def scenario(base, name, clustered, n_subjects, codec, files, rows, results):
     ws = tempfile.mkdtemp(dir=base)
     table = os.path.join(ws, "table")
     shutil.copytree(data, table)
+    os.sync()  # the copy's writeback must not land in the measured run
     job = write_job(ws, table, subjects)
     wall, rss, err = peak_rss_of([BIN, "--log-format", "json", "purge", "--job", job, "--run-id", "bench"])
     io = [json.loads(l) for l in err.splitlines() if '"io totals"' in l]
@@ -184,6 +185,7 @@ def scenario(base, name, clustered, n_subjects, codec, files, rows, results):
     ws = tempfile.mkdtemp(dir=base)
     table = os.path.join(ws, "table")
     shutil.copytree(data, table)
+    os.sync()  # the copy's writeback must not land in the measured run
     ids_file = os.path.join(ws, "ids.csv")
     with open(ids_file, "w") as f:
         f.write("\n".join(str(s) for s in subjects) + "\n")
@@ -201,6 +203,7 @@ def scenario(base, name, clustered, n_subjects, codec, files, rows, results):
         dst = os.path.join(ws, os.path.basename(f))
         shutil.copyfile(f, dst)
         copies.append(dst)
+    os.sync()
     out_file = os.path.join(ws, "out.txt")
     wall, rss, _ = peak_rss_of(["sh", "-c", f'"{sys.executable}" -c "$0" "$@" > {out_file}', COPY_SCRIPT, *copies])
     rd, wr = (int(x) for x in open(out_file).read().split())

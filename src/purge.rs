@@ -20,14 +20,14 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use object_store::{ObjectStoreExt, path::Path};
+use object_store::ObjectStoreExt;
 
 use crate::commit::{self, ReadVersion};
 use crate::error::{Error, Result};
 use crate::events::{self, Events};
 use crate::journal::{Entry, Journal, Snapshot, TableCounts};
 use crate::manifest::{self, Engine, EventsRecord, FileRecord, FileVersion, Manifest, TableRecord};
-use crate::plan::{self, BytesReader, Matcher, Table, TablePlan};
+use crate::plan::{self, BytesReader, FilePlan, Matcher, Table, TablePlan};
 use crate::rewrite;
 use crate::spec::{Action, Job, check_name};
 use crate::store;
@@ -474,9 +474,7 @@ async fn purge_table(
             let matcher = &matcher;
             async move {
                 let mut entry = entry;
-                let result =
-                    purge_file_with_retries(table, matcher, &fp.location, attempt, &mut entry)
-                        .await;
+                let result = purge_file_with_retries(table, matcher, fp, attempt, &mut entry).await;
                 (key, entry, result)
             }
         })
@@ -499,13 +497,13 @@ async fn purge_table(
 async fn purge_file_with_retries(
     table: &Table,
     matcher: &Matcher<'_>,
-    location: &Path,
+    planned: &FilePlan,
     attempt: &Attempt<'_>,
     entry: &mut Entry,
 ) -> Result<()> {
     let mut retry = 0;
     loop {
-        match purge_file(table, matcher, location, attempt, entry).await {
+        match purge_file(table, matcher, planned, attempt, entry).await {
             Ok(()) => return Ok(()),
             Err(e) if e.is_transient() && retry < STORE_RETRIES => {
                 let wait = FIRST_BACKOFF * 4u32.pow(retry);
@@ -522,12 +520,13 @@ async fn purge_file_with_retries(
 async fn purge_file(
     table: &Table,
     matcher: &Matcher<'_>,
-    location: &Path,
+    planned: &FilePlan,
     attempt: &Attempt<'_>,
     entry: &mut Entry,
 ) -> Result<()> {
     let name = &table.spec.name;
     let rel = entry.path.clone();
+    let location = &planned.location;
     let store = &table.location.store;
     for try_no in 0..=CONFLICT_RETRIES {
         let got = match store.get(location).await {
@@ -547,15 +546,16 @@ async fn purge_file(
             .bytes()
             .await
             .map_err(|e| Error::store(format!("reading {location}"), e))?;
-        let fp = matcher
-            .scan(
-                BytesReader {
-                    bytes: bytes.clone(),
-                },
-                name,
-                &rel,
-            )
-            .await?;
+        // The plan's rows still hold when the object is the version the plan read; otherwise
+        // (changed since, or a retry after a conflict) its key columns are read again.
+        let fp = if planned.etag.is_some() && planned.etag == read.e_tag {
+            planned.clone()
+        } else {
+            let reader = BytesReader {
+                bytes: bytes.clone(),
+            };
+            matcher.scan(reader, name, &rel).await?
+        };
         if !fp.affected() {
             return Ok(());
         }
