@@ -3,6 +3,7 @@
 
 mod airflow;
 mod audit;
+mod azure;
 mod cli;
 mod common;
 mod crash;

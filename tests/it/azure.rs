@@ -1,0 +1,269 @@
+//! Azure Blob Storage through a real Azure API: Azurite (the emulator from the npm registry;
+//! `.ci/run` installs it), started by the test on a free loopback port and stopped when the test
+//! ends. The same purge and exact-result checks as local and S3, with `az://` locations and
+//! object_store's Azure client configured from the standard environment; conditional
+//! replacement (If-Match) against a concurrent writer.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use lakepurge::commit::{self, ReadVersion};
+use lakepurge::store::Location;
+use object_store::ObjectStoreExt;
+
+use crate::common::*;
+use crate::fixtures::{
+    check_counts, check_table, pyarrow_user_erased, pyarrow_users_job, write_pyarrow_user_events,
+};
+
+/// Azurite's well-known development account key (public, documented by Microsoft).
+const ACCOUNT_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// The `azurite-blob` command: `LAKEPURGE_AZURITE`, else where `.ci/run` installs it.
+fn azurite_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("LAKEPURGE_AZURITE") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var("HOME").expect("HOME");
+    Path::new(&home).join(".cache/lakepurge-azurite/node_modules/.bin/azurite-blob")
+}
+
+/// An Azurite blob server on 127.0.0.1 with a container `lake`, killed on drop.
+struct Azurite {
+    child: Child,
+    port: u16,
+    _data: tempfile::TempDir,
+}
+
+impl Azurite {
+    fn start() -> Azurite {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let data = tempfile::tempdir().unwrap();
+        let child = Command::new(azurite_bin())
+            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+            .arg("--location")
+            .arg(data.path())
+            .args(["--silent", "--skipApiVersionCheck"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start azurite-blob (npm install azurite; .ci/run does)");
+        let mut azurite = Azurite {
+            child,
+            port,
+            _data: data,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = azurite.child.try_wait() {
+                panic!("azurite exited early: {status}");
+            }
+            assert!(Instant::now() < deadline, "azurite did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        azurite.sdk("s.create_container('lake')", &[]);
+        azurite
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The environment object_store's Azure client reads for the emulator.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AZURE_STORAGE_USE_EMULATOR", "true".into()),
+            ("AZURITE_BLOB_STORAGE_URL", self.endpoint()),
+        ]
+    }
+
+    /// Runs a Python snippet with the Azure SDK's service client `s` and container client `c`.
+    fn sdk(&self, body: &str, args: &[&str]) -> String {
+        let script = format!(
+            "import sys, json, os\nfrom azure.storage.blob import BlobServiceClient\n\
+             s = BlobServiceClient.from_connection_string('DefaultEndpointsProtocol=http;\
+             AccountName=devstoreaccount1;AccountKey={ACCOUNT_KEY};\
+             BlobEndpoint={}/devstoreaccount1;')\nc = s.get_container_client('lake')\n{body}\n",
+            self.endpoint()
+        );
+        let out = Command::new(python())
+            .arg("-c")
+            .arg(script)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "azure sdk: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn upload_dir(&self, local: &Path, prefix: &str) {
+        self.sdk(
+            "root, prefix = sys.argv[1], sys.argv[2]\n\
+             for d, _, files in os.walk(root):\n\
+             \x20   for f in files:\n\
+             \x20       p = os.path.join(d, f)\n\
+             \x20       with open(p, 'rb') as fh:\n\
+             \x20           c.upload_blob(prefix + os.path.relpath(p, root), fh)",
+            &[local.to_str().unwrap(), prefix],
+        );
+    }
+
+    fn download_dir(&self, prefix: &str, local: &Path) {
+        self.sdk(
+            "prefix, root = sys.argv[1], sys.argv[2]\n\
+             for b in c.list_blobs(name_starts_with=prefix):\n\
+             \x20   p = os.path.join(root, b.name[len(prefix):])\n\
+             \x20   os.makedirs(os.path.dirname(p), exist_ok=True)\n\
+             \x20   open(p, 'wb').write(c.download_blob(b.name).readall())",
+            &[prefix, local.to_str().unwrap()],
+        );
+    }
+
+    /// Etags by blob name, without quotes.
+    fn etags(&self, prefix: &str) -> serde_json::Value {
+        let out = self.sdk(
+            "print(json.dumps({b.name: b.etag.strip('\"') for b in c.list_blobs(name_starts_with=sys.argv[1])}))",
+            &[prefix],
+        );
+        serde_json::from_str(&out).unwrap()
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn azure_purge_gives_the_same_exact_result_as_local() {
+    let azurite = Azurite::start();
+    let ws = tempfile::tempdir().unwrap();
+    azurite.upload_dir(&testdata().join("pyarrow/users"), "warehouse/users/");
+    write_pyarrow_user_events(&ws.path().join("events/dt=2026-11-24/part-0.json"));
+    azurite.upload_dir(&ws.path().join("events"), "events/");
+    let etags_before = azurite.etags("warehouse/");
+    let job = ws.path().join("job.toml");
+    write(
+        &job,
+        &pyarrow_users_job(
+            "az://lake/audit/",
+            "az://lake/events/",
+            "az://lake/warehouse/users/",
+        ),
+    );
+    let env = azurite.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let job = job.to_str().unwrap();
+    let mut outputs = String::new();
+    let mut run = |args: &[&str]| {
+        let r = lakepurge_env(args, &env);
+        outputs.push_str(&r.all_output());
+        r
+    };
+    assert_eq!(run(&["validate", "--job", job]).code, 0);
+    let plan = run(&["plan", "--job", job, "--json"]);
+    assert_eq!(plan.code, 0);
+    let plan: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    assert_eq!(run(&["purge", "--job", job, "--run-id", "run-1"]).code, 0);
+    let verify = run(&[
+        "verify",
+        "az://lake/audit/fixtures/run-1.json",
+        "--deep",
+        "--job",
+        job,
+    ]);
+    assert_eq!(verify.code, 0);
+    assert!(verify.stdout.trim_end().ends_with("PASS"));
+    let again = run(&["purge", "--job", job, "--run-id", "run-1"]);
+    assert!(again.stdout.contains("already complete"));
+
+    // Same exact-result checks as local, on the blobs as stored in the container.
+    let purged = ws.path().join("purged");
+    azurite.download_dir("warehouse/users/", &purged);
+    let files = ["part-0.parquet", "part-1.parquet", "part-2.parquet"];
+    let removed = check_table(
+        &testdata().join("pyarrow/users"),
+        &purged,
+        &files,
+        pyarrow_user_erased,
+    );
+    let audit = ws.path().join("audit");
+    azurite.download_dir("audit/", &audit);
+    let manifest = read_json(&audit.join("fixtures/run-1.json"));
+    check_counts(&manifest, &plan, "py.users", &removed);
+    let etags_after = azurite.etags("warehouse/");
+    assert_eq!(
+        etags_before["warehouse/users/part-2.parquet"],
+        etags_after["warehouse/users/part-2.parquet"],
+        "the untouched blob's etag changed"
+    );
+    assert_ne!(
+        etags_before["warehouse/users/part-0.parquet"],
+        etags_after["warehouse/users/part-0.parquet"]
+    );
+    let recorded = manifest["tables"][0]["files"][0]["after"]["etag"]
+        .as_str()
+        .unwrap()
+        .trim_matches('"');
+    assert_eq!(recorded, etags_after["warehouse/users/part-0.parquet"]);
+    assert!(!outputs.contains(ACCOUNT_KEY));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn azure_replace_refuses_a_blob_changed_by_a_concurrent_writer() {
+    let azurite = Azurite::start();
+    azurite.sdk("c.upload_blob('t/f.parquet', b'version-1')", &[]);
+    // Configured as an account with an endpoint (storage options, not the environment).
+    let options = [
+        ("azure_storage_account_name", "devstoreaccount1".to_string()),
+        ("azure_storage_account_key", ACCOUNT_KEY.to_string()),
+        (
+            "azure_storage_endpoint",
+            format!("{}/devstoreaccount1", azurite.endpoint()),
+        ),
+        ("azure_allow_http", "true".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let loc = Location::parse("az://lake/t/", Path::new("."), &options).unwrap();
+    let path = loc.child("f.parquet");
+    let meta = loc.store.head(&path).await.unwrap();
+    let read = ReadVersion {
+        e_tag: meta.e_tag.clone(),
+        version: meta.version.clone(),
+    };
+    azurite.sdk(
+        "c.upload_blob('t/f.parquet', b'version-2 newer', overwrite=True)",
+        &[],
+    );
+    let err = commit::replace(
+        loc.store.as_ref(),
+        &path,
+        Bytes::from_static(b"stale rewrite"),
+        &read,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, lakepurge::Error::Conflict { .. }), "{err}");
+    let body = loc.store.get(&path).await.unwrap().bytes().await.unwrap();
+    assert_eq!(
+        &body[..],
+        b"version-2 newer",
+        "the newer data was overwritten"
+    );
+}
