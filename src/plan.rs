@@ -127,6 +127,7 @@ pub struct TablePlan {
     /// Size of the listed files, and the bytes planning read of them (footers, key columns).
     pub table_bytes: u64,
     pub bytes_read: u64,
+    /// The affected files, in path order.
     #[serde(skip)]
     pub files: Vec<FilePlan>,
 }
@@ -140,32 +141,39 @@ pub async fn plan_tables(tables: &[Table], events: &Events) -> Result<Vec<TableP
     Ok(plans)
 }
 
-/// Plans one table.
+/// Plans one table. The listing streams page by page into the scans (several files at once);
+/// only affected files are kept, in path order.
 pub async fn plan_table(table: &Table, events: &Events) -> Result<TablePlan> {
     let matcher = Matcher::new(&table.spec, events);
-    let listed = table.list().await?;
     let mut plan = TablePlan {
         name: table.spec.name.clone(),
         location: table.location.url.to_string(),
-        files_listed: listed.len() as u64,
+        files_listed: 0,
         files_pruned: 0,
         files_affected: 0,
         files_emptied: 0,
         rows_matched: 0,
         ids_unconvertible: 0,
-        table_bytes: listed.iter().map(|m| m.size).sum(),
+        table_bytes: 0,
         bytes_read: 0,
         files: Vec::new(),
     };
-    // Footers and key columns of several files are read at once, results kept in path order.
     let concurrency = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
-    let scans = futures::stream::iter(listed)
-        .map(|meta| scan_listed(table, &matcher, meta))
-        .buffered(concurrency)
-        .collect::<Vec<_>>()
-        .await;
-    for scanned in scans {
-        let Some(fp) = scanned? else {
+    let matcher_ref = &matcher;
+    let mut scans = table
+        .location
+        .list_data_files()
+        .map(|listed| async move {
+            let meta = listed?;
+            let size = meta.size;
+            Ok::<_, Error>((size, scan_listed(table, matcher_ref, meta).await?))
+        })
+        .buffer_unordered(concurrency);
+    while let Some(scanned) = scans.next().await {
+        let (size, scanned) = scanned?;
+        plan.files_listed += 1;
+        plan.table_bytes += size;
+        let Some(fp) = scanned else {
             continue;
         };
         plan.bytes_read += fp.bytes_read;
@@ -174,9 +182,18 @@ pub async fn plan_table(table: &Table, events: &Events) -> Result<TablePlan> {
             plan.files_affected += 1;
             plan.files_emptied += u64::from(fp.rows_matched == fp.rows);
             plan.rows_matched += fp.rows_matched;
+            plan.files.push(fp);
         }
-        plan.files.push(fp);
     }
+    drop(scans);
+    if plan.files_listed == 0 {
+        return Err(Error::table(
+            &table.spec.name,
+            &table.location,
+            "no data files at this location (check table location)",
+        ));
+    }
+    plan.files.sort_by(|a, b| a.path.cmp(&b.path));
     plan.ids_unconvertible = matcher.unconvertible();
     Ok(plan)
 }

@@ -158,6 +158,18 @@ impl Location {
 
     /// Lists the data files under this location: every object whose name does not start with
     /// `_` or `.` (hidden, temporary or metadata objects), in path order.
+    /// The data files under this location as the store lists them, page by page (no order,
+    /// nothing collected).
+    pub fn list_data_files(&self) -> BoxStream<'static, Result<ObjectMeta>> {
+        use futures::{StreamExt, TryStreamExt};
+        let (base, url) = (self.clone(), self.url.clone());
+        self.store
+            .list(Some(&self.prefix))
+            .try_filter(move |m| futures::future::ready(is_data_file(&base.relative(&m.location))))
+            .map_err(move |e| Error::store(format!("listing {url}"), e))
+            .boxed()
+    }
+
     pub async fn list_files(&self) -> Result<Vec<ObjectMeta>> {
         use futures::TryStreamExt;
         let mut files: Vec<ObjectMeta> = self
