@@ -8,10 +8,21 @@
 //! never written over newer data. Deletion checks the version first; object stores have no
 //! conditional delete, so a write landing between that check and the delete is lost (a window
 //! of one request; documented in the README).
+//!
+//! Large files on object stores go up in parts while they are written ([`PartWriter`] feeds a
+//! [`PartUpload`]), so memory holds a few parts rather than the whole new file. Parts are
+//! invisible until the upload completes, and completion is atomic. object_store has no
+//! conditional completion, so [`PartUpload::complete_if`] checks the version read just before
+//! completing: a write landing between that check and the completion (one request) is lost,
+//! as for deletes. A failed or refused upload is aborted, which deletes its parts.
 
 use bytes::Bytes;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+use object_store::{
+    MultipartUpload, ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions,
+    PutPayload, UpdateVersion,
+};
+use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
@@ -74,5 +85,145 @@ pub async fn delete(store: &dyn ObjectStore, path: &Path, read: &ReadVersion) ->
     match store.delete(path).await {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
         Err(e) => Err(Error::store(format!("deleting {path}"), e)),
+    }
+}
+
+/// Files at least this large are uploaded in parts on object stores (not on `file://`, where
+/// the new file goes to a temporary file and is renamed). `LAKEPURGE_MULTIPART_THRESHOLD`
+/// (bytes) overrides it.
+pub const MULTIPART_THRESHOLD: u64 = 64 << 20;
+
+/// The size of each uploaded part (S3's minimum is 5 MiB, except for the last part).
+pub const PART_SIZE: usize = 8 << 20;
+
+/// The threshold in effect (see [`MULTIPART_THRESHOLD`]).
+pub fn multipart_threshold() -> u64 {
+    std::env::var("LAKEPURGE_MULTIPART_THRESHOLD")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(MULTIPART_THRESHOLD)
+}
+
+/// A `Write` that hands what is written to an upload in parts of [`PART_SIZE`] bytes (through
+/// a bounded channel: the writer waits while the upload is behind), hashing it on the way.
+pub struct PartWriter {
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+    buf: Vec<u8>,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl PartWriter {
+    pub fn new(tx: tokio::sync::mpsc::Sender<Bytes>) -> PartWriter {
+        PartWriter {
+            tx,
+            buf: Vec::with_capacity(PART_SIZE),
+            hasher: Sha256::new(),
+            size: 0,
+        }
+    }
+
+    fn send(&mut self) -> std::io::Result<()> {
+        let part = std::mem::replace(&mut self.buf, Vec::with_capacity(PART_SIZE));
+        self.tx
+            .blocking_send(Bytes::from(part))
+            .map_err(|_| std::io::Error::other("the upload of the new file stopped"))
+    }
+
+    /// Sends the last part; returns the sha256 (hex) and size of everything written.
+    pub fn finish(mut self) -> std::io::Result<(String, u64)> {
+        if !self.buf.is_empty() {
+            self.send()?;
+        }
+        Ok((hex::encode(self.hasher.finalize()), self.size))
+    }
+}
+
+impl std::io::Write for PartWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.hasher.update(data);
+        self.size += data.len() as u64;
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= PART_SIZE {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A replacement uploaded in parts to the object's own path; nothing is visible until
+/// [`PartUpload::complete_if`].
+pub struct PartUpload {
+    upload: Box<dyn MultipartUpload>,
+    path: Path,
+    parts: usize,
+}
+
+impl PartUpload {
+    pub async fn start(store: &dyn ObjectStore, path: &Path) -> Result<PartUpload> {
+        let upload = store
+            .put_multipart_opts(path, PutMultipartOptions::default())
+            .await
+            .map_err(|e| Error::store(format!("starting the upload of {path}"), e))?;
+        Ok(PartUpload {
+            upload,
+            path: path.clone(),
+            parts: 0,
+        })
+    }
+
+    pub async fn put(&mut self, part: Bytes) -> Result<()> {
+        self.parts += 1;
+        self.upload
+            .put_part(PutPayload::from(part))
+            .await
+            .map_err(|e| Error::store(format!("uploading part {} of {}", self.parts, self.path), e))
+    }
+
+    /// Deletes the uploaded parts; a failure is logged (the store's lifecycle rules for
+    /// incomplete uploads are the backstop).
+    pub async fn abort(mut self) {
+        if let Err(e) = self.upload.abort().await {
+            tracing::warn!(path = %self.path, error = %e, "could not abort an incomplete upload");
+        }
+    }
+
+    /// Completes the upload if the object is still at `read`; otherwise aborts it and returns
+    /// a conflict.
+    pub async fn complete_if(
+        mut self,
+        store: &dyn ObjectStore,
+        read: &ReadVersion,
+    ) -> Result<Written> {
+        let current = match store.head(&self.path).await {
+            Ok(m) => Some(m),
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(e) => {
+                let e = Error::store(format!("checking {} before replacing it", self.path), e);
+                self.abort().await;
+                return Err(e);
+            }
+        };
+        let unchanged = current.is_some_and(|c| c.e_tag == read.e_tag && c.version == read.version);
+        if !unchanged {
+            let path = self.path.to_string();
+            self.abort().await;
+            return Err(Error::Conflict { path });
+        }
+        match self.upload.complete().await {
+            Ok(r) => Ok(Written {
+                e_tag: r.e_tag,
+                version: r.version,
+            }),
+            Err(e) => {
+                let e = Error::store(format!("completing the upload of {}", self.path), e);
+                self.abort().await;
+                Err(e)
+            }
+        }
     }
 }

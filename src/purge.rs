@@ -516,6 +516,49 @@ async fn purge_file_with_retries(
     }
 }
 
+/// Rewrites a file into an upload in parts to its own path: the rewrite (on a blocking thread)
+/// writes into a [`commit::PartWriter`], this task uploads each part as it comes. Returns the
+/// rewrite, the new file's sha256 and size, and the upload, ready to complete; on any error the
+/// upload is aborted.
+async fn rewrite_in_parts(
+    store: &dyn object_store::ObjectStore,
+    location: &object_store::path::Path,
+    input: Bytes,
+    erased: Vec<Vec<u32>>,
+    mode: rewrite::Mode,
+    shown: String,
+) -> Result<(rewrite::Rewritten, (String, u64), commit::PartUpload)> {
+    let mut upload = commit::PartUpload::start(store, location).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(2);
+    let shown_err = shown.clone();
+    let rewriting = tokio::task::spawn_blocking(move || {
+        let mut writer = commit::PartWriter::new(tx);
+        let rewritten = rewrite::rewrite_to(input, &erased, &mode, &shown, &mut writer)?;
+        let new_file = writer
+            .finish()
+            .map_err(|e| Error::Internal(format!("writing {shown}: {e}")))?;
+        Ok::<_, Error>((rewritten, new_file))
+    });
+    let mut uploaded = Ok(());
+    while let Some(part) = rx.recv().await {
+        uploaded = upload.put(part).await;
+        if uploaded.is_err() {
+            break;
+        }
+    }
+    drop(rx); // a writer still sending gets an error and stops
+    let rewritten = rewriting
+        .await
+        .map_err(|e| Error::Internal(format!("rewriting {shown_err}: {e}")));
+    match (uploaded, rewritten) {
+        (Ok(()), Ok(Ok((rewritten, new_file)))) => Ok((rewritten, new_file, upload)),
+        (Err(e), _) | (Ok(()), Err(e)) | (Ok(()), Ok(Err(e))) => {
+            upload.abort().await;
+            Err(e)
+        }
+    }
+}
+
 /// Purges one file, journaling before and after the commit.
 async fn purge_file(
     table: &Table,
@@ -572,13 +615,29 @@ async fn purge_file(
         // new file's hash right after it.
         let original = bytes.clone();
         let before_sha = tokio::task::spawn_blocking(move || manifest::sha256_hex(&original));
-        let (rewritten, after_sha) = tokio::task::spawn_blocking(move || {
-            let rewritten = rewrite::rewrite(input, &erased, &mode, &shown)?;
-            let sha = rewritten.bytes.as_deref().map(manifest::sha256_hex);
-            Ok::<_, Error>((rewritten, sha))
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("rewriting {rel}: {e}")))??;
+        // A large file on an object store goes up in parts while it is written; the rest is
+        // written to memory and put in one conditional request.
+        let emptied = !redacting && fp.rows_matched == fp.rows;
+        let in_parts = table.location.url.scheme() != "file"
+            && bytes.len() as u64 >= commit::multipart_threshold()
+            && !emptied;
+        let (rewritten, new_file, upload) = if in_parts {
+            let (rewritten, new_file, upload) =
+                rewrite_in_parts(store.as_ref(), location, input, erased, mode, shown).await?;
+            (rewritten, Some(new_file), Some(upload))
+        } else {
+            let (rewritten, new_file) = tokio::task::spawn_blocking(move || {
+                let rewritten = rewrite::rewrite(input, &erased, &mode, &shown)?;
+                let new_file = rewritten
+                    .bytes
+                    .as_deref()
+                    .map(|b| (manifest::sha256_hex(b), b.len() as u64));
+                Ok::<_, Error>((rewritten, new_file))
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("rewriting {rel}: {e}")))??;
+            (rewritten, new_file, None)
+        };
         let before_sha = before_sha
             .await
             .map_err(|e| Error::Internal(format!("hashing {rel}: {e}")))?;
@@ -592,16 +651,12 @@ async fn purge_file(
                 rows: fp.rows,
                 etag: read.e_tag.clone(),
             },
-            after: rewritten
-                .bytes
-                .as_ref()
-                .zip(after_sha)
-                .map(|(new, sha256)| FileVersion {
-                    size: new.len() as u64,
-                    sha256,
-                    rows: rewritten.rows,
-                    etag: None,
-                }),
+            after: new_file.map(|(sha256, size)| FileVersion {
+                size,
+                sha256,
+                rows: rewritten.rows,
+                etag: None,
+            }),
             per_event: fp
                 .per_event
                 .iter()
@@ -609,18 +664,27 @@ async fn purge_file(
                 .collect(),
         };
         entry.pending = Some(record.clone());
-        attempt.journal.put(entry).await?;
+        if let Err(e) = attempt.journal.put(entry).await {
+            if let Some(upload) = upload {
+                upload.abort().await;
+            }
+            return Err(e);
+        }
         attempt.crash_if(
             &attempt.intents,
             attempt.failpoint.after_intent,
             "after_intent",
         );
 
-        let result = match &rewritten.bytes {
-            Some(new) => commit::replace(store.as_ref(), location, new.clone(), &read)
+        let result = match (upload, &rewritten.bytes) {
+            (Some(upload), _) => upload
+                .complete_if(store.as_ref(), &read)
                 .await
                 .map(|w| w.e_tag),
-            None => commit::delete(store.as_ref(), location, &read)
+            (None, Some(new)) => commit::replace(store.as_ref(), location, new.clone(), &read)
+                .await
+                .map(|w| w.e_tag),
+            (None, None) => commit::delete(store.as_ref(), location, &read)
                 .await
                 .map(|()| None),
         };

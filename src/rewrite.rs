@@ -66,6 +66,24 @@ pub enum Mode {
 }
 
 pub fn rewrite(file: Bytes, erased: &[Vec<u32>], mode: &Mode, path: &str) -> Result<Rewritten> {
+    // Room for a rewrite larger than the original (another codec level), never reallocated.
+    let mut out: Vec<u8> = Vec::with_capacity(file.len() + file.len() / 4 + 4096);
+    let mut rewritten = rewrite_to(file, erased, mode, path, &mut out)?;
+    if rewritten.rows > 0 {
+        rewritten.bytes = Some(Bytes::from(out));
+    }
+    Ok(rewritten)
+}
+
+/// Like [`rewrite`], writing the new file to `out` as it goes (for uploads in parts); the
+/// result's `bytes` is `None`. When every row is erased nothing is written and `rows` is 0.
+pub fn rewrite_to<W: std::io::Write + Send>(
+    file: Bytes,
+    erased: &[Vec<u32>],
+    mode: &Mode,
+    path: &str,
+    out: W,
+) -> Result<Rewritten> {
     let perr = |e: ParquetError| Error::parquet(path, e);
     let options = ReadOptionsBuilder::new()
         .with_page_index()
@@ -124,13 +142,11 @@ pub fn rewrite(file: Bytes, erased: &[Vec<u32>], mode: &Mode, path: &str) -> Res
     });
     let props = Arc::new(writer_properties(metadata, keep_page_index));
     let schema = metadata.file_metadata().schema_descr().root_schema_ptr();
-    // Room for a rewrite larger than the original (another codec level), never reallocated.
-    let mut out: Vec<u8> = Vec::with_capacity(file.len() + file.len() / 4 + 4096);
     let mut copied = 0;
     let mut rewritten = 0;
     let (mut spliced, mut pages_copied, mut pages_rewritten) = (0, 0, 0);
     {
-        let mut writer = SerializedFileWriter::new(&mut out, schema, props).map_err(perr)?;
+        let mut writer = SerializedFileWriter::new(out, schema, props).map_err(perr)?;
         for (i, rg) in row_groups.iter().enumerate() {
             let erased_here = &erased[i];
             if deleting && erased_here.len() as i64 == rg.num_rows() && rg.num_rows() > 0 {
@@ -220,7 +236,7 @@ pub fn rewrite(file: Bytes, erased: &[Vec<u32>], mode: &Mode, path: &str) -> Res
         writer.close().map_err(perr)?;
     }
     Ok(Rewritten {
-        bytes: Some(Bytes::from(out)),
+        bytes: None,
         rows: kept,
         row_groups_copied: copied,
         row_groups_rewritten: rewritten,

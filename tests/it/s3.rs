@@ -283,3 +283,155 @@ async fn s3_replace_refuses_an_object_changed_by_a_concurrent_writer() {
         "{err}"
     );
 }
+
+/// A 12 MB file (uncompressed, several row groups) with user ids 0..200000, written by pyarrow.
+fn write_large_file(path: &Path) {
+    let script = "import sys, hashlib, pyarrow as pa, pyarrow.parquet as pq\n\
+        n = 200000\n\
+        ids = list(range(n))\n\
+        payload = [hashlib.sha256(str(i).encode()).hexdigest() for i in ids]\n\
+        t = pa.table({'user_id': pa.array(ids, pa.int64()), 'payload': payload})\n\
+        pq.write_table(t, sys.argv[1], compression='none', row_group_size=50000, use_dictionary=False)\n";
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn s3_large_file_goes_up_in_parts() {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::Int64Type;
+    let moto = Moto::start();
+    let ws = tempfile::tempdir().unwrap();
+    let local = ws.path().join("big");
+    std::fs::create_dir_all(&local).unwrap();
+    write_large_file(&local.join("part-0.parquet"));
+    assert!(
+        std::fs::metadata(local.join("part-0.parquet"))
+            .unwrap()
+            .len()
+            > 12_000_000
+    );
+    moto.upload_dir(&local, "warehouse/big/");
+    write_events(
+        &ws.path().join("events/part-0.json"),
+        &[
+            ("ev-1", "user_id", serde_json::json!("5")),
+            ("ev-2", "user_id", serde_json::json!("123456")),
+            ("ev-3", "user_id", serde_json::json!("199999")),
+        ],
+    );
+    moto.upload_dir(&ws.path().join("events"), "events/");
+    let job = ws.path().join("job.toml");
+    write(
+        &job,
+        r#"[job]
+name = "big"
+manifests = "s3://lake/audit/"
+[events]
+location = "s3://lake/events/"
+format = "ndjson"
+[[table]]
+name = "big"
+location = "s3://lake/warehouse/big/"
+[[table.match]]
+column = "user_id"
+subject_type = "user_id"
+"#,
+    );
+    let mut env = moto.env();
+    env.push(("LAKEPURGE_MULTIPART_THRESHOLD", "1000000".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let job = job.to_str().unwrap();
+    let purge = lakepurge_env(&["purge", "--job", job, "--run-id", "r1"], &env);
+    assert_eq!(purge.code, 0);
+    let verify = lakepurge_env(&["verify", "--job", job, "--run-id", "r1", "--deep"], &env);
+    assert_eq!(verify.code, 0, "{}", verify.stdout);
+
+    // Uploaded in two parts of 8 MiB and less (S3's etag of a multipart object ends in -N),
+    // with exactly the three rows gone, and no incomplete upload left behind.
+    let etag = moto.etags("warehouse/big/")["warehouse/big/part-0.parquet"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(etag.trim_matches('"').ends_with("-2"), "{etag}");
+    let purged = ws.path().join("purged");
+    moto.download_dir("warehouse/big/", &purged);
+    let removed = check_table(&local, &purged, &["part-0.parquet"], |b, i| {
+        let id = b.column(0).as_primitive::<Int64Type>();
+        id.is_valid(i) && [5, 123456, 199999].contains(&id.value(i))
+    });
+    assert_eq!(removed[0].1, 3);
+    let uploads = moto.boto(
+        "print(len(c.list_multipart_uploads(Bucket='lake').get('Uploads', [])))",
+        &[],
+    );
+    assert_eq!(uploads.trim(), "0");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_upload_in_parts_is_aborted_when_the_object_changed() {
+    let moto = Moto::start();
+    moto.boto(
+        "c.put_object(Bucket='lake', Key='t/f.parquet', Body=b'version-1')",
+        &[],
+    );
+    let options = [
+        ("aws_access_key_id", "test".to_string()),
+        ("aws_secret_access_key", SECRET.to_string()),
+        ("aws_region", "us-east-1".to_string()),
+        ("aws_endpoint", moto.endpoint()),
+        ("aws_allow_http", "true".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let loc = Location::parse("s3://lake/t/", Path::new("."), &options).unwrap();
+    let path = loc.child("f.parquet");
+    let meta = loc.store.head(&path).await.unwrap();
+    let read = ReadVersion {
+        e_tag: meta.e_tag.clone(),
+        version: meta.version.clone(),
+    };
+    let mut upload = commit::PartUpload::start(loc.store.as_ref(), &path)
+        .await
+        .unwrap();
+    upload.put(Bytes::from(vec![7u8; 6 << 20])).await.unwrap();
+    let pending = moto.boto(
+        "print(len(c.list_multipart_uploads(Bucket='lake').get('Uploads', [])))",
+        &[],
+    );
+    assert_eq!(pending.trim(), "1");
+    moto.boto(
+        "c.put_object(Bucket='lake', Key='t/f.parquet', Body=b'version-2 newer')",
+        &[],
+    );
+    let err = upload
+        .complete_if(loc.store.as_ref(), &read)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, lakepurge::Error::Conflict { .. }), "{err}");
+    let body = loc.store.get(&path).await.unwrap().bytes().await.unwrap();
+    assert_eq!(
+        &body[..],
+        b"version-2 newer",
+        "the newer data was overwritten"
+    );
+    let pending = moto.boto(
+        "print(len(c.list_multipart_uploads(Bucket='lake').get('Uploads', [])))",
+        &[],
+    );
+    assert_eq!(
+        pending.trim(),
+        "0",
+        "the refused upload's parts are left behind"
+    );
+}
