@@ -99,10 +99,7 @@ pub(super) fn splice_chunk(
         ),
         PhysicalType::BYTE_ARRAY => None,
     };
-    if descr.max_rep_level() != 0 {
-        return Ok(None);
-    }
-    let max_def = descr.max_def_level();
+    let (max_rep, max_def) = (descr.max_rep_level(), descr.max_def_level());
     let (start, len) = column.byte_range();
     let end = start
         .checked_add(len)
@@ -124,6 +121,7 @@ pub(super) fn splice_chunk(
             (Some(d), None) => {
                 encoding(d.encoding).is_some()
                     && (max_def == 0 || d.v2 || d.def_encoding == ENCODING_RLE)
+                    && (max_rep == 0 || d.v2 || d.rep_encoding == ENCODING_RLE)
                     && (d.encoding == ENCODING_PLAIN
                         || pages
                             .first()
@@ -174,33 +172,55 @@ pub(super) fn splice_chunk(
     let mut erased_entries = vec![false; entries];
     let mut unread = Vec::new();
     let mut plans = Vec::with_capacity(data_pages.len());
-    let (mut first_row, mut next_erased, mut erased_nulls) = (0u64, 0usize, 0u64);
+    // Records: a flat column has one level per record, so a page's records come from its
+    // header; a nested column starts a record at each repetition level 0 (a v1 page may begin
+    // inside one), so its pages are all read to know which records they hold.
+    let nested = max_rep > 0;
+    let mut records = Records {
+        erased,
+        next: 0,
+        current: None,
+    };
+    let mut rows_in = Vec::with_capacity(data_pages.len());
+    let (mut first_row, mut erased_nulls) = (0u64, 0u64);
     for (k, p) in data_pages.iter().enumerate() {
         let Some(d) = &p.header.data else {
             return Ok(None);
         };
-        let rows = u64::from(if d.v2 { d.num_rows } else { d.num_values });
-        let lo = next_erased;
-        while next_erased < erased.len() && u64::from(erased[next_erased]) < first_row + rows {
-            next_erased += 1;
-        }
-        let here: Vec<usize> = erased[lo..next_erased]
-            .iter()
-            .map(|r| (u64::from(*r) - first_row) as usize)
-            .collect();
-        first_row += rows;
-        if here.is_empty() && new_bloom.is_none() {
-            if d.encoding != ENCODING_PLAIN {
-                unread.push(k);
+        let flat_here = if nested {
+            None
+        } else {
+            let page_rows = u64::from(if d.v2 { d.num_rows } else { d.num_values });
+            let lo = records.next;
+            while records.next < erased.len()
+                && u64::from(erased[records.next]) < first_row + page_rows
+            {
+                records.next += 1;
             }
-            plans.push(Plan::Copy);
-            continue;
-        }
+            let here: Vec<usize> = erased[lo..records.next]
+                .iter()
+                .map(|r| (u64::from(*r) - first_row) as usize)
+                .collect();
+            first_row += page_rows;
+            if here.is_empty() && new_bloom.is_none() {
+                if d.encoding != ENCODING_PLAIN {
+                    unread.push(k);
+                }
+                rows_in.push(page_rows);
+                plans.push(Plan::Copy);
+                continue;
+            }
+            Some(here)
+        };
+        let mut rows = match flat_here {
+            Some(here) => Rows::Flat { here, next: 0 },
+            None => Rows::Nested(&mut records),
+        };
         let Some(page) = decode(
             &chunk.slice(p.body..p.end),
             &p.header,
             d,
-            max_def,
+            (max_rep, max_def),
             codec.as_mut(),
         )?
         else {
@@ -208,13 +228,14 @@ pub(super) fn splice_chunk(
         };
         let cut = Cut::new(
             &page,
-            &here,
+            &mut rows,
             d.num_values as usize,
             width,
             max_def,
             new_bloom.is_some(),
             entries,
         )?;
+        rows_in.push(cut.records_started);
         for i in &cut.kept_indices {
             referenced[*i as usize] = true;
         }
@@ -227,7 +248,7 @@ pub(super) fn splice_chunk(
             }
         }
         // The page's own bounds in the column index are held to the same rule.
-        if let Some(ci) = column_index.filter(|_| !here.is_empty()) {
+        if let Some(ci) = column_index.filter(|_| cut.erased_levels > 0) {
             let Some(entry) = IndexEntry::of(ci, k) else {
                 return Ok(None);
             };
@@ -270,15 +291,21 @@ pub(super) fn splice_chunk(
             }
         }
         erased_nulls += cut.erased_nulls;
-        plans.push(if here.is_empty() {
+        plans.push(if cut.erased_levels == 0 {
             Plan::Copy
         } else {
             Plan::Cut(Box::new((page, cut)))
         });
     }
-    if first_row != num_rows || next_erased != erased.len() {
+    let held = if nested {
+        records.current.map_or(0, |r| r + 1)
+    } else {
+        first_row
+    };
+    let past_end = erased.last().is_some_and(|r| u64::from(*r) >= held);
+    if held != num_rows || past_end {
         return Err(general(format!(
-            "the pages of the column chunk hold {first_row} rows, the row group {num_rows}"
+            "the pages of the column chunk hold {held} rows, the row group {num_rows}"
         )));
     }
 
@@ -299,7 +326,7 @@ pub(super) fn splice_chunk(
                 &chunk.slice(p.body..p.end),
                 &p.header,
                 d,
-                max_def,
+                (max_rep, max_def),
                 codec.as_mut(),
             )?
             else {
@@ -368,16 +395,19 @@ pub(super) fn splice_chunk(
         };
         let page_type = if d.v2 { PAGE_DATA_V2 } else { PAGE_DATA };
         let page_start = out.bytes_written();
-        let rows = i64::from(if d.v2 { d.num_rows } else { d.num_values });
         let (entry_nulls, now_null) = match &plan {
             Plan::Copy => (0, false),
             Plan::Cut(cut) => (cut.1.erased_nulls as i64, cut.1.kept_values() == 0),
         };
-        let kept_here = match &plan {
-            Plan::Copy => rows,
-            Plan::Cut(cut) => rows - cut.1.erased_levels as i64,
+        // Records starting in the page that stay, and whether the page stays at all.
+        let (kept_here, page_kept) = match &plan {
+            Plan::Copy => (rows_in[k] as i64, true),
+            Plan::Cut(cut) => (
+                cut.1.kept_records as i64,
+                cut.1.erased_levels < d.num_values as usize,
+            ),
         };
-        if let Some((ci, b)) = bounds_index.as_mut().filter(|_| kept_here > 0) {
+        if let Some((ci, b)) = bounds_index.as_mut().filter(|_| page_kept) {
             let Some(entry) = IndexEntry::of(ci, k) else {
                 return Ok(None);
             };
@@ -403,7 +433,8 @@ pub(super) fn splice_chunk(
                 if kept_levels == 0 {
                     continue; // every row of the page is erased: the page goes
                 }
-                let compressed = cut.build(&page, d, kept_levels, max_def, codec.as_mut())?;
+                let compressed =
+                    cut.build(&page, d, kept_levels, (max_rep, max_def), codec.as_mut())?;
                 num_values += kept_levels as i64;
                 uncompressed += SerializedPageWriter::new(&mut out)
                     .write_page(compressed)?
@@ -411,14 +442,14 @@ pub(super) fn splice_chunk(
             }
         }
         *encoding_counts.entry((page_type, d.encoding)).or_default() += 1;
-        if kept_here > 0 {
+        if page_kept {
             locations.push(PageLocation {
                 offset: page_start as i64,
                 compressed_page_size: (out.bytes_written() - page_start) as i32,
                 first_row_index: kept_rows,
             });
-            kept_rows += kept_here;
         }
+        kept_rows += kept_here;
     }
     let offset_index = index.map(|_| OffsetIndexMetaData {
         page_locations: locations,
@@ -631,6 +662,8 @@ enum Values {
 
 /// A decompressed data page: its definition levels (none for a required column) and values.
 struct Decoded {
+    /// Repetition levels (none for a flat column).
+    reps: Option<Vec<i16>>,
     defs: Option<Vec<i16>>,
     values: Values,
 }
@@ -640,15 +673,18 @@ fn decode(
     body: &Bytes,
     header: &PageHeader,
     d: &DataHeader,
-    max_def: i16,
+    (max_rep, max_def): (i16, i16),
     codec: Option<&mut Box<dyn Codec>>,
 ) -> Result<Option<Decoded>> {
     let n = d.num_values as usize;
-    let (defs, values) = if d.v2 {
+    let (reps, defs, values) = if d.v2 {
         let levels_end = d.rep_len + d.def_len;
-        if levels_end > body.len() || d.rep_len != 0 {
+        if levels_end > body.len() || (max_rep == 0 && d.rep_len != 0) {
             return Err(general("data page v2 levels do not fit the page"));
         }
+        let reps = (max_rep > 0)
+            .then(|| levels(body.slice(..d.rep_len), max_rep, n))
+            .transpose()?;
         let defs = (max_def > 0)
             .then(|| levels(body.slice(d.rep_len..levels_end), max_def, n))
             .transpose()?;
@@ -660,28 +696,33 @@ fn decode(
             )?,
             _ => body.slice(levels_end..),
         };
-        (defs, values)
+        (reps, defs, values)
     } else {
-        let raw = match codec {
+        let mut raw = match codec {
             Some(codec) => decompress(codec, body, header.uncompressed)?,
             None => body.clone(),
         };
-        if max_def == 0 {
-            (None, raw)
-        } else {
+        // v1: each level section is its byte length (u32, little-endian), then the levels.
+        let mut section = |max: i16| -> Result<Option<Vec<i16>>> {
+            if max == 0 {
+                return Ok(None);
+            }
             let len = raw
                 .get(..4)
                 .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
                 .filter(|len| 4 + len <= raw.len())
-                .ok_or_else(|| general("definition levels do not fit the page"))?;
-            (
-                Some(levels(raw.slice(4..4 + len), max_def, n)?),
-                raw.slice(4 + len..),
-            )
-        }
+                .ok_or_else(|| general("levels do not fit the page"))?;
+            let decoded = levels(raw.slice(4..4 + len), max, n)?;
+            raw = raw.slice(4 + len..);
+            Ok(Some(decoded))
+        };
+        let reps = section(max_rep)?;
+        let defs = section(max_def)?;
+        (reps, defs, raw)
     };
     if d.encoding == ENCODING_PLAIN {
         return Ok(Some(Decoded {
+            reps,
             defs,
             values: Values::Plain(values),
         }));
@@ -703,6 +744,7 @@ fn decode(
         )));
     }
     Ok(Some(Decoded {
+        reps,
         defs,
         values: Values::Dict { bit_width, indices },
     }))
@@ -720,17 +762,72 @@ fn decompress(codec: &mut Box<dyn Codec>, input: &[u8], size: usize) -> Result<B
     Ok(Bytes::from(out))
 }
 
-fn levels(data: Bytes, max_def: i16, n: usize) -> Result<Vec<i16>> {
-    let mut decoder = RleDecoder::new(bit_width(max_def));
+fn levels(data: Bytes, max_level: i16, n: usize) -> Result<Vec<i16>> {
+    let mut decoder = RleDecoder::new(bit_width(max_level));
     decoder.set_data(data)?;
     let mut out = vec![0i16; n];
     let got = decoder.get_batch(&mut out)?;
-    if got != n {
+    if got != n || out.iter().any(|l| *l < 0 || *l > max_level) {
         return Err(general(format!(
-            "page has {got} definition levels, expected {n}"
+            "page has {got} valid levels (at most {max_level}), expected {n}"
         )));
     }
     Ok(out)
+}
+
+/// Which records the levels of a page belong to, and which are erased.
+enum Rows<'r, 'e> {
+    /// A flat column: level `i` is the page's record `i`; `here` are the page's erased records.
+    Flat { here: Vec<usize>, next: usize },
+    /// A nested column: records run across pages.
+    Nested(&'r mut Records<'e>),
+}
+
+/// The record walk of a nested column chunk: the current record and the next erased one.
+struct Records<'a> {
+    erased: &'a [u32],
+    next: usize,
+    current: Option<u64>,
+}
+
+impl Rows<'_, '_> {
+    /// For level `i` (repetition level `rep`): whether its record is erased, and whether the
+    /// level starts a record.
+    fn level(&mut self, i: usize, rep: i16) -> Result<(bool, bool)> {
+        match self {
+            Rows::Flat { here, next } => {
+                let erased = *next < here.len() && here[*next] == i;
+                if erased {
+                    *next += 1;
+                }
+                Ok((erased, true))
+            }
+            Rows::Nested(r) => {
+                let starts = rep == 0;
+                let current = match (starts, r.current) {
+                    (true, c) => c.map_or(0, |c| c + 1),
+                    (false, Some(c)) => c,
+                    (false, None) => {
+                        return Err(general("the column chunk starts inside a record"));
+                    }
+                };
+                r.current = Some(current);
+                while r.next < r.erased.len() && u64::from(r.erased[r.next]) < current {
+                    r.next += 1;
+                }
+                let erased = r.next < r.erased.len() && u64::from(r.erased[r.next]) == current;
+                Ok((erased, starts))
+            }
+        }
+    }
+
+    /// After the page: whether every erased record the page was given was found.
+    fn finished(&self) -> bool {
+        match self {
+            Rows::Flat { here, next } => *next == here.len(),
+            Rows::Nested(_) => true,
+        }
+    }
 }
 
 fn bit_width(max_level: i16) -> u8 {
@@ -740,8 +837,11 @@ fn bit_width(max_level: i16) -> u8 {
 /// One page's rows split into kept and erased, over its levels and values.
 #[derive(Default)]
 struct Cut {
-    /// Levels (= rows, the column being flat) erased.
+    /// Levels erased (for a flat column, rows).
     erased_levels: usize,
+    /// Records starting in the page, and those of them kept.
+    records_started: u64,
+    kept_records: u64,
     /// PLAIN: the bytes of the values of erased rows, without length prefixes.
     erased_values: Vec<Range<usize>>,
     /// Dictionary: the indices of erased rows.
@@ -754,9 +854,10 @@ struct Cut {
     each_kept: Vec<Range<usize>>,
     /// Dictionary: the indices of kept rows.
     kept_indices: Vec<u32>,
-    /// Definition levels of kept rows (none for a required column).
+    /// Repetition and definition levels of kept rows (none for a flat, or required, column).
+    kept_reps: Option<Vec<i16>>,
     kept_defs: Option<Vec<i16>>,
-    /// Kept rows that are null.
+    /// Kept levels that are null.
     kept_nulls: u32,
 }
 
@@ -768,12 +869,12 @@ impl Cut {
 }
 
 impl Cut {
-    /// Walks the page's `n` levels and values once. `here`: erased row indices within the
-    /// page, ascending. `each`: also list every kept PLAIN value (for a bloom filter).
+    /// Walks the page's `n` levels and values once; `rows` says which levels belong to
+    /// erased records. `each`: also list every kept PLAIN value (for a bloom filter).
     /// `entries`: the dictionary's size, to check indices against.
     fn new(
         page: &Decoded,
-        here: &[usize],
+        rows: &mut Rows<'_, '_>,
         n: usize,
         width: Option<usize>,
         max_def: i16,
@@ -781,25 +882,32 @@ impl Cut {
         entries: usize,
     ) -> Result<Cut> {
         let mut cut = Cut {
-            kept_defs: page
-                .defs
-                .as_ref()
-                .map(|_| Vec::with_capacity(n - here.len())),
-            erased_levels: here.len(),
+            kept_reps: page.reps.as_ref().map(|_| Vec::with_capacity(n)),
+            kept_defs: page.defs.as_ref().map(|_| Vec::with_capacity(n)),
             ..Cut::default()
         };
-        if page.defs.as_ref().is_some_and(|d| d.len() != n) {
-            return Err(general("definition levels do not match the page"));
+        if page.defs.as_ref().is_some_and(|d| d.len() != n)
+            || page.reps.as_ref().is_some_and(|r| r.len() != n)
+        {
+            return Err(general("levels do not match the page"));
         }
         let prefix = if width.is_none() { 4 } else { 0 };
-        let (mut cursor, mut run_start, mut next, mut value) = (0usize, 0usize, 0usize, 0usize);
+        let (mut cursor, mut run_start, mut value) = (0usize, 0usize, 0usize);
         for i in 0..n {
             let def = page.defs.as_ref().map_or(max_def, |d| d[i]);
-            let erased = next < here.len() && here[next] == i;
+            let rep = page.reps.as_ref().map_or(0, |r| r[i]);
+            let (erased, starts) = rows.level(i, rep)?;
+            cut.records_started += u64::from(starts);
             if erased {
-                next += 1;
-            } else if let Some(defs) = cut.kept_defs.as_mut() {
-                defs.push(def);
+                cut.erased_levels += 1;
+            } else {
+                cut.kept_records += u64::from(starts);
+                if let Some(defs) = cut.kept_defs.as_mut() {
+                    defs.push(def);
+                }
+                if let Some(reps) = cut.kept_reps.as_mut() {
+                    reps.push(rep);
+                }
             }
             if def != max_def {
                 if erased {
@@ -839,7 +947,7 @@ impl Cut {
                 }
             }
         }
-        if next != here.len() {
+        if !rows.finished() {
             return Err(general("erased row past the end of its page"));
         }
         if run_start < cursor {
@@ -854,22 +962,26 @@ impl Cut {
         page: &Decoded,
         d: &DataHeader,
         kept_levels: usize,
-        max_def: i16,
+        (max_rep, max_def): (i16, i16),
         codec: Option<&mut Box<dyn Codec>>,
     ) -> Result<CompressedPage> {
-        let levels = self
-            .kept_defs
-            .as_ref()
-            .map(|defs| {
-                let mut encoder = if d.v2 {
-                    LevelEncoder::v2_streaming(max_def)
-                } else {
-                    LevelEncoder::v1_streaming(max_def)
-                };
-                encoder.put_with_observer(defs, |_, _| {});
-                encoder.consume()
-            })
-            .unwrap_or_default();
+        let encode = |kept: &Option<Vec<i16>>, max: i16| {
+            kept.as_ref()
+                .map(|levels| {
+                    let mut encoder = if d.v2 {
+                        LevelEncoder::v2_streaming(max)
+                    } else {
+                        LevelEncoder::v1_streaming(max)
+                    };
+                    encoder.put_with_observer(levels, |_, _| {});
+                    encoder.consume()
+                })
+                .unwrap_or_default()
+        };
+        // Repetition levels first, then definition levels (both pages versions).
+        let rep_levels = encode(&self.kept_reps, max_rep);
+        let mut levels = rep_levels.clone();
+        levels.extend_from_slice(&encode(&self.kept_defs, max_def));
         // v1: one buffer, levels then values; v2: values alone (compressed apart).
         let value_bytes: usize = self.kept.iter().map(|r| r.len()).sum();
         let mut values = if d.v2 {
@@ -911,9 +1023,9 @@ impl Cut {
                 num_values,
                 encoding,
                 num_nulls: self.kept_nulls,
-                num_rows: num_values,
-                def_levels_byte_len: levels.len() as u32,
-                rep_levels_byte_len: 0,
+                num_rows: self.kept_records as u32,
+                def_levels_byte_len: (levels.len() - rep_levels.len()) as u32,
+                rep_levels_byte_len: rep_levels.len() as u32,
                 is_compressed: d.is_compressed,
                 statistics: None,
             };
@@ -1092,8 +1204,9 @@ struct DataHeader {
     v2: bool,
     num_values: u32,
     encoding: i32,
-    /// v1: the definition level encoding.
+    /// v1: the definition and repetition level encodings.
     def_encoding: i32,
+    rep_encoding: i32,
     /// v2: rows, level byte lengths and whether the values are compressed.
     num_rows: u32,
     def_len: usize,
@@ -1122,6 +1235,7 @@ impl PageHeader {
                         num_values: 0,
                         encoding: -1,
                         def_encoding: -1,
+                        rep_encoding: -1,
                         num_rows: 0,
                         def_len: 0,
                         rep_len: 0,
@@ -1132,6 +1246,7 @@ impl PageHeader {
                             (_, 1, T_I32) => d.num_values = non_negative(t.i32()?)? as u32,
                             (false, 2, T_I32) | (true, 4, T_I32) => d.encoding = t.i32()?,
                             (false, 3, T_I32) => d.def_encoding = t.i32()?,
+                            (false, 4, T_I32) => d.rep_encoding = t.i32()?,
                             (true, 3, T_I32) => d.num_rows = non_negative(t.i32()?)? as u32,
                             (true, 5, T_I32) => d.def_len = non_negative(t.i32()?)?,
                             (true, 6, T_I32) => d.rep_len = non_negative(t.i32()?)?,
