@@ -176,6 +176,8 @@ pub(super) fn splice_chunk(
     // header; a nested column starts a record at each repetition level 0 (a v1 page may begin
     // inside one), so its pages are all read to know which records they hold.
     let nested = max_rep > 0;
+    let chunk_bounds = stats.map(Bounds::of);
+    let (mut chunk_erased_hits, mut chunk_erased_equal) = ((0u64, 0u64), (0u64, 0u64));
     let mut records = Records {
         erased,
         next: 0,
@@ -247,7 +249,8 @@ pub(super) fn splice_chunk(
                 b.insert(&values[r.clone()]);
             }
         }
-        // The page's own bounds in the column index are held to the same rule.
+        // The page's own bounds in the column index are held to the same rule, within the
+        // page.
         if let Some(ci) = column_index.filter(|_| cut.erased_levels > 0) {
             let Some(entry) = IndexEntry::of(ci, k) else {
                 return Ok(None);
@@ -258,37 +261,26 @@ pub(super) fn splice_chunk(
                 min_exact: false,
                 max_exact: false,
             };
-            let hit = match &page.values {
-                Values::Plain(values) => cut
-                    .erased_values
-                    .iter()
-                    .any(|r| bounds.may_reveal(&values[r.clone()], ty)),
-                Values::Dict { .. } => dict.as_ref().is_some_and(|dict| {
-                    cut.erased_indices
-                        .iter()
-                        .any(|i| bounds.may_reveal(dict.entry(*i), ty))
-                }),
-            };
-            if !entry.null_page && hit {
+            let n = d.num_values as usize;
+            let erased_hits = erased_counts(&page, &cut, dict.as_ref(), |v| bounds.hits(v, ty));
+            let erased_equal = erased_counts(&page, &cut, dict.as_ref(), |v| bounds.equals(v, ty));
+            let all_equal = page_hits(&page, n, width, max_def, dict.as_ref(), |v| {
+                bounds.equals(v, ty)
+            })?;
+            if !entry.null_page && !kept_hold(erased_hits, erased_equal, all_equal) {
                 return Ok(None);
             }
         }
-        if let Some(stats) = stats {
-            let bounds = Bounds::of(stats);
-            let reveals = |v: &[u8]| bounds.may_reveal(v, ty);
-            let plain_hit = match &page.values {
-                Values::Plain(values) => cut
-                    .erased_values
-                    .iter()
-                    .any(|r| reveals(&values[r.clone()])),
-                Values::Dict { .. } => false,
-            };
-            let dict_hit = dict
-                .as_ref()
-                .is_some_and(|dict| cut.erased_indices.iter().any(|i| reveals(dict.entry(*i))));
-            if plain_hit || dict_hit {
-                return Ok(None);
-            }
+        // Erased values that could be the chunk's min or max: the bound may stay only if a
+        // kept value equals it (counted over the whole chunk below).
+        if let Some(bounds) = &chunk_bounds {
+            let hits = erased_counts(&page, &cut, dict.as_ref(), |v| bounds.hits(v, ty));
+            let equal = erased_counts(&page, &cut, dict.as_ref(), |v| bounds.equals(v, ty));
+            chunk_erased_hits = (chunk_erased_hits.0 + hits.0, chunk_erased_hits.1 + hits.1);
+            chunk_erased_equal = (
+                chunk_erased_equal.0 + equal.0,
+                chunk_erased_equal.1 + equal.1,
+            );
         }
         erased_nulls += cut.erased_nulls;
         plans.push(if cut.erased_levels == 0 {
@@ -307,6 +299,30 @@ pub(super) fn splice_chunk(
         return Err(general(format!(
             "the pages of the column chunk hold {held} rows, the row group {num_rows}"
         )));
+    }
+    if let Some(bounds) = chunk_bounds
+        .as_ref()
+        .filter(|_| chunk_erased_hits != (0, 0))
+    {
+        let mut all_equal = (0u64, 0u64);
+        for p in data_pages {
+            let Some(d) = &p.header.data else {
+                return Ok(None);
+            };
+            let body = chunk.slice(p.body..p.end);
+            let Some(page) = decode(&body, &p.header, d, (max_rep, max_def), codec.as_mut())?
+            else {
+                return Ok(None);
+            };
+            let n = d.num_values as usize;
+            let equal = page_hits(&page, n, width, max_def, dict.as_ref(), |v| {
+                bounds.equals(v, ty)
+            })?;
+            all_equal = (all_equal.0 + equal.0, all_equal.1 + equal.1);
+        }
+        if !kept_hold(chunk_erased_hits, chunk_erased_equal, all_equal) {
+            return Ok(None);
+        }
     }
 
     // Dictionary entries that only erased rows used must not stay in the file.
@@ -1044,6 +1060,82 @@ impl Cut {
     }
 }
 
+/// Whether the bounds an erased value could have produced (`erased_hits`, min and max) are each
+/// still held by a kept value equal to them: more values equal to the bound in all than among
+/// the erased. A kept value equal to a bound makes it exactly the kept values' bound, whether
+/// or not it was truncated, so it reveals nothing of the erased rows.
+fn kept_hold(erased_hits: (u64, u64), erased_equal: (u64, u64), all_equal: (u64, u64)) -> bool {
+    let held = |hits: u64, erased: u64, all: u64| hits == 0 || all > erased;
+    held(erased_hits.0, erased_equal.0, all_equal.0)
+        && held(erased_hits.1, erased_equal.1, all_equal.1)
+}
+
+/// How many of a cut page's erased values match the min and the max, by `test`.
+fn erased_counts(
+    page: &Decoded,
+    cut: &Cut,
+    dict: Option<&Dictionary>,
+    test: impl Fn(&[u8]) -> (bool, bool),
+) -> (u64, u64) {
+    let mut out = (0u64, 0u64);
+    let mut add = |v: &[u8]| {
+        let (min, max) = test(v);
+        out.0 += u64::from(min);
+        out.1 += u64::from(max);
+    };
+    match (&page.values, dict) {
+        (Values::Plain(values), _) => cut
+            .erased_values
+            .iter()
+            .for_each(|r| add(&values[r.clone()])),
+        (Values::Dict { .. }, Some(dict)) => {
+            cut.erased_indices.iter().for_each(|i| add(dict.entry(*i)))
+        }
+        (Values::Dict { .. }, None) => {}
+    }
+    out
+}
+
+/// How many of a page's values match the min and the max, by `hits`.
+fn page_hits(
+    page: &Decoded,
+    n: usize,
+    width: Option<usize>,
+    max_def: i16,
+    dict: Option<&Dictionary>,
+    hits: impl Fn(&[u8]) -> (bool, bool),
+) -> Result<(u64, u64)> {
+    let mut out = (0u64, 0u64);
+    let mut add = |v: &[u8]| {
+        let (min, max) = hits(v);
+        out.0 += u64::from(min);
+        out.1 += u64::from(max);
+    };
+    match &page.values {
+        Values::Plain(values) => {
+            let present = page
+                .defs
+                .as_ref()
+                .map_or(n, |d| d.iter().filter(|l| **l == max_def).count());
+            let prefix = if width.is_none() { 4 } else { 0 };
+            let mut cursor = 0;
+            for _ in 0..present {
+                let r = plain_value(values, cursor, width)?;
+                cursor = r.end;
+                add(&values[r.start + prefix..r.end]);
+            }
+        }
+        Values::Dict { indices, .. } => {
+            let dict =
+                dict.ok_or_else(|| general("dictionary-encoded page without a dictionary"))?;
+            for i in indices {
+                add(dict.entry(*i));
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn truncated() -> ParquetError {
     general("PLAIN values do not fit the page")
 }
@@ -1067,27 +1159,34 @@ impl<'a> Bounds<'a> {
         }
     }
 
-    /// Whether `value` (an erased value) could be the min or max, or the source of a truncated
-    /// byte-array bound.
-    fn may_reveal(&self, value: &[u8], ty: PhysicalType) -> bool {
+    /// Whether `value` is equal to the min, and to the max (floats by value: -0.0 == +0.0).
+    fn equals(&self, value: &[u8], ty: PhysicalType) -> (bool, bool) {
+        let equal = |bound: Option<&[u8]>| {
+            bound.is_some_and(|b| match ty {
+                PhysicalType::FLOAT | PhysicalType::DOUBLE => {
+                    float(b).zip(float(value)).is_some_and(|(b, v)| b == v)
+                }
+                _ => b == value,
+            })
+        };
+        (equal(self.min), equal(self.max))
+    }
+
+    /// Whether `value` matches the min, and the max: is equal to it, or for a truncated
+    /// byte-array bound, could be its source.
+    fn hits(&self, value: &[u8], ty: PhysicalType) -> (bool, bool) {
         let (min, max) = (self.min, self.max);
         match ty {
             PhysicalType::FLOAT | PhysicalType::DOUBLE => {
-                let as_f64 = |b: &[u8]| match b.len() {
-                    4 => Some(f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
-                    8 => Some(f64::from_le_bytes([
-                        b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
-                    ])),
-                    _ => None,
-                };
-                let v = as_f64(value);
-                [min, max]
-                    .into_iter()
-                    .flatten()
-                    .any(|bound| match (as_f64(bound), v) {
-                        (Some(bound), Some(v)) => bound == v,
+                // -0.0 and +0.0 compare equal; an unreadable bound counts as a hit.
+                let v = float(value);
+                let hit = |bound: Option<&[u8]>| {
+                    bound.is_some_and(|b| match (float(b), v) {
+                        (Some(b), Some(v)) => b == v,
                         _ => true,
                     })
+                };
+                (hit(min), hit(max))
             }
             PhysicalType::BYTE_ARRAY | PhysicalType::FIXED_LEN_BYTE_ARRAY => {
                 let min_hit = min.is_some_and(|m| {
@@ -1105,10 +1204,21 @@ impl<'a> Bounds<'a> {
                         value.starts_with(&m[..m.len().saturating_sub(4)])
                     }
                 });
-                min_hit || max_hit
+                (min_hit, max_hit)
             }
-            _ => min == Some(value) || max == Some(value),
+            _ => (min == Some(value), max == Some(value)),
         }
+    }
+}
+
+/// A PLAIN FLOAT or DOUBLE as f64.
+fn float(b: &[u8]) -> Option<f64> {
+    match b.len() {
+        4 => Some(f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+        8 => Some(f64::from_le_bytes([
+            b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
+        ])),
+        _ => None,
     }
 }
 
