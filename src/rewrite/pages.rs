@@ -11,14 +11,18 @@
 //! is kept), so no erased value stays in the file. Finding out reads the indices of the other
 //! pages too (decompression, no compression).
 //!
-//! This applies to flat columns (no repetition) with PLAIN or dictionary-encoded data pages,
-//! v1 and v2. Anything else returns `None`, and the caller re-encodes the chunk whole. With a
-//! page index, page locations are rebuilt and each page keeps its column index entry (null
-//! count adjusted) under the same rule as the chunk statistics below. Statistics: the chunk's min/max are kept when no erased value
-//! could be one of them (or, for truncated byte-array bounds, a prefix of one); otherwise the
-//! chunk is left to the whole re-encode, which recomputes them, so no erased value survives in
-//! the file's statistics. The null count is adjusted and the distinct count dropped. A bloom
-//! filter is rebuilt, at the original size, from every kept value.
+//! This applies to flat and nested columns with PLAIN or dictionary-encoded data pages, v1 and
+//! v2 (not booleans, DELTA or BYTE_STREAM_SPLIT pages, nor redact). Anything else returns
+//! `None`, and the caller re-encodes the chunk whole. A nested column's records are followed by
+//! their repetition levels across pages, so all its pages are decompressed to find them.
+//!
+//! Statistics must not keep an erased value either. The chunk's min/max stay when no erased
+//! value could be one of them (equal to it, or for a truncated byte-array bound, its possible
+//! source), or when a kept value equals the bound exactly (then it is the kept values' bound);
+//! otherwise the chunk goes to the whole re-encode, which recomputes them. With a page index,
+//! page locations are rebuilt and each page's column index entry is held to the same rule
+//! within its page, null counts adjusted. The distinct count is dropped. A bloom filter is
+//! rebuilt, at the original size, from every kept value.
 
 use bytes::Bytes;
 use parquet::basic::{BoundaryOrder, Encoding, PageType, Type as PhysicalType};
