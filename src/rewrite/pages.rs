@@ -222,14 +222,7 @@ pub(super) fn splice_chunk(
             Some(here) => Rows::Flat { here, next: 0 },
             None => Rows::Nested(&mut records),
         };
-        let Some(page) = decode(
-            &chunk.slice(p.body..p.end),
-            &p.header,
-            d,
-            (max_rep, max_def),
-            codec.as_mut(),
-        )?
-        else {
+        let Some(page) = decode(&chunk, p, (max_rep, max_def), codec.as_mut())? else {
             return Ok(None);
         };
         let cut = Cut::new(
@@ -313,9 +306,7 @@ pub(super) fn splice_chunk(
             let Some(d) = &p.header.data else {
                 return Ok(None);
             };
-            let body = chunk.slice(p.body..p.end);
-            let Some(page) = decode(&body, &p.header, d, (max_rep, max_def), codec.as_mut())?
-            else {
+            let Some(page) = decode(&chunk, p, (max_rep, max_def), codec.as_mut())? else {
                 return Ok(None);
             };
             let n = d.num_values as usize;
@@ -338,17 +329,7 @@ pub(super) fn splice_chunk(
             if !pending(&referenced) {
                 break;
             }
-            let p = &data_pages[k];
-            let Some(d) = &p.header.data else {
-                return Ok(None);
-            };
-            let Some(page) = decode(
-                &chunk.slice(p.body..p.end),
-                &p.header,
-                d,
-                (max_rep, max_def),
-                codec.as_mut(),
-            )?
+            let Some(page) = decode(&chunk, &data_pages[k], (max_rep, max_def), codec.as_mut())?
             else {
                 return Ok(None);
             };
@@ -688,14 +669,17 @@ struct Decoded {
     values: Values,
 }
 
-/// Decompresses and splits one data page; `None` for what surgery does not handle.
+/// Decompresses and splits data page `p` of `chunk`; `None` for what surgery does not handle.
 fn decode(
-    body: &Bytes,
-    header: &PageHeader,
-    d: &DataHeader,
+    chunk: &Bytes,
+    p: &RawPage,
     (max_rep, max_def): (i16, i16),
     codec: Option<&mut Box<dyn Codec>>,
 ) -> Result<Option<Decoded>> {
+    let (header, body) = (&p.header, &chunk.slice(p.body..p.end));
+    let Some(d) = &header.data else {
+        return Ok(None);
+    };
     let n = d.num_values as usize;
     let (reps, defs, values) = if d.v2 {
         let levels_end = d.rep_len + d.def_len;

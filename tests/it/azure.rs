@@ -4,20 +4,16 @@
 //! object_store's Azure client configured from the standard environment; conditional
 //! replacement (If-Match) against a concurrent writer.
 
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use bytes::Bytes;
 use lakepurge::commit::{self, ReadVersion};
 use lakepurge::store::Location;
 use object_store::ObjectStoreExt;
 
+use crate::cloud::{Bucket, Server, purge_matches_local};
 use crate::common::*;
-use crate::fixtures::{
-    check_counts, check_table, pyarrow_user_erased, pyarrow_users_job, write_pyarrow_user_events,
-};
 
 /// Azurite's well-known development account key (public, documented by Microsoft).
 const ACCOUNT_KEY: &str =
@@ -32,49 +28,33 @@ fn azurite_bin() -> PathBuf {
     Path::new(&home).join(".cache/lakepurge-azurite/node_modules/.bin/azurite-blob")
 }
 
-/// An Azurite blob server on 127.0.0.1 with a container `lake`, killed on drop.
+/// An Azurite blob server on 127.0.0.1 with a container `lake`, stopped on drop.
 struct Azurite {
-    child: Child,
-    port: u16,
+    server: Server,
     _data: tempfile::TempDir,
 }
 
 impl Azurite {
     fn start() -> Azurite {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let data = tempfile::tempdir().unwrap();
-        let child = Command::new(azurite_bin())
-            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
-            .arg("--location")
-            .arg(data.path())
-            .args(["--silent", "--skipApiVersionCheck"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start azurite-blob (npm install azurite; .ci/run does)");
-        let mut azurite = Azurite {
-            child,
-            port,
+        let server = Server::start("azurite-blob (npm install azurite)", |port| {
+            let mut c = Command::new(azurite_bin());
+            c.args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+                .arg("--location")
+                .arg(data.path())
+                .args(["--silent", "--skipApiVersionCheck"]);
+            c
+        });
+        let azurite = Azurite {
+            server,
             _data: data,
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = azurite.child.try_wait() {
-                panic!("azurite exited early: {status}");
-            }
-            assert!(Instant::now() < deadline, "azurite did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
         azurite.sdk("s.create_container('lake')", &[]);
         azurite
     }
 
     fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        self.server.endpoint()
     }
 
     /// The environment object_store's Azure client reads for the emulator.
@@ -94,20 +74,11 @@ impl Azurite {
              BlobEndpoint={}/devstoreaccount1;')\nc = s.get_container_client('lake')\n{body}\n",
             self.endpoint()
         );
-        let out = Command::new(python())
-            .arg("-c")
-            .arg(script)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "azure sdk: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        run_python("azure sdk", &script, args)
     }
+}
 
+impl Bucket for Azurite {
     fn upload_dir(&self, local: &Path, prefix: &str) {
         self.sdk(
             "root, prefix = sys.argv[1], sys.argv[2]\n\
@@ -141,86 +112,10 @@ impl Azurite {
     }
 }
 
-impl Drop for Azurite {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn azure_purge_gives_the_same_exact_result_as_local() {
     let azurite = Azurite::start();
-    let ws = tempfile::tempdir().unwrap();
-    azurite.upload_dir(&testdata().join("pyarrow/users"), "warehouse/users/");
-    write_pyarrow_user_events(&ws.path().join("events/dt=2026-11-24/part-0.json"));
-    azurite.upload_dir(&ws.path().join("events"), "events/");
-    let etags_before = azurite.etags("warehouse/");
-    let job = ws.path().join("job.toml");
-    write(
-        &job,
-        &pyarrow_users_job(
-            "az://lake/audit/",
-            "az://lake/events/",
-            "az://lake/warehouse/users/",
-        ),
-    );
-    let env = azurite.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let job = job.to_str().unwrap();
-    let mut outputs = String::new();
-    let mut run = |args: &[&str]| {
-        let r = lakepurge_env(args, &env);
-        outputs.push_str(&r.all_output());
-        r
-    };
-    assert_eq!(run(&["validate", "--job", job]).code, 0);
-    let plan = run(&["plan", "--job", job, "--json"]);
-    assert_eq!(plan.code, 0);
-    let plan: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
-    assert_eq!(run(&["purge", "--job", job, "--run-id", "run-1"]).code, 0);
-    let verify = run(&[
-        "verify",
-        "az://lake/audit/fixtures/run-1.json",
-        "--deep",
-        "--job",
-        job,
-    ]);
-    assert_eq!(verify.code, 0);
-    assert!(verify.stdout.trim_end().ends_with("PASS"));
-    let again = run(&["purge", "--job", job, "--run-id", "run-1"]);
-    assert!(again.stdout.contains("already complete"));
-
-    // Same exact-result checks as local, on the blobs as stored in the container.
-    let purged = ws.path().join("purged");
-    azurite.download_dir("warehouse/users/", &purged);
-    let files = ["part-0.parquet", "part-1.parquet", "part-2.parquet"];
-    let removed = check_table(
-        &testdata().join("pyarrow/users"),
-        &purged,
-        &files,
-        pyarrow_user_erased,
-    );
-    let audit = ws.path().join("audit");
-    azurite.download_dir("audit/", &audit);
-    let manifest = read_json(&audit.join("fixtures/run-1.json"));
-    check_counts(&manifest, &plan, "py.users", &removed);
-    let etags_after = azurite.etags("warehouse/");
-    assert_eq!(
-        etags_before["warehouse/users/part-2.parquet"],
-        etags_after["warehouse/users/part-2.parquet"],
-        "the untouched blob's etag changed"
-    );
-    assert_ne!(
-        etags_before["warehouse/users/part-0.parquet"],
-        etags_after["warehouse/users/part-0.parquet"]
-    );
-    let recorded = manifest["tables"][0]["files"][0]["after"]["etag"]
-        .as_str()
-        .unwrap()
-        .trim_matches('"');
-    assert_eq!(recorded, etags_after["warehouse/users/part-0.parquet"]);
-    assert!(!outputs.contains(ACCOUNT_KEY));
+    purge_matches_local(&azurite, "az://lake/", &azurite.env(), ACCOUNT_KEY);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -238,6 +238,22 @@ fn tool(var: &str, under_home: &str, fallback: &str) -> String {
         .unwrap_or_else(|| fallback.to_string())
 }
 
+/// Runs a Python script (`python -c`) with `args`; returns its stdout, asserting it succeeded.
+pub fn run_python<S: AsRef<std::ffi::OsStr>>(what: &str, script: &str, args: &[S]) -> String {
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python (set LAKEPURGE_PYTHON; .ci/run installs one with what the tests use)");
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Reads `files` with pyarrow; returns, per file, its row count and Parquet schema text.
 pub fn pyarrow_describe(files: &[PathBuf]) -> Vec<(u64, String)> {
     let script = "import sys, json, pyarrow.parquet as pq\n\
@@ -246,16 +262,6 @@ pub fn pyarrow_describe(files: &[PathBuf]) -> Vec<(u64, String)> {
         \x20   t = pq.read_table(p)\n\
         \x20   out.append([t.num_rows, '\\n'.join(str(pq.ParquetFile(p).schema).splitlines()[1:])])\n\
         print(json.dumps(out))\n";
-    let out = Command::new(python())
-        .arg("-c")
-        .arg(script)
-        .args(files)
-        .output()
-        .expect("python with pyarrow (set LAKEPURGE_PYTHON; .ci/run installs it)");
-    assert!(
-        out.status.success(),
-        "pyarrow could not read the files: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let out = run_python("pyarrow could not read the files", script, files);
+    serde_json::from_str(&out).unwrap()
 }

@@ -570,18 +570,8 @@ fn page_surgery_keeps_untouched_pages_and_exact_statistics() {
     }
 
     let paths: Vec<PathBuf> = files.iter().map(|f| wh.join(f)).collect();
-    let out = std::process::Command::new(python())
-        .arg("-c")
-        .arg(STATS_CHECK)
-        .args(&paths)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = run_python("statistics check", STATS_CHECK, &paths);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(report["checked"].as_u64().unwrap() >= 3 * 3 * 7, "{report}");
     assert_eq!(report["bad"], json!([]), "statistics must match the values");
 

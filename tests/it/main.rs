@@ -5,6 +5,7 @@ mod airflow;
 mod audit;
 mod azure;
 mod cli;
+mod cloud;
 mod common;
 mod crash;
 mod faults;

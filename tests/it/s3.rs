@@ -2,64 +2,78 @@
 //! test on a free loopback port and stopped when the test ends), with the same exact-result
 //! checks as the local tests; conditional replacement against a concurrent writer on S3.
 
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use bytes::Bytes;
 use lakepurge::commit::{self, ReadVersion};
 use lakepurge::store::Location;
 use object_store::{ObjectStoreExt, PutMode, PutOptions};
 
+use crate::cloud::{Bucket, Server, purge_matches_local};
 use crate::common::*;
-use crate::fixtures::{
-    check_counts, check_table, pyarrow_user_erased, pyarrow_users_job, write_pyarrow_user_events,
-};
+use crate::fixtures::check_table;
 
 const SECRET: &str = "lakepurge-test-secret-Zq8w1";
 
-/// A moto S3 server on 127.0.0.1, killed on drop.
+/// A moto S3 server on 127.0.0.1 with a bucket `lake`, stopped on drop.
 struct Moto {
-    child: Child,
-    port: u16,
+    server: Server,
 }
 
 impl Moto {
     fn start() -> Moto {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(python())
-            .args([
+        let server = Server::start("moto's S3 server (pip install 'moto[server]')", |port| {
+            let mut c = Command::new(python());
+            c.args([
                 "-m",
                 "moto.server",
                 "-H",
                 "127.0.0.1",
                 "-p",
                 &port.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto's S3 server (pip install 'moto[server]'; .ci/run does)");
-        let mut moto = Moto { child, port };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = moto.child.try_wait() {
-                panic!("moto server exited early: {status}");
-            }
-            assert!(Instant::now() < deadline, "moto server did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            ]);
+            c
+        });
+        let moto = Moto { server };
         moto.boto("c.create_bucket(Bucket='lake')", &[]);
         moto
     }
 
     fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        self.server.endpoint()
+    }
+
+    /// Puts `t/f.parquet` (`version-1`) and reads its version, as a purge would before
+    /// replacing it: the location of `t/`, the object's path, the version read.
+    async fn object_read(&self) -> (Location, object_store::path::Path, ReadVersion) {
+        self.boto(
+            "c.put_object(Bucket='lake', Key='t/f.parquet', Body=b'version-1')",
+            &[],
+        );
+        let loc = self.location("s3://lake/t/");
+        let path = loc.child("f.parquet");
+        let meta = loc.store.head(&path).await.unwrap();
+        let read = ReadVersion {
+            e_tag: meta.e_tag.clone(),
+            version: meta.version.clone(),
+        };
+        (loc, path, read)
+    }
+
+    /// `url` as a location configured through storage options (not the environment).
+    fn location(&self, url: &str) -> Location {
+        let options = [
+            ("aws_access_key_id", "test".to_string()),
+            ("aws_secret_access_key", SECRET.to_string()),
+            ("aws_region", "us-east-1".to_string()),
+            ("aws_endpoint", self.endpoint()),
+            ("aws_allow_http", "true".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        Location::parse(url, Path::new("."), &options).unwrap()
     }
 
     /// The standard AWS environment pointing at this server.
@@ -80,20 +94,11 @@ impl Moto {
              aws_access_key_id='test', aws_secret_access_key='{SECRET}', region_name='us-east-1')\n{body}\n",
             self.endpoint()
         );
-        let out = Command::new(python())
-            .arg("-c")
-            .arg(script)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "boto3: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        run_python("boto3", &script, args)
     }
+}
 
+impl Bucket for Moto {
     fn upload_dir(&self, local: &Path, prefix: &str) {
         self.boto(
             "root, prefix = sys.argv[1], sys.argv[2]\n\
@@ -125,117 +130,16 @@ impl Moto {
     }
 }
 
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn s3_purge_gives_the_same_exact_result_as_local() {
     let moto = Moto::start();
-    let ws = tempfile::tempdir().unwrap();
-    moto.upload_dir(&testdata().join("pyarrow/users"), "warehouse/users/");
-    write_pyarrow_user_events(&ws.path().join("events/dt=2026-11-24/part-0.json"));
-    moto.upload_dir(&ws.path().join("events"), "events/");
-    let etags_before = moto.etags("warehouse/");
-    let job = ws.path().join("job.toml");
-    write(
-        &job,
-        &pyarrow_users_job(
-            "s3://lake/audit/",
-            "s3://lake/events/",
-            "s3://lake/warehouse/users/",
-        ),
-    );
-    let env = moto.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let job = job.to_str().unwrap();
-    let mut outputs = String::new();
-    let mut run = |args: &[&str]| {
-        let r = lakepurge_env(args, &env);
-        outputs.push_str(&r.all_output());
-        r
-    };
-    assert_eq!(run(&["validate", "--job", job]).code, 0);
-    let plan = run(&["plan", "--job", job, "--json"]);
-    assert_eq!(plan.code, 0);
-    let plan: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
-    assert_eq!(run(&["purge", "--job", job, "--run-id", "run-1"]).code, 0);
-    let verify = run(&[
-        "verify",
-        "s3://lake/audit/fixtures/run-1.json",
-        "--deep",
-        "--job",
-        job,
-    ]);
-    assert_eq!(verify.code, 0);
-    assert!(verify.stdout.trim_end().ends_with("PASS"));
-    let again = run(&["purge", "--job", job, "--run-id", "run-1"]);
-    assert!(again.stdout.contains("already complete"));
-
-    // Same exact-result checks as local, on the objects as stored in the bucket.
-    let purged = ws.path().join("purged");
-    moto.download_dir("warehouse/users/", &purged);
-    let files = ["part-0.parquet", "part-1.parquet", "part-2.parquet"];
-    let removed = check_table(
-        &testdata().join("pyarrow/users"),
-        &purged,
-        &files,
-        pyarrow_user_erased,
-    );
-    let audit = ws.path().join("audit");
-    moto.download_dir("audit/", &audit);
-    let manifest = read_json(&audit.join("fixtures/run-1.json"));
-    check_counts(&manifest, &plan, "py.users", &removed);
-    let etags_after = moto.etags("warehouse/");
-    assert_eq!(
-        etags_before["warehouse/users/part-2.parquet"],
-        etags_after["warehouse/users/part-2.parquet"],
-        "the untouched object's etag changed"
-    );
-    assert_ne!(
-        etags_before["warehouse/users/part-0.parquet"],
-        etags_after["warehouse/users/part-0.parquet"]
-    );
-    assert_eq!(
-        manifest["tables"][0]["files"][0]["after"]["etag"],
-        etags_after["warehouse/users/part-0.parquet"]
-    );
-    // The secret never shows.
-    assert!(!outputs.contains(SECRET));
-    assert!(
-        !std::fs::read_to_string(audit.join("fixtures/run-1.json"))
-            .unwrap()
-            .contains(SECRET)
-    );
+    purge_matches_local(&moto, "s3://lake/", &moto.env(), SECRET);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn s3_replace_refuses_an_object_changed_by_a_concurrent_writer() {
     let moto = Moto::start();
-    moto.boto(
-        "c.put_object(Bucket='lake', Key='t/f.parquet', Body=b'version-1')",
-        &[],
-    );
-    let options = [
-        ("aws_access_key_id", "test".to_string()),
-        ("aws_secret_access_key", SECRET.to_string()),
-        ("aws_region", "us-east-1".to_string()),
-        ("aws_endpoint", moto.endpoint()),
-        ("aws_allow_http", "true".to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let loc = Location::parse("s3://lake/t/", Path::new("."), &options).unwrap();
-    let path = loc.child("f.parquet");
-    let meta = loc.store.head(&path).await.unwrap();
-    let read = ReadVersion {
-        e_tag: meta.e_tag.clone(),
-        version: meta.version.clone(),
-    };
+    let (loc, path, read) = moto.object_read().await;
     // A concurrent writer replaces the object after we read it.
     moto.boto(
         "c.put_object(Bucket='lake', Key='t/f.parquet', Body=b'version-2 newer')",
@@ -292,17 +196,7 @@ fn write_large_file(path: &Path) {
         payload = [hashlib.sha256(str(i).encode()).hexdigest() for i in ids]\n\
         t = pa.table({'user_id': pa.array(ids, pa.int64()), 'payload': payload})\n\
         pq.write_table(t, sys.argv[1], compression='none', row_group_size=50000, use_dictionary=False)\n";
-    let out = Command::new(python())
-        .arg("-c")
-        .arg(script)
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_python("writing the large file", script, &[path]);
 }
 
 #[test]
@@ -380,27 +274,7 @@ subject_type = "user_id"
 #[tokio::test(flavor = "multi_thread")]
 async fn s3_upload_in_parts_is_aborted_when_the_object_changed() {
     let moto = Moto::start();
-    moto.boto(
-        "c.put_object(Bucket='lake', Key='t/f.parquet', Body=b'version-1')",
-        &[],
-    );
-    let options = [
-        ("aws_access_key_id", "test".to_string()),
-        ("aws_secret_access_key", SECRET.to_string()),
-        ("aws_region", "us-east-1".to_string()),
-        ("aws_endpoint", moto.endpoint()),
-        ("aws_allow_http", "true".to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let loc = Location::parse("s3://lake/t/", Path::new("."), &options).unwrap();
-    let path = loc.child("f.parquet");
-    let meta = loc.store.head(&path).await.unwrap();
-    let read = ReadVersion {
-        e_tag: meta.e_tag.clone(),
-        version: meta.version.clone(),
-    };
+    let (loc, path, read) = moto.object_read().await;
     let mut upload = commit::PartUpload::start(loc.store.as_ref(), &path)
         .await
         .unwrap();

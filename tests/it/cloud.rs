@@ -1,0 +1,146 @@
+//! What the object-store suites share: a bucket the test server holds, and the purge that must
+//! give there exactly what it gives on local disk.
+
+use std::path::Path;
+
+use crate::common::*;
+use crate::fixtures::{
+    check_counts, check_table, pyarrow_user_erased, pyarrow_users_job, write_pyarrow_user_events,
+};
+
+/// A bucket (container) on a test server, reached with the server's own client library.
+pub trait Bucket {
+    /// Uploads every file under `local` as `prefix` + its relative path.
+    fn upload_dir(&self, local: &Path, prefix: &str);
+    /// Downloads every object under `prefix` into `local`.
+    fn download_dir(&self, prefix: &str, local: &Path);
+    /// Object etags under `prefix`, by key.
+    fn etags(&self, prefix: &str) -> serde_json::Value;
+}
+
+/// Uploads the pyarrow users fixture and its events to `bucket`, runs validate, plan, purge
+/// (twice: the second finds the run complete) and verify --deep against `root` (such as
+/// `s3://lake/`) with `env`, and checks the result exactly as the local tests do: rows,
+/// schema, counts, the untouched object's etag unchanged, the manifest in the bucket with the
+/// new etag, and `secret` in no output.
+pub fn purge_matches_local(bucket: &dyn Bucket, root: &str, env: &[(&str, String)], secret: &str) {
+    let ws = tempfile::tempdir().unwrap();
+    bucket.upload_dir(&testdata().join("pyarrow/users"), "warehouse/users/");
+    write_pyarrow_user_events(&ws.path().join("events/dt=2026-11-24/part-0.json"));
+    bucket.upload_dir(&ws.path().join("events"), "events/");
+    let etags_before = bucket.etags("warehouse/");
+    let job = ws.path().join("job.toml");
+    write(
+        &job,
+        &pyarrow_users_job(
+            &format!("{root}audit/"),
+            &format!("{root}events/"),
+            &format!("{root}warehouse/users/"),
+        ),
+    );
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let job = job.to_str().unwrap();
+    let mut outputs = String::new();
+    let mut run = |args: &[&str]| {
+        let r = lakepurge_env(args, &env);
+        outputs.push_str(&r.all_output());
+        r
+    };
+    assert_eq!(run(&["validate", "--job", job]).code, 0);
+    let plan = run(&["plan", "--job", job, "--json"]);
+    assert_eq!(plan.code, 0);
+    let plan: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    assert_eq!(run(&["purge", "--job", job, "--run-id", "run-1"]).code, 0);
+    let manifest_url = format!("{root}audit/fixtures/run-1.json");
+    let verify = run(&["verify", &manifest_url, "--deep", "--job", job]);
+    assert_eq!(verify.code, 0);
+    assert!(verify.stdout.trim_end().ends_with("PASS"));
+    let again = run(&["purge", "--job", job, "--run-id", "run-1"]);
+    assert!(again.stdout.contains("already complete"));
+
+    // Same exact-result checks as local, on the objects as stored in the bucket.
+    let purged = ws.path().join("purged");
+    bucket.download_dir("warehouse/users/", &purged);
+    let files = ["part-0.parquet", "part-1.parquet", "part-2.parquet"];
+    let removed = check_table(
+        &testdata().join("pyarrow/users"),
+        &purged,
+        &files,
+        pyarrow_user_erased,
+    );
+    let audit = ws.path().join("audit");
+    bucket.download_dir("audit/", &audit);
+    let manifest = read_json(&audit.join("fixtures/run-1.json"));
+    check_counts(&manifest, &plan, "py.users", &removed);
+    let etags_after = bucket.etags("warehouse/");
+    let etag = |tags: &serde_json::Value, file: &str| {
+        tags[format!("warehouse/users/{file}")]
+            .as_str()
+            .unwrap()
+            .trim_matches('"')
+            .to_string()
+    };
+    assert_eq!(
+        etag(&etags_before, "part-2.parquet"),
+        etag(&etags_after, "part-2.parquet"),
+        "the untouched object's etag changed"
+    );
+    assert_ne!(
+        etag(&etags_before, "part-0.parquet"),
+        etag(&etags_after, "part-0.parquet")
+    );
+    let recorded = manifest["tables"][0]["files"][0]["after"]["etag"]
+        .as_str()
+        .unwrap()
+        .trim_matches('"');
+    assert_eq!(recorded, etag(&etags_after, "part-0.parquet"));
+    // The secret never shows.
+    assert!(!outputs.contains(secret));
+    let stored = std::fs::read_to_string(audit.join("fixtures/run-1.json")).unwrap();
+    assert!(!stored.contains(secret));
+}
+
+/// A test server process listening on a free port of 127.0.0.1, killed (and reaped) on drop.
+pub struct Server {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl Server {
+    /// Picks a free loopback port, spawns `command(port)` with its output discarded, and waits
+    /// (up to a minute) until the port accepts connections. `what` names it in failures.
+    pub fn start(what: &str, command: impl FnOnce(u16) -> std::process::Command) -> Server {
+        use std::time::{Duration, Instant};
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = command(port)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {what} ({e}; .ci/run installs it)"));
+        let mut server = Server { child, port };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("{what} exited early: {status}");
+            }
+            assert!(Instant::now() < deadline, "{what} did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        server
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
