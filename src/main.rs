@@ -64,6 +64,10 @@ enum Command {
         /// overlaps the others' CPU work).
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
         concurrency: Option<u16>,
+        /// Memory the files being rewritten may hold at once, e.g. 512MiB or 2GiB (default
+        /// 2GiB). Files wait for room; one larger than the whole limit is purged alone.
+        #[arg(long, value_parser = parse_size)]
+        memory_limit: Option<u64>,
     },
     /// Check a manifest against the objects it names (give MANIFEST, or --job and --run-id).
     Verify {
@@ -156,6 +160,7 @@ async fn run(command: Command, log_format: LogFormat, quiet: bool) -> Result<u8,
             signing_key,
             shard,
             concurrency,
+            memory_limit,
         } => {
             let progress = matches!(log_format, LogFormat::Text)
                 && !quiet
@@ -173,6 +178,7 @@ async fn run(command: Command, log_format: LogFormat, quiet: bool) -> Result<u8,
                 shard,
                 concurrency: concurrency.map(usize::from),
                 progress,
+                memory_limit,
             };
             cmd_purge(&Job::load(&job)?, &run_id, opts).await
         }
@@ -367,4 +373,30 @@ fn tune_allocator() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
     }
+}
+
+/// A size in bytes: a number with an optional unit (B, K/KB/KiB, M/MB/MiB, G/GB/GiB; all
+/// powers of 1024).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a size such as 512MiB or 2GiB"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => {
+            return Err(format!(
+                "{s:?}: unknown unit {other:?} (use B, KiB, MiB or GiB)"
+            ));
+        }
+    };
+    number
+        .checked_mul(scale)
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{s:?}: expected a size above zero"))
 }

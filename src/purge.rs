@@ -149,6 +149,91 @@ pub struct Options<'a> {
     pub concurrency: Option<usize>,
     /// Show a progress bar on stderr (the binary sets it only when stderr is a terminal).
     pub progress: bool,
+    /// Bytes the files in flight may hold at once (default: [`DEFAULT_MEMORY_LIMIT`]).
+    pub memory_limit: Option<u64>,
+}
+
+/// The default memory budget for files in flight: half of a 4 GB worker.
+pub const DEFAULT_MEMORY_LIMIT: u64 = 2 << 30;
+
+/// The memory the files in flight may hold (`--memory-limit`). Each file reserves what purging
+/// it will hold before it is read, and waits while the budget is spent; a file needing more
+/// than the whole budget waits for all of it and runs alone. The plan phase and the event
+/// dataset are not counted.
+struct Budget {
+    limit: u64,
+    /// Permits are KiB.
+    permits: tokio::sync::Semaphore,
+    reserved: std::sync::atomic::AtomicU64,
+    peak: std::sync::atomic::AtomicU64,
+}
+
+/// A file's share of the budget, given back on drop.
+struct Reservation<'a> {
+    _permit: tokio::sync::SemaphorePermit<'a>,
+    budget: &'a Budget,
+    bytes: u64,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.budget
+            .reserved
+            .fetch_sub(self.bytes, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Budget {
+    fn new(limit: u64) -> Budget {
+        let kib = (limit / 1024).clamp(1, u64::from(u32::MAX)) as usize;
+        Budget {
+            limit: kib as u64 * 1024,
+            permits: tokio::sync::Semaphore::new(kib),
+            reserved: Default::default(),
+            peak: Default::default(),
+        }
+    }
+
+    /// What purging a file of `size` bytes holds: the original and its rewritten copy, plus
+    /// decompressed pages; uploaded in parts, the original and a few parts.
+    fn need(size: u64, in_parts: bool) -> u64 {
+        if in_parts {
+            size + 4 * commit::PART_SIZE as u64
+        } else {
+            3 * size
+        }
+    }
+
+    async fn reserve(&self, bytes: u64, file: &str) -> Result<Reservation<'_>> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if bytes > self.limit {
+            tracing::warn!(
+                file,
+                need = bytes,
+                limit = self.limit,
+                "file needs more than the memory limit: purged alone"
+            );
+        }
+        let bytes = bytes.min(self.limit);
+        let kib = bytes.div_ceil(1024).max(1) as u32;
+        let permit = self
+            .permits
+            .acquire_many(kib)
+            .await
+            .map_err(|e| Error::Internal(format!("memory budget: {e}")))?;
+        let now = self.reserved.fetch_add(bytes, SeqCst) + bytes;
+        self.peak.fetch_max(now, SeqCst);
+        Ok(Reservation {
+            _permit: permit,
+            budget: self,
+            bytes,
+        })
+    }
+}
+
+/// Whether a file of `size` bytes of `table` is uploaded in parts (see [`commit::PartWriter`]).
+fn uploads_in_parts(table: &Table, size: u64) -> bool {
+    table.location.url.scheme() != "file" && size >= commit::multipart_threshold()
 }
 
 /// Files worked on at once by default: one per CPU, plus one whose reads and writes overlap
@@ -166,6 +251,7 @@ struct Attempt<'a> {
     commits: AtomicUsize,
     shard: Option<Shard>,
     concurrency: usize,
+    budget: Budget,
     progress: indicatif::ProgressBar,
 }
 
@@ -257,6 +343,7 @@ async fn run(job: &Job, run_id: &str, clock: &dyn Clock, opts: &Options<'_>) -> 
         commits: AtomicUsize::new(0),
         shard: opts.shard,
         concurrency: opts.concurrency.unwrap_or_else(default_concurrency),
+        budget: Budget::new(opts.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT)),
         progress: progress_bar(opts.progress, &plans, opts.shard),
     };
     let mut failures = Vec::new();
@@ -326,6 +413,11 @@ async fn run(job: &Job, run_id: &str, clock: &dyn Clock, opts: &Options<'_>) -> 
     let stored = manifest::write(&folder, &manifest).await?;
     tracing::info!(run_id, manifest = %stored.url, "run complete");
     log_io_totals();
+    tracing::info!(
+        limit = attempt.budget.limit,
+        peak_reserved = attempt.budget.peak.load(Ordering::SeqCst),
+        "memory budget"
+    );
     if let Err(e) = attempt.journal.clear().await {
         tracing::warn!(run_id, error = %e, "could not delete the run journal; the next run of this id deletes it");
     }
@@ -474,7 +566,13 @@ async fn purge_table(
             let matcher = &matcher;
             async move {
                 let mut entry = entry;
-                let result = purge_file_with_retries(table, matcher, fp, attempt, &mut entry).await;
+                let need = Budget::need(fp.size, uploads_in_parts(table, fp.size));
+                let result = match attempt.budget.reserve(need, &fp.path).await {
+                    Ok(_reserved) => {
+                        purge_file_with_retries(table, matcher, fp, attempt, &mut entry).await
+                    }
+                    Err(e) => Err(e),
+                };
                 (key, entry, result)
             }
         })
@@ -618,9 +716,7 @@ async fn purge_file(
         // A large file on an object store goes up in parts while it is written; the rest is
         // written to memory and put in one conditional request.
         let emptied = !redacting && fp.rows_matched == fp.rows;
-        let in_parts = table.location.url.scheme() != "file"
-            && bytes.len() as u64 >= commit::multipart_threshold()
-            && !emptied;
+        let in_parts = uploads_in_parts(table, bytes.len() as u64) && !emptied;
         let (rewritten, new_file, upload) = if in_parts {
             let (rewritten, new_file, upload) =
                 rewrite_in_parts(store.as_ref(), location, input, erased, mode, shown).await?;

@@ -470,3 +470,71 @@ fn bloom_filters_prune_a_file_statistics_cannot_and_never_under_delete() {
         assert_eq!(sha256_file(&table.join("odd.parquet")), odd_before);
     }
 }
+
+/// The `memory budget` log line of a JSON-logged purge: (limit, peak reserved).
+fn budget_of(run: &Run) -> (u64, u64) {
+    let line: serde_json::Value = run
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["message"] == "memory budget")
+        .expect("a memory budget log line");
+    (
+        line["limit"].as_u64().unwrap(),
+        line["peak_reserved"].as_u64().unwrap(),
+    )
+}
+
+#[test]
+fn memory_limit_bounds_the_files_in_flight() {
+    // Each demo file needs a few KiB: with 1 KiB they run one at a time (each alone, over the
+    // limit, said in a warning), with plenty several at once; both give the same result.
+    let (ws, job) = sample();
+    let tight = lakepurge(&[
+        "--log-format",
+        "json",
+        "purge",
+        "--job",
+        &job,
+        "--run-id",
+        "2026-11-25",
+        "--memory-limit",
+        "1KiB",
+    ]);
+    assert_eq!(tight.code, 0, "{}", tight.stderr);
+    assert_eq!(budget_of(&tight), (1024, 1024));
+    assert!(tight.stderr.contains("needs more than the memory limit"));
+    assert_same_as_unsharded(ws.path(), &job);
+
+    let (_ws, job) = sample();
+    let roomy = lakepurge(&[
+        "--log-format",
+        "json",
+        "purge",
+        "--job",
+        &job,
+        "--run-id",
+        "r",
+        "--memory-limit",
+        "1GiB",
+    ]);
+    assert_eq!(roomy.code, 0);
+    let (limit, peak) = budget_of(&roomy);
+    assert_eq!(limit, 1 << 30);
+    assert!(peak > 1024 && peak < limit, "{peak}");
+    assert!(!roomy.stderr.contains("needs more than the memory limit"));
+
+    for bad in ["0", "12XB", "lots"] {
+        let run = lakepurge(&[
+            "purge",
+            "--job",
+            &job,
+            "--run-id",
+            "x",
+            "--memory-limit",
+            bad,
+        ]);
+        assert_eq!(run.code, 2, "{bad}");
+        assert!(run.stderr.contains("memory-limit"), "{}", run.stderr);
+    }
+}
