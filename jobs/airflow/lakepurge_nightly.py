@@ -4,6 +4,8 @@ Configured by environment (of the Airflow worker):
   LAKEPURGE_BIN     the lakepurge binary (default: lakepurge on PATH)
   LAKEPURGE_JOB     the job spec file
   LAKEPURGE_SHARDS  how many purge shards run in parallel (default 1)
+  LAKEPURGE_MEMORY_LIMIT  the memory each purge task's files may hold, e.g. 1GiB (default:
+                    lakepurge's own, 2GiB); size it to the worker
 
 The run id is the logical date ({{ ds }}), so a retried or re-triggered task of the same day
 resumes the same run: purge is idempotent per run id. Every shard shares the event snapshot the
@@ -21,11 +23,13 @@ from airflow.sdk import DAG
 LAKEPURGE_BIN = os.environ.get("LAKEPURGE_BIN", "lakepurge")
 LAKEPURGE_JOB = os.environ.get("LAKEPURGE_JOB", "/opt/lakepurge/jobs/nightly.toml")
 LAKEPURGE_SHARDS = int(os.environ.get("LAKEPURGE_SHARDS", "1"))
+LAKEPURGE_MEMORY_LIMIT = os.environ.get("LAKEPURGE_MEMORY_LIMIT", "")
 
 BIN = shlex.quote(LAKEPURGE_BIN)
 JOB = shlex.quote(LAKEPURGE_JOB)
 RUN_ID = "{{ ds }}"
 LOGS = "--log-format json"
+MEMORY = f" --memory-limit {shlex.quote(LAKEPURGE_MEMORY_LIMIT)}" if LAKEPURGE_MEMORY_LIMIT else ""
 
 with DAG(
     dag_id="lakepurge_nightly",
@@ -47,13 +51,13 @@ with DAG(
     )
     purge_shards = BashOperator.partial(task_id="purge_shard").expand(
         bash_command=[
-            f"{BIN} {LOGS} purge --job {JOB} --run-id {RUN_ID} --shard {i}/{LAKEPURGE_SHARDS}"
+            f"{BIN} {LOGS} purge --job {JOB} --run-id {RUN_ID}{MEMORY} --shard {i}/{LAKEPURGE_SHARDS}"
             for i in range(LAKEPURGE_SHARDS)
         ]
     )
     purge_final = BashOperator(
         task_id="purge_final",
-        bash_command=f"{BIN} {LOGS} purge --job {JOB} --run-id {RUN_ID}",
+        bash_command=f"{BIN} {LOGS} purge --job {JOB} --run-id {RUN_ID}{MEMORY}",
     )
     verify = BashOperator(
         task_id="verify",

@@ -58,6 +58,7 @@ fn nightly_dag_with_three_shards_under_real_airflow() {
             ws.path().join("jobs/demo.toml").display().to_string(),
         ),
         ("LAKEPURGE_SHARDS", "3".to_string()),
+        ("LAKEPURGE_MEMORY_LIMIT", "256MiB".to_string()),
     ];
     airflow(&home, &env, &["db", "migrate"]);
     airflow(
