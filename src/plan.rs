@@ -28,10 +28,13 @@ use futures::{FutureExt, StreamExt};
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt};
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection};
 use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
 use parquet::basic::{ColumnOrder, LogicalType, SortOrder, Type as PhysicalType};
-use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader, RowGroupMetaData};
+use parquet::file::metadata::{
+    PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader, RowGroupMetaData,
+};
+use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use parquet::file::statistics::Statistics;
 use serde::Serialize;
 
@@ -101,6 +104,9 @@ pub struct FilePlan {
     pub rows_matched: u64,
     /// Bytes planning read of this file.
     pub bytes_read: u64,
+    /// Rows of read row groups that the page index ruled out.
+    #[serde(skip)]
+    pub rows_skipped_by_page_index: u64,
     /// Matched rows per event (index into the run's event ids).
     #[serde(skip)]
     pub per_event: BTreeMap<u32, u64>,
@@ -127,6 +133,8 @@ pub struct TablePlan {
     /// Size of the listed files, and the bytes planning read of them (footers, key columns).
     pub table_bytes: u64,
     pub bytes_read: u64,
+    /// Rows of row groups that had to be read but that the page index ruled out (not read).
+    pub rows_skipped_by_page_index: u64,
     /// The affected files, in path order.
     #[serde(skip)]
     pub files: Vec<FilePlan>,
@@ -156,6 +164,7 @@ pub async fn plan_table(table: &Table, events: &Events) -> Result<TablePlan> {
         ids_unconvertible: 0,
         table_bytes: 0,
         bytes_read: 0,
+        rows_skipped_by_page_index: 0,
         files: Vec::new(),
     };
     let concurrency = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
@@ -178,6 +187,7 @@ pub async fn plan_table(table: &Table, events: &Events) -> Result<TablePlan> {
         };
         plan.bytes_read += fp.bytes_read;
         plan.files_pruned += u64::from(fp.pruned);
+        plan.rows_skipped_by_page_index += fp.rows_skipped_by_page_index;
         if fp.affected() {
             plan.files_affected += 1;
             plan.files_emptied += u64::from(fp.rows_matched == fp.rows);
@@ -300,17 +310,28 @@ impl AsyncFileReader for StoreReader {
 
     fn get_metadata<'a>(
         &'a mut self,
-        _options: Option<&'a ArrowReaderOptions>,
+        options: Option<&'a ArrowReaderOptions>,
     ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
         async move {
             let size = self.size;
-            let metadata = ParquetMetaDataReader::new()
+            let metadata = metadata_reader(options)
                 .with_prefetch_hint(Some(64 * 1024))
                 .load_and_finish(self, size)
                 .await?;
             Ok(Arc::new(metadata))
         }
         .boxed()
+    }
+}
+
+/// A footer reader that loads the page indexes `options` ask for.
+fn metadata_reader(options: Option<&ArrowReaderOptions>) -> ParquetMetaDataReader {
+    let reader = ParquetMetaDataReader::new();
+    match options {
+        Some(o) => reader
+            .with_column_index_policy(o.column_index_policy())
+            .with_offset_index_policy(o.offset_index_policy()),
+        None => reader,
     }
 }
 
@@ -334,9 +355,9 @@ impl AsyncFileReader for BytesReader {
 
     fn get_metadata<'a>(
         &'a mut self,
-        _options: Option<&'a ArrowReaderOptions>,
+        options: Option<&'a ArrowReaderOptions>,
     ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
-        let out = ParquetMetaDataReader::new()
+        let out = metadata_reader(options)
             .parse_and_finish(&self.bytes)
             .map(Arc::new);
         futures::future::ready(out).boxed()
@@ -494,7 +515,9 @@ impl<'e> Matcher<'e> {
     where
         R: AsyncFileReader + Unpin + Send + 'static,
     {
-        let builder = ParquetRecordBatchStreamBuilder::new(reader)
+        // The page index is loaded where the file has one (it prunes pages, below).
+        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+        let builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options)
             .await
             .map_err(|e| read_error(table, file, "not a readable Parquet file", e))?;
         let metadata = Arc::clone(builder.metadata());
@@ -516,6 +539,7 @@ impl<'e> Matcher<'e> {
             erased: vec![Vec::new(); row_groups.len()],
             rows_matched: 0,
             bytes_read: 0,
+            rows_skipped_by_page_index: 0,
             per_event: BTreeMap::new(),
         };
         // Row groups that statistics, then bloom filters, cannot rule out for at least one rule.
@@ -559,10 +583,35 @@ impl<'e> Matcher<'e> {
             })
             .collect();
         let mask = ProjectionMask::roots(parquet_schema, roots);
-        let mut stream = builder
+        // Within the selected row groups, the rows of pages the page index rules out for every
+        // rule are not read; `segments` maps the rows read back to their positions.
+        let mut kept: Vec<Range<usize>> = Vec::new();
+        let mut at = 0usize;
+        for &i in &selected {
+            let n = row_groups[i].num_rows() as usize;
+            match self.page_rows(&lookups, &metadata, i) {
+                Some(ranges) => kept.extend(ranges.into_iter().map(|r| at + r.start..at + r.end)),
+                None => kept.push(at..at + n),
+            }
+            at += n;
+        }
+        let read_rows: usize = kept.iter().map(|r| r.len()).sum();
+        plan.rows_skipped_by_page_index = (at - read_rows) as u64;
+        let mut segments: Vec<(u64, u64)> = Vec::with_capacity(kept.len());
+        let mut out = 0u64;
+        for r in &kept {
+            segments.push((out, r.start as u64));
+            out += r.len() as u64;
+        }
+        let mut builder = builder
             .with_projection(mask)
             .with_row_groups(selected.clone())
-            .with_batch_size(8192)
+            .with_batch_size(8192);
+        if read_rows < at {
+            builder = builder
+                .with_row_selection(RowSelection::from_consecutive_ranges(kept.into_iter(), at));
+        }
+        let mut stream = builder
             .build()
             .map_err(|e| read_error(table, file, "cannot read key columns", e))?;
 
@@ -581,7 +630,9 @@ impl<'e> Matcher<'e> {
             let mut hits = self.match_batch(&batch, &lookups, table, file)?;
             self.drop_already_redacted(&batch, &mut hits);
             for (row, evs) in hits {
-                let pos = offset + row as u64;
+                let read = offset + row as u64;
+                let seg = segments.partition_point(|&(o, _)| o <= read) - 1;
+                let pos = segments[seg].1 + (read - segments[seg].0);
                 let k = starts.partition_point(|&s| s <= pos) - 1;
                 plan.erased[selected[k]].push((pos - starts[k]) as u32);
                 plan.rows_matched += 1;
@@ -592,6 +643,50 @@ impl<'e> Matcher<'e> {
             offset += batch.num_rows() as u64;
         }
         Ok(plan)
+    }
+
+    /// The rows of row group `i` that the page index cannot rule out for some rule (ascending,
+    /// disjoint), or `None` when every row must be read (no page index, or a rule it cannot
+    /// judge: a nested or normalised key, an unordered type).
+    fn page_rows(
+        &self,
+        lookups: &[Arc<Lookup>],
+        metadata: &ParquetMetaData,
+        i: usize,
+    ) -> Option<Vec<Range<usize>>> {
+        let (ci, oi) = (metadata.column_index()?, metadata.offset_index()?);
+        let rows = metadata.row_group(i).num_rows() as usize;
+        let mut kept: Vec<Range<usize>> = Vec::new();
+        for (r, rule) in self.rules.iter().enumerate() {
+            let lookup = &lookups[r];
+            if lookup.rows.is_empty() {
+                continue;
+            }
+            let sorted = lookup.sorted.as_ref()?;
+            let leaf = top_level_leaf(metadata, &rule.paths[0][0])?;
+            let (index, locations) = (ci.get(i)?.get(leaf)?, &oi.get(i)?.get(leaf)?.page_locations);
+            if matches!(index, ColumnIndexMetaData::NONE) || locations.is_empty() {
+                return None;
+            }
+            for (k, loc) in locations.iter().enumerate() {
+                let start = usize::try_from(loc.first_row_index).ok()?;
+                let end = locations
+                    .get(k + 1)
+                    .map_or(Some(rows), |l| usize::try_from(l.first_row_index).ok())?;
+                if !page_rule_out(sorted, index, k, metadata, leaf) {
+                    kept.push(start..end.min(rows));
+                }
+            }
+        }
+        kept.sort_by_key(|r| r.start);
+        let mut merged: Vec<Range<usize>> = Vec::with_capacity(kept.len());
+        for r in kept {
+            match merged.last_mut() {
+                Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+                _ => merged.push(r),
+            }
+        }
+        Some(merged)
     }
 
     /// The top-level columns the rules (and redact) read: all a scan needs to project.
@@ -1128,6 +1223,47 @@ fn stats_rule_out(
                 ColumnOrder::TYPE_DEFINED_ORDER(SortOrder::UNSIGNED)
             );
             match (ordered, s.min_bytes_opt(), s.max_bytes_opt()) {
+                (true, Some(lo), Some(hi)) => !any_in_range(keys, &lo.to_vec(), &hi.to_vec()),
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Whether page `k` of a column index can hold none of the sorted erased keys: all null, or a
+/// min/max range (signed integers, byte arrays with unsigned order) containing none of them.
+/// Truncated byte-array bounds still enclose the page's values, so the test stays safe.
+fn page_rule_out(
+    sorted: &SortedKeys,
+    index: &ColumnIndexMetaData,
+    k: usize,
+    metadata: &ParquetMetaData,
+    leaf: usize,
+) -> bool {
+    if index.is_null_page(k) {
+        return true;
+    }
+    let descr = metadata.file_metadata().schema_descr().column(leaf);
+    match (sorted, index) {
+        (SortedKeys::Ints(keys), ColumnIndexMetaData::INT32(x)) if signed(&descr) => {
+            match (x.min_value(k), x.max_value(k)) {
+                (Some(&lo), Some(&hi)) => !any_in_range(keys, &i64::from(lo), &i64::from(hi)),
+                _ => false,
+            }
+        }
+        (SortedKeys::Ints(keys), ColumnIndexMetaData::INT64(x)) if signed(&descr) => {
+            match (x.min_value(k), x.max_value(k)) {
+                (Some(lo), Some(hi)) => !any_in_range(keys, lo, hi),
+                _ => false,
+            }
+        }
+        (SortedKeys::Bytes(keys), ColumnIndexMetaData::BYTE_ARRAY(x)) => {
+            let ordered = matches!(
+                metadata.file_metadata().column_order(leaf),
+                ColumnOrder::TYPE_DEFINED_ORDER(SortOrder::UNSIGNED)
+            );
+            match (ordered, x.min_value(k), x.max_value(k)) {
                 (true, Some(lo), Some(hi)) => !any_in_range(keys, &lo.to_vec(), &hi.to_vec()),
                 _ => false,
             }

@@ -655,3 +655,70 @@ fn check_page_index(path: &Path) -> usize {
     }
     checked
 }
+
+#[test]
+fn page_index_rules_out_pages_when_planning_and_the_result_is_exact() {
+    // part-2 of the pages fixture has a page index; a single user_id rule lets it skip every
+    // page whose user_id range holds no erased id.
+    let ws = tempfile::tempdir().unwrap();
+    let wh = ws.path().join("wh");
+    std::fs::create_dir_all(&wh).unwrap();
+    std::fs::copy(
+        testdata().join("pyarrow/pages/part-2.parquet"),
+        wh.join("part-2.parquet"),
+    )
+    .unwrap();
+    // Ten ids spread over the file's three row groups (user ids 6000..8999, 64-row pages).
+    const IDS: [i64; 10] = [6013, 6321, 6650, 7001, 7254, 7777, 8012, 8400, 8765, 8999];
+    let events: Vec<(String, serde_json::Value)> = IDS
+        .iter()
+        .map(|id| (format!("ev-{id}"), json!(id.to_string())))
+        .collect();
+    let events: Vec<(&str, &str, serde_json::Value)> = events
+        .iter()
+        .map(|(e, v)| (e.as_str(), "user_id", v.clone()))
+        .collect();
+    write_events(&ws.path().join("events/e.json"), &events);
+    let manifests = ws.path().join("manifests");
+    let job = ws.path().join("job.toml");
+    write(
+        &job,
+        &format!(
+            r#"[job]
+name = "fixtures"
+manifests = "{}"
+[events]
+location = "{}"
+format = "ndjson"
+[[table]]
+name = "pages"
+location = "{}"
+[[table.match]]
+column = "user_id"
+subject_type = "user_id"
+"#,
+            file_url(&manifests),
+            file_url(&ws.path().join("events")),
+            file_url(&wh)
+        ),
+    );
+    let (manifest, plan, _) = purge_job(&job, &manifests, "run-1");
+    let table = plan_table(&plan, "pages");
+    // 3 row groups of 1000 rows in pages of 64: the pages without an erased id are skipped.
+    let skipped = table["rows_skipped_by_page_index"].as_u64().unwrap();
+    assert!(skipped > 1500, "{table}");
+    let removed = check_table(
+        &testdata().join("pyarrow/pages"),
+        &wh,
+        &["part-2.parquet"],
+        |b, i| {
+            let id = b
+                .column_by_name("user_id")
+                .unwrap()
+                .as_primitive::<Int64Type>();
+            id.is_valid(i) && IDS.contains(&id.value(i))
+        },
+    );
+    assert_eq!(removed[0].1, 10);
+    check_counts(&manifest, &plan, "pages", &removed);
+}
