@@ -196,7 +196,9 @@ pub(super) fn splice_chunk(
         let flat_here = if nested {
             None
         } else {
-            let page_rows = u64::from(if d.v2 { d.num_rows } else { d.num_values });
+            // One level per record: the level count is the row count (v2 headers also carry
+            // num_rows, which some writers got wrong).
+            let page_rows = u64::from(d.num_values);
             let lo = records.next;
             while records.next < erased.len()
                 && u64::from(erased[records.next]) < first_row + page_rows
@@ -291,11 +293,11 @@ pub(super) fn splice_chunk(
     } else {
         first_row
     };
+    // Pages that disagree with the row group: leave the chunk to the whole re-encode, whose
+    // reader judges the file.
     let past_end = erased.last().is_some_and(|r| u64::from(*r) >= held);
     if held != num_rows || past_end {
-        return Err(general(format!(
-            "the pages of the column chunk hold {held} rows, the row group {num_rows}"
-        )));
+        return Ok(None);
     }
     if let Some(bounds) = chunk_bounds
         .as_ref()
