@@ -184,6 +184,26 @@ pub fn assert_values_gone(path: &Path, values: &[Vec<u8>]) -> usize {
     pages
 }
 
+/// A job spec named `name`: NDJSON events at `events`, manifests at `manifests`, and one table
+/// (also `name`) at `table` matched on its `user_id` column.
+pub fn user_id_job(name: &str, manifests: &str, events: &str, table: &str) -> String {
+    format!(
+        r#"[job]
+name = "{name}"
+manifests = "{manifests}"
+[events]
+location = "{events}"
+format = "ndjson"
+[[table]]
+name = "{name}"
+location = "{table}"
+[[table.match]]
+column = "user_id"
+subject_type = "user_id"
+"#
+    )
+}
+
 /// Writes NDJSON events: (event id, subject type, subject id as a JSON value).
 pub fn write_events(path: &Path, events: &[(&str, &str, serde_json::Value)]) {
     let mut text = String::new();

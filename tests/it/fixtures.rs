@@ -683,27 +683,15 @@ fn page_index_rules_out_pages_when_planning_and_the_result_is_exact() {
     let job = ws.path().join("job.toml");
     write(
         &job,
-        &format!(
-            r#"[job]
-name = "fixtures"
-manifests = "{}"
-[events]
-location = "{}"
-format = "ndjson"
-[[table]]
-name = "pages"
-location = "{}"
-[[table.match]]
-column = "user_id"
-subject_type = "user_id"
-"#,
-            file_url(&manifests),
-            file_url(&ws.path().join("events")),
-            file_url(&wh)
+        &user_id_job(
+            "fixtures",
+            &file_url(&manifests),
+            &file_url(&ws.path().join("events")),
+            &file_url(&wh),
         ),
     );
     let (manifest, plan, _) = purge_job(&job, &manifests, "run-1");
-    let table = plan_table(&plan, "pages");
+    let table = plan_table(&plan, "fixtures");
     // 3 row groups of 1000 rows in pages of 64: the pages without an erased id are skipped.
     let skipped = table["rows_skipped_by_page_index"].as_u64().unwrap();
     assert!(skipped > 1500, "{table}");
@@ -720,5 +708,5 @@ subject_type = "user_id"
         },
     );
     assert_eq!(removed[0].1, 10);
-    check_counts(&manifest, &plan, "pages", &removed);
+    check_counts(&manifest, &plan, "fixtures", &removed);
 }

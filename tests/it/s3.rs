@@ -227,19 +227,12 @@ fn s3_large_file_goes_up_in_parts() {
     let job = ws.path().join("job.toml");
     write(
         &job,
-        r#"[job]
-name = "big"
-manifests = "s3://lake/audit/"
-[events]
-location = "s3://lake/events/"
-format = "ndjson"
-[[table]]
-name = "big"
-location = "s3://lake/warehouse/big/"
-[[table.match]]
-column = "user_id"
-subject_type = "user_id"
-"#,
+        &user_id_job(
+            "big",
+            "s3://lake/audit/",
+            "s3://lake/events/",
+            "s3://lake/warehouse/big/",
+        ),
     );
     let mut env = moto.env();
     env.push(("LAKEPURGE_MULTIPART_THRESHOLD", "1000000".into()));
