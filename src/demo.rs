@@ -43,7 +43,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<u8> {
         "events: {} rows, {} skipped (no subject id), {} distinct events",
         ev.rows,
         ev.skipped,
-        ev.event_ids.len()
+        ev.count()
     );
     let tables = plan::Table::resolve_all(&job)?;
     for p in plan::plan_tables(&tables, &ev).await? {

@@ -250,7 +250,7 @@ async fn cmd_plan(job: &Job, json: bool) -> Result<u8, Error> {
         let doc = serde_json::json!({
             "job": job.name,
             "events": {"files": events.files.len(), "rows": events.rows, "skipped": events.skipped,
-                       "count": events.event_ids.len(), "digest": events.digest},
+                       "count": events.count(), "digest": events.digest},
             "tables": plans,
         });
         println!(
@@ -261,7 +261,7 @@ async fn cmd_plan(job: &Job, json: bool) -> Result<u8, Error> {
     }
     println!(
         "events: {} distinct, {} rows read, {} skipped",
-        events.event_ids.len(),
+        events.count(),
         events.rows,
         events.skipped
     );

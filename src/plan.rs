@@ -383,14 +383,75 @@ struct RuleSubjects<'e> {
     subjects: Option<&'e Subjects>,
 }
 
-/// Erased keys (Arrow row format) to the events naming them. Hashed with aHash: every key
-/// value of every affected file is looked up, and SipHash showed in profiles.
-type KeyMap = HashMap<Box<[u8]>, Vec<u32>, ahash::RandomState>;
+/// Erased keys in Arrow's row format, with the events naming each: the rows in one buffer, a
+/// hash table of row indices over them (aHash: every key value of every affected file is looked
+/// up), the event of each row, and the further events of keys several events name. About 30
+/// bytes a key, where a map of boxed keys to vectors took over 100.
+struct KeyTable {
+    rows: arrow::row::Rows,
+    table: hashbrown::HashTable<u32>,
+    hasher: ahash::RandomState,
+    /// The event of each row (for a repeated key, of its first row).
+    events: Vec<u32>,
+    /// By a key's first row: its events after the first.
+    more: HashMap<u32, Vec<u32>>,
+}
+
+impl KeyTable {
+    /// Indexes the valid rows of `rows`; `events[i]` names row `i`.
+    fn new(rows: arrow::row::Rows, events: &[u32], valid: impl Fn(usize) -> bool) -> KeyTable {
+        let hasher = ahash::RandomState::new();
+        let mut table = hashbrown::HashTable::with_capacity(rows.num_rows());
+        let mut more: HashMap<u32, Vec<u32>> = HashMap::new();
+        for (i, row) in rows.iter().enumerate() {
+            if !valid(i) {
+                continue;
+            }
+            let key = row.as_ref();
+            let hash = hasher.hash_one(key);
+            match table.find(hash, |&j: &u32| rows.row(j as usize).as_ref() == key) {
+                Some(&first) => {
+                    let extra = more.entry(first).or_default();
+                    if events[first as usize] != events[i] && !extra.contains(&events[i]) {
+                        extra.push(events[i]);
+                    }
+                }
+                None => {
+                    table.insert_unique(hash, i as u32, |&j: &u32| {
+                        hasher.hash_one(rows.row(j as usize).as_ref())
+                    });
+                }
+            }
+        }
+        more.retain(|_, v| !v.is_empty());
+        KeyTable {
+            rows,
+            table,
+            hasher,
+            events: events.to_vec(),
+            more,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// The events naming `key`, if it is an erased key.
+    fn events_of(&self, key: &[u8]) -> Option<impl Iterator<Item = u32> + '_> {
+        let hash = self.hasher.hash_one(key);
+        let &first = self
+            .table
+            .find(hash, |&j| self.rows.row(j as usize).as_ref() == key)?;
+        let more = self.more.get(&first).into_iter().flatten().copied();
+        Some(std::iter::once(self.events[first as usize]).chain(more))
+    }
+}
 
 /// Erased key values of one rule, encoded in Arrow's row format for one set of key types.
 struct Lookup {
     converter: RowConverter,
-    rows: KeyMap,
+    keys: KeyTable,
     unconvertible: u64,
     /// Sorted erased values, for statistics pruning (single top-level columns only).
     sorted: Option<SortedKeys>,
@@ -552,7 +613,7 @@ impl<'e> Matcher<'e> {
             let mut may_match = false;
             for (r, rule) in self.rules.iter().enumerate() {
                 let lookup = &lookups[r];
-                if lookup.rows.is_empty() || stats_rule_out(lookup, &rule.paths, rg, &metadata) {
+                if lookup.keys.is_empty() || stats_rule_out(lookup, &rule.paths, rg, &metadata) {
                     continue;
                 }
                 if bloom_rule_out(&mut builder, lookup, &rule.paths, &metadata, i).await {
@@ -659,7 +720,7 @@ impl<'e> Matcher<'e> {
         let mut kept: Vec<Range<usize>> = Vec::new();
         for (r, rule) in self.rules.iter().enumerate() {
             let lookup = &lookups[r];
-            if lookup.rows.is_empty() {
+            if lookup.keys.is_empty() {
                 continue;
             }
             let sorted = lookup.sorted.as_ref()?;
@@ -746,7 +807,7 @@ impl<'e> Matcher<'e> {
         let mut hits: BTreeMap<usize, BTreeSet<u32>> = BTreeMap::new();
         for (r, rule) in self.rules.iter().enumerate() {
             let lookup = &lookups[r];
-            if lookup.rows.is_empty() {
+            if lookup.keys.is_empty() {
                 continue;
             }
             let mut columns = Vec::with_capacity(rule.paths.len());
@@ -777,15 +838,13 @@ impl<'e> Matcher<'e> {
                 if valid.as_ref().is_some_and(|n| n.is_null(i)) {
                     continue;
                 }
-                if let Some(evs) = lookup.rows.get(row.as_ref()) {
+                if let Some(evs) = lookup.keys.events_of(row.as_ref()) {
                     let target = match &row_of {
                         Some(map) => map[i],
                         None => i as u32,
                     };
                     if target != u32::MAX {
-                        hits.entry(target as usize)
-                            .or_default()
-                            .extend(evs.iter().copied());
+                        hits.entry(target as usize).or_default().extend(evs);
                     }
                 }
             }
@@ -1031,18 +1090,9 @@ fn build_lookup(rule: &RuleSubjects<'_>, types: &[DataType], sortable: bool) -> 
     }
     let valid = combined_nulls(&columns);
     let rows = converter.convert_columns(&columns).map_err(aerr)?;
-    let mut map = KeyMap::default();
-    let mut unconvertible = 0u64;
-    for (i, row) in rows.iter().enumerate() {
-        if valid.as_ref().is_some_and(|v| v.is_null(i)) {
-            unconvertible += 1;
-            continue;
-        }
-        let evs = map.entry(row.as_ref().into()).or_default();
-        if !evs.contains(&events[i]) {
-            evs.push(events[i]);
-        }
-    }
+    let is_valid = |i: usize| valid.as_ref().is_none_or(|v| v.is_valid(i));
+    let unconvertible = (0..rows.num_rows()).filter(|&i| !is_valid(i)).count() as u64;
+    let keys = KeyTable::new(rows, events, is_valid);
     let sorted = if sortable && !columns.is_empty() {
         sorted_keys(&columns[0])
     } else {
@@ -1053,7 +1103,7 @@ fn build_lookup(rule: &RuleSubjects<'_>, types: &[DataType], sortable: bool) -> 
     }
     Ok(Lookup {
         converter,
-        rows: map,
+        keys,
         unconvertible,
         sorted,
     })

@@ -396,7 +396,7 @@ async fn run(job: &Job, run_id: &str, clock: &dyn Clock, opts: &Options<'_>) -> 
         sequence: previous.map_or(1, |p| p.manifest.sequence + 1),
         events: EventsRecord {
             location: events.location.clone(),
-            count: events.event_ids.len() as u64,
+            count: events.count() as u64,
             skipped: events.skipped,
             rows: events.rows,
             max_requested_at: events.max_requested_at.clone(),
@@ -756,7 +756,7 @@ async fn purge_file(
             per_event: fp
                 .per_event
                 .iter()
-                .map(|(e, n)| (attempt.events.event_ids[*e as usize].clone(), *n))
+                .map(|(e, n)| (attempt.events.event_id(*e).to_string(), *n))
                 .collect(),
         };
         entry.pending = Some(record.clone());

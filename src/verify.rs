@@ -385,7 +385,7 @@ async fn deep(job: &Job, m: &Manifest) -> Result<Vec<Check>> {
     }
     out.push(ok(format!(
         "deep: event snapshot re-read, {} events, digest matches",
-        events.event_ids.len()
+        events.count()
     )));
     for table in Table::resolve_all(job)? {
         out.push(deep_table(&table, &events).await?);
