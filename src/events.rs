@@ -8,13 +8,17 @@
 //!
 //! No subject id ever leaves this module in a log line: only counts and event ids do.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use arrow::array::{Array, AsArray, RecordBatch, StringArray, StringBuilder};
 use arrow::datatypes::DataType;
 use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
-use datafusion::prelude::{DataFrame, JsonReadOptions, ParquetReadOptions, SessionContext};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{
+    DataFrame, JsonReadOptions, ParquetReadOptions, SessionConfig, SessionContext,
+};
+use futures::StreamExt;
 use object_store::ObjectMeta;
 use sha2::{Digest, Sha256};
 
@@ -69,6 +73,11 @@ impl Subjects {
         })
     }
 }
+
+/// The memory DataFusion may use to read the events; its DISTINCT and sort spill to temporary
+/// files past it, so erasure sets of any size are read within it (plus the compact arrays).
+/// `LAKEPURGE_EVENTS_MEMORY` (bytes) overrides it.
+const EVENTS_QUERY_MEMORY: usize = 128 << 20;
 
 /// The erasure events a run applies.
 #[derive(Debug, Clone)]
@@ -174,7 +183,21 @@ pub async fn load_snapshot(job: &Job, snapshot: Option<&[EventFile]>) -> Result<
         return Ok(events);
     }
 
-    let ctx = SessionContext::new();
+    let memory = std::env::var("LAKEPURGE_EVENTS_MEMORY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(EVENTS_QUERY_MEMORY);
+    let pool = datafusion::execution::memory_pool::FairSpillPool::new(memory);
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(pool))
+        .build_arc()
+        .map_err(|e| Error::events(&loc, e))?;
+    // A few partitions, each holding back 1 MiB (not DataFusion's 10 MB) of the pool for the
+    // merge of its spilled sort runs, so a small pool still spills rather than failing.
+    let partitions = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+    let mut config = SessionConfig::new().with_target_partitions(partitions);
+    config.options_mut().execution.sort_spill_reservation_bytes = 1 << 20;
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
     ctx.register_object_store(&loc.store_url(), Arc::clone(&loc.store));
     let shown = loc.url.to_string();
     let qerr = |e| Error::events(&shown, e);
@@ -244,22 +267,27 @@ pub async fn load_snapshot(job: &Job, snapshot: Option<&[EventFile]>) -> Result<
         events.max_requested_at = max.first().cloned().flatten();
     }
 
-    let batches = ctx
+    // Distinct (event, type, subject) rows in event id order, streamed: DataFusion spills the
+    // DISTINCT and the sort to temporary files past its memory pool, and each batch goes into
+    // compact arrays as it comes (event ids once each, subjects by type).
+    let mut stream = ctx
         .sql(
             "SELECT DISTINCT event_id, subject_type, subject_id FROM events \
              WHERE event_id IS NOT NULL AND subject_type IS NOT NULL AND subject_id IS NOT NULL \
-             AND btrim(subject_id) <> ''",
+             AND btrim(subject_id) <> '' ORDER BY event_id",
         )
         .await
         .map_err(qerr)?
-        .collect()
+        .execute_stream()
         .await
         .map_err(qerr)?;
-
-    // Columns: event_id, subject_type, subject_id, as Utf8.
     let aerr = |e| Error::arrow(format!("events at {shown}"), e);
-    let mut utf8_batches: Vec<Vec<StringArray>> = Vec::with_capacity(batches.len());
-    for batch in &batches {
+    let mut ids = StringBuilder::new();
+    let mut last_id: Option<String> = None;
+    let mut by_type: BTreeMap<String, (StringBuilder, Vec<u32>)> = BTreeMap::new();
+    let mut count = 0u32;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(qerr)?;
         let cols = (0..3)
             .map(|i| {
                 arrow::compute::cast(batch.column(i), &DataType::Utf8)
@@ -267,61 +295,33 @@ pub async fn load_snapshot(job: &Job, snapshot: Option<&[EventFile]>) -> Result<
                     .map_err(aerr)
             })
             .collect::<Result<Vec<_>>>()?;
-        utf8_batches.push(cols);
-    }
-    // Sorted and deduplicated in a flat vector: a tree of a million ids costs three times more.
-    let mut ids: Vec<&str> = utf8_batches
-        .iter()
-        .flat_map(|cols| cols[0].iter().flatten())
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    events.event_ids = StringArray::from_iter_values(ids.iter());
-    drop(ids);
-    events.digest = digest(events.event_ids.iter().flatten());
-    let types: BTreeSet<String> = utf8_batches
-        .iter()
-        .flat_map(|cols| cols[1].iter().flatten().map(str::to_string))
-        .collect();
-    for subject_type in types {
-        let mut event_idx: Vec<u32> = Vec::new();
-        let mut raw: Vec<StringArray> = Vec::new();
-        for cols in &utf8_batches {
-            let mask = arrow::compute::kernels::cmp::eq(
-                &cols[1],
-                &StringArray::new_scalar(subject_type.as_str()),
-            )
-            .map_err(aerr)?;
-            // One subject type (the usual case): the columns as they are, no filtered copy.
-            let every = mask.true_count() == mask.len();
-            let pick = |c: &StringArray| -> Result<StringArray> {
-                if every {
-                    return Ok(c.clone());
+        for row in 0..batch.num_rows() {
+            let (id, ty, subject) = (cols[0].value(row), cols[1].value(row), cols[2].value(row));
+            if last_id.as_deref() != Some(id) {
+                if last_id.as_deref().is_some_and(|last| last > id) {
+                    return Err(Error::events(&shown, "event ids came back out of order"));
                 }
-                let f = arrow::compute::filter(c, &mask).map_err(aerr)?;
-                Ok(f.as_string::<i32>().clone())
-            };
-            for id in pick(&cols[0])?.iter().flatten() {
-                let e = position(&events.event_ids, id)
-                    .ok_or_else(|| Error::events(&shown, "event id vanished while indexing"))?;
-                event_idx.push(e as u32);
+                ids.append_value(id);
+                last_id = Some(id.to_string());
+                count = count
+                    .checked_add(1)
+                    .ok_or_else(|| Error::events(&shown, "more than 4 billion events"))?;
             }
-            raw.push(pick(&cols[2])?);
+            let (subjects, events_of) = by_type
+                .entry(ty.to_string())
+                .or_insert_with(|| (StringBuilder::new(), Vec::new()));
+            subjects.append_value(subject);
+            events_of.push(count - 1);
         }
-        let concat = |arrays: &[StringArray]| -> Result<StringArray> {
-            let refs: Vec<&dyn Array> = arrays.iter().map(|a| a as &dyn Array).collect();
-            if refs.is_empty() {
-                return Ok(StringArray::from(Vec::<Option<&str>>::new()));
-            }
-            arrow::compute::concat(&refs)
-                .map(|a| a.as_string::<i32>().clone())
-                .map_err(aerr)
-        };
+    }
+    events.event_ids = ids.finish();
+    events.digest = digest(events.event_ids.iter().flatten());
+    for (subject_type, (mut raw, event_idx)) in by_type {
         events.by_type.insert(
             subject_type,
             Subjects {
                 events: event_idx,
-                raw: concat(&raw)?,
+                raw: raw.finish(),
                 normalized: Default::default(),
             },
         );
@@ -362,20 +362,6 @@ impl Events {
     pub fn event_id(&self, i: u32) -> &str {
         self.event_ids.value(i as usize)
     }
-}
-
-/// The index of `id` in the sorted `ids`.
-fn position(ids: &StringArray, id: &str) -> Option<usize> {
-    let (mut lo, mut hi) = (0, ids.len());
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        match ids.value(mid).cmp(id) {
-            std::cmp::Ordering::Less => lo = mid + 1,
-            std::cmp::Ordering::Greater => hi = mid,
-            std::cmp::Ordering::Equal => return Some(mid),
-        }
-    }
-    None
 }
 
 /// The digest of a sorted list of distinct event ids.

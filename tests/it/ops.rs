@@ -538,3 +538,35 @@ fn memory_limit_bounds_the_files_in_flight() {
         assert!(run.stderr.contains("memory-limit"), "{}", run.stderr);
     }
 }
+
+#[test]
+fn a_million_events_read_in_a_small_memory_pool_give_the_same_plan() {
+    // 32 MiB cannot hold the DISTINCT of a million (event, subject) rows: DataFusion spills it
+    // and its sort to temporary files, and the plan and the event digest come out the same.
+    let (ws, job) = sample();
+    let events = ws.path().join("events/dt=2026-11-25/bulk.json");
+    std::fs::create_dir_all(events.parent().unwrap()).unwrap();
+    let mut text = String::with_capacity(120 << 20);
+    for i in 0..1_000_000u64 {
+        text.push_str(&format!(
+            "{{\"event_id\": \"bulk-{i}\", \"subject_type\": \"user_id\", \"subject_id\": \"{}\", \"requested_at\": \"2026-11-24T00:00:00Z\"}}\n",
+            10_000_000 + i
+        ));
+    }
+    std::fs::write(&events, text).unwrap();
+    let plan = |memory: &str| {
+        let run = lakepurge_env(
+            &["plan", "--job", &job, "--json"],
+            &[("LAKEPURGE_EVENTS_MEMORY", memory)],
+        );
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        serde_json::from_str::<serde_json::Value>(&run.stdout).unwrap()
+    };
+    let small = plan(&(32u64 << 20).to_string());
+    let default = plan(&(128u64 << 20).to_string());
+    assert_eq!(small, default);
+    assert!(
+        small["events"]["count"].as_u64().unwrap() > 1_000_000,
+        "{small}"
+    );
+}
