@@ -248,12 +248,15 @@ pub async fn load_snapshot(job: &Job, snapshot: Option<&[EventFile]>) -> Result<
     let df = project_columns(df, spec, &shown)?;
     ctx.register_table("events", df.into_view()).map_err(qerr)?;
 
+    let mut sizes = (0u64, 0u64);
     let stats = ctx
         .sql(
             "SELECT count(*) AS n, \
              sum(CASE WHEN event_id IS NULL OR subject_type IS NULL OR subject_id IS NULL \
                       OR btrim(subject_id) = '' THEN 1 ELSE 0 END) AS skipped, \
-             CAST(max(requested_at) AS VARCHAR) AS max_requested_at FROM events",
+             CAST(max(requested_at) AS VARCHAR) AS max_requested_at, \
+             sum(octet_length(event_id)) AS id_bytes, \
+             sum(octet_length(subject_id)) AS subject_bytes FROM events",
         )
         .await
         .map_err(qerr)?
@@ -265,6 +268,8 @@ pub async fn load_snapshot(job: &Job, snapshot: Option<&[EventFile]>) -> Result<
         events.skipped = int_at(batch, 1, &shown)?;
         let max = string_column(batch, 2, &shown)?;
         events.max_requested_at = max.first().cloned().flatten();
+        // Upper bounds for the compact arrays below, so they are allocated once.
+        sizes = (int_at(batch, 3, &shown)?, int_at(batch, 4, &shown)?);
     }
 
     // Distinct (event, type, subject) rows in event id order, streamed: DataFusion spills the
@@ -282,7 +287,9 @@ pub async fn load_snapshot(job: &Job, snapshot: Option<&[EventFile]>) -> Result<
         .await
         .map_err(qerr)?;
     let aerr = |e| Error::arrow(format!("events at {shown}"), e);
-    let mut ids = StringBuilder::new();
+    let rows = usize::try_from(events.rows).unwrap_or(usize::MAX);
+    let bytes = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    let mut ids = StringBuilder::with_capacity(rows, bytes(sizes.0));
     let mut last_id: Option<String> = None;
     let mut by_type: BTreeMap<String, (StringBuilder, Vec<u32>)> = BTreeMap::new();
     let mut count = 0u32;
@@ -307,21 +314,34 @@ pub async fn load_snapshot(job: &Job, snapshot: Option<&[EventFile]>) -> Result<
                     .checked_add(1)
                     .ok_or_else(|| Error::events(&shown, "more than 4 billion events"))?;
             }
-            let (subjects, events_of) = by_type
-                .entry(ty.to_string())
-                .or_insert_with(|| (StringBuilder::new(), Vec::new()));
+            // The first subject type gets room for every subject (usually the only one).
+            let room = by_type.is_empty();
+            let (subjects, events_of) = by_type.entry(ty.to_string()).or_insert_with(|| {
+                if room {
+                    (
+                        StringBuilder::with_capacity(rows, bytes(sizes.1)),
+                        Vec::with_capacity(rows),
+                    )
+                } else {
+                    (StringBuilder::new(), Vec::new())
+                }
+            });
             subjects.append_value(subject);
             events_of.push(count - 1);
         }
     }
     events.event_ids = ids.finish();
+    events.event_ids.shrink_to_fit();
     events.digest = digest(events.event_ids.iter().flatten());
-    for (subject_type, (mut raw, event_idx)) in by_type {
+    for (subject_type, (mut raw, mut event_idx)) in by_type {
+        let mut raw = raw.finish();
+        raw.shrink_to_fit();
+        event_idx.shrink_to_fit();
         events.by_type.insert(
             subject_type,
             Subjects {
                 events: event_idx,
-                raw: raw.finish(),
+                raw,
                 normalized: Default::default(),
             },
         );
