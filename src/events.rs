@@ -76,7 +76,8 @@ impl Subjects {
 
 /// The memory DataFusion may use to read the events; its DISTINCT and sort spill to temporary
 /// files past it, so erasure sets of any size are read within it (plus the compact arrays).
-/// `LAKEPURGE_EVENTS_MEMORY` (bytes) overrides it.
+/// `LAKEPURGE_EVENTS_MEMORY` (bytes, at least 32 MiB: the sorts' merges need room) overrides
+/// it.
 const EVENTS_QUERY_MEMORY: usize = 128 << 20;
 
 /// The erasure events a run applies.
@@ -186,7 +187,8 @@ pub async fn load_snapshot(job: &Job, snapshot: Option<&[EventFile]>) -> Result<
     let memory = std::env::var("LAKEPURGE_EVENTS_MEMORY")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(EVENTS_QUERY_MEMORY);
+        .unwrap_or(EVENTS_QUERY_MEMORY)
+        .max(32 << 20);
     let pool = datafusion::execution::memory_pool::FairSpillPool::new(memory);
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(pool))
