@@ -451,15 +451,34 @@ impl KeyTable {
 /// Erased key values of one rule, encoded in Arrow's row format for one set of key types.
 struct Lookup {
     converter: RowConverter,
-    keys: KeyTable,
+    keys: KeyIndex,
     unconvertible: u64,
     /// Sorted erased values, for statistics pruning (single top-level columns only).
     sorted: Option<SortedKeys>,
 }
 
 enum SortedKeys {
-    Ints(Vec<i64>),
+    /// Shared with a [`KeyIndex::Ints`] (a key named by several events may repeat).
+    Ints(Arc<[i64]>),
     Bytes(Vec<Vec<u8>>),
+}
+
+/// How a rule's erased keys are looked up.
+enum KeyIndex {
+    /// Keys in Arrow's row format (any key types).
+    Rows(KeyTable),
+    /// One Int64 key column: the keys sorted (a key named by several events repeats) and the
+    /// event of each, in the same order; looked up by binary search. 12 bytes a key.
+    Ints { keys: Arc<[i64]>, events: Vec<u32> },
+}
+
+impl KeyIndex {
+    fn is_empty(&self) -> bool {
+        match self {
+            KeyIndex::Rows(t) => t.is_empty(),
+            KeyIndex::Ints { keys, .. } => keys.is_empty(),
+        }
+    }
 }
 
 /// How a rule's key column resolved against a file's Arrow schema.
@@ -827,6 +846,37 @@ impl<'e> Matcher<'e> {
                     row_of = map;
                 }
             }
+            if let KeyIndex::Ints { keys, events } = &lookup.keys {
+                let Some(values) = columns[0].as_primitive_opt::<arrow::datatypes::Int64Type>()
+                else {
+                    return Err(Error::table(
+                        table,
+                        file,
+                        format!("match {}: key column is not Int64", rule.spec.label()),
+                    ));
+                };
+                for i in 0..values.len() {
+                    if values.is_null(i) {
+                        continue;
+                    }
+                    let v = values.value(i);
+                    let lo = keys.partition_point(|k| *k < v);
+                    let n = keys[lo..].partition_point(|k| *k == v);
+                    if n == 0 {
+                        continue;
+                    }
+                    let target = row_of.as_ref().map_or(i as u32, |map| map[i]);
+                    if target != u32::MAX {
+                        hits.entry(target as usize)
+                            .or_default()
+                            .extend(events[lo..lo + n].iter().copied());
+                    }
+                }
+                continue;
+            }
+            let KeyIndex::Rows(key_table) = &lookup.keys else {
+                continue;
+            };
             let converted = lookup.converter.convert_columns(&columns).map_err(|e| {
                 Error::arrow(
                     format!("table {table}: {file}: match {}", rule.spec.label()),
@@ -838,7 +888,7 @@ impl<'e> Matcher<'e> {
                 if valid.as_ref().is_some_and(|n| n.is_null(i)) {
                     continue;
                 }
-                if let Some(evs) = lookup.keys.events_of(row.as_ref()) {
+                if let Some(evs) = key_table.events_of(row.as_ref()) {
                     let target = match &row_of {
                         Some(map) => map[i],
                         None => i as u32,
@@ -1089,18 +1139,38 @@ fn build_lookup(rule: &RuleSubjects<'_>, types: &[DataType], sortable: bool) -> 
         columns.push(convert_ids(col, ty).map_err(aerr)?);
     }
     let valid = combined_nulls(&columns);
-    let rows = converter.convert_columns(&columns).map_err(aerr)?;
     let is_valid = |i: usize| valid.as_ref().is_none_or(|v| v.is_valid(i));
-    let unconvertible = (0..rows.num_rows()).filter(|&i| !is_valid(i)).count() as u64;
-    let keys = KeyTable::new(rows, events, is_valid);
+    let unconvertible = (0..values.len()).filter(|&i| !is_valid(i)).count() as u64;
+    if unconvertible > 0 {
+        tracing::debug!(rule = %label, unconvertible, "subject ids that cannot convert to the key type match nothing");
+    }
+    if let [DataType::Int64] = types {
+        // One Int64 key: sorted keys and their events, no row format.
+        let col = columns[0].as_primitive::<arrow::datatypes::Int64Type>();
+        let mut order: Vec<u32> = (0..col.len() as u32)
+            .filter(|&i| is_valid(i as usize))
+            .collect();
+        order.sort_unstable_by_key(|&i| (col.value(i as usize), events[i as usize]));
+        order.dedup_by_key(|i| (col.value(*i as usize), events[*i as usize]));
+        let keys: Arc<[i64]> = order.iter().map(|&i| col.value(i as usize)).collect();
+        let key_events: Vec<u32> = order.iter().map(|&i| events[i as usize]).collect();
+        return Ok(Lookup {
+            converter,
+            sorted: sortable.then(|| SortedKeys::Ints(Arc::clone(&keys))),
+            keys: KeyIndex::Ints {
+                keys,
+                events: key_events,
+            },
+            unconvertible,
+        });
+    }
+    let rows = converter.convert_columns(&columns).map_err(aerr)?;
+    let keys = KeyIndex::Rows(KeyTable::new(rows, events, is_valid));
     let sorted = if sortable && !columns.is_empty() {
         sorted_keys(&columns[0])
     } else {
         None
     };
-    if unconvertible > 0 {
-        tracing::debug!(rule = %label, unconvertible, "subject ids that cannot convert to the key type match nothing");
-    }
     Ok(Lookup {
         converter,
         keys,
@@ -1163,7 +1233,7 @@ fn sorted_keys(column: &ArrayRef) -> Option<SortedKeys> {
         let mut v: Vec<i64> = a.iter().flatten().collect();
         v.sort_unstable();
         v.dedup();
-        return Some(SortedKeys::Ints(v));
+        return Some(SortedKeys::Ints(v.into()));
     }
     if ty == &DataType::Utf8 {
         let a = column.as_string::<i32>();
