@@ -467,9 +467,15 @@ enum SortedKeys {
 enum KeyIndex {
     /// Keys in Arrow's row format (any key types).
     Rows(KeyTable),
-    /// One Int64 key column: the keys sorted (a key named by several events repeats) and the
-    /// event of each, in the same order; looked up by binary search. 12 bytes a key.
-    Ints { keys: Arc<[i64]>, events: Vec<u32> },
+    /// One Int64 key column: the keys sorted (a key named by several events repeats), the
+    /// event of each in the same order, and a hash table of where each key starts. About 17
+    /// bytes a key.
+    Ints {
+        keys: Arc<[i64]>,
+        events: Vec<u32>,
+        starts: hashbrown::HashTable<u32>,
+        hasher: ahash::RandomState,
+    },
 }
 
 impl KeyIndex {
@@ -477,6 +483,25 @@ impl KeyIndex {
         match self {
             KeyIndex::Rows(t) => t.is_empty(),
             KeyIndex::Ints { keys, .. } => keys.is_empty(),
+        }
+    }
+
+    /// `keys` sorted with `events`: indexed by where each key starts.
+    fn ints(keys: Arc<[i64]>, events: Vec<u32>) -> KeyIndex {
+        let hasher = ahash::RandomState::new();
+        let mut starts = hashbrown::HashTable::with_capacity(keys.len());
+        for (i, k) in keys.iter().enumerate() {
+            if i == 0 || keys[i - 1] != *k {
+                starts.insert_unique(hasher.hash_one(k), i as u32, |&j: &u32| {
+                    hasher.hash_one(keys[j as usize])
+                });
+            }
+        }
+        KeyIndex::Ints {
+            keys,
+            events,
+            starts,
+            hasher,
         }
     }
 }
@@ -846,7 +871,13 @@ impl<'e> Matcher<'e> {
                     row_of = map;
                 }
             }
-            if let KeyIndex::Ints { keys, events } = &lookup.keys {
+            if let KeyIndex::Ints {
+                keys,
+                events,
+                starts,
+                hasher,
+            } = &lookup.keys
+            {
                 let Some(values) = columns[0].as_primitive_opt::<arrow::datatypes::Int64Type>()
                 else {
                     return Err(Error::table(
@@ -860,11 +891,12 @@ impl<'e> Matcher<'e> {
                         continue;
                     }
                     let v = values.value(i);
-                    let lo = keys.partition_point(|k| *k < v);
-                    let n = keys[lo..].partition_point(|k| *k == v);
-                    if n == 0 {
+                    let Some(&lo) = starts.find(hasher.hash_one(v), |&j| keys[j as usize] == v)
+                    else {
                         continue;
-                    }
+                    };
+                    let lo = lo as usize;
+                    let n = keys[lo..].partition_point(|k| *k == v);
                     let target = row_of.as_ref().map_or(i as u32, |map| map[i]);
                     if target != u32::MAX {
                         hits.entry(target as usize)
@@ -1157,10 +1189,7 @@ fn build_lookup(rule: &RuleSubjects<'_>, types: &[DataType], sortable: bool) -> 
         return Ok(Lookup {
             converter,
             sorted: sortable.then(|| SortedKeys::Ints(Arc::clone(&keys))),
-            keys: KeyIndex::Ints {
-                keys,
-                events: key_events,
-            },
+            keys: KeyIndex::ints(keys, key_events),
             unconvertible,
         });
     }
