@@ -303,16 +303,25 @@ pub(super) fn splice_chunk(
         .as_ref()
         .filter(|_| chunk_erased_hits != (0, 0))
     {
+        // Pages cut in pass 1 are still decoded; the others are decompressed again.
         let mut all_equal = (0u64, 0u64);
-        for p in data_pages {
+        for (p, plan) in data_pages.iter().zip(&plans) {
             let Some(d) = &p.header.data else {
                 return Ok(None);
             };
-            let Some(page) = decode(&chunk, p, (max_rep, max_def), codec.as_mut())? else {
-                return Ok(None);
+            let decoded;
+            let page = match plan {
+                Plan::Cut(cut) => &cut.0,
+                Plan::Copy => {
+                    let Some(page) = decode(&chunk, p, (max_rep, max_def), codec.as_mut())? else {
+                        return Ok(None);
+                    };
+                    decoded = page;
+                    &decoded
+                }
             };
             let n = d.num_values as usize;
-            let equal = page_hits(&page, n, width, max_def, dict.as_ref(), |v| {
+            let equal = page_hits(page, n, width, max_def, dict.as_ref(), |v| {
                 bounds.equals(v, ty)
             })?;
             all_equal = (all_equal.0 + equal.0, all_equal.1 + equal.1);
