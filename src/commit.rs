@@ -33,6 +33,13 @@ pub struct ReadVersion {
     pub version: Option<String>,
 }
 
+impl ReadVersion {
+    /// Whether `current` (the object as it is now) is still this version.
+    fn is(&self, current: &object_store::ObjectMeta) -> bool {
+        current.e_tag == self.e_tag && current.version == self.version
+    }
+}
+
 /// The new version of a replaced object.
 #[derive(Debug, Clone)]
 pub struct Written {
@@ -77,7 +84,7 @@ pub async fn delete(store: &dyn ObjectStore, path: &Path, read: &ReadVersion) ->
             ));
         }
     };
-    if current.e_tag != read.e_tag || current.version != read.version {
+    if !read.is(&current) {
         return Err(Error::Conflict {
             path: path.to_string(),
         });
@@ -208,7 +215,7 @@ impl PartUpload {
                 return Err(e);
             }
         };
-        let unchanged = current.is_some_and(|c| c.e_tag == read.e_tag && c.version == read.version);
+        let unchanged = current.is_some_and(|c| read.is(&c));
         if !unchanged {
             let path = self.path.to_string();
             self.abort().await;
