@@ -1349,32 +1349,53 @@ fn stats_rule_out(
     let Some(leaf) = top_level_leaf(metadata, &paths[0][0]) else {
         return false;
     };
-    let descr = metadata.file_metadata().schema_descr().column(leaf);
     let Some(stats) = rg.column(leaf).statistics() else {
         return false;
     };
-    match (sorted, stats) {
-        (SortedKeys::Ints(keys), Statistics::Int32(s)) if signed(&descr) => {
-            match (s.min_opt(), s.max_opt()) {
-                (Some(&lo), Some(&hi)) => !any_in_range(keys, &(lo as i64), &(hi as i64)),
-                _ => false,
-            }
+    let range = match stats {
+        Statistics::Int32(s) => s
+            .min_opt()
+            .zip(s.max_opt())
+            .map(|(&lo, &hi)| KeyRange::Ints(i64::from(lo), i64::from(hi))),
+        Statistics::Int64(s) => s
+            .min_opt()
+            .zip(s.max_opt())
+            .map(|(&lo, &hi)| KeyRange::Ints(lo, hi)),
+        Statistics::ByteArray(_) => stats
+            .min_bytes_opt()
+            .zip(stats.max_bytes_opt())
+            .map(|(lo, hi)| KeyRange::Bytes(lo, hi)),
+        _ => None,
+    };
+    range.is_some_and(|range| no_key_in(sorted, range, metadata, leaf))
+}
+
+/// A column's min/max (chunk statistics or a page's column index entry), as keys compare.
+enum KeyRange<'a> {
+    Ints(i64, i64),
+    Bytes(&'a [u8], &'a [u8]),
+}
+
+/// Whether none of the sorted erased keys falls in `range` of column `leaf`: only for signed
+/// integers and byte arrays with unsigned order (otherwise false: the range proves nothing).
+fn no_key_in(
+    sorted: &SortedKeys,
+    range: KeyRange<'_>,
+    metadata: &ParquetMetaData,
+    leaf: usize,
+) -> bool {
+    let descr = metadata.file_metadata().schema_descr().column(leaf);
+    match (sorted, range) {
+        (SortedKeys::Ints(keys), KeyRange::Ints(lo, hi)) if signed(&descr) => {
+            !any_in_range(keys, &lo, &hi)
         }
-        (SortedKeys::Ints(keys), Statistics::Int64(s)) if signed(&descr) => {
-            match (s.min_opt(), s.max_opt()) {
-                (Some(&lo), Some(&hi)) => !any_in_range(keys, &lo, &hi),
-                _ => false,
-            }
-        }
-        (SortedKeys::Bytes(keys), Statistics::ByteArray(s)) => {
+        (SortedKeys::Bytes(keys), KeyRange::Bytes(lo, hi)) => {
             let ordered = matches!(
                 metadata.file_metadata().column_order(leaf),
                 ColumnOrder::TYPE_DEFINED_ORDER(SortOrder::UNSIGNED)
             );
-            match (ordered, s.min_bytes_opt(), s.max_bytes_opt()) {
-                (true, Some(lo), Some(hi)) => !any_in_range(keys, &lo.to_vec(), &hi.to_vec()),
-                _ => false,
-            }
+            let i = keys.partition_point(|k| k.as_slice() < lo);
+            ordered && !(i < keys.len() && keys[i].as_slice() <= hi)
         }
         _ => false,
     }
@@ -1393,32 +1414,22 @@ fn page_rule_out(
     if index.is_null_page(k) {
         return true;
     }
-    let descr = metadata.file_metadata().schema_descr().column(leaf);
-    match (sorted, index) {
-        (SortedKeys::Ints(keys), ColumnIndexMetaData::INT32(x)) if signed(&descr) => {
-            match (x.min_value(k), x.max_value(k)) {
-                (Some(&lo), Some(&hi)) => !any_in_range(keys, &i64::from(lo), &i64::from(hi)),
-                _ => false,
-            }
-        }
-        (SortedKeys::Ints(keys), ColumnIndexMetaData::INT64(x)) if signed(&descr) => {
-            match (x.min_value(k), x.max_value(k)) {
-                (Some(lo), Some(hi)) => !any_in_range(keys, lo, hi),
-                _ => false,
-            }
-        }
-        (SortedKeys::Bytes(keys), ColumnIndexMetaData::BYTE_ARRAY(x)) => {
-            let ordered = matches!(
-                metadata.file_metadata().column_order(leaf),
-                ColumnOrder::TYPE_DEFINED_ORDER(SortOrder::UNSIGNED)
-            );
-            match (ordered, x.min_value(k), x.max_value(k)) {
-                (true, Some(lo), Some(hi)) => !any_in_range(keys, &lo.to_vec(), &hi.to_vec()),
-                _ => false,
-            }
-        }
-        _ => false,
-    }
+    let range = match index {
+        ColumnIndexMetaData::INT32(x) => x
+            .min_value(k)
+            .zip(x.max_value(k))
+            .map(|(&lo, &hi)| KeyRange::Ints(i64::from(lo), i64::from(hi))),
+        ColumnIndexMetaData::INT64(x) => x
+            .min_value(k)
+            .zip(x.max_value(k))
+            .map(|(&lo, &hi)| KeyRange::Ints(lo, hi)),
+        ColumnIndexMetaData::BYTE_ARRAY(x) => x
+            .min_value(k)
+            .zip(x.max_value(k))
+            .map(|(lo, hi)| KeyRange::Bytes(lo, hi)),
+        _ => None,
+    };
+    range.is_some_and(|range| no_key_in(sorted, range, metadata, leaf))
 }
 
 fn signed(descr: &parquet::schema::types::ColumnDescriptor) -> bool {
