@@ -144,3 +144,17 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// Asserts that a replacement was refused as a conflict (`err`) and that the object at `path`
+/// still holds the concurrent writer's `newer` bytes.
+pub async fn refused_and_kept(
+    err: &lakepurge::Error,
+    loc: &lakepurge::store::Location,
+    path: &object_store::path::Path,
+    newer: &[u8],
+) {
+    use object_store::ObjectStoreExt;
+    assert!(matches!(err, lakepurge::Error::Conflict { .. }), "{err}");
+    let body = loc.store.get(path).await.unwrap().bytes().await.unwrap();
+    assert_eq!(&body[..], newer, "the newer data was overwritten");
+}

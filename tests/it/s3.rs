@@ -10,7 +10,7 @@ use lakepurge::commit::{self, ReadVersion};
 use lakepurge::store::Location;
 use object_store::{ObjectStoreExt, PutMode, PutOptions};
 
-use crate::cloud::{Bucket, Server, purge_matches_local};
+use crate::cloud::{Bucket, Server, purge_matches_local, refused_and_kept};
 use crate::common::*;
 use crate::fixtures::check_table;
 
@@ -153,13 +153,7 @@ async fn s3_replace_refuses_an_object_changed_by_a_concurrent_writer() {
     )
     .await
     .unwrap_err();
-    assert!(matches!(err, lakepurge::Error::Conflict { .. }), "{err}");
-    let body = loc.store.get(&path).await.unwrap().bytes().await.unwrap();
-    assert_eq!(
-        &body[..],
-        b"version-2 newer",
-        "the newer data was overwritten"
-    );
+    refused_and_kept(&err, &loc, &path, b"version-2 newer").await;
     // With the current version the replace goes through.
     let current = loc.store.head(&path).await.unwrap();
     let read = ReadVersion {
@@ -285,13 +279,7 @@ async fn s3_upload_in_parts_is_aborted_when_the_object_changed() {
         .complete_if(loc.store.as_ref(), &read)
         .await
         .unwrap_err();
-    assert!(matches!(err, lakepurge::Error::Conflict { .. }), "{err}");
-    let body = loc.store.get(&path).await.unwrap().bytes().await.unwrap();
-    assert_eq!(
-        &body[..],
-        b"version-2 newer",
-        "the newer data was overwritten"
-    );
+    refused_and_kept(&err, &loc, &path, b"version-2 newer").await;
     let pending = moto.boto(
         "print(len(c.list_multipart_uploads(Bucket='lake').get('Uploads', [])))",
         &[],
