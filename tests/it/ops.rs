@@ -183,15 +183,7 @@ fn a_bad_shard_is_exit_2() {
 #[test]
 fn json_log_lines_parse_and_carry_run_table_and_file() {
     let (_ws, job) = sample();
-    let run = lakepurge(&[
-        "--log-format",
-        "json",
-        "purge",
-        "--job",
-        &job,
-        "--run-id",
-        "r-json",
-    ]);
+    let run = purge_json(&job, "r-json", &[]);
     assert_eq!(run.code, 0);
     let lines: Vec<serde_json::Value> = run
         .stderr
@@ -471,6 +463,21 @@ fn bloom_filters_prune_a_file_statistics_cannot_and_never_under_delete() {
     }
 }
 
+/// Runs `purge` of `job` as `run_id` with JSON logs and the `extra` flags.
+fn purge_json(job: &str, run_id: &str, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "--log-format",
+        "json",
+        "purge",
+        "--job",
+        job,
+        "--run-id",
+        run_id,
+    ];
+    args.extend_from_slice(extra);
+    lakepurge(&args)
+}
+
 /// The `memory budget` log line of a JSON-logged purge: (limit, peak reserved).
 fn budget_of(run: &Run) -> (u64, u64) {
     let line: serde_json::Value = run
@@ -490,34 +497,14 @@ fn memory_limit_bounds_the_files_in_flight() {
     // Each demo file needs a few KiB: with 1 KiB they run one at a time (each alone, over the
     // limit, said in a warning), with plenty several at once; both give the same result.
     let (ws, job) = sample();
-    let tight = lakepurge(&[
-        "--log-format",
-        "json",
-        "purge",
-        "--job",
-        &job,
-        "--run-id",
-        "2026-11-25",
-        "--memory-limit",
-        "1KiB",
-    ]);
+    let tight = purge_json(&job, "2026-11-25", &["--memory-limit", "1KiB"]);
     assert_eq!(tight.code, 0, "{}", tight.stderr);
     assert_eq!(budget_of(&tight), (1024, 1024));
     assert!(tight.stderr.contains("needs more than the memory limit"));
     assert_same_as_unsharded(ws.path(), &job);
 
     let (_ws, job) = sample();
-    let roomy = lakepurge(&[
-        "--log-format",
-        "json",
-        "purge",
-        "--job",
-        &job,
-        "--run-id",
-        "r",
-        "--memory-limit",
-        "1GiB",
-    ]);
+    let roomy = purge_json(&job, "r", &["--memory-limit", "1GiB"]);
     assert_eq!(roomy.code, 0);
     let (limit, peak) = budget_of(&roomy);
     assert_eq!(limit, 1 << 30);
