@@ -409,7 +409,7 @@ pub(super) fn splice_chunk(
         let page_start = out.bytes_written();
         let (entry_nulls, now_null) = match &plan {
             Plan::Copy => (0, false),
-            Plan::Cut(cut) => (cut.1.erased_nulls as i64, cut.1.kept_values() == 0),
+            Plan::Cut(cut) => (cut.1.erased_nulls as i64, cut.1.kept_all_null()),
         };
         // Records starting in the page that stay, and whether the page stays at all.
         let (kept_here, page_kept) = match &plan {
@@ -877,13 +877,13 @@ struct Cut {
 }
 
 impl Cut {
-    /// Kept rows that hold a value.
-    fn kept_values(&self) -> usize {
-        self.kept_defs.as_ref().map_or(usize::MAX, |d| d.len()) - self.kept_nulls as usize
+    /// Whether every kept level is null (never, for a required column).
+    fn kept_all_null(&self) -> bool {
+        self.kept_defs
+            .as_ref()
+            .is_some_and(|d| d.len() == self.kept_nulls as usize)
     }
-}
 
-impl Cut {
     /// Walks the page's `n` levels and values once; `rows` says which levels belong to
     /// erased records. `each`: also list every kept PLAIN value (for a bloom filter).
     /// `entries`: the dictionary's size, to check indices against.
