@@ -6,13 +6,26 @@
 //! computes the normalised forms of each id (`lower`, `btrim`) and de-duplicates. The result
 //! is small: one entry per distinct (event, subject type, subject id).
 //!
+//! What the query returns is spilled as it streams, in Arrow IPC, to anonymous temporary files
+//! (unlinked at creation: nothing is left behind, even by a killed run): the sorted event ids
+//! and, per subject type, the subject ids with the event of each. Memory stays flat however
+//! many events there are; the plan reads the subjects back in batches to build its key tables,
+//! and the purge looks up the ids of the events that matched.
+//!
 //! No subject id ever leaves this module in a log line: only counts and event ids do.
 
 use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, RecordBatch, StringArray, StringBuilder};
-use arrow::datatypes::DataType;
+use arrow::array::{
+    Array, ArrayBuilder, AsArray, RecordBatch, StringArray, StringBuilder, UInt32Array,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::ipc::reader::{FileReader, StreamReader};
+use arrow::ipc::writer::{FileWriter, StreamWriter};
 use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{
@@ -34,43 +47,321 @@ pub struct EventFile {
     pub etag: Option<String>,
 }
 
-/// The distinct subjects of one subject type, column-wise: the subject id as an Arrow string
-/// array (compact, and handed to the type conversion as it is), its normalised forms made
-/// when a rule first asks for them, and for each row the event it belongs to.
+/// The distinct subjects of one subject type, spilled: batches of (subject id, event index)
+/// in event id order.
 #[derive(Debug, Clone)]
 pub struct Subjects {
-    /// Index into [`Events::event_ids`], per row.
-    pub events: Vec<u32>,
-    raw: StringArray,
-    /// Lowercase, trim, lowercase + trim ([`normalize_value`]), made on first use.
-    normalized: [std::sync::OnceLock<StringArray>; 3],
+    len: usize,
+    file: Arc<File>,
+}
+
+/// One batch of subjects: the ids as a rule compares them, and for each the index of its
+/// event (see [`EventIds`]).
+pub struct SubjectBatch {
+    pub ids: StringArray,
+    pub events: UInt32Array,
 }
 
 impl Subjects {
     pub fn len(&self) -> usize {
-        self.events.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
+        self.len == 0
     }
 
-    /// The subject ids as a rule with `normalize` compares them.
-    pub fn values(&self, normalize: Option<Normalize>) -> &StringArray {
-        let Some(n) = normalize else {
-            return &self.raw;
+    /// Reads the subjects back in batches, the ids normalised as `normalize` says.
+    pub fn batches(
+        &self,
+        normalize: Option<Normalize>,
+    ) -> Result<impl Iterator<Item = Result<SubjectBatch>> + '_> {
+        let reader =
+            StreamReader::try_new_buffered(At::new(&self.file), None).map_err(spill_err)?;
+        Ok(reader.map(move |batch| {
+            let batch = batch.map_err(spill_err)?;
+            let raw = batch.column(0).as_string::<i32>();
+            let ids = match normalize {
+                None => raw.clone(),
+                Some(n) => raw
+                    .iter()
+                    .map(|v| v.map(|s| normalize_value(n, s)))
+                    .collect(),
+            };
+            let events = batch
+                .column(1)
+                .as_primitive::<arrow::datatypes::UInt32Type>();
+            Ok(SubjectBatch {
+                ids,
+                events: events.clone(),
+            })
+        }))
+    }
+}
+
+/// The distinct event ids a run applies, sorted, spilled in batches of [`IDS_PER_BATCH`]: the
+/// index of an id is its rank.
+#[derive(Debug, Clone, Default)]
+pub struct EventIds {
+    len: usize,
+    file: Option<Arc<File>>,
+}
+
+/// Event ids per spilled batch: an id's batch is its index divided by this.
+const IDS_PER_BATCH: usize = 4096;
+
+/// Subjects per spilled batch.
+const SUBJECTS_PER_BATCH: usize = 65536;
+
+impl EventIds {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The ids of the events at `indices` (ascending, distinct), each batch holding some read
+    /// once.
+    pub fn names(&self, indices: &[u32]) -> Result<Vec<String>> {
+        let mut names = Vec::with_capacity(indices.len());
+        let Some(&last) = indices.last() else {
+            return Ok(names);
         };
-        let slot = match n {
-            Normalize::Lowercase => 0,
-            Normalize::Trim => 1,
-            Normalize::LowercaseTrim => 2,
+        let file = self
+            .file
+            .as_ref()
+            .filter(|_| (last as usize) < self.len && indices.is_sorted_by(|a, b| a < b))
+            .ok_or_else(|| {
+                Error::Internal(format!(
+                    "event indices out of order or past the {} events",
+                    self.len
+                ))
+            })?;
+        let mut reader = FileReader::try_new_buffered(At::new(file), None).map_err(spill_err)?;
+        let mut at = 0;
+        while let Some(&first) = indices.get(at) {
+            let block = first as usize / IDS_PER_BATCH;
+            reader.set_index(block).map_err(spill_err)?;
+            let batch = reader
+                .next()
+                .ok_or_else(|| Error::Internal(format!("event id batch {block} missing")))?
+                .map_err(spill_err)?;
+            let ids = batch.column(0).as_string::<i32>();
+            while let Some(&i) = indices
+                .get(at)
+                .filter(|&&i| i as usize / IDS_PER_BATCH == block)
+            {
+                names.push(ids.value(i as usize % IDS_PER_BATCH).to_string());
+                at += 1;
+            }
+        }
+        Ok(names)
+    }
+
+    /// Names the events of per-event counts.
+    pub fn name_counts(&self, counts: &BTreeMap<u32, u64>) -> Result<BTreeMap<String, u64>> {
+        let indices: Vec<u32> = counts.keys().copied().collect();
+        let names = self.names(&indices)?;
+        Ok(names.into_iter().zip(counts.values().copied()).collect())
+    }
+}
+
+fn spill_err(e: arrow::error::ArrowError) -> Error {
+    Error::Internal(format!("events spilled to a temporary file: {e}"))
+}
+
+fn temp_file() -> Result<File> {
+    tempfile::tempfile().map_err(|e| {
+        Error::Internal(format!(
+            "cannot create a temporary file in {} for the events: {e}",
+            std::env::temp_dir().display()
+        ))
+    })
+}
+
+/// Reads a spilled file from its own position (positional reads: any number of readers share
+/// the file).
+struct At<'a> {
+    file: &'a File,
+    pos: u64,
+}
+
+impl<'a> At<'a> {
+    fn new(file: &'a File) -> At<'a> {
+        At { file, pos: 0 }
+    }
+}
+
+impl Read for At<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for At<'_> {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        let len = self.file.metadata()?.len();
+        let pos = match to {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
         };
-        self.normalized[slot].get_or_init(|| {
-            self.raw
-                .iter()
-                .map(|v| v.map(|s| normalize_value(n, s)))
-                .collect()
+        self.pos = pos.ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the start")
+        })?;
+        Ok(self.pos)
+    }
+}
+
+/// Writes the query's rows into the spilled files as they stream.
+struct Spiller {
+    ids: FileWriter<std::io::BufWriter<File>>,
+    ids_file: Arc<File>,
+    id_batch: StringBuilder,
+    ids_written: usize,
+    digest: Sha256,
+    last_id: Option<String>,
+    by_type: BTreeMap<String, TypeSpill>,
+}
+
+struct TypeSpill {
+    writer: StreamWriter<std::io::BufWriter<File>>,
+    file: Arc<File>,
+    ids: StringBuilder,
+    events: Vec<u32>,
+    len: usize,
+}
+
+fn id_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(
+        "event_id",
+        DataType::Utf8,
+        false,
+    )]))
+}
+
+fn subject_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("subject_id", DataType::Utf8, false),
+        Field::new("event", DataType::UInt32, false),
+    ]))
+}
+
+fn cloned(file: &File) -> Result<File> {
+    file.try_clone()
+        .map_err(|e| Error::Internal(format!("temporary file for the events: {e}")))
+}
+
+impl Spiller {
+    fn new() -> Result<Spiller> {
+        let file = Arc::new(temp_file()?);
+        let ids = FileWriter::try_new_buffered(cloned(&file)?, &id_schema()).map_err(spill_err)?;
+        Ok(Spiller {
+            ids,
+            ids_file: file,
+            id_batch: StringBuilder::new(),
+            ids_written: 0,
+            digest: Sha256::new(),
+            last_id: None,
+            by_type: BTreeMap::new(),
         })
+    }
+
+    /// Adds one distinct (event, type, subject); rows come in event id order.
+    fn push(&mut self, id: &str, ty: &str, subject: &str) -> Result<()> {
+        if self.last_id.as_deref() != Some(id) {
+            if self.last_id.as_deref().is_some_and(|last| last > id) {
+                return Err(Error::Internal("event ids came back out of order".into()));
+            }
+            if self.ids_written + self.id_batch.len() >= u32::MAX as usize {
+                return Err(Error::Internal("more than 4 billion events".into()));
+            }
+            self.digest.update(id.as_bytes());
+            self.digest.update(b"\n");
+            self.id_batch.append_value(id);
+            self.last_id = Some(id.to_string());
+            if self.id_batch.len() == IDS_PER_BATCH {
+                self.flush_ids()?;
+            }
+        }
+        let event = (self.ids_written + self.id_batch.len() - 1) as u32;
+        if !self.by_type.contains_key(ty) {
+            let file = Arc::new(temp_file()?);
+            let writer = StreamWriter::try_new_buffered(cloned(&file)?, &subject_schema())
+                .map_err(spill_err)?;
+            self.by_type.insert(
+                ty.to_string(),
+                TypeSpill {
+                    writer,
+                    file,
+                    ids: StringBuilder::new(),
+                    events: Vec::new(),
+                    len: 0,
+                },
+            );
+        }
+        if let Some(t) = self.by_type.get_mut(ty) {
+            t.ids.append_value(subject);
+            t.events.push(event);
+            t.len += 1;
+            if t.events.len() == SUBJECTS_PER_BATCH {
+                t.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_ids(&mut self) -> Result<()> {
+        if self.id_batch.is_empty() {
+            return Ok(());
+        }
+        let n = self.id_batch.len();
+        let batch = RecordBatch::try_new(id_schema(), vec![Arc::new(self.id_batch.finish())])
+            .map_err(spill_err)?;
+        self.ids.write(&batch).map_err(spill_err)?;
+        self.ids_written += n;
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<(EventIds, String, BTreeMap<String, Subjects>)> {
+        self.flush_ids()?;
+        self.ids.finish().map_err(spill_err)?;
+        let ids = EventIds {
+            len: self.ids_written,
+            file: Some(self.ids_file),
+        };
+        let mut by_type = BTreeMap::new();
+        for (ty, mut t) in self.by_type {
+            t.flush()?;
+            t.writer.finish().map_err(spill_err)?;
+            by_type.insert(
+                ty,
+                Subjects {
+                    len: t.len,
+                    file: t.file,
+                },
+            );
+        }
+        Ok((ids, hex::encode(self.digest.finalize()), by_type))
+    }
+}
+
+impl TypeSpill {
+    fn flush(&mut self) -> Result<()> {
+        if self.events.is_empty() {
+            return Ok(());
+        }
+        let events = UInt32Array::from(std::mem::take(&mut self.events));
+        let batch = RecordBatch::try_new(
+            subject_schema(),
+            vec![Arc::new(self.ids.finish()), Arc::new(events)],
+        )
+        .map_err(spill_err)?;
+        self.writer.write(&batch).map_err(spill_err)
     }
 }
 
@@ -89,9 +380,8 @@ pub struct Events {
     pub rows: u64,
     /// Rows skipped for a null or empty subject id, event id or subject type.
     pub skipped: u64,
-    /// Distinct event ids with a usable subject, sorted (an Arrow array: ten million ids take
-    /// 14 bytes each rather than 40 as `String`s).
-    pub event_ids: StringArray,
+    /// Distinct event ids with a usable subject, sorted.
+    pub event_ids: EventIds,
     /// Distinct subjects by subject type.
     pub by_type: BTreeMap<String, Subjects>,
     pub max_requested_at: Option<String>,
@@ -250,15 +540,12 @@ pub async fn load_snapshot(job: &Job, snapshot: Option<&[EventFile]>) -> Result<
     let df = project_columns(df, spec, &shown)?;
     ctx.register_table("events", df.into_view()).map_err(qerr)?;
 
-    let mut sizes = (0u64, 0u64);
     let stats = ctx
         .sql(
             "SELECT count(*) AS n, \
              sum(CASE WHEN event_id IS NULL OR subject_type IS NULL OR subject_id IS NULL \
                       OR btrim(subject_id) = '' THEN 1 ELSE 0 END) AS skipped, \
-             CAST(max(requested_at) AS VARCHAR) AS max_requested_at, \
-             sum(octet_length(event_id)) AS id_bytes, \
-             sum(octet_length(subject_id)) AS subject_bytes FROM events",
+             CAST(max(requested_at) AS VARCHAR) AS max_requested_at FROM events",
         )
         .await
         .map_err(qerr)?
@@ -270,13 +557,11 @@ pub async fn load_snapshot(job: &Job, snapshot: Option<&[EventFile]>) -> Result<
         events.skipped = int_at(batch, 1, &shown)?;
         let max = string_column(batch, 2, &shown)?;
         events.max_requested_at = max.first().cloned().flatten();
-        // Upper bounds for the compact arrays below, so they are allocated once.
-        sizes = (int_at(batch, 3, &shown)?, int_at(batch, 4, &shown)?);
     }
 
     // Distinct (event, type, subject) rows in event id order, streamed: DataFusion spills the
-    // DISTINCT and the sort to temporary files past its memory pool, and each batch goes into
-    // compact arrays as it comes (event ids once each, subjects by type).
+    // DISTINCT and the sort to temporary files past its memory pool, and each batch goes on
+    // to the spilled files as it comes (event ids once each, subjects by type).
     let mut stream = ctx
         .sql(
             "SELECT DISTINCT event_id, subject_type, subject_id FROM events \
@@ -289,12 +574,7 @@ pub async fn load_snapshot(job: &Job, snapshot: Option<&[EventFile]>) -> Result<
         .await
         .map_err(qerr)?;
     let aerr = |e| Error::arrow(format!("events at {shown}"), e);
-    let rows = usize::try_from(events.rows).unwrap_or(usize::MAX);
-    let bytes = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
-    let mut ids = StringBuilder::with_capacity(rows, bytes(sizes.0));
-    let mut last_id: Option<String> = None;
-    let mut by_type: BTreeMap<String, (StringBuilder, Vec<u32>)> = BTreeMap::new();
-    let mut count = 0u32;
+    let mut spill = Spiller::new()?;
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(qerr)?;
         let cols = (0..3)
@@ -305,49 +585,18 @@ pub async fn load_snapshot(job: &Job, snapshot: Option<&[EventFile]>) -> Result<
             })
             .collect::<Result<Vec<_>>>()?;
         for row in 0..batch.num_rows() {
-            let (id, ty, subject) = (cols[0].value(row), cols[1].value(row), cols[2].value(row));
-            if last_id.as_deref() != Some(id) {
-                if last_id.as_deref().is_some_and(|last| last > id) {
-                    return Err(Error::events(&shown, "event ids came back out of order"));
-                }
-                ids.append_value(id);
-                last_id = Some(id.to_string());
-                count = count
-                    .checked_add(1)
-                    .ok_or_else(|| Error::events(&shown, "more than 4 billion events"))?;
-            }
-            // The first subject type gets room for every subject (usually the only one).
-            let room = by_type.is_empty();
-            let (subjects, events_of) = by_type.entry(ty.to_string()).or_insert_with(|| {
-                if room {
-                    (
-                        StringBuilder::with_capacity(rows, bytes(sizes.1)),
-                        Vec::with_capacity(rows),
-                    )
-                } else {
-                    (StringBuilder::new(), Vec::new())
-                }
-            });
-            subjects.append_value(subject);
-            events_of.push(count - 1);
+            spill
+                .push(cols[0].value(row), cols[1].value(row), cols[2].value(row))
+                .map_err(|e| match e {
+                    Error::Internal(m) => Error::events(&shown, m),
+                    other => other,
+                })?;
         }
     }
-    events.event_ids = ids.finish();
-    events.event_ids.shrink_to_fit();
-    events.digest = digest(events.event_ids.iter().flatten());
-    for (subject_type, (mut raw, mut event_idx)) in by_type {
-        let mut raw = raw.finish();
-        raw.shrink_to_fit();
-        event_idx.shrink_to_fit();
-        events.by_type.insert(
-            subject_type,
-            Subjects {
-                events: event_idx,
-                raw,
-                normalized: Default::default(),
-            },
-        );
-    }
+    (events.event_ids, events.digest, events.by_type) = spill.finish()?;
+    drop(stream);
+    drop(ctx);
+    give_back_freed_memory();
     tracing::info!(
         location = %loc,
         files = events.files.len(),
@@ -359,6 +608,18 @@ pub async fn load_snapshot(job: &Job, snapshot: Option<&[EventFile]>) -> Result<
     Ok(events)
 }
 
+/// Returns the heap memory freed so far to the OS. The event query's buffers (its pool, the
+/// JSON reader, the sort's merges) are spread over the threads' allocator arenas, which keep
+/// freed memory for reuse; the plan's key tables that come next are large single blocks that
+/// would not reuse it, so without this the process would hold both at once.
+fn give_back_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; it is thread-safe in glibc.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 impl Default for Events {
     fn default() -> Events {
         Events {
@@ -366,7 +627,7 @@ impl Default for Events {
             files: Vec::new(),
             rows: 0,
             skipped: 0,
-            event_ids: StringArray::from_iter_values(std::iter::empty::<&str>()),
+            event_ids: EventIds::default(),
             by_type: BTreeMap::new(),
             max_requested_at: None,
             digest: digest(std::iter::empty()),
@@ -378,11 +639,6 @@ impl Events {
     /// How many distinct events the run applies.
     pub fn count(&self) -> usize {
         self.event_ids.len()
-    }
-
-    /// The id of event `i` (an index [`Subjects::events`] holds).
-    pub fn event_id(&self, i: u32) -> &str {
-        self.event_ids.value(i as usize)
     }
 }
 
@@ -496,6 +752,64 @@ mod tests {
         assert_eq!(normalize_value(Normalize::Lowercase, " Ab "), " ab ");
         assert_eq!(normalize_value(Normalize::Trim, "  Ab \t"), "Ab \t");
         assert_eq!(normalize_value(Normalize::LowercaseTrim, " ÄB "), "äb");
+    }
+
+    #[test]
+    fn spilled_events_read_back_exactly() {
+        // More ids than one spilled batch holds, two subject types, more subjects than a
+        // subject batch holds.
+        let n = IDS_PER_BATCH * 2 + 7;
+        let ids: Vec<String> = (0..n).map(|i| format!("ev-{i:06}")).collect();
+        let mut spill = Spiller::new().unwrap();
+        let mut emails = 0;
+        for (i, id) in ids.iter().enumerate() {
+            spill.push(id, "user_id", &i.to_string()).unwrap();
+            for k in 0..(SUBJECTS_PER_BATCH / n + 1) {
+                spill.push(id, "user_id", &format!("{i}-{k}")).unwrap();
+            }
+            if i % 3 == 0 {
+                spill.push(id, "email", &format!(" A{i}@X.org ")).unwrap();
+                emails += 1;
+            }
+        }
+        let (event_ids, digest_hex, by_type) = spill.finish().unwrap();
+        assert_eq!(event_ids.len(), n);
+        assert_eq!(digest_hex, digest(ids.iter().map(String::as_str)));
+        let picks = [0u32, 1, 4095, 4096, 4097, (n - 1) as u32];
+        let names = event_ids.names(&picks).unwrap();
+        let expected: Vec<&str> = picks.iter().map(|&i| ids[i as usize].as_str()).collect();
+        assert_eq!(names, expected);
+        assert!(event_ids.names(&[5, 2]).is_err(), "indices must ascend");
+        assert!(event_ids.names(&[n as u32]).is_err(), "past the end");
+
+        let users = &by_type["user_id"];
+        let per_event = SUBJECTS_PER_BATCH / n + 2;
+        assert_eq!(users.len(), n * per_event);
+        let batches: Vec<SubjectBatch> = users.batches(None).unwrap().map(|b| b.unwrap()).collect();
+        assert!(batches.len() > 1);
+        let rows: Vec<(String, u32)> = batches
+            .iter()
+            .flat_map(|b| (0..b.ids.len()).map(|i| (b.ids.value(i).to_string(), b.events.value(i))))
+            .collect();
+        assert_eq!(rows.len(), users.len());
+        assert_eq!(rows[0], ("0".to_string(), 0));
+        assert_eq!(rows[per_event], ("1".to_string(), 1));
+        assert_eq!(rows[rows.len() - 1].1, (n - 1) as u32);
+
+        let mails = &by_type["email"];
+        assert_eq!(mails.len(), emails);
+        let first = mails
+            .batches(Some(Normalize::LowercaseTrim))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.ids.value(1), "a3@x.org");
+        assert_eq!(first.events.value(1), 3);
+
+        let mut backwards = Spiller::new().unwrap();
+        backwards.push("b", "t", "1").unwrap();
+        assert!(backwards.push("a", "t", "2").is_err());
     }
 
     #[test]

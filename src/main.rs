@@ -64,8 +64,9 @@ enum Command {
         /// overlaps the others' CPU work).
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
         concurrency: Option<u16>,
-        /// Memory the files being rewritten may hold at once, e.g. 512MiB or 2GiB (default
-        /// 2GiB). Files wait for room; one larger than the whole limit is purged alone.
+        /// Memory the run may hold, e.g. 512MiB or 2GiB (default 2GiB): the files being
+        /// rewritten get what the process does not already hold when the rewrites start.
+        /// Files wait for room; one larger than the room is purged alone.
         #[arg(long, value_parser = parse_size)]
         memory_limit: Option<u64>,
     },

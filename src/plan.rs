@@ -399,7 +399,7 @@ struct KeyTable {
 
 impl KeyTable {
     /// Indexes the valid rows of `rows`; `events[i]` names row `i`.
-    fn new(rows: arrow::row::Rows, events: &[u32], valid: impl Fn(usize) -> bool) -> KeyTable {
+    fn new(rows: arrow::row::Rows, events: Vec<u32>, valid: impl Fn(usize) -> bool) -> KeyTable {
         let hasher = ahash::RandomState::new();
         let mut table = hashbrown::HashTable::with_capacity(rows.num_rows());
         let mut more: HashMap<u32, Vec<u32>> = HashMap::new();
@@ -428,7 +428,7 @@ impl KeyTable {
             rows,
             table,
             hasher,
-            events: events.to_vec(),
+            events,
             more,
         }
     }
@@ -459,7 +459,7 @@ struct Lookup {
 
 enum SortedKeys {
     /// Shared with a [`KeyIndex::Ints`] (a key named by several events may repeat).
-    Ints(Arc<[i64]>),
+    Ints(Arc<Vec<i64>>),
     Bytes(Vec<Vec<u8>>),
 }
 
@@ -471,7 +471,7 @@ enum KeyIndex {
     /// event of each in the same order, and a hash table of where each key starts. About 17
     /// bytes a key.
     Ints {
-        keys: Arc<[i64]>,
+        keys: Arc<Vec<i64>>,
         events: Vec<u32>,
         starts: hashbrown::HashTable<u32>,
         hasher: ahash::RandomState,
@@ -487,7 +487,7 @@ impl KeyIndex {
     }
 
     /// `keys` sorted with `events`: indexed by where each key starts.
-    fn ints(keys: Arc<[i64]>, events: Vec<u32>) -> KeyIndex {
+    fn ints(keys: Arc<Vec<i64>>, events: Vec<u32>) -> KeyIndex {
         let hasher = ahash::RandomState::new();
         let mut starts = hashbrown::HashTable::with_capacity(keys.len());
         for (i, k) in keys.iter().enumerate() {
@@ -597,9 +597,13 @@ impl<'e> Matcher<'e> {
     fn lookup(&self, rule: usize, keys: &[ResolvedKey]) -> Result<Arc<Lookup>> {
         let types: Vec<DataType> = keys.iter().map(|k| k.compare_type.clone()).collect();
         let key = (rule, types.clone());
-        if let Ok(cache) = self.compiled.lock()
-            && let Some(l) = cache.get(&key)
-        {
+        // Built under the lock: scans that need the same table wait for it rather than each
+        // building its own (with ten million subjects, a table is hundreds of megabytes).
+        let mut cache = self
+            .compiled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(l) = cache.get(&key) {
             return Ok(Arc::clone(l));
         }
         let r = &self.rules[rule];
@@ -609,9 +613,7 @@ impl<'e> Matcher<'e> {
             &types,
             top_level_scalar && r.spec.normalize.is_none(),
         )?);
-        if let Ok(mut cache) = self.compiled.lock() {
-            cache.insert(key, Arc::clone(&lookup));
-        }
+        cache.insert(key, Arc::clone(&lookup));
         Ok(lookup)
     }
 
@@ -1141,11 +1143,61 @@ fn build_lookup(rule: &RuleSubjects<'_>, types: &[DataType], sortable: bool) -> 
     let aerr = |e| Error::arrow(format!("match {label}: converting subject ids"), e);
     let converter = RowConverter::new(types.iter().map(|t| SortField::new(t.clone())).collect())
         .map_err(aerr)?;
-    let empty = StringArray::from(Vec::<Option<&str>>::new());
-    let (values, events): (&StringArray, &[u32]) = match rule.subjects {
-        Some(s) => (s.values(rule.spec.normalize), &s.events),
-        None => (&empty, &[]),
+    let batches = match rule.subjects {
+        Some(s) => Some(s.batches(rule.spec.normalize)?),
+        None => None,
     };
+    if let [DataType::Int64] = types {
+        // One Int64 key: sorted keys and their events, no row format, built batch by batch
+        // (pairs sorted in place, then split: ~16 bytes a key at the peak).
+        let mut pairs: Vec<(i64, u32)> = Vec::with_capacity(rule.subjects.map_or(0, |s| s.len()));
+        let mut unconvertible = 0u64;
+        for batch in batches.into_iter().flatten() {
+            let batch = batch?;
+            let col = convert_ids(&batch.ids, &DataType::Int64).map_err(aerr)?;
+            let col = col.as_primitive::<arrow::datatypes::Int64Type>();
+            for i in 0..col.len() {
+                if col.is_valid(i) {
+                    pairs.push((col.value(i), batch.events.value(i)));
+                } else {
+                    unconvertible += 1;
+                }
+            }
+        }
+        report_unconvertible(&label, unconvertible);
+        pairs.sort_unstable();
+        pairs.dedup();
+        let key_events: Vec<u32> = pairs.iter().map(|p| p.1).collect();
+        // Collected in place (same alignment), then shrunk.
+        let mut keys: Vec<i64> = pairs.into_iter().map(|p| p.0).collect();
+        keys.shrink_to_fit();
+        let keys = Arc::new(keys);
+        return Ok(Lookup {
+            converter,
+            sorted: sortable.then(|| SortedKeys::Ints(Arc::clone(&keys))),
+            keys: KeyIndex::ints(keys, key_events),
+            unconvertible,
+        });
+    }
+    // Any other key types: the ids are gathered, converted and encoded in Arrow's row format.
+    let mut ids = Vec::new();
+    let mut events: Vec<u32> = Vec::new();
+    for batch in batches.into_iter().flatten() {
+        let batch = batch?;
+        events.extend(batch.events.values().iter());
+        ids.push(batch.ids);
+    }
+    let values = match ids.len() {
+        0 => StringArray::from(Vec::<Option<&str>>::new()),
+        1 => ids.swap_remove(0),
+        _ => {
+            let parts: Vec<&dyn Array> = ids.iter().map(|a| a as &dyn Array).collect();
+            let all = arrow::compute::concat(&parts).map_err(aerr)?;
+            all.as_string::<i32>().clone()
+        }
+    };
+    drop(ids);
+    let values = &values;
     // One string column per key column: the ids themselves, or the parts of composite ids.
     let id_columns: Vec<StringArray> = if types.len() == 1 {
         vec![values.clone()]
@@ -1173,26 +1225,7 @@ fn build_lookup(rule: &RuleSubjects<'_>, types: &[DataType], sortable: bool) -> 
     let valid = combined_nulls(&columns);
     let is_valid = |i: usize| valid.as_ref().is_none_or(|v| v.is_valid(i));
     let unconvertible = (0..values.len()).filter(|&i| !is_valid(i)).count() as u64;
-    if unconvertible > 0 {
-        tracing::debug!(rule = %label, unconvertible, "subject ids that cannot convert to the key type match nothing");
-    }
-    if let [DataType::Int64] = types {
-        // One Int64 key: sorted keys and their events, no row format.
-        let col = columns[0].as_primitive::<arrow::datatypes::Int64Type>();
-        let mut order: Vec<u32> = (0..col.len() as u32)
-            .filter(|&i| is_valid(i as usize))
-            .collect();
-        order.sort_unstable_by_key(|&i| (col.value(i as usize), events[i as usize]));
-        order.dedup_by_key(|i| (col.value(*i as usize), events[*i as usize]));
-        let keys: Arc<[i64]> = order.iter().map(|&i| col.value(i as usize)).collect();
-        let key_events: Vec<u32> = order.iter().map(|&i| events[i as usize]).collect();
-        return Ok(Lookup {
-            converter,
-            sorted: sortable.then(|| SortedKeys::Ints(Arc::clone(&keys))),
-            keys: KeyIndex::ints(keys, key_events),
-            unconvertible,
-        });
-    }
+    report_unconvertible(&label, unconvertible);
     let rows = converter.convert_columns(&columns).map_err(aerr)?;
     let keys = KeyIndex::Rows(KeyTable::new(rows, events, is_valid));
     let sorted = if sortable && !columns.is_empty() {
@@ -1206,6 +1239,16 @@ fn build_lookup(rule: &RuleSubjects<'_>, types: &[DataType], sortable: bool) -> 
         unconvertible,
         sorted,
     })
+}
+
+fn report_unconvertible(rule: &str, unconvertible: u64) {
+    if unconvertible > 0 {
+        tracing::debug!(
+            rule,
+            unconvertible,
+            "subject ids that cannot convert to the key type match nothing"
+        );
+    }
 }
 
 /// Converts subject ids (strings) to a key type; ids that cannot convert become null.
@@ -1262,7 +1305,7 @@ fn sorted_keys(column: &ArrayRef) -> Option<SortedKeys> {
         let mut v: Vec<i64> = a.iter().flatten().collect();
         v.sort_unstable();
         v.dedup();
-        return Some(SortedKeys::Ints(v.into()));
+        return Some(SortedKeys::Ints(Arc::new(v)));
     }
     if ty == &DataType::Utf8 {
         let a = column.as_string::<i32>();

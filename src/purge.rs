@@ -149,19 +149,24 @@ pub struct Options<'a> {
     pub concurrency: Option<usize>,
     /// Show a progress bar on stderr (the binary sets it only when stderr is a terminal).
     pub progress: bool,
-    /// Bytes the files in flight may hold at once (default: [`DEFAULT_MEMORY_LIMIT`]).
+    /// The memory the run may hold (default: [`DEFAULT_MEMORY_LIMIT`]): what the process holds
+    /// when the rewrites start, plus the files in flight.
     pub memory_limit: Option<u64>,
 }
 
-/// The default memory budget for files in flight: half of a 4 GB worker.
+/// The default memory limit: half of a 4 GB worker.
 pub const DEFAULT_MEMORY_LIMIT: u64 = 2 << 30;
 
-/// The memory the files in flight may hold (`--memory-limit`). Each file reserves what purging
-/// it will hold before it is read, and waits while the budget is spent; a file needing more
-/// than the whole budget waits for all of it and runs alone. The plan phase and the event
-/// dataset are not counted.
+/// The memory the files in flight may hold: `--memory-limit` less what the process holds when
+/// the rewrites start (resident memory: the program, the plan, memory the allocator kept).
+/// Each file reserves what purging it will hold before it is read, and waits while the budget
+/// is spent; a file needing more than the whole budget waits for all of it and runs alone.
+/// The event dataset (spilled to disk) and the plan's key tables (freed before the rewrites)
+/// come before it.
 struct Budget {
     limit: u64,
+    /// Resident memory when the budget was set.
+    held: u64,
     /// Permits are KiB.
     permits: tokio::sync::Semaphore,
     reserved: std::sync::atomic::AtomicU64,
@@ -184,10 +189,12 @@ impl Drop for Reservation<'_> {
 }
 
 impl Budget {
-    fn new(limit: u64) -> Budget {
-        let kib = (limit / 1024).clamp(1, u64::from(u32::MAX)) as usize;
+    /// A budget of `limit` less `held`, the process's resident memory.
+    fn new(limit: u64, held: u64) -> Budget {
+        let kib = (limit.saturating_sub(held) / 1024).clamp(1, u64::from(u32::MAX)) as usize;
         Budget {
             limit: kib as u64 * 1024,
+            held,
             permits: tokio::sync::Semaphore::new(kib),
             reserved: Default::default(),
             peak: Default::default(),
@@ -229,6 +236,15 @@ impl Budget {
             bytes,
         })
     }
+}
+
+/// The resident memory of this process in bytes (Linux: `/proc/self/statm`).
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
 }
 
 /// Whether a file of `size` bytes of `table` is uploaded in parts (see [`commit::PartWriter`]).
@@ -343,7 +359,10 @@ async fn run(job: &Job, run_id: &str, clock: &dyn Clock, opts: &Options<'_>) -> 
         commits: AtomicUsize::new(0),
         shard: opts.shard,
         concurrency: opts.concurrency.unwrap_or_else(default_concurrency),
-        budget: Budget::new(opts.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT)),
+        budget: Budget::new(
+            opts.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT),
+            resident_bytes().unwrap_or(0),
+        ),
         progress: progress_bar(opts.progress, &plans, opts.shard),
     };
     let mut failures = Vec::new();
@@ -414,7 +433,9 @@ async fn run(job: &Job, run_id: &str, clock: &dyn Clock, opts: &Options<'_>) -> 
     tracing::info!(run_id, manifest = %stored.url, "run complete");
     log_io_totals();
     tracing::info!(
-        limit = attempt.budget.limit,
+        limit = opts.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT),
+        held = attempt.budget.held,
+        for_files = attempt.budget.limit,
         peak_reserved = attempt.budget.peak.load(Ordering::SeqCst),
         "memory budget"
     );
@@ -700,6 +721,7 @@ async fn purge_file(
         if !fp.affected() {
             return Ok(());
         }
+        let per_event = attempt.events.event_ids.name_counts(&fp.per_event)?;
         let erased = fp.erased.clone();
         let shown = format!("{}{}", table.location.url, rel);
         let input = bytes.clone();
@@ -753,11 +775,7 @@ async fn purge_file(
                 rows: rewritten.rows,
                 etag: None,
             }),
-            per_event: fp
-                .per_event
-                .iter()
-                .map(|(e, n)| (attempt.events.event_id(*e).to_string(), *n))
-                .collect(),
+            per_event,
         };
         entry.pending = Some(record.clone());
         if let Err(e) = attempt.journal.put(entry).await {

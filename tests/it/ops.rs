@@ -478,37 +478,43 @@ fn purge_json(job: &str, run_id: &str, extra: &[&str]) -> Run {
     lakepurge(&args)
 }
 
-/// The `memory budget` log line of a JSON-logged purge: (limit, peak reserved).
-fn budget_of(run: &Run) -> (u64, u64) {
+/// The `memory budget` log line of a JSON-logged purge: (limit, held when the rewrites
+/// started, budget for the files, peak reserved).
+fn budget_of(run: &Run) -> [u64; 4] {
     let line: serde_json::Value = run
         .stderr
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|l| l["message"] == "memory budget")
         .expect("a memory budget log line");
-    (
-        line["limit"].as_u64().unwrap(),
-        line["peak_reserved"].as_u64().unwrap(),
-    )
+    ["limit", "held", "for_files", "peak_reserved"].map(|k| line[k].as_u64().unwrap())
 }
 
 #[test]
 fn memory_limit_bounds_the_files_in_flight() {
     // Each demo file needs a few KiB: with 1 KiB they run one at a time (each alone, over the
-    // limit, said in a warning), with plenty several at once; both give the same result.
+    // limit, said in a warning), with plenty several at once; both give the same result. The
+    // files get the limit less what the process holds when the rewrites start.
     let (ws, job) = sample();
     let tight = purge_json(&job, "2026-11-25", &["--memory-limit", "1KiB"]);
     assert_eq!(tight.code, 0, "{}", tight.stderr);
-    assert_eq!(budget_of(&tight), (1024, 1024));
+    let [limit, held, for_files, peak] = budget_of(&tight);
+    assert_eq!((limit, for_files, peak), (1024, 1024, 1024));
+    assert!(
+        held > 1 << 20,
+        "a running process holds more than a MiB: {held}"
+    );
     assert!(tight.stderr.contains("needs more than the memory limit"));
     assert_same_as_unsharded(ws.path(), &job);
 
     let (_ws, job) = sample();
     let roomy = purge_json(&job, "r", &["--memory-limit", "1GiB"]);
     assert_eq!(roomy.code, 0);
-    let (limit, peak) = budget_of(&roomy);
+    let [limit, held, for_files, peak] = budget_of(&roomy);
     assert_eq!(limit, 1 << 30);
-    assert!(peak > 1024 && peak < limit, "{peak}");
+    assert!(held > 1 << 20 && held < 1 << 30, "{held}");
+    assert_eq!(for_files, (limit - held) / 1024 * 1024);
+    assert!(peak > 1024 && peak < for_files, "{peak}");
     assert!(!roomy.stderr.contains("needs more than the memory limit"));
 
     for bad in ["0", "12XB", "lots"] {
