@@ -3,8 +3,9 @@
 //! The dataset is every Parquet or NDJSON (optionally `.gz`) file under the events location,
 //! hive partition folders included, with the column names the job spec gives. DataFusion casts
 //! the columns to strings, drops rows without a usable subject id (counted as `skipped`),
-//! computes the normalised forms of each id (`lower`, `btrim`) and de-duplicates. The result
-//! is small: one entry per distinct (event, subject type, subject id).
+//! de-duplicates (event, subject type, subject id) and sorts by event id. The normalised forms
+//! a rule asks for (DataFusion's `lower` and `btrim` semantics) are made as the subjects are
+//! read back.
 //!
 //! What the query returns is spilled as it streams, in Arrow IPC, to anonymous temporary files
 //! (unlinked at creation: nothing is left behind, even by a killed run): the sorted event ids
