@@ -53,7 +53,7 @@ def peak_rss_of(cmd, env=None):
     return wall, usage.ru_maxrss * 1024, stderr
 
 
-def generate(dir, files, rows, clustered, codec):
+def generate(dir, files, rows, clustered, codec, even=False):
     import duckdb
 
     os.makedirs(dir)
@@ -63,6 +63,8 @@ def generate(dir, files, rows, clustered, codec):
     for i in range(files):
         if clustered:
             ids = f"({i} * {rows} + r)"  # file i holds ids [i*rows, (i+1)*rows)
+            if even:
+                ids = f"(2 * {ids})"  # even ids only: odd ones fall inside every file's range
         else:
             ids = f"(hash(r + {i} * {rows}) % {total // 6})"  # ~6 rows per user, everywhere
         con.execute(
@@ -214,6 +216,61 @@ def scenario(base, name, clustered, n_subjects, codec, files, rows, results):
     print(f"{name}: lakepurge {lp:.2f}s, duckdb {dd:.2f}s ({dd / lp:.1f}x), copy {cp:.2f}s", flush=True)
 
 
+def memory_scenario(base, files, rows, n_subjects, limit):
+    """10M erased subjects against a multi-GB table: peak RSS of a purge under --memory-limit.
+
+    The event log holds every request ever made, so most subjects are no longer in the table:
+    here 400 are (100 in each of 4 files), the rest are odd ids, spread over the whole key
+    range (even ids only in the table), so no file or row group is ruled out by statistics and
+    every key column is read and looked up."""
+    data = os.path.join(base, f"data-even-zstd-{files}x{rows}")
+    if not os.path.exists(data):
+        print(f"generating {data} ...", flush=True)
+        generate(data, files, rows, True, "zstd", even=True)
+    total = files * rows
+    rng = random.Random(7)
+    present = []
+    for f in [0, files // 4, files // 2, 3 * files // 4]:
+        present += [2 * (f * rows + r) for r in rng.sample(range(rows), 100)]
+    absent = n_subjects - len(present)
+    subjects = present + [2 * ((j * total) // absent) + 1 for j in range(absent)]
+    table_bytes = sum(os.path.getsize(os.path.join(data, f)) for f in os.listdir(data))
+    ws = tempfile.mkdtemp(dir=base)
+    table = os.path.join(ws, "table")
+    shutil.copytree(data, table)
+    job = write_job(ws, table, subjects)
+    events_bytes = os.path.getsize(os.path.join(ws, "events", "events.json"))
+    os.sync()
+    wall, rss, err = peak_rss_of([BIN, "--log-format", "json", "purge", "--job", job, "--run-id", "bench",
+                                  "--memory-limit", limit])
+    budget = [json.loads(l) for l in err.splitlines() if '"memory budget"' in l]
+    manifest = json.load(open(os.path.join(ws, "manifests", "bench", "bench.json")))
+    t = manifest["tables"][0]
+    shutil.rmtree(ws)
+    row = {
+        "subjects": n_subjects, "events": mb(events_bytes), "table": mb(table_bytes), "files": files,
+        "files affected": len(t["files"]), "rows removed": t["rows_removed"], "limit": limit,
+        "wall": wall, "rss": rss, "held": budget[0]["held"] if budget else 0,
+    }
+    print(f"memory: {n_subjects:,} subjects, {mb(table_bytes)} table: {wall:.1f}s, peak RSS {rss / 2**20:,.0f} MiB", flush=True)
+    return row
+
+
+def memory_md(row):
+    return "\n".join([
+        "",
+        f"Erased subjects against a multi-GB table (`lakepurge purge --memory-limit {row['limit']}`;"
+        " DuckDB-written, zstd, clustered even ids; all but 400 subjects are odd ids, absent but inside"
+        " every file's key range):",
+        "",
+        "| erased subjects | events (NDJSON) | table | files | files affected | rows removed | memory limit | wall | peak RSS | held when rewrites start |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| {row['subjects']:,} | {row['events']} | {row['table']} | {row['files']} | {row['files affected']} "
+        f"| {row['rows removed']:,} | {row['limit']} | {row['wall']:.1f} s | {row['rss'] / 2**20:,.0f} MiB "
+        f"| {row['held'] / 2**20:,.0f} MiB |",
+    ]) + "\n"
+
+
 def table_md(results, args):
     cpu = "unknown"
     try:
@@ -253,6 +310,10 @@ def main():
     ap.add_argument("--rows-per-file", type=int, default=400_000)
     ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "lakepurge-bench"))
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--memory-files", type=int, default=60, help="files of the multi-GB table (0: skip)")
+    ap.add_argument("--memory-rows-per-file", type=int, default=1_000_000)
+    ap.add_argument("--memory-subjects", type=int, default=10_000_000)
+    ap.add_argument("--memory-limit", default="512MiB")
     args = ap.parse_args()
     if not args.no_build:
         subprocess.check_call(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
@@ -264,6 +325,9 @@ def main():
     scenario(args.work, "scattered, 100k subjects, zstd", False, 100_000, "zstd", f, r, results)
     scenario(args.work, "clustered, 10 subjects, zstd", True, 10, "zstd", f, r, results)
     md = table_md(results, args)
+    if args.memory_files:
+        md += memory_md(memory_scenario(args.work, args.memory_files, args.memory_rows_per_file,
+                                        args.memory_subjects, args.memory_limit))
     print(md)
     notes = os.path.join(ROOT, "benches", "NOTES.md")
     with open(os.path.join(ROOT, "benches", "RESULTS.md"), "w") as out:

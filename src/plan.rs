@@ -468,7 +468,7 @@ enum KeyIndex {
     /// Keys in Arrow's row format (any key types).
     Rows(KeyTable),
     /// One Int64 key column: the keys sorted (a key named by several events repeats), the
-    /// event of each in the same order, and a hash table of where each key starts. About 17
+    /// event of each in the same order, and a hash table of where each key starts. About 20
     /// bytes a key.
     Ints {
         keys: Arc<Vec<i64>>,
