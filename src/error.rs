@@ -109,6 +109,19 @@ impl Error {
         )
     }
 
+    /// Whether the object changed or went away while it was read (a concurrent writer).
+    pub fn is_conflict(&self) -> bool {
+        matches!(
+            self,
+            Error::Conflict { .. }
+                | Error::Store {
+                    source: object_store::Error::Precondition { .. }
+                        | object_store::Error::NotFound { .. },
+                    ..
+                }
+        )
+    }
+
     pub fn spec(file: impl fmt::Display, message: impl fmt::Display) -> Self {
         Error::Spec {
             file: file.to_string(),

@@ -37,6 +37,9 @@ struct Faults {
     injected: usize,
     /// Before the next get of a path containing the substring, another writer deletes it.
     deletes_before_get: Vec<String>,
+    /// Right after the next metadata read (`head`) of a path containing the substring, another
+    /// writer replaces it with these bytes.
+    writes_after_head: Vec<(String, Bytes)>,
 }
 
 /// The wrapper. Cheap to clone: clones share their faults.
@@ -88,12 +91,21 @@ impl FaultStore {
         }
     }
 
+    /// Right after the next `head` of a path containing `path` (how a large file's read by
+    /// ranges starts), another writer replaces the object with `bytes`.
+    pub fn write_after_head(&self, path: &str, bytes: Bytes) {
+        if let Ok(mut f) = self.faults.lock() {
+            f.writes_after_head.push((path.to_string(), bytes));
+        }
+    }
+
     /// Disarms every fault.
     pub fn clear(&self) {
         if let Ok(mut f) = self.faults.lock() {
             f.failures.clear();
             f.concurrent_writes.clear();
             f.deletes_before_get.clear();
+            f.writes_after_head.clear();
             f.delay = None;
         }
     }
@@ -194,7 +206,22 @@ impl ObjectStore for FaultStore {
         if delete {
             self.inner.delete(location).await?;
         }
-        self.inner.get_opts(location, options).await
+        let write = options
+            .head
+            .then(|| {
+                let mut f = self.faults.lock().ok()?;
+                let i = f
+                    .writes_after_head
+                    .iter()
+                    .position(|(p, _)| location.as_ref().contains(p.as_str()))?;
+                Some(f.writes_after_head.remove(i).1)
+            })
+            .flatten();
+        let got = self.inner.get_opts(location, options).await;
+        if let Some(bytes) = write {
+            self.inner.put(location, PutPayload::from(bytes)).await?;
+        }
+        got
     }
 
     fn delete_stream(

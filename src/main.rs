@@ -180,6 +180,7 @@ async fn run(command: Command, log_format: LogFormat, quiet: bool) -> Result<u8,
                 concurrency: concurrency.map(usize::from),
                 progress,
                 memory_limit,
+                large_file: None,
             };
             cmd_purge(&Job::load(&job)?, &run_id, opts).await
         }

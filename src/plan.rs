@@ -110,6 +110,9 @@ pub struct FilePlan {
     /// Matched rows per event (index into the run's event ids).
     #[serde(skip)]
     pub per_event: BTreeMap<u32, u64>,
+    /// Compressed bytes of the largest row group: what reading the file by ranges holds.
+    #[serde(skip)]
+    pub largest_row_group: u64,
 }
 
 impl FilePlan {
@@ -648,6 +651,11 @@ impl<'e> Matcher<'e> {
             bytes_read: 0,
             rows_skipped_by_page_index: 0,
             per_event: BTreeMap::new(),
+            largest_row_group: row_groups
+                .iter()
+                .map(|rg| rg.compressed_size().max(0) as u64)
+                .max()
+                .unwrap_or(0),
         };
         // Row groups that statistics, then bloom filters, cannot rule out for at least one rule.
         let mut builder = builder;

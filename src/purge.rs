@@ -31,6 +31,8 @@ use crate::plan::{self, BytesReader, FilePlan, Matcher, Table, TablePlan};
 use crate::rewrite;
 use crate::spec::{Action, Job, check_name};
 use crate::store;
+use crate::store::RangedObject;
+use std::sync::Arc;
 
 /// How many times a file that a concurrent writer changed is read again and redone.
 const CONFLICT_RETRIES: usize = 3;
@@ -152,6 +154,9 @@ pub struct Options<'a> {
     /// The memory the run may hold (default: [`DEFAULT_MEMORY_LIMIT`]): what the process holds
     /// when the rewrites start, plus the files in flight.
     pub memory_limit: Option<u64>,
+    /// Files at least this large are read by ranges and, on object stores, uploaded in parts
+    /// (default: [`commit::multipart_threshold`]).
+    pub large_file: Option<u64>,
 }
 
 /// The default memory limit: half of a 4 GB worker.
@@ -201,13 +206,19 @@ impl Budget {
         }
     }
 
-    /// What purging a file of `size` bytes holds: the original and its rewritten copy, plus
-    /// decompressed pages; uploaded in parts, the original and a few parts.
-    fn need(size: u64, in_parts: bool) -> u64 {
-        if in_parts {
-            size + 4 * commit::PART_SIZE as u64
+    /// What purging a file holds: the original and its rewritten copy, plus decompressed
+    /// pages. A large file is read by ranges, a row group at a time (that row group and its
+    /// decompressed pages), and on object stores goes up in parts (a few parts).
+    fn need(fp: &FilePlan, large_file: u64, in_parts: bool) -> u64 {
+        let new_file = if in_parts {
+            4 * commit::PART_SIZE as u64
         } else {
-            3 * size
+            fp.size
+        };
+        if fp.size >= large_file {
+            2 * fp.largest_row_group.min(fp.size) + new_file
+        } else {
+            2 * fp.size + new_file
         }
     }
 
@@ -248,8 +259,8 @@ fn resident_bytes() -> Option<u64> {
 }
 
 /// Whether a file of `size` bytes of `table` is uploaded in parts (see [`commit::PartWriter`]).
-fn uploads_in_parts(table: &Table, size: u64) -> bool {
-    table.location.url.scheme() != "file" && size >= commit::multipart_threshold()
+fn uploads_in_parts(table: &Table, size: u64, large_file: u64) -> bool {
+    table.location.url.scheme() != "file" && size >= large_file
 }
 
 /// Files worked on at once by default: one per CPU, plus one whose reads and writes overlap
@@ -268,6 +279,8 @@ struct Attempt<'a> {
     shard: Option<Shard>,
     concurrency: usize,
     budget: Budget,
+    /// See [`Options::large_file`].
+    large_file: u64,
     progress: indicatif::ProgressBar,
 }
 
@@ -363,6 +376,7 @@ async fn run(job: &Job, run_id: &str, clock: &dyn Clock, opts: &Options<'_>) -> 
             opts.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT),
             resident_bytes().unwrap_or(0),
         ),
+        large_file: opts.large_file.unwrap_or_else(commit::multipart_threshold),
         progress: progress_bar(opts.progress, &plans, opts.shard),
     };
     let mut failures = Vec::new();
@@ -587,7 +601,8 @@ async fn purge_table(
             let matcher = &matcher;
             async move {
                 let mut entry = entry;
-                let need = Budget::need(fp.size, uploads_in_parts(table, fp.size));
+                let in_parts = uploads_in_parts(table, fp.size, attempt.large_file);
+                let need = Budget::need(fp, attempt.large_file, in_parts);
                 let result = match attempt.budget.reserve(need, &fp.path).await {
                     Ok(_reserved) => {
                         purge_file_with_retries(table, matcher, fp, attempt, &mut entry).await
@@ -639,10 +654,10 @@ async fn purge_file_with_retries(
 /// writes into a [`commit::PartWriter`], this task uploads each part as it comes. Returns the
 /// rewrite, the new file's sha256 and size, and the upload, ready to complete; on any error the
 /// upload is aborted.
-async fn rewrite_in_parts(
+async fn rewrite_in_parts<S: rewrite::Source + Send>(
     store: &dyn object_store::ObjectStore,
     location: &object_store::path::Path,
-    input: Bytes,
+    input: S,
     erased: Vec<Vec<u32>>,
     mode: rewrite::Mode,
     shown: String,
@@ -678,6 +693,76 @@ async fn rewrite_in_parts(
     }
 }
 
+/// What rewriting a file gave: the rewrite, the new file's sha256 and size (none when every
+/// row went), and the upload in parts to complete, if it went up in parts.
+type Rewrite = (
+    rewrite::Rewritten,
+    Option<(String, u64)>,
+    Option<commit::PartUpload>,
+);
+
+/// Rewrites `input` on a blocking thread: into an upload in parts, or into memory.
+async fn rewrite_file<S: rewrite::Source + Send>(
+    input: S,
+    store: &Arc<dyn object_store::ObjectStore>,
+    location: &object_store::path::Path,
+    erased: Vec<Vec<u32>>,
+    mode: rewrite::Mode,
+    shown: String,
+    in_parts: bool,
+) -> Result<Rewrite> {
+    if in_parts {
+        let (rewritten, new_file, upload) =
+            rewrite_in_parts(store.as_ref(), location, input, erased, mode, shown).await?;
+        return Ok((rewritten, Some(new_file), Some(upload)));
+    }
+    let failed = shown.clone();
+    let (rewritten, new_file) = tokio::task::spawn_blocking(move || {
+        let rewritten = rewrite::rewrite(input, &erased, &mode, &shown)?;
+        let new_file = rewritten
+            .bytes
+            .as_deref()
+            .map(|b| (manifest::sha256_hex(b), b.len() as u64));
+        Ok::<_, Error>((rewritten, new_file))
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("rewriting {failed}: {e}")))??;
+    Ok((rewritten, new_file, None))
+}
+
+/// The sha256 (hex) of the object version `meta`, streamed (`If-Match` its etag): a file
+/// replaced meanwhile is a conflict.
+async fn sha256_of_object(
+    store: &dyn object_store::ObjectStore,
+    meta: &object_store::ObjectMeta,
+) -> Result<String> {
+    use futures::TryStreamExt;
+    use sha2::Digest;
+    let opts = object_store::GetOptions {
+        if_match: meta.e_tag.clone(),
+        version: meta.version.clone(),
+        ..Default::default()
+    };
+    let failed = |e: object_store::Error| match e {
+        object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. } => {
+            Error::Conflict {
+                path: meta.location.to_string(),
+            }
+        }
+        e => Error::store(format!("reading {}", meta.location), e),
+    };
+    let mut stream = store
+        .get_opts(&meta.location, opts)
+        .await
+        .map_err(failed)?
+        .into_stream();
+    let mut hasher = sha2::Sha256::new();
+    while let Some(chunk) = stream.try_next().await.map_err(failed)? {
+        hasher.update(&chunk);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
 /// Purges one file, journaling before and after the commit.
 async fn purge_file(
     table: &Table,
@@ -691,8 +776,21 @@ async fn purge_file(
     let location = &planned.location;
     let store = &table.location.store;
     for try_no in 0..=CONFLICT_RETRIES {
-        let got = match store.get(location).await {
-            Ok(g) => g,
+        // A large file is read by ranges, one row group at a time; the rest is read whole.
+        let ranged = planned.size >= attempt.large_file;
+        let got = if ranged {
+            store.head(location).await.map(|meta| (meta, None))
+        } else {
+            match store.get(location).await {
+                Ok(g) => {
+                    let meta = g.meta.clone();
+                    g.bytes().await.map(|b| (meta, Some(b)))
+                }
+                Err(e) => Err(e),
+            }
+        };
+        let (meta, whole) = match got {
+            Ok(got) => got,
             Err(object_store::Error::NotFound { .. }) => {
                 tracing::warn!(table = %name, file = %rel, "file deleted by another writer: recorded, not recreated");
                 entry.vanished = true;
@@ -701,22 +799,31 @@ async fn purge_file(
             Err(e) => return Err(Error::store(format!("reading {location}"), e)),
         };
         let read = ReadVersion {
-            e_tag: got.meta.e_tag.clone(),
-            version: got.meta.version.clone(),
+            e_tag: meta.e_tag.clone(),
+            version: meta.version.clone(),
         };
-        let bytes: Bytes = got
-            .bytes()
-            .await
-            .map_err(|e| Error::store(format!("reading {location}"), e))?;
+        let size = meta.size;
         // The plan's rows still hold when the object is the version the plan read; otherwise
         // (changed since, or a retry after a conflict) its key columns are read again.
         let fp = if planned.etag.is_some() && planned.etag == read.e_tag {
             planned.clone()
-        } else {
+        } else if let Some(bytes) = &whole {
             let reader = BytesReader {
                 bytes: bytes.clone(),
             };
             matcher.scan(reader, name, &rel).await?
+        } else {
+            let reader = plan::StoreReader {
+                store: Arc::clone(store),
+                location: location.clone(),
+                size,
+                e_tag: read.e_tag.clone(),
+                bytes_read: Default::default(),
+            };
+            match matcher.scan(reader, name, &rel).await {
+                Err(e) if e.is_conflict() => continue,
+                other => other?,
+            }
         };
         if !fp.affected() {
             return Ok(());
@@ -724,47 +831,95 @@ async fn purge_file(
         let per_event = attempt.events.event_ids.name_counts(&fp.per_event)?;
         let erased = fp.erased.clone();
         let shown = format!("{}{}", table.location.url, rel);
-        let input = bytes.clone();
         let redacting = table.spec.action == Action::Redact;
         let mode = if redacting {
             rewrite::Mode::Redact(table.spec.redact.clone())
         } else {
             rewrite::Mode::Delete
         };
-        // CPU work runs off the async runtime: the original's hash alongside the rewrite, the
-        // new file's hash right after it.
-        let original = bytes.clone();
-        let before_sha = tokio::task::spawn_blocking(move || manifest::sha256_hex(&original));
         // A large file on an object store goes up in parts while it is written; the rest is
         // written to memory and put in one conditional request.
         let emptied = !redacting && fp.rows_matched == fp.rows;
-        let in_parts = uploads_in_parts(table, bytes.len() as u64) && !emptied;
-        let (rewritten, new_file, upload) = if in_parts {
-            let (rewritten, new_file, upload) =
-                rewrite_in_parts(store.as_ref(), location, input, erased, mode, shown).await?;
-            (rewritten, Some(new_file), Some(upload))
-        } else {
-            let (rewritten, new_file) = tokio::task::spawn_blocking(move || {
-                let rewritten = rewrite::rewrite(input, &erased, &mode, &shown)?;
-                let new_file = rewritten
-                    .bytes
-                    .as_deref()
-                    .map(|b| (manifest::sha256_hex(b), b.len() as u64));
-                Ok::<_, Error>((rewritten, new_file))
-            })
-            .await
-            .map_err(|e| Error::Internal(format!("rewriting {rel}: {e}")))??;
-            (rewritten, new_file, None)
+        let in_parts = uploads_in_parts(table, size, attempt.large_file) && !emptied;
+        // CPU work runs off the async runtime: the original's hash alongside the rewrite, the
+        // new file's hash right after it.
+        let rewriting = match whole {
+            Some(bytes) => {
+                let original = bytes.clone();
+                let before_sha = tokio::task::spawn_blocking(move || {
+                    Ok::<_, Error>(manifest::sha256_hex(&original))
+                });
+                let rewriting =
+                    rewrite_file(bytes, store, location, erased, mode, shown, in_parts).await;
+                (before_sha, rewriting)
+            }
+            None => {
+                let runtime = tokio::runtime::Handle::current();
+                let object = RangedObject::new(
+                    Arc::clone(store),
+                    location.clone(),
+                    meta.clone(),
+                    runtime.clone(),
+                );
+                let (hashed_store, hashed_meta) = (Arc::clone(store), meta.clone());
+                let before_sha = tokio::task::spawn_blocking(move || {
+                    runtime.block_on(sha256_of_object(hashed_store.as_ref(), &hashed_meta))
+                });
+                let rewriting = rewrite_file(
+                    object.clone(),
+                    store,
+                    location,
+                    erased,
+                    mode,
+                    shown,
+                    in_parts,
+                )
+                .await
+                .map_err(|e| match object.failure() {
+                    Some(
+                        object_store::Error::Precondition { .. }
+                        | object_store::Error::NotFound { .. },
+                    ) => Error::Conflict {
+                        path: location.to_string(),
+                    },
+                    _ => e,
+                });
+                (before_sha, rewriting)
+            }
         };
-        let before_sha = before_sha
-            .await
-            .map_err(|e| Error::Internal(format!("hashing {rel}: {e}")))?;
+        let (before_sha, (rewritten, new_file, upload)) = match rewriting {
+            (before_sha, Ok(done)) => (before_sha, done),
+            (before_sha, Err(e)) => {
+                before_sha.abort();
+                match e {
+                    Error::Conflict { .. } if try_no < CONFLICT_RETRIES => {
+                        tracing::warn!(table = %name, file = %rel, try_no, "file changed while purging: reading it again");
+                        continue;
+                    }
+                    e => return Err(e),
+                }
+            }
+        };
+        let before_sha = match before_sha.await {
+            Ok(Ok(sha)) => sha,
+            Ok(Err(e)) => {
+                if let Some(upload) = upload {
+                    upload.abort().await;
+                }
+                match e {
+                    Error::Conflict { .. } if try_no < CONFLICT_RETRIES => continue,
+                    e => return Err(e),
+                }
+            }
+            Err(e) => return Err(Error::Internal(format!("hashing {rel}: {e}"))),
+        };
+
         let mut record = FileRecord {
             path: rel.clone(),
             rows_removed: if redacting { 0 } else { fp.rows_matched },
             rows_redacted: if redacting { fp.rows_matched } else { 0 },
             before: FileVersion {
-                size: bytes.len() as u64,
+                size,
                 sha256: before_sha,
                 rows: fp.rows,
                 etag: read.e_tag.clone(),
@@ -822,6 +977,7 @@ async fn purge_file(
                     chunks_spliced = rewritten.chunks_spliced,
                     pages_copied = rewritten.pages_copied,
                     pages_rewritten = rewritten.pages_rewritten,
+                    read_by_ranges = ranged,
                     "file purged"
                 );
                 entry.pending = None;

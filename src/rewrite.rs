@@ -9,6 +9,9 @@
 //! whole records are dropped, and the rest is re-encoded; a row group left with no rows is
 //! dropped. No Arrow conversion happens anywhere on this path.
 //!
+//! The original is a [`Source`]: the whole file in memory, or (large files) an object read by
+//! ranges, one row group at a time (`store::RangedObject`).
+//!
 //! What can go wrong: a corrupt page (the error names the file, row group and column). The
 //! caller never writes partial output: the bytes are only returned when the file is complete.
 
@@ -24,12 +27,27 @@ use parquet::errors::ParquetError;
 use parquet::file::metadata::ParquetMetaData;
 use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use parquet::file::properties::{EnabledStatistics, ReaderProperties, WriterProperties};
-use parquet::file::reader::FileReader;
+use parquet::file::reader::{ChunkReader, FileReader};
 use parquet::file::serialized_reader::{ReadOptionsBuilder, SerializedFileReader};
 use parquet::file::writer::{SerializedColumnWriter, SerializedFileWriter};
+use std::ops::Range;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+
+/// The original file, as the rewrite reads it.
+pub trait Source: ChunkReader + Clone + 'static {
+    /// Says the next reads fall in `range` (a row group's column chunks), so a source read by
+    /// ranges fetches it at once and holds it until the next call.
+    fn prefetch(&self, range: Range<u64>) -> parquet::errors::Result<()>;
+}
+
+/// A file held whole in memory.
+impl Source for Bytes {
+    fn prefetch(&self, _: Range<u64>) -> parquet::errors::Result<()> {
+        Ok(())
+    }
+}
 
 mod pages;
 
@@ -65,9 +83,15 @@ pub enum Mode {
     Redact(Vec<String>),
 }
 
-pub fn rewrite(file: Bytes, erased: &[Vec<u32>], mode: &Mode, path: &str) -> Result<Rewritten> {
+pub fn rewrite<S: Source>(
+    file: S,
+    erased: &[Vec<u32>],
+    mode: &Mode,
+    path: &str,
+) -> Result<Rewritten> {
     // Room for a rewrite larger than the original (another codec level), never reallocated.
-    let mut out: Vec<u8> = Vec::with_capacity(file.len() + file.len() / 4 + 4096);
+    let size = usize::try_from(file.len()).unwrap_or(usize::MAX);
+    let mut out: Vec<u8> = Vec::with_capacity(size.saturating_add(size / 4 + 4096));
     let mut rewritten = rewrite_to(file, erased, mode, path, &mut out)?;
     if rewritten.rows > 0 {
         rewritten.bytes = Some(Bytes::from(out));
@@ -77,8 +101,8 @@ pub fn rewrite(file: Bytes, erased: &[Vec<u32>], mode: &Mode, path: &str) -> Res
 
 /// Like [`rewrite`], writing the new file to `out` as it goes (for uploads in parts); the
 /// result's `bytes` is `None`. When every row is erased nothing is written and `rows` is 0.
-pub fn rewrite_to<W: std::io::Write + Send>(
-    file: Bytes,
+pub fn rewrite_to<S: Source, W: std::io::Write + Send>(
+    file: S,
     erased: &[Vec<u32>],
     mode: &Mode,
     path: &str,
@@ -152,6 +176,14 @@ pub fn rewrite_to<W: std::io::Write + Send>(
             if deleting && erased_here.len() as i64 == rg.num_rows() && rg.num_rows() > 0 {
                 continue;
             }
+            let chunks = rg.columns().iter().map(|c| {
+                let (start, len) = c.byte_range();
+                start..start.saturating_add(len)
+            });
+            let span = chunks.reduce(|a, b| a.start.min(b.start)..a.end.max(b.end));
+            if let Some(span) = span.filter(|s| s.end <= file.len()) {
+                file.prefetch(span).map_err(perr)?;
+            }
             let rg_reader = reader.get_row_group(i).map_err(perr)?;
             let mut rg_writer = writer.next_row_group().map_err(perr)?;
             for (j, column) in rg.columns().iter().enumerate() {
@@ -192,8 +224,18 @@ pub fn rewrite_to<W: std::io::Write + Send>(
                 if deleting && (index.is_some() || !keep_page_index) {
                     let bloom = rg_reader.get_column_bloom_filter(j);
                     let rows = rg.num_rows() as u64;
+                    let (start, len) = column.byte_range();
+                    if start.checked_add(len).is_none_or(|end| end > file.len()) {
+                        return Err(Error::parquet(
+                            at(),
+                            ParquetError::General(
+                                "column chunk extends past the end of the file".into(),
+                            ),
+                        ));
+                    }
+                    let chunk = file.get_bytes(start, len as usize).map_err(perr)?;
                     let result =
-                        pages::splice_chunk(&file, column, rows, erased_here, bloom, index)
+                        pages::splice_chunk(chunk, column, rows, erased_here, bloom, index)
                             .map_err(|e| Error::parquet(at(), e))?;
                     if let Some(s) = result {
                         spliced += 1;

@@ -21,6 +21,7 @@ use std::path::Path as FsPath;
 use std::sync::{Arc, LazyLock, Mutex};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::stream::BoxStream;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
@@ -301,6 +302,143 @@ fn redact_error(message: &str, options: &BTreeMap<String, String>) -> String {
         .values()
         .filter(|v| v.len() >= 4)
         .fold(message.to_string(), |m, v| m.replace(v.as_str(), "***"))
+}
+
+/// An object read by ranges, for the rewrite of a large file on a blocking thread (it waits on
+/// the async store with the runtime's handle). Every request names the version read (`If-Match`
+/// its etag, and its version where the store has them), so a file replaced meanwhile fails the
+/// read instead of mixing two versions; [`RangedObject::failure`] keeps the store's error.
+/// [`prefetch`](crate::rewrite::Source::prefetch) holds one row group's bytes at a time; other
+/// reads (footer, page indexes, bloom filters, page headers) are fetched as asked.
+#[derive(Clone)]
+pub struct RangedObject {
+    inner: Arc<RangedInner>,
+}
+
+struct RangedInner {
+    store: Arc<dyn ObjectStore>,
+    location: Path,
+    meta: ObjectMeta,
+    runtime: tokio::runtime::Handle,
+    window: Mutex<Option<(u64, Bytes)>>,
+    failure: Mutex<Option<object_store::Error>>,
+}
+
+/// What a read outside the prefetched row group fetches when the reader does not say how
+/// much it wants (a footer, a page header).
+const RANGED_READ_AHEAD: u64 = 64 << 10;
+
+impl RangedObject {
+    /// `meta` is the version read. Call from a blocking thread of the `runtime`.
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        location: Path,
+        meta: ObjectMeta,
+        runtime: tokio::runtime::Handle,
+    ) -> RangedObject {
+        RangedObject {
+            inner: Arc::new(RangedInner {
+                store,
+                location,
+                meta,
+                runtime,
+                window: Mutex::new(None),
+                failure: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// The store's error that stopped a read, if one did.
+    pub fn failure(&self) -> Option<object_store::Error> {
+        self.inner
+            .failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
+    fn window(&self) -> std::sync::MutexGuard<'_, Option<(u64, Bytes)>> {
+        self.inner
+            .window
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// `range` from the prefetched row group if it holds it, else from the store.
+    fn read(&self, range: std::ops::Range<u64>) -> parquet::errors::Result<Bytes> {
+        if let Some((start, bytes)) = self.window().as_ref()
+            && range.start >= *start
+            && range.end <= start + bytes.len() as u64
+        {
+            return Ok(bytes.slice((range.start - start) as usize..(range.end - start) as usize));
+        }
+        self.fetch(range)
+    }
+
+    fn fetch(&self, range: std::ops::Range<u64>) -> parquet::errors::Result<Bytes> {
+        let inner = &self.inner;
+        let opts = GetOptions {
+            range: Some(object_store::GetRange::Bounded(range)),
+            if_match: inner.meta.e_tag.clone(),
+            version: inner.meta.version.clone(),
+            ..GetOptions::default()
+        };
+        let got = inner.runtime.block_on(async {
+            match inner.store.get_opts(&inner.location, opts).await {
+                Ok(g) => g.bytes().await,
+                Err(e) => Err(e),
+            }
+        });
+        got.map_err(|e| {
+            let message = format!("reading {}: {e}", inner.location);
+            *inner
+                .failure
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
+            parquet::errors::ParquetError::General(message)
+        })
+    }
+}
+
+impl parquet::file::reader::Length for RangedObject {
+    fn len(&self) -> u64 {
+        self.inner.meta.size
+    }
+}
+
+impl parquet::file::reader::ChunkReader for RangedObject {
+    type T = bytes::buf::Reader<Bytes>;
+
+    /// The rest of the prefetched row group from `start`, or up to [`RANGED_READ_AHEAD`] bytes
+    /// of the object: enough for a footer or a page header. A longer read stops with an
+    /// error, never with bytes of the wrong place.
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        use bytes::Buf;
+        if let Some((at, bytes)) = self.window().as_ref()
+            && start >= *at
+            && start <= at + bytes.len() as u64
+        {
+            return Ok(bytes.slice((start - at) as usize..).reader());
+        }
+        let end = start
+            .saturating_add(RANGED_READ_AHEAD)
+            .min(self.inner.meta.size);
+        Ok(self.fetch(start..end.max(start))?.reader())
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        self.read(start..start.saturating_add(length as u64))
+    }
+}
+
+impl crate::rewrite::Source for RangedObject {
+    fn prefetch(&self, range: std::ops::Range<u64>) -> parquet::errors::Result<()> {
+        // The previous row group goes first: one is held at a time.
+        *self.window() = None;
+        let bytes = self.fetch(range.clone())?;
+        *self.window() = Some((range.start, bytes));
+        Ok(())
+    }
 }
 
 /// Bytes this process read from and wrote to object stores (payloads of gets and puts).

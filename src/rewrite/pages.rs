@@ -76,7 +76,7 @@ enum Plan {
 /// (row indices within the row group, ascending), or returns `None` when the chunk is not
 /// eligible for page surgery. `bloom` is the chunk's bloom filter, if it has one.
 pub(super) fn splice_chunk(
-    file: &Bytes,
+    chunk: Bytes,
     column: &ColumnChunkMetaData,
     num_rows: u64,
     erased: &[u32],
@@ -104,12 +104,6 @@ pub(super) fn splice_chunk(
         PhysicalType::BYTE_ARRAY => None,
     };
     let (max_rep, max_def) = (descr.max_rep_level(), descr.max_def_level());
-    let (start, len) = column.byte_range();
-    let end = start
-        .checked_add(len)
-        .filter(|end| *end <= file.len() as u64)
-        .ok_or_else(|| general("column chunk extends past the end of the file"))?;
-    let chunk = file.slice(start as usize..end as usize);
 
     // The page headers. A page surgery cannot handle means no surgery.
     let mut pages = Vec::new();

@@ -257,6 +257,59 @@ async fn a_concurrent_writers_newer_file_survives() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_large_file_replaced_while_read_by_ranges_is_read_again() {
+    // Every file counts as large (read by ranges, each read naming the version): another
+    // writer replaces the users file just after its version is taken, so the ranged reads are
+    // refused, and the purge reads the newer file again and purges it.
+    let s = mem_sample("faults-ranged").await;
+    let newer = RecordBatch::try_from_iter(vec![
+        (
+            "user_id",
+            Arc::new(Int64Array::from(vec![42, 77777, 88888])) as ArrayRef,
+        ),
+        (
+            "email",
+            Arc::new(StringArray::from(vec!["a@b.c", "d@e.f", "g@h.i"])),
+        ),
+        (
+            "country",
+            Arc::new(StringArray::from(vec!["DE", "FR", "US"])),
+        ),
+    ])
+    .unwrap();
+    let mut buf = Vec::new();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, newer.schema(), None).unwrap();
+    w.write(&newer).unwrap();
+    w.close().unwrap();
+    s.faults.write_after_head(
+        "warehouse/users/part-00000.parquet",
+        Bytes::from(buf.clone()),
+    );
+    let opts = purge::Options {
+        large_file: Some(1),
+        ..Default::default()
+    };
+    let out = purge::purge(&s.job, "r1", &SystemClock, &opts)
+        .await
+        .unwrap();
+    let Outcome::Completed(stored) = out else {
+        panic!("the run did not complete: {out:?}");
+    };
+    let users = read_rows(&s.faults, "warehouse/users/part-00000.parquet")
+        .await
+        .unwrap();
+    assert_eq!(user_ids(&users), vec![77777, 88888]);
+    let rec = table(&stored.manifest, "crm.users")
+        .files
+        .iter()
+        .find(|f| f.path == "part-00000.parquet")
+        .unwrap();
+    assert_eq!(rec.before.rows, 3);
+    assert_eq!(rec.rows_removed, 1);
+    assert_eq!(rec.before.sha256, lakepurge::manifest::sha256_hex(&buf));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_file_deleted_by_another_writer_is_recorded_not_resurrected() {
     let s = mem_sample("faults-vanished").await;
     s.faults
