@@ -9,8 +9,9 @@
 //! conditional delete, so a write landing between that check and the delete is lost (a window
 //! of one request; documented in the README).
 //!
-//! Large files on object stores go up in parts while they are written ([`PartWriter`] feeds a
-//! [`PartUpload`]), so memory holds a few parts rather than the whole new file. Parts are
+//! Large files go up in parts while they are written ([`PartWriter`] feeds a [`PartUpload`]),
+//! so memory holds a few parts rather than the whole new file; on `file://` the parts go to a
+//! hidden temporary file that completion renames over the original (`store::LocalStore`). Parts are
 //! invisible until the upload completes, and completion is atomic. object_store has no
 //! conditional completion, so [`PartUpload::complete_if`] checks the version read just before
 //! completing: a write landing between that check and the completion (one request) is lost,
@@ -95,9 +96,8 @@ pub async fn delete(store: &dyn ObjectStore, path: &Path, read: &ReadVersion) ->
     }
 }
 
-/// Files at least this large are uploaded in parts on object stores (not on `file://`, where
-/// the new file goes to a temporary file and is renamed). `LAKEPURGE_MULTIPART_THRESHOLD`
-/// (bytes) overrides it.
+/// Files at least this large are read by ranges and uploaded in parts.
+/// `LAKEPURGE_MULTIPART_THRESHOLD` (bytes) overrides it.
 pub const MULTIPART_THRESHOLD: u64 = 64 << 20;
 
 /// The size of each uploaded part (S3's minimum is 5 MiB, except for the last part).

@@ -154,8 +154,8 @@ pub struct Options<'a> {
     /// The memory the run may hold (default: [`DEFAULT_MEMORY_LIMIT`]): what the process holds
     /// when the rewrites start, plus the files in flight.
     pub memory_limit: Option<u64>,
-    /// Files at least this large are read by ranges and, on object stores, uploaded in parts
-    /// (default: [`commit::multipart_threshold`]).
+    /// Files at least this large are read by ranges and uploaded in parts (default:
+    /// [`commit::multipart_threshold`]).
     pub large_file: Option<u64>,
 }
 
@@ -208,17 +208,12 @@ impl Budget {
 
     /// What purging a file holds: the original and its rewritten copy, plus decompressed
     /// pages. A large file is read by ranges, a row group at a time (that row group and its
-    /// decompressed pages), and on object stores goes up in parts (a few parts).
-    fn need(fp: &FilePlan, large_file: u64, in_parts: bool) -> u64 {
-        let new_file = if in_parts {
-            4 * commit::PART_SIZE as u64
-        } else {
-            fp.size
-        };
+    /// decompressed pages), and goes up in parts (a few parts).
+    fn need(fp: &FilePlan, large_file: u64) -> u64 {
         if fp.size >= large_file {
-            2 * fp.largest_row_group.min(fp.size) + new_file
+            2 * fp.largest_row_group.min(fp.size) + 4 * commit::PART_SIZE as u64
         } else {
-            2 * fp.size + new_file
+            3 * fp.size
         }
     }
 
@@ -256,11 +251,6 @@ fn resident_bytes() -> Option<u64> {
     // SAFETY: sysconf only reads a system constant.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     Some(pages * u64::try_from(page).ok()?)
-}
-
-/// Whether a file of `size` bytes of `table` is uploaded in parts (see [`commit::PartWriter`]).
-fn uploads_in_parts(table: &Table, size: u64, large_file: u64) -> bool {
-    table.location.url.scheme() != "file" && size >= large_file
 }
 
 /// Files worked on at once by default: one per CPU, plus one whose reads and writes overlap
@@ -601,8 +591,7 @@ async fn purge_table(
             let matcher = &matcher;
             async move {
                 let mut entry = entry;
-                let in_parts = uploads_in_parts(table, fp.size, attempt.large_file);
-                let need = Budget::need(fp, attempt.large_file, in_parts);
+                let need = Budget::need(fp, attempt.large_file);
                 let result = match attempt.budget.reserve(need, &fp.path).await {
                     Ok(_reserved) => {
                         purge_file_with_retries(table, matcher, fp, attempt, &mut entry).await
@@ -837,10 +826,10 @@ async fn purge_file(
         } else {
             rewrite::Mode::Delete
         };
-        // A large file on an object store goes up in parts while it is written; the rest is
+        // A large file goes up in parts while it is written (see `commit`); the rest is
         // written to memory and put in one conditional request.
         let emptied = !redacting && fp.rows_matched == fp.rows;
-        let in_parts = uploads_in_parts(table, size, attempt.large_file) && !emptied;
+        let in_parts = size >= attempt.large_file && !emptied;
         // CPU work runs off the async runtime: the original's hash alongside the rewrite, the
         // new file's hash right after it.
         let rewriting = match whole {

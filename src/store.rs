@@ -10,7 +10,9 @@
 //! (`.lakepurge-*.tmp`) beside the target, then renamed over it (`Overwrite`), hard-linked to it
 //! if it does not exist (`Create`), or renamed over it after the target's current etag is
 //! compared with the expected one under a process-wide lock (`Update`); `rename(2)` is atomic
-//! on POSIX file systems. A process killed mid-write leaves only a hidden temporary file, which
+//! on POSIX file systems. Uploads in parts (large files) are its own too: the parts are written
+//! into such a hidden file at their offsets, and completing renames it over the target. A
+//! process killed mid-write leaves only a hidden temporary file, which
 //! [`clean_temporaries`] removes. Readers see the old file or the new one, never a torn one. The guarantee against
 //! concurrent writers is weaker than on S3: a writer outside lakepurge that replaces the file in
 //! the microseconds between the etag check and the rename is overwritten.
@@ -551,10 +553,7 @@ impl LocalStore {
         name: &str,
         payload: PutPayload,
     ) -> object_store::Result<std::path::PathBuf> {
-        let tmp = target.with_file_name(format!(
-            "{TEMP_PREFIX}{}-{name}{TEMP_SUFFIX}",
-            uuid::Uuid::new_v4().simple()
-        ));
+        let tmp = temp_beside(target, name);
         let tmp_w = tmp.clone();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             use std::io::Write;
@@ -633,6 +632,98 @@ impl LocalStore {
     }
 }
 
+/// A hidden temporary file beside `target` (see [`TEMP_PREFIX`]).
+fn temp_beside(target: &std::path::Path, name: &str) -> std::path::PathBuf {
+    target.with_file_name(format!(
+        "{TEMP_PREFIX}{}-{name}{TEMP_SUFFIX}",
+        uuid::Uuid::new_v4().simple()
+    ))
+}
+
+/// An upload in parts to a local file (see [`LocalStore::put_multipart_opts`]).
+struct LocalUpload {
+    /// `None` once completed or aborted.
+    file: Option<Arc<std::fs::File>>,
+    tmp: std::path::PathBuf,
+    target: std::path::PathBuf,
+    location: Path,
+    /// Bytes handed to parts so far: where the next part starts.
+    written: u64,
+}
+
+impl fmt::Debug for LocalUpload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LocalUpload({})", self.tmp.display())
+    }
+}
+
+fn upload_finished() -> object_store::Error {
+    local_error("the upload is already completed or aborted".into())
+}
+
+#[async_trait]
+impl MultipartUpload for LocalUpload {
+    fn put_part(&mut self, data: PutPayload) -> object_store::UploadPart {
+        let at = self.written;
+        self.written += data.content_length() as u64;
+        let file = self.file.clone();
+        let tmp = self.tmp.clone();
+        Box::pin(async move {
+            let file = file.ok_or_else(upload_finished)?;
+            let failed =
+                |e: &dyn fmt::Display| local_error(format!("writing {}: {e}", tmp.display()));
+            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                use std::os::unix::fs::FileExt;
+                let mut at = at;
+                for chunk in data.iter() {
+                    file.write_all_at(chunk, at)?;
+                    at += chunk.len() as u64;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| failed(&e))?
+            .map_err(|e| failed(&e))
+        })
+    }
+
+    async fn complete(&mut self) -> object_store::Result<PutResult> {
+        let file = self.file.take().ok_or_else(upload_finished)?;
+        let (tmp, target) = (self.tmp.clone(), self.target.clone());
+        let failed = |e: &dyn fmt::Display| {
+            local_error(format!("completing {}: {e}", self.target.display()))
+        };
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            file.sync_all()?;
+            std::fs::rename(&tmp, &target)?;
+            // Make the new directory entry durable.
+            if let Some(dir) = target.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| failed(&e))?
+        .map_err(|e| failed(&e))?;
+        let meta = LocalFileSystem::new().head(&self.location).await?;
+        Ok(PutResult {
+            e_tag: meta.e_tag,
+            version: meta.version,
+        })
+    }
+
+    async fn abort(&mut self) -> object_store::Result<()> {
+        self.file = None;
+        let tmp = self.tmp.clone();
+        match tokio::task::spawn_blocking(move || std::fs::remove_file(tmp)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Ok(Err(e)) => Err(local_error(format!("deleting {}: {e}", self.tmp.display()))),
+            Err(e) => Err(local_error(format!("deleting {}: {e}", self.tmp.display()))),
+        }
+    }
+}
+
 fn local_error(message: String) -> object_store::Error {
     object_store::Error::Generic {
         store: "LocalStore",
@@ -666,12 +757,33 @@ impl ObjectStore for LocalStore {
         self.put_via_temp(location, payload, opts.mode).await
     }
 
+    /// Parts go to a hidden temporary file beside the target (named as for puts, so an
+    /// interrupted upload is cleaned up the same way), written at their offsets; completing
+    /// flushes it to disk and renames it over the target.
     async fn put_multipart_opts(
         &self,
         location: &Path,
-        opts: PutMultipartOptions,
+        _opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
+        let target = self.inner.path_to_filesystem(location)?;
+        let tmp = temp_beside(&target, location.filename().unwrap_or("object"));
+        let tmp_c = tmp.clone();
+        let file = tokio::task::spawn_blocking(move || {
+            if let Some(dir) = tmp_c.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::File::create(&tmp_c)
+        })
+        .await
+        .map_err(|e| local_error(format!("creating {}: {e}", tmp.display())))?
+        .map_err(|e| local_error(format!("creating {}: {e}", tmp.display())))?;
+        Ok(Box::new(LocalUpload {
+            file: Some(Arc::new(file)),
+            tmp,
+            target,
+            location: location.clone(),
+            written: 0,
+        }))
     }
 
     async fn get_opts(
@@ -754,6 +866,50 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names, vec!["a.bin".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn local_upload_in_parts_is_hidden_until_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let loc = Location::parse(".", dir.path(), &BTreeMap::new()).unwrap();
+        let path = loc.child("a.bin");
+        let read = loc.store.put(&path, "old".into()).await.unwrap();
+        let names = || -> Vec<String> {
+            let mut n: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            n.sort();
+            n
+        };
+        let mut upload = loc.store.put_multipart(&path).await.unwrap();
+        let (a, b) = (
+            upload.put_part("first,".into()),
+            upload.put_part("second".into()),
+        );
+        // Parts land at their offsets whatever order they finish in.
+        b.await.unwrap();
+        a.await.unwrap();
+        let listed = names();
+        assert_eq!(listed.len(), 2, "{listed:?}");
+        assert!(
+            temp_target(&listed[0]).is_some_and(|t| t == "a.bin"),
+            "{listed:?}"
+        );
+        let body = loc.store.get(&path).await.unwrap().bytes().await.unwrap();
+        assert_eq!(&body[..], b"old", "visible before completion");
+        let done = upload.complete().await.unwrap();
+        assert_ne!(done.e_tag, read.e_tag);
+        let body = loc.store.get(&path).await.unwrap().bytes().await.unwrap();
+        assert_eq!(&body[..], b"first,second");
+        assert_eq!(names(), vec!["a.bin".to_string()]);
+
+        let mut aborted = loc.store.put_multipart(&path).await.unwrap();
+        aborted.put_part("never".into()).await.unwrap();
+        aborted.abort().await.unwrap();
+        assert_eq!(names(), vec!["a.bin".to_string()]);
+        let body = loc.store.get(&path).await.unwrap().bytes().await.unwrap();
+        assert_eq!(&body[..], b"first,second");
     }
 
     #[test]

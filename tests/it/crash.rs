@@ -123,37 +123,53 @@ fn check_final(ws: &Path, r: &Reference) {
 }
 
 fn resume(ws: &Path) {
+    resume_env(ws, &[]);
+}
+
+fn resume_env(ws: &Path, env: &[(&str, &str)]) {
     let job = ws.join("jobs/demo.toml");
-    let run = lakepurge(&["purge", "--job", job.to_str().unwrap(), "--run-id", "r"]);
-    assert_eq!(run.code, 0, "resumed run");
+    let run = lakepurge_env(
+        &["purge", "--job", job.to_str().unwrap(), "--run-id", "r"],
+        env,
+    );
+    assert_eq!(run.code, 0, "resumed run: {}", run.stderr);
 }
 
 #[test]
 fn aborts_at_exact_points_resume_to_the_exact_result() {
     let r = reference();
     // The demo rewrites 3 files and deletes 1: crash after journal writes and after commits.
-    for point in [
-        "after_intent=1",
-        "after_intent=2",
-        "after_intent=4",
-        "after_commit=1",
-        "after_commit=2",
-        "after_commit=3",
-        "after_commit=4",
-    ] {
-        let ws = tempfile::tempdir().unwrap();
-        lakepurge::demo::write_sample(ws.path()).unwrap();
-        let job = ws.path().join("jobs/demo.toml");
-        let crashed = lakepurge_env(
-            &["purge", "--job", job.to_str().unwrap(), "--run-id", "r"],
-            &[("LAKEPURGE_FAILPOINT", point)],
-        );
-        assert_ne!(crashed.code, 0, "{point}: the failpoint did not fire");
-        assert!(crashed.stderr.contains("failpoint"), "{point}");
-        assert!(!ws.path().join("manifests/demo/r.json").exists());
-        check_consistent(&ws.path().join("warehouse"), &r);
-        resume(ws.path());
-        check_final(ws.path(), &r);
+    // Then again with every file treated as large (read by ranges, written in parts to a
+    // temporary file): a crash after the intent leaves the parts written but not in place.
+    for large in [None, Some("1")] {
+        let mut temporaries_left = 0;
+        for point in [
+            "after_intent=1",
+            "after_intent=2",
+            "after_intent=4",
+            "after_commit=1",
+            "after_commit=2",
+            "after_commit=3",
+            "after_commit=4",
+        ] {
+            let ws = tempfile::tempdir().unwrap();
+            lakepurge::demo::write_sample(ws.path()).unwrap();
+            let job = ws.path().join("jobs/demo.toml");
+            let mut env = vec![("LAKEPURGE_FAILPOINT", point)];
+            env.extend(large.map(|t| ("LAKEPURGE_MULTIPART_THRESHOLD", t)));
+            let crashed = lakepurge_env(
+                &["purge", "--job", job.to_str().unwrap(), "--run-id", "r"],
+                &env,
+            );
+            assert_ne!(crashed.code, 0, "{point}: the failpoint did not fire");
+            assert!(crashed.stderr.contains("failpoint"), "{point}");
+            assert!(!ws.path().join("manifests/demo/r.json").exists());
+            temporaries_left += check_consistent(&ws.path().join("warehouse"), &r);
+            resume_env(ws.path(), &env[1..]);
+            check_final(ws.path(), &r);
+        }
+        // Only uploads in parts leave their unfinished new file behind when killed.
+        assert_eq!(temporaries_left > 0, large.is_some(), "{temporaries_left}");
     }
 }
 
