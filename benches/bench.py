@@ -59,6 +59,7 @@ def generate(dir, files, rows, clustered, codec, even=False):
     os.makedirs(dir)
     con = duckdb.connect()
     con.execute("PRAGMA threads=2")
+    con.execute("SET enable_progress_bar = false")
     total = files * rows
     for i in range(files):
         if clustered:
@@ -230,7 +231,7 @@ def memory_scenario(base, files, rows, n_subjects, limit):
     total = files * rows
     rng = random.Random(7)
     present = []
-    for f in [0, files // 4, files // 2, 3 * files // 4]:
+    for f in sorted({0, files // 4, files // 2, 3 * files // 4}):
         present += [2 * (f * rows + r) for r in rng.sample(range(rows), 100)]
     absent = n_subjects - len(present)
     subjects = present + [2 * ((j * total) // absent) + 1 for j in range(absent)]
@@ -249,6 +250,7 @@ def memory_scenario(base, files, rows, n_subjects, limit):
     shutil.rmtree(ws)
     row = {
         "subjects": n_subjects, "events": mb(events_bytes), "table": mb(table_bytes), "files": files,
+        "file size": mb(table_bytes / files),
         "files affected": len(t["files"]), "rows removed": t["rows_removed"], "limit": limit,
         "wall": wall, "rss": rss, "held": budget[0]["held"] if budget else 0,
     }
@@ -256,19 +258,23 @@ def memory_scenario(base, files, rows, n_subjects, limit):
     return row
 
 
-def memory_md(row):
-    return "\n".join([
+def memory_md(rows):
+    lines = [
         "",
-        f"Erased subjects against a multi-GB table (`lakepurge purge --memory-limit {row['limit']}`;"
-        " DuckDB-written, zstd, clustered even ids; all but 400 subjects are odd ids, absent but inside"
-        " every file's key range):",
+        f"Erased subjects against multi-GB tables (`lakepurge purge --memory-limit {rows[0]['limit']}`;"
+        " DuckDB-written, zstd, clustered even ids; all but 100 subjects a sampled file are odd ids,"
+        " absent but inside every file's key range; files of 64 MiB and more are read by ranges and"
+        " written in parts):",
         "",
-        "| erased subjects | events (NDJSON) | table | files | files affected | rows removed | memory limit | wall | peak RSS | held when rewrites start |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-        f"| {row['subjects']:,} | {row['events']} | {row['table']} | {row['files']} | {row['files affected']} "
-        f"| {row['rows removed']:,} | {row['limit']} | {row['wall']:.1f} s | {row['rss'] / 2**20:,.0f} MiB "
-        f"| {row['held'] / 2**20:,.0f} MiB |",
-    ]) + "\n"
+        "| erased subjects | events (NDJSON) | table | files | file size | files affected | rows removed | memory limit | wall | peak RSS | held when rewrites start |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['subjects']:,} | {row['events']} | {row['table']} | {row['files']} | {row['file size']} "
+            f"| {row['files affected']} | {row['rows removed']:,} | {row['limit']} | {row['wall']:.1f} s "
+            f"| {row['rss'] / 2**20:,.0f} MiB | {row['held'] / 2**20:,.0f} MiB |")
+    return "\n".join(lines) + "\n"
 
 
 def table_md(results, args):
@@ -312,6 +318,8 @@ def main():
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--memory-files", type=int, default=60, help="files of the multi-GB table (0: skip)")
     ap.add_argument("--memory-rows-per-file", type=int, default=1_000_000)
+    ap.add_argument("--large-files", type=int, default=4, help="files of the large-file table (0: skip)")
+    ap.add_argument("--large-rows-per-file", type=int, default=15_000_000)
     ap.add_argument("--memory-subjects", type=int, default=10_000_000)
     ap.add_argument("--memory-limit", default="512MiB")
     args = ap.parse_args()
@@ -325,9 +333,12 @@ def main():
     scenario(args.work, "scattered, 100k subjects, zstd", False, 100_000, "zstd", f, r, results)
     scenario(args.work, "clustered, 10 subjects, zstd", True, 10, "zstd", f, r, results)
     md = table_md(results, args)
-    if args.memory_files:
-        md += memory_md(memory_scenario(args.work, args.memory_files, args.memory_rows_per_file,
-                                        args.memory_subjects, args.memory_limit))
+    memory = []
+    for files, rows in [(args.memory_files, args.memory_rows_per_file), (args.large_files, args.large_rows_per_file)]:
+        if files:
+            memory.append(memory_scenario(args.work, files, rows, args.memory_subjects, args.memory_limit))
+    if memory:
+        md += memory_md(memory)
     print(md)
     notes = os.path.join(ROOT, "benches", "NOTES.md")
     with open(os.path.join(ROOT, "benches", "RESULTS.md"), "w") as out:
