@@ -89,12 +89,17 @@ pub fn rewrite<S: Source>(
     mode: &Mode,
     path: &str,
 ) -> Result<Rewritten> {
-    // Room for a rewrite larger than the original (another codec level), never reallocated.
+    // Room for a rewrite larger than the original (another codec level), never reallocated,
+    // and the new file starting at a block boundary (padding before it) so that a local store
+    // can write it to disk directly (see `store::DIRECT_IO_ALIGN`).
+    let align = crate::store::DIRECT_IO_ALIGN;
     let size = usize::try_from(file.len()).unwrap_or(usize::MAX);
-    let mut out: Vec<u8> = Vec::with_capacity(size.saturating_add(size / 4 + 4096));
+    let mut out: Vec<u8> = Vec::with_capacity(size.saturating_add(size / 4 + 2 * align));
+    let pad = out.as_ptr().align_offset(align).min(align);
+    out.resize(pad, 0);
     let mut rewritten = rewrite_to(file, erased, mode, path, &mut out)?;
     if rewritten.rows > 0 {
-        rewritten.bytes = Some(Bytes::from(out));
+        rewritten.bytes = Some(Bytes::from(out).slice(pad..));
     }
     Ok(rewritten)
 }

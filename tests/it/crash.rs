@@ -168,8 +168,11 @@ fn aborts_at_exact_points_resume_to_the_exact_result() {
             resume_env(ws.path(), &env[1..]);
             check_final(ws.path(), &r);
         }
-        // Only uploads in parts leave their unfinished new file behind when killed.
-        assert_eq!(temporaries_left > 0, large.is_some(), "{temporaries_left}");
+        // Uploads in parts leave their unfinished new file behind when killed after the intent
+        // (whole files only when another file's write was in flight at that moment).
+        if large.is_some() {
+            assert!(temporaries_left > 0, "no upload in parts was interrupted");
+        }
     }
 }
 
