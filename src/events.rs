@@ -220,6 +220,8 @@ impl Seek for At<'_> {
 
 /// Writes the query's rows into the spilled files as they stream.
 struct Spiller {
+    /// The events location, for messages.
+    location: String,
     ids: FileWriter<std::io::BufWriter<File>>,
     ids_file: Arc<File>,
     id_batch: StringBuilder,
@@ -258,10 +260,11 @@ fn cloned(file: &File) -> Result<File> {
 }
 
 impl Spiller {
-    fn new() -> Result<Spiller> {
+    fn new(location: &str) -> Result<Spiller> {
         let file = Arc::new(temp_file()?);
         let ids = FileWriter::try_new_buffered(cloned(&file)?, &id_schema()).map_err(spill_err)?;
         Ok(Spiller {
+            location: location.to_string(),
             ids,
             ids_file: file,
             id_batch: StringBuilder::new(),
@@ -276,10 +279,13 @@ impl Spiller {
     fn push(&mut self, id: &str, ty: &str, subject: &str) -> Result<()> {
         if self.last_id.as_deref() != Some(id) {
             if self.last_id.as_deref().is_some_and(|last| last > id) {
-                return Err(Error::Internal("event ids came back out of order".into()));
+                return Err(Error::events(
+                    &self.location,
+                    "event ids came back out of order",
+                ));
             }
             if self.ids_written + self.id_batch.len() >= u32::MAX as usize {
-                return Err(Error::Internal("more than 4 billion events".into()));
+                return Err(Error::events(&self.location, "more than 4 billion events"));
             }
             self.digest.update(id.as_bytes());
             self.digest.update(b"\n");
@@ -575,7 +581,7 @@ pub async fn load_snapshot(job: &Job, snapshot: Option<&[EventFile]>) -> Result<
         .await
         .map_err(qerr)?;
     let aerr = |e| Error::arrow(format!("events at {shown}"), e);
-    let mut spill = Spiller::new()?;
+    let mut spill = Spiller::new(&shown)?;
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(qerr)?;
         let cols = (0..3)
@@ -586,12 +592,7 @@ pub async fn load_snapshot(job: &Job, snapshot: Option<&[EventFile]>) -> Result<
             })
             .collect::<Result<Vec<_>>>()?;
         for row in 0..batch.num_rows() {
-            spill
-                .push(cols[0].value(row), cols[1].value(row), cols[2].value(row))
-                .map_err(|e| match e {
-                    Error::Internal(m) => Error::events(&shown, m),
-                    other => other,
-                })?;
+            spill.push(cols[0].value(row), cols[1].value(row), cols[2].value(row))?;
         }
     }
     (events.event_ids, events.digest, events.by_type) = spill.finish()?;
@@ -761,7 +762,7 @@ mod tests {
         // subject batch holds.
         let n = IDS_PER_BATCH * 2 + 7;
         let ids: Vec<String> = (0..n).map(|i| format!("ev-{i:06}")).collect();
-        let mut spill = Spiller::new().unwrap();
+        let mut spill = Spiller::new("test").unwrap();
         let mut emails = 0;
         for (i, id) in ids.iter().enumerate() {
             spill.push(id, "user_id", &i.to_string()).unwrap();
@@ -808,7 +809,7 @@ mod tests {
         assert_eq!(first.ids.value(1), "a3@x.org");
         assert_eq!(first.events.value(1), 3);
 
-        let mut backwards = Spiller::new().unwrap();
+        let mut backwards = Spiller::new("test").unwrap();
         backwards.push("b", "t", "1").unwrap();
         assert!(backwards.push("a", "t", "2").is_err());
     }
