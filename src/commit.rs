@@ -115,31 +115,38 @@ pub fn multipart_threshold() -> u64 {
 /// a bounded channel: the writer waits while the upload is behind), hashing it on the way.
 pub struct PartWriter {
     tx: tokio::sync::mpsc::Sender<Bytes>,
+    /// The part being filled, after `pad` bytes of alignment.
     buf: Vec<u8>,
+    pad: usize,
     hasher: Sha256,
     size: u64,
 }
 
 impl PartWriter {
     pub fn new(tx: tokio::sync::mpsc::Sender<Bytes>) -> PartWriter {
+        let (buf, pad) = crate::store::aligned_buffer(PART_SIZE);
         PartWriter {
             tx,
-            buf: Vec::with_capacity(PART_SIZE),
+            buf,
+            pad,
             hasher: Sha256::new(),
             size: 0,
         }
     }
 
     fn send(&mut self) -> std::io::Result<()> {
-        let part = std::mem::replace(&mut self.buf, Vec::with_capacity(PART_SIZE));
+        let (next, pad) = crate::store::aligned_buffer(PART_SIZE);
+        let part = std::mem::replace(&mut self.buf, next);
+        let part = Bytes::from(part).slice(self.pad..);
+        self.pad = pad;
         self.tx
-            .blocking_send(Bytes::from(part))
+            .blocking_send(part)
             .map_err(|_| std::io::Error::other("the upload of the new file stopped"))
     }
 
     /// Sends the last part; returns the sha256 (hex) and size of everything written.
     pub fn finish(mut self) -> std::io::Result<(String, u64)> {
-        if !self.buf.is_empty() {
+        if self.buf.len() > self.pad {
             self.send()?;
         }
         Ok((hex::encode(self.hasher.finalize()), self.size))
@@ -147,12 +154,20 @@ impl PartWriter {
 }
 
 impl std::io::Write for PartWriter {
+    /// Parts are exactly [`PART_SIZE`] bytes but the last, each in its own aligned buffer (so
+    /// that on local disk they can be written with direct I/O).
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         self.hasher.update(data);
         self.size += data.len() as u64;
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= PART_SIZE {
-            self.send()?;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let room = PART_SIZE - (self.buf.len() - self.pad);
+            let (now, later) = rest.split_at(room.min(rest.len()));
+            self.buf.extend_from_slice(now);
+            if self.buf.len() - self.pad == PART_SIZE {
+                self.send()?;
+            }
+            rest = later;
         }
         Ok(data.len())
     }
@@ -232,5 +247,39 @@ impl PartUpload {
                 Err(e)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn parts_are_whole_aligned_and_hashed() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+        let data: Vec<u8> = (0..PART_SIZE * 5 / 2).map(|i| (i % 253) as u8).collect();
+        let writing = std::thread::spawn(move || {
+            let mut w = PartWriter::new(tx);
+            for piece in data.chunks(1_000_003) {
+                w.write_all(piece).unwrap();
+            }
+            (w.finish().unwrap(), data)
+        });
+        let mut parts = Vec::new();
+        while let Some(p) = rx.blocking_recv() {
+            parts.push(p);
+        }
+        let ((sha, size), data) = writing.join().unwrap();
+        let sizes: Vec<usize> = parts.iter().map(Bytes::len).collect();
+        assert_eq!(sizes, vec![PART_SIZE, PART_SIZE, PART_SIZE / 2]);
+        assert!(
+            parts
+                .iter()
+                .all(|p| p.as_ptr().align_offset(crate::store::DIRECT_IO_ALIGN) == 0)
+        );
+        assert_eq!(parts.concat(), data);
+        assert_eq!(size, data.len() as u64);
+        assert_eq!(sha, hex::encode(Sha256::digest(&data)));
     }
 }

@@ -92,11 +92,8 @@ pub fn rewrite<S: Source>(
     // Room for a rewrite larger than the original (another codec level), never reallocated,
     // and the new file starting at a block boundary (padding before it) so that a local store
     // can write it to disk directly (see `store::DIRECT_IO_ALIGN`).
-    let align = crate::store::DIRECT_IO_ALIGN;
     let size = usize::try_from(file.len()).unwrap_or(usize::MAX);
-    let mut out: Vec<u8> = Vec::with_capacity(size.saturating_add(size / 4 + 2 * align));
-    let pad = out.as_ptr().align_offset(align).min(align);
-    out.resize(pad, 0);
+    let (mut out, pad) = crate::store::aligned_buffer(size.saturating_add(size / 4 + 4096));
     let mut rewritten = rewrite_to(file, erased, mode, path, &mut out)?;
     if rewritten.rows > 0 {
         rewritten.bytes = Some(Bytes::from(out).slice(pad..));
