@@ -159,7 +159,7 @@ def mb(n):
     return f"{n / 1e6:,.0f} MB"
 
 
-def scenario(base, name, clustered, n_subjects, codec, files, rows, results):
+def scenario(base, name, clustered, n_subjects, codec, files, rows, results, repeat):
     data = os.path.join(base, f"data-{'clustered' if clustered else 'scattered'}-{codec}")
     if not os.path.exists(data):
         print(f"generating {data} ...", flush=True)
@@ -168,53 +168,67 @@ def scenario(base, name, clustered, n_subjects, codec, files, rows, results):
     table_bytes = sum(os.path.getsize(os.path.join(data, f)) for f in os.listdir(data))
     row = {"scenario": name, "table": mb(table_bytes)}
 
-    # lakepurge
-    ws = tempfile.mkdtemp(dir=base)
-    table = os.path.join(ws, "table")
-    shutil.copytree(data, table)
-    os.sync()  # the copy's writeback must not land in the measured run
-    job = write_job(ws, table, subjects)
-    wall, rss, err = peak_rss_of([BIN, "--log-format", "json", "purge", "--job", job, "--run-id", "bench"])
-    io = [json.loads(l) for l in err.splitlines() if '"io totals"' in l]
-    manifest = json.load(open(os.path.join(ws, "manifests", "bench", "bench.json")))
-    t = manifest["tables"][0]
-    affected = [os.path.join(data, f["path"]) for f in t["files"]]
-    row["files affected"] = len(affected)
-    row["rows removed"] = t["rows_removed"]
-    row["lakepurge"] = (wall, io[0]["bytes_read"] if io else 0, io[0]["bytes_written"] if io else 0, rss)
-    shutil.rmtree(ws)
+    def run_lakepurge():
+        ws = tempfile.mkdtemp(dir=base)
+        table = os.path.join(ws, "table")
+        shutil.copytree(data, table)
+        os.sync()  # the copy's writeback must not land in the measured run
+        job = write_job(ws, table, subjects)
+        wall, rss, err = peak_rss_of([BIN, "--log-format", "json", "purge", "--job", job, "--run-id", "bench"])
+        io = [json.loads(l) for l in err.splitlines() if '"io totals"' in l]
+        manifest = json.load(open(os.path.join(ws, "manifests", "bench", "bench.json")))
+        t = manifest["tables"][0]
+        row["files affected"] = len(t["files"])
+        row["rows removed"] = t["rows_removed"]
+        row["affected"] = [os.path.join(data, f["path"]) for f in t["files"]]
+        shutil.rmtree(ws)
+        return (wall, io[0]["bytes_read"] if io else 0, io[0]["bytes_written"] if io else 0, rss)
 
-    # DuckDB
-    ws = tempfile.mkdtemp(dir=base)
-    table = os.path.join(ws, "table")
-    shutil.copytree(data, table)
-    os.sync()  # the copy's writeback must not land in the measured run
-    ids_file = os.path.join(ws, "ids.csv")
-    with open(ids_file, "w") as f:
-        f.write("\n".join(str(s) for s in subjects) + "\n")
-    out_file = os.path.join(ws, "out.txt")
-    wall, rss, _ = peak_rss_of(["sh", "-c", f'"{sys.executable}" -c "$0" "$@" > {out_file}', DUCKDB_SCRIPT, table, ids_file, codec])
-    n_files, rd, wr = (int(x) for x in open(out_file).read().split())
-    assert n_files == len(affected), (n_files, len(affected))
-    row["duckdb"] = (wall, rd, wr, rss)
-    shutil.rmtree(ws)
+    def run_duckdb():
+        ws = tempfile.mkdtemp(dir=base)
+        table = os.path.join(ws, "table")
+        shutil.copytree(data, table)
+        os.sync()  # the copy's writeback must not land in the measured run
+        ids_file = os.path.join(ws, "ids.csv")
+        with open(ids_file, "w") as f:
+            f.write("\n".join(str(s) for s in subjects) + "\n")
+        out_file = os.path.join(ws, "out.txt")
+        wall, rss, _ = peak_rss_of(["sh", "-c", f'"{sys.executable}" -c "$0" "$@" > {out_file}', DUCKDB_SCRIPT, table, ids_file, codec])
+        n_files, rd, wr = (int(x) for x in open(out_file).read().split())
+        assert n_files == len(row["affected"]), (n_files, len(row["affected"]))
+        shutil.rmtree(ws)
+        return (wall, rd, wr, rss)
 
-    # Copy of the affected files
-    ws = tempfile.mkdtemp(dir=base)
-    copies = []
-    for f in affected:
-        dst = os.path.join(ws, os.path.basename(f))
-        shutil.copyfile(f, dst)
-        copies.append(dst)
-    os.sync()
-    out_file = os.path.join(ws, "out.txt")
-    wall, rss, _ = peak_rss_of(["sh", "-c", f'"{sys.executable}" -c "$0" "$@" > {out_file}', COPY_SCRIPT, *copies])
-    rd, wr = (int(x) for x in open(out_file).read().split())
-    row["copy"] = (wall, rd, wr, rss)
-    shutil.rmtree(ws)
+    def run_copy():
+        ws = tempfile.mkdtemp(dir=base)
+        copies = []
+        for f in row["affected"]:
+            dst = os.path.join(ws, os.path.basename(f))
+            shutil.copyfile(f, dst)
+            copies.append(dst)
+        os.sync()
+        out_file = os.path.join(ws, "out.txt")
+        wall, rss, _ = peak_rss_of(["sh", "-c", f'"{sys.executable}" -c "$0" "$@" > {out_file}', COPY_SCRIPT, *copies])
+        rd, wr = (int(x) for x in open(out_file).read().split())
+        shutil.rmtree(ws)
+        return (wall, rd, wr, rss)
+
+    # The tools take turns, `repeat` times, each on a fresh copy; each one's median run is kept
+    # (runs on this kind of machine vary by 10-20%, for every tool alike).
+    runs = {"lakepurge": [], "duckdb": [], "copy": []}
+    for _ in range(repeat):
+        runs["lakepurge"].append(run_lakepurge())
+        runs["duckdb"].append(run_duckdb())
+        runs["copy"].append(run_copy())
+    for tool, measured in runs.items():
+        row[tool] = sorted(measured)[len(measured) // 2]
+        row[tool + " walls"] = [m[0] for m in measured]
+    del row["affected"]
     results.append(row)
     lp, dd, cp = row["lakepurge"][0], row["duckdb"][0], row["copy"][0]
-    print(f"{name}: lakepurge {lp:.2f}s, duckdb {dd:.2f}s ({dd / lp:.1f}x), copy {cp:.2f}s", flush=True)
+    walls = lambda tool: ", ".join(f"{w:.2f}" for w in row[tool + " walls"])
+    print(f"{name}: lakepurge {lp:.2f}s [{walls('lakepurge')}], duckdb {dd:.2f}s [{walls('duckdb')}] "
+          f"({dd / lp:.2f}x), copy {cp:.2f}s [{walls('copy')}]", flush=True)
 
 
 def memory_scenario(base, files, rows, n_subjects, limit):
@@ -294,18 +308,20 @@ def table_md(results, args):
         f"Command: `python3 benches/bench.py --files {args.files} --rows-per-file {args.rows_per_file}`"
         " (builds `cargo build --release`; needs `pip install duckdb`).",
         f"Data: {args.files} DuckDB-written files x {args.rows_per_file:,} rows (user_id, ts, url, kind, amount, payload).",
-        "Each tool works on its own fresh copy of the same data; times are wall clock of one run.",
+        f"Each tool works on its own fresh copy of the same data, {args.repeat} times, taking turns; each row is"
+        " the tool's median run by wall clock (the walls of every run in the last column).",
         "",
-        "| scenario | table | files affected | rows removed | tool | wall | vs DuckDB | bytes read | bytes written | peak RSS |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| scenario | table | files affected | rows removed | tool | wall | vs DuckDB | bytes read | bytes written | peak RSS | every run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         dd = r["duckdb"][0]
         for tool in ["lakepurge", "duckdb", "copy"]:
             wall, rd, wr, rss = r[tool]
+            every = ", ".join(f"{w:.2f}" for w in r[tool + " walls"])
             lines.append(
                 f"| {r['scenario']} | {r['table']} | {r['files affected']} | {r['rows removed']:,} | {tool} "
-                f"| {wall:.2f} s | {dd / wall:.1f}x | {mb(rd)} | {mb(wr)} | {rss / 2**20:,.0f} MiB |"
+                f"| {wall:.2f} s | {dd / wall:.2f}x | {mb(rd)} | {mb(wr)} | {rss / 2**20:,.0f} MiB | {every} s |"
             )
     return "\n".join(lines) + "\n"
 
@@ -316,6 +332,7 @@ def main():
     ap.add_argument("--rows-per-file", type=int, default=400_000)
     ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "lakepurge-bench"))
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each tool per scenario (the median is kept)")
     ap.add_argument("--memory-files", type=int, default=60, help="files of the multi-GB table (0: skip)")
     ap.add_argument("--memory-rows-per-file", type=int, default=1_000_000)
     ap.add_argument("--large-files", type=int, default=4, help="files of the large-file table (0: skip)")
@@ -328,10 +345,10 @@ def main():
     os.makedirs(args.work, exist_ok=True)
     results = []
     f, r = args.files, args.rows_per_file
-    scenario(args.work, "scattered, 100 subjects, zstd", False, 100, "zstd", f, r, results)
-    scenario(args.work, "scattered, 100 subjects, snappy", False, 100, "snappy", f, r, results)
-    scenario(args.work, "scattered, 100k subjects, zstd", False, 100_000, "zstd", f, r, results)
-    scenario(args.work, "clustered, 10 subjects, zstd", True, 10, "zstd", f, r, results)
+    scenario(args.work, "scattered, 100 subjects, zstd", False, 100, "zstd", f, r, results, args.repeat)
+    scenario(args.work, "scattered, 100 subjects, snappy", False, 100, "snappy", f, r, results, args.repeat)
+    scenario(args.work, "scattered, 100k subjects, zstd", False, 100_000, "zstd", f, r, results, args.repeat)
+    scenario(args.work, "clustered, 10 subjects, zstd", True, 10, "zstd", f, r, results, args.repeat)
     md = table_md(results, args)
     memory = []
     for files, rows in [(args.memory_files, args.memory_rows_per_file), (args.large_files, args.large_rows_per_file)]:
