@@ -54,6 +54,21 @@ pub fn lakepurge_env(args: &[&str], env: &[(&str, &str)]) -> Run {
 }
 
 /// The repository's testdata folder.
+/// Runs `purge` of `job` as `run_id` with JSON logs, the `extra` flags and `env`.
+pub fn purge_json(job: &str, run_id: &str, extra: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut args = vec![
+        "--log-format",
+        "json",
+        "purge",
+        "--job",
+        job,
+        "--run-id",
+        run_id,
+    ];
+    args.extend_from_slice(extra);
+    lakepurge_env(&args, env)
+}
+
 pub fn testdata() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata")
 }

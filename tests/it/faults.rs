@@ -209,10 +209,8 @@ async fn a_failing_listing_fails_the_run_before_anything_is_written() {
     assert!(matches!(out, Outcome::Completed(_)));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_concurrent_writers_newer_file_survives() {
-    let s = mem_sample("faults-concurrent").await;
-    // Another writer replaces the users file between lakepurge's read and its replace.
+/// The users file another writer puts in place: users 42 (erased), 77777 and 88888.
+fn newer_users_file() -> Vec<u8> {
     let newer = RecordBatch::try_from_iter(vec![
         (
             "user_id",
@@ -232,12 +230,25 @@ async fn a_concurrent_writers_newer_file_survives() {
     let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, newer.schema(), None).unwrap();
     w.write(&newer).unwrap();
     w.close().unwrap();
+    buf
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_concurrent_writers_newer_file_survives() {
+    let s = mem_sample("faults-concurrent").await;
+    // Another writer replaces the users file between lakepurge's read and its replace.
+    let buf = newer_users_file();
     s.faults.concurrent_write(
         "warehouse/users/part-00000.parquet",
         Bytes::from(buf.clone()),
     );
 
     let stored = purge_completed(&s).await;
+    newer_file_was_purged(&s, &stored, &buf).await;
+}
+
+/// The users file is the newer one (`buf`), purged of user 42, and the manifest says so.
+async fn newer_file_was_purged(s: &MemSample, stored: &lakepurge::manifest::Stored, buf: &[u8]) {
     let users = read_rows(&s.faults, "warehouse/users/part-00000.parquet")
         .await
         .unwrap();
@@ -253,7 +264,7 @@ async fn a_concurrent_writers_newer_file_survives() {
         .unwrap();
     assert_eq!(rec.before.rows, 3);
     assert_eq!(rec.rows_removed, 1);
-    assert_eq!(rec.before.sha256, lakepurge::manifest::sha256_hex(&buf));
+    assert_eq!(rec.before.sha256, lakepurge::manifest::sha256_hex(buf));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -262,25 +273,7 @@ async fn a_large_file_replaced_while_read_by_ranges_is_read_again() {
     // writer replaces the users file just after its version is taken, so the ranged reads are
     // refused, and the purge reads the newer file again and purges it.
     let s = mem_sample("faults-ranged").await;
-    let newer = RecordBatch::try_from_iter(vec![
-        (
-            "user_id",
-            Arc::new(Int64Array::from(vec![42, 77777, 88888])) as ArrayRef,
-        ),
-        (
-            "email",
-            Arc::new(StringArray::from(vec!["a@b.c", "d@e.f", "g@h.i"])),
-        ),
-        (
-            "country",
-            Arc::new(StringArray::from(vec!["DE", "FR", "US"])),
-        ),
-    ])
-    .unwrap();
-    let mut buf = Vec::new();
-    let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, newer.schema(), None).unwrap();
-    w.write(&newer).unwrap();
-    w.close().unwrap();
+    let buf = newer_users_file();
     s.faults.write_after_head(
         "warehouse/users/part-00000.parquet",
         Bytes::from(buf.clone()),
@@ -295,18 +288,7 @@ async fn a_large_file_replaced_while_read_by_ranges_is_read_again() {
     let Outcome::Completed(stored) = out else {
         panic!("the run did not complete: {out:?}");
     };
-    let users = read_rows(&s.faults, "warehouse/users/part-00000.parquet")
-        .await
-        .unwrap();
-    assert_eq!(user_ids(&users), vec![77777, 88888]);
-    let rec = table(&stored.manifest, "crm.users")
-        .files
-        .iter()
-        .find(|f| f.path == "part-00000.parquet")
-        .unwrap();
-    assert_eq!(rec.before.rows, 3);
-    assert_eq!(rec.rows_removed, 1);
-    assert_eq!(rec.before.sha256, lakepurge::manifest::sha256_hex(&buf));
+    newer_file_was_purged(&s, &stored, &buf).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

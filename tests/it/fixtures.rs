@@ -32,18 +32,7 @@ fn purge_job_env(
     let plan = lakepurge(&["plan", "--job", job, "--json"]);
     assert_eq!(plan.code, 0);
     let plan: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
-    let purge = lakepurge_env(
-        &[
-            "--log-format",
-            "json",
-            "purge",
-            "--job",
-            job,
-            "--run-id",
-            run_id,
-        ],
-        env,
-    );
+    let purge = purge_json(job, run_id, &[], env);
     assert_eq!(purge.code, 0, "{}", purge.stderr);
     let logs = purge
         .stderr
@@ -271,13 +260,18 @@ fn user_columns_match(b: &RecordBatch, i: usize, ids: &[i64]) -> bool {
     false
 }
 
-#[test]
-fn pyarrow_warehouse_purged_exactly_and_keeps_its_format() {
+/// A workspace with a copy of the pyarrow fixture `fixture` (`users`, `pages`) at `wh/<fixture>`,
+/// the pyarrow user events at `events/<events_file>`, and a job over them at `jobs/job.toml`.
+/// Returns the workspace, the table folder, the manifests folder and the job.
+fn pyarrow_workspace(
+    fixture: &str,
+    events_file: &str,
+) -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
     let ws = tempfile::tempdir().unwrap();
-    let wh = ws.path().join("wh/users");
-    copy_dir(&testdata().join("pyarrow/users"), &wh);
+    let wh = ws.path().join("wh").join(fixture);
+    copy_dir(&testdata().join("pyarrow").join(fixture), &wh);
     let manifests = ws.path().join("manifests");
-    write_pyarrow_user_events(&ws.path().join("events/dt=2026-11-24/part-0.json"));
+    write_pyarrow_user_events(&ws.path().join("events").join(events_file));
     let job = ws.path().join("jobs/job.toml");
     write(
         &job,
@@ -287,6 +281,12 @@ fn pyarrow_warehouse_purged_exactly_and_keeps_its_format() {
             &file_url(&wh),
         ),
     );
+    (ws, wh, manifests, job)
+}
+
+#[test]
+fn pyarrow_warehouse_purged_exactly_and_keeps_its_format() {
+    let (_ws, wh, manifests, job) = pyarrow_workspace("users", "dt=2026-11-24/part-0.json");
     let (manifest, plan, _) = purge_job(&job, &manifests, "run-1");
     let files = ["part-0.parquet", "part-1.parquet", "part-2.parquet"];
     let removed = check_table(
@@ -531,20 +531,7 @@ fn large_files_read_by_ranges_give_the_same_bytes() {
     // lowered to one byte). The new files must be the same bytes, the manifests the same
     // hashes, and the original's hash the file's.
     let run = |threshold: &str| {
-        let ws = tempfile::tempdir().unwrap();
-        let wh = ws.path().join("wh/pages");
-        copy_dir(&testdata().join("pyarrow/pages"), &wh);
-        let manifests = ws.path().join("manifests");
-        write_pyarrow_user_events(&ws.path().join("events/part-0.json"));
-        let job = ws.path().join("jobs/job.toml");
-        write(
-            &job,
-            &pyarrow_users_job(
-                &file_url(&manifests),
-                &file_url(&ws.path().join("events")),
-                &file_url(&wh),
-            ),
-        );
+        let (ws, wh, manifests, job) = pyarrow_workspace("pages", "part-0.json");
         let env = [("LAKEPURGE_MULTIPART_THRESHOLD", threshold)];
         let (manifest, _, logs) = purge_job_env(&job, &manifests, "r", &env);
         let ranged: Vec<bool> = logs
@@ -588,11 +575,7 @@ fn page_surgery_keeps_untouched_pages_and_exact_statistics() {
     // Small pages (testdata/make_fixtures.py, pyarrow/pages): v1 with mixed codecs, v2 with
     // page checksums, and a file with a page index; PLAIN columns, a dictionary column,
     // structs and lists. Erased rows fall in some pages of most chunks.
-    let ws = tempfile::tempdir().unwrap();
-    let wh = ws.path().join("wh/pages");
-    copy_dir(&testdata().join("pyarrow/pages"), &wh);
-    let manifests = ws.path().join("manifests");
-    write_pyarrow_user_events(&ws.path().join("events/part-0.json"));
+    let (ws, wh, manifests, job) = pyarrow_workspace("pages", "part-0.json");
     // User 1 is the smallest user_id of part-0's first row group, 3999 the largest of
     // part-1's: their chunks' statistics must be recomputed, not kept.
     write_events(
@@ -601,15 +584,6 @@ fn page_surgery_keeps_untouched_pages_and_exact_statistics() {
             ("ev-min", "user_id", json!("1")),
             ("ev-max", "user_id", json!("3999")),
         ],
-    );
-    let job = ws.path().join("jobs/job.toml");
-    write(
-        &job,
-        &pyarrow_users_job(
-            &file_url(&manifests),
-            &file_url(&ws.path().join("events")),
-            &file_url(&wh),
-        ),
     );
     let (manifest, plan, logs) = purge_job(&job, &manifests, "run-1");
     let files = ["part-0.parquet", "part-1.parquet", "part-2.parquet"];

@@ -183,7 +183,7 @@ fn a_bad_shard_is_exit_2() {
 #[test]
 fn json_log_lines_parse_and_carry_run_table_and_file() {
     let (_ws, job) = sample();
-    let run = purge_json(&job, "r-json", &[]);
+    let run = purge_json(&job, "r-json", &[], &[]);
     assert_eq!(run.code, 0);
     let lines: Vec<serde_json::Value> = run
         .stderr
@@ -463,21 +463,6 @@ fn bloom_filters_prune_a_file_statistics_cannot_and_never_under_delete() {
     }
 }
 
-/// Runs `purge` of `job` as `run_id` with JSON logs and the `extra` flags.
-fn purge_json(job: &str, run_id: &str, extra: &[&str]) -> Run {
-    let mut args = vec![
-        "--log-format",
-        "json",
-        "purge",
-        "--job",
-        job,
-        "--run-id",
-        run_id,
-    ];
-    args.extend_from_slice(extra);
-    lakepurge(&args)
-}
-
 /// The `memory budget` log line of a JSON-logged purge: (limit, held when the rewrites
 /// started, budget for the files, peak reserved).
 fn budget_of(run: &Run) -> [u64; 4] {
@@ -496,7 +481,7 @@ fn memory_limit_bounds_the_files_in_flight() {
     // limit, said in a warning), with plenty several at once; both give the same result. The
     // files get the limit less what the process holds when the rewrites start.
     let (ws, job) = sample();
-    let tight = purge_json(&job, "2026-11-25", &["--memory-limit", "1KiB"]);
+    let tight = purge_json(&job, "2026-11-25", &["--memory-limit", "1KiB"], &[]);
     assert_eq!(tight.code, 0, "{}", tight.stderr);
     let [limit, held, for_files, peak] = budget_of(&tight);
     assert_eq!((limit, for_files, peak), (1024, 1024, 1024));
@@ -508,7 +493,7 @@ fn memory_limit_bounds_the_files_in_flight() {
     assert_same_as_unsharded(ws.path(), &job);
 
     let (_ws, job) = sample();
-    let roomy = purge_json(&job, "r", &["--memory-limit", "1GiB"]);
+    let roomy = purge_json(&job, "r", &["--memory-limit", "1GiB"], &[]);
     assert_eq!(roomy.code, 0);
     let [limit, held, for_files, peak] = budget_of(&roomy);
     assert_eq!(limit, 1 << 30);
