@@ -28,7 +28,7 @@ use futures::{FutureExt, StreamExt};
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt};
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection};
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, RowSelection};
 use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
 use parquet::basic::{ColumnOrder, LogicalType, SortOrder, Type as PhysicalType};
 use parquet::file::metadata::{
@@ -261,6 +261,7 @@ async fn scan_listed(
 
 /// A Parquet object read through its store: the footer first, then only the byte ranges the
 /// reader asks for (the key columns of the row groups not pruned).
+#[derive(Clone)]
 pub struct StoreReader {
     pub store: Arc<dyn ObjectStore>,
     pub location: Path,
@@ -339,6 +340,7 @@ fn metadata_reader(options: Option<&ArrowReaderOptions>) -> ParquetMetaDataReade
 }
 
 /// A Parquet file held in memory, readable by the async Arrow reader.
+#[derive(Clone)]
 pub struct BytesReader {
     pub bytes: Bytes,
 }
@@ -623,14 +625,15 @@ impl<'e> Matcher<'e> {
     /// Finds the rows of one file to erase. `file` is for messages.
     pub async fn scan<R>(&self, reader: R, table: &str, file: &str) -> Result<FilePlan>
     where
-        R: AsyncFileReader + Unpin + Send + 'static,
+        R: AsyncFileReader + Clone + Unpin + Send + 'static,
     {
-        // The page index is loaded where the file has one (it prunes pages, below).
-        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
-        let builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options)
+        // The footer alone first: the page index is loaded only if statistics and bloom
+        // filters leave a row group to read (it prunes pages, below).
+        let index_reader = reader.clone();
+        let builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, Default::default())
             .await
             .map_err(|e| read_error(table, file, "not a readable Parquet file", e))?;
-        let metadata = Arc::clone(builder.metadata());
+        let mut metadata = Arc::clone(builder.metadata());
         let schema = Arc::clone(builder.schema());
         let lookups = self.lookups_for(&schema, table, file)?;
 
@@ -684,6 +687,30 @@ impl<'e> Matcher<'e> {
             plan.pruned = true;
             return Ok(plan);
         }
+        let has_page_index = selected.iter().any(|&i| {
+            metadata
+                .row_group(i)
+                .columns()
+                .iter()
+                .any(|c| c.column_index_offset().is_some() && c.offset_index_offset().is_some())
+        });
+        if has_page_index {
+            let mut index_reader = index_reader;
+            let mut loader = ParquetMetaDataReader::new_with_metadata((*metadata).clone())
+                .with_page_index_policy(PageIndexPolicy::Optional);
+            let loaded = match loader.load_page_index(&mut index_reader).await {
+                Ok(()) => loader.finish(),
+                Err(e) => Err(e),
+            };
+            let loaded =
+                loaded.map_err(|e| read_error(table, file, "cannot read the page index", e))?;
+            metadata = Arc::new(loaded);
+            let with_index =
+                ArrowReaderMetadata::try_new(Arc::clone(&metadata), Default::default())
+                    .map_err(|e| read_error(table, file, "cannot read the page index", e))?;
+            builder = ParquetRecordBatchStreamBuilder::new_with_metadata(index_reader, with_index);
+        }
+        let row_groups = metadata.row_groups();
 
         let parquet_schema = builder.parquet_schema();
         let roots: BTreeSet<usize> = self

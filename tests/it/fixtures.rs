@@ -703,6 +703,60 @@ fn check_page_index(path: &Path) -> usize {
 }
 
 #[test]
+fn the_page_index_is_read_only_for_row_groups_statistics_leave() {
+    // A pyarrow file with 64-row pages: its page index (~240 KB) lies outside the 64 KiB read
+    // with the footer. A subject outside the file's id range prunes it by statistics, so the
+    // page index is never read; one inside reads it, and skips most pages.
+    let ws = tempfile::tempdir().unwrap();
+    let wh = ws.path().join("wh");
+    std::fs::create_dir_all(&wh).unwrap();
+    let script = "import sys, pyarrow as pa, pyarrow.parquet as pq\n\
+        n = 200000\n\
+        t = pa.table({'user_id': pa.array(range(1000, 1000 + n), pa.int64()),\n\
+                      'payload': [f'p{i:08d}' for i in range(n)]})\n\
+        pq.write_table(t, sys.argv[1], row_group_size=50000, data_page_size=256, write_batch_size=64,\n\
+                       write_page_index=True, compression='none', use_dictionary=False)\n";
+    run_python(
+        "writing a file with a large page index",
+        script,
+        &[wh.join("part-0.parquet")],
+    );
+    let plan_for = |id: &str| -> serde_json::Value {
+        write_events(
+            &ws.path().join("events/e.json"),
+            &[("ev-1", "user_id", json!(id))],
+        );
+        let job = ws.path().join("job.toml");
+        write(
+            &job,
+            &user_id_job(
+                "fixtures",
+                &file_url(&ws.path().join("manifests")),
+                &file_url(&ws.path().join("events")),
+                &file_url(&wh),
+            ),
+        );
+        let run = lakepurge(&["plan", "--job", job.to_str().unwrap(), "--json"]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let plan: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        plan_table(&plan, "fixtures").clone()
+    };
+    let outside = plan_for("5");
+    assert_eq!(outside["files_pruned"], 1, "{outside}");
+    assert!(
+        outside["bytes_read"].as_u64().unwrap() <= 64 * 1024,
+        "the page index of a pruned file was read: {outside}"
+    );
+    let inside = plan_for("101000");
+    assert_eq!(inside["rows_matched"], 1, "{inside}");
+    assert!(inside["bytes_read"].as_u64().unwrap() > 200_000, "{inside}");
+    assert!(
+        inside["rows_skipped_by_page_index"].as_u64().unwrap() > 49_000,
+        "{inside}"
+    );
+}
+
+#[test]
 fn page_index_rules_out_pages_when_planning_and_the_result_is_exact() {
     // part-2 of the pages fixture has a page index; a single user_id rule lets it skip every
     // page whose user_id range holds no erased id.
