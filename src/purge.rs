@@ -690,7 +690,18 @@ type Rewrite = (
     Option<commit::PartUpload>,
 );
 
-/// Rewrites `input` on a blocking thread: into an upload in parts, or into memory.
+/// How a file's new version is produced.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Output {
+    /// Into memory, put in one request.
+    Whole,
+    /// Into an upload in parts, as it is written.
+    InParts,
+    /// Nothing: every row is erased (the file is deleted).
+    Nothing,
+}
+
+/// Rewrites `input` on a blocking thread into `output`.
 async fn rewrite_file<S: rewrite::Source + Send>(
     input: S,
     store: &Arc<dyn object_store::ObjectStore>,
@@ -698,9 +709,25 @@ async fn rewrite_file<S: rewrite::Source + Send>(
     erased: Vec<Vec<u32>>,
     mode: rewrite::Mode,
     shown: String,
-    in_parts: bool,
+    output: Output,
 ) -> Result<Rewrite> {
-    if in_parts {
+    if output == Output::Nothing {
+        // Checked, not written: the rewrite of a file left with no rows writes nothing.
+        let rewritten = tokio::task::spawn_blocking(move || {
+            let rewritten = rewrite::rewrite_to(input, &erased, &mode, &shown, std::io::sink())?;
+            if rewritten.rows > 0 {
+                return Err(Error::Internal(format!(
+                    "{shown}: planned to be emptied, but {} rows remain",
+                    rewritten.rows
+                )));
+            }
+            Ok(rewritten)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("rewriting {location}: {e}")))??;
+        return Ok((rewritten, None, None));
+    }
+    if output == Output::InParts {
         let (rewritten, new_file, upload) =
             rewrite_in_parts(store.as_ref(), location, input, erased, mode, shown).await?;
         return Ok((rewritten, Some(new_file), Some(upload)));
@@ -828,8 +855,13 @@ async fn purge_file(
         };
         // A large file goes up in parts while it is written (see `commit`); the rest is
         // written to memory and put in one conditional request.
-        let emptied = !redacting && fp.rows_matched == fp.rows;
-        let in_parts = size >= attempt.large_file && !emptied;
+        let output = if !redacting && fp.rows_matched == fp.rows {
+            Output::Nothing
+        } else if size >= attempt.large_file {
+            Output::InParts
+        } else {
+            Output::Whole
+        };
         // CPU work runs off the async runtime: the original's hash alongside the rewrite, the
         // new file's hash right after it.
         let rewriting = match whole {
@@ -839,7 +871,7 @@ async fn purge_file(
                     Ok::<_, Error>(manifest::sha256_hex(&original))
                 });
                 let rewriting =
-                    rewrite_file(bytes, store, location, erased, mode, shown, in_parts).await;
+                    rewrite_file(bytes, store, location, erased, mode, shown, output).await;
                 (before_sha, rewriting)
             }
             None => {
@@ -854,25 +886,18 @@ async fn purge_file(
                 let before_sha = tokio::task::spawn_blocking(move || {
                     runtime.block_on(sha256_of_object(hashed_store.as_ref(), &hashed_meta))
                 });
-                let rewriting = rewrite_file(
-                    object.clone(),
-                    store,
-                    location,
-                    erased,
-                    mode,
-                    shown,
-                    in_parts,
-                )
-                .await
-                .map_err(|e| match object.failure() {
-                    Some(
-                        object_store::Error::Precondition { .. }
-                        | object_store::Error::NotFound { .. },
-                    ) => Error::Conflict {
-                        path: location.to_string(),
-                    },
-                    _ => e,
-                });
+                let rewriting =
+                    rewrite_file(object.clone(), store, location, erased, mode, shown, output)
+                        .await
+                        .map_err(|e| match object.failure() {
+                            Some(
+                                object_store::Error::Precondition { .. }
+                                | object_store::Error::NotFound { .. },
+                            ) => Error::Conflict {
+                                path: location.to_string(),
+                            },
+                            _ => e,
+                        });
                 (before_sha, rewriting)
             }
         };
