@@ -239,11 +239,7 @@ async fn scan_listed(
                 return Ok(Some(fp));
             }
             // Replaced or deleted while being read (a concurrent writer, another shard).
-            Err(Error::Store {
-                source:
-                    object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. },
-                ..
-            }) if retries < 3 => {
+            Err(e) if e.is_conflict() && retries < 3 => {
                 retries += 1;
                 match table.location.store.head(&meta.location).await {
                     Ok(m) => meta = m,
