@@ -4,7 +4,7 @@ Configured by environment (of the Airflow worker):
   LAKEPURGE_BIN     the lakepurge binary (default: lakepurge on PATH)
   LAKEPURGE_JOB     the job spec file
   LAKEPURGE_SHARDS  how many purge shards run in parallel (default 1)
-  LAKEPURGE_MEMORY_LIMIT  the memory each purge task's files may hold, e.g. 1GiB (default:
+  LAKEPURGE_MEMORY_LIMIT  the memory each purge task may hold, e.g. 1GiB (default:
                     lakepurge's own, 2GiB); size it to the worker
 
 The run id is the logical date ({{ ds }}), so a retried or re-triggered task of the same day
