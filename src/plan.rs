@@ -609,11 +609,17 @@ impl<'e> Matcher<'e> {
         }
         let r = &self.rules[rule];
         let top_level_scalar = r.paths.len() == 1 && r.paths[0].len() == 1 && !keys[0].through_list;
-        let lookup = Arc::new(build_lookup(
-            r,
-            &types,
-            top_level_scalar && r.spec.normalize.is_none(),
-        )?);
+        let sortable = top_level_scalar && r.spec.normalize.is_none();
+        // CPU work of up to seconds (ten million subjects): on a multi-threaded runtime the
+        // other tasks move off this thread meanwhile.
+        let build = || build_lookup(r, &types, sortable);
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let lookup = Arc::new(if multi_thread {
+            tokio::task::block_in_place(build)?
+        } else {
+            build()?
+        });
         cache.insert(key, Arc::clone(&lookup));
         Ok(lookup)
     }

@@ -844,7 +844,11 @@ async fn purge_file(
         if !fp.affected() {
             return Ok(());
         }
-        let per_event = attempt.events.event_ids.name_counts(&fp.per_event)?;
+        // The ids of the events that matched, read from the spilled event ids.
+        let (ids, counts) = (attempt.events.event_ids.clone(), fp.per_event.clone());
+        let per_event = tokio::task::spawn_blocking(move || ids.name_counts(&counts))
+            .await
+            .map_err(|e| Error::Internal(format!("naming the events of {rel}: {e}")))??;
         let erased = fp.erased.clone();
         let shown = format!("{}{}", table.location.url, rel);
         let redacting = table.spec.action == Action::Redact;
