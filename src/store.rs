@@ -650,63 +650,72 @@ pub fn aligned_buffer(capacity: usize) -> (Vec<u8>, usize) {
 /// of `benches/` saved up to half a second of kernel time a run. Where direct I/O is refused,
 /// the file is written the ordinary way.
 fn write_synced(path: &std::path::Path, payload: &PutPayload) -> std::io::Result<()> {
-    use std::io::{Seek, Write};
-    let mut f = std::fs::File::create(path)?;
+    let f = std::fs::File::create(path)?;
     let chunks: Vec<&Bytes> = payload.iter().collect();
-    let mut from = 0;
-    if let [one] = chunks[..]
-        && one.as_ptr().align_offset(DIRECT_IO_ALIGN) == 0
-        && one.len() >= DIRECT_IO_ALIGN
-        && set_direct(&f, true).is_ok()
-    {
-        let head = one.len() / DIRECT_IO_ALIGN * DIRECT_IO_ALIGN;
-        let direct = f.write_all(&one[..head]);
-        set_direct(&f, false)?;
-        match direct {
-            Ok(()) => from = head,
-            // Refused (the file system's alignment rules, or no direct I/O): start again.
-            Err(_) => {
-                f.set_len(0)?;
-                f.rewind()?;
-            }
-        }
-    }
-    let mut skip = from;
-    for chunk in chunks {
-        let start = skip.min(chunk.len());
-        f.write_all(&chunk[start..])?;
-        skip -= start;
-    }
+    let direct = if direct_head(&chunks, 0) > 0 {
+        open_direct(path)
+    } else {
+        None
+    };
+    write_at(&f, direct.as_ref(), &chunks, 0)?;
     f.sync_all()
 }
 
-/// Turns direct I/O on or off for an open file.
-fn set_direct(f: &std::fs::File, on: bool) -> std::io::Result<()> {
+/// How many leading bytes of `chunks`, written at offset `at`, can go by direct I/O: the whole
+/// blocks of a single aligned buffer at an aligned offset.
+fn direct_head(chunks: &[&Bytes], at: u64) -> usize {
+    match chunks {
+        [one]
+            if one.as_ptr().align_offset(DIRECT_IO_ALIGN) == 0
+                && at.is_multiple_of(DIRECT_IO_ALIGN as u64) =>
+        {
+            one.len() / DIRECT_IO_ALIGN * DIRECT_IO_ALIGN
+        }
+        _ => 0,
+    }
+}
+
+/// Writes `chunks` at offset `at` of `file`: the [`direct_head`] through `direct` (the same file
+/// opened for direct I/O) when there is one, the rest, or everything when direct I/O refuses the
+/// write, through `file`.
+fn write_at(
+    file: &std::fs::File,
+    direct: Option<&std::fs::File>,
+    chunks: &[&Bytes],
+    at: u64,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let head = direct_head(chunks, at);
+    let mut skip = match (direct, chunks) {
+        // Refused (the file system's alignment rules): the ordinary handle writes it all.
+        (Some(d), [one]) if head > 0 && d.write_all_at(&one[..head], at).is_ok() => head,
+        _ => 0,
+    };
+    let mut at = at;
+    for chunk in chunks {
+        let start = skip.min(chunk.len());
+        file.write_all_at(&chunk[start..], at + start as u64)?;
+        at += chunk.len() as u64;
+        skip -= start;
+    }
+    Ok(())
+}
+
+/// `path` opened for writing with direct I/O (`O_DIRECT`), if the file system allows it.
+fn open_direct(path: &std::path::Path) -> Option<std::fs::File> {
     #[cfg(target_os = "linux")]
     {
-        use std::os::fd::AsRawFd;
-        let fd = f.as_raw_fd();
-        // SAFETY: F_GETFL/F_SETFL on a file descriptor this function borrows open; no memory
-        // is passed.
-        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-        if flags < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let flags = if on {
-            flags | libc::O_DIRECT
-        } else {
-            flags & !libc::O_DIRECT
-        };
-        // SAFETY: as above.
-        if unsafe { libc::fcntl(fd, libc::F_SETFL, flags) } < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+            .ok()
     }
     #[cfg(not(target_os = "linux"))]
     {
-        let _ = (f, on);
-        Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+        let _ = path;
+        None
     }
 }
 
@@ -755,29 +764,9 @@ impl MultipartUpload for LocalUpload {
             let file = file.ok_or_else(upload_finished)?;
             let failed =
                 |e: &dyn fmt::Display| local_error(format!("writing {}: {e}", tmp.display()));
-            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                use std::os::unix::fs::FileExt;
+            tokio::task::spawn_blocking(move || {
                 let chunks: Vec<&Bytes> = data.iter().collect();
-                let mut from = 0;
-                if let (Some(direct), [one]) = (&direct, &chunks[..])
-                    && one.as_ptr().align_offset(DIRECT_IO_ALIGN) == 0
-                    && at.is_multiple_of(DIRECT_IO_ALIGN as u64)
-                {
-                    let head = one.len() / DIRECT_IO_ALIGN * DIRECT_IO_ALIGN;
-                    // Refused (alignment rules): the ordinary handle writes it all below.
-                    if direct.write_all_at(&one[..head], at).is_ok() {
-                        from = head;
-                    }
-                }
-                let mut at = at;
-                let mut skip = from;
-                for chunk in chunks {
-                    let start = skip.min(chunk.len());
-                    file.write_all_at(&chunk[start..], at + start as u64)?;
-                    at += chunk.len() as u64;
-                    skip -= start;
-                }
-                Ok(())
+                write_at(&file, direct.as_deref(), &chunks, at)
             })
             .await
             .map_err(|e| failed(&e))?
@@ -874,11 +863,7 @@ impl ObjectStore for LocalStore {
             }
             let file = std::fs::File::create(&tmp_c)?;
             // A second handle for the aligned parts, with direct I/O where allowed.
-            let direct = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&tmp_c)
-                .ok()
-                .filter(|d| set_direct(d, true).is_ok());
+            let direct = open_direct(&tmp_c);
             Ok::<_, std::io::Error>((file, direct))
         })
         .await
