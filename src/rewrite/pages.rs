@@ -7,9 +7,13 @@
 //! again with the chunk's codec. A page left with no rows is dropped.
 //!
 //! The dictionary page is kept as it is, unless an entry was used only by erased rows: such an
-//! entry is overwritten with a neighbouring entry that kept rows use (indices stay valid, order
-//! is kept), so no erased value stays in the file. Finding out reads the indices of the other
-//! pages too (decompression, no compression).
+//! entry is dropped, the other entries keep their order, and the indices past the first
+//! dropped entry are renumbered, so no erased value stays in the file and no value appears
+//! twice (readers that map a Parquet dictionary onto an Arrow dictionary, pyarrow's
+//! `read_dictionary` and pandas categoricals among them, need distinct entries). Finding out
+//! reads the indices of the other pages too (decompression, no compression); a page whose
+//! indices all come before the first dropped entry is still copied, any other
+//! dictionary-encoded page is re-encoded with its indices renumbered.
 //!
 //! This applies to flat and nested columns with PLAIN or dictionary-encoded data pages, v1 and
 //! v2 (not booleans, DELTA or BYTE_STREAM_SPLIT pages, nor redact). Anything else returns
@@ -325,8 +329,10 @@ pub(super) fn splice_chunk(
         }
     }
 
-    // Dictionary entries that only erased rows used must not stay in the file.
+    // Dictionary entries that only erased rows used must not stay in the file: they are
+    // dropped, and the indices after them renumbered (see [`renumber`]).
     let mut scrub = Vec::new();
+    let mut decoded_unread = Vec::new();
     if let Some(dict) = &dict {
         let pending =
             |referenced: &[bool]| (0..entries).any(|i| erased_entries[i] && !referenced[i]);
@@ -345,6 +351,7 @@ pub(super) fn splice_chunk(
                         .ok_or_else(|| bad_index(*i, entries))? = true;
                 }
             }
+            decoded_unread.push((k, page));
         }
         scrub = (0..entries)
             .filter(|i| erased_entries[*i] && !referenced[*i])
@@ -353,6 +360,24 @@ pub(super) fn splice_chunk(
             for i in (0..entries).filter(|i| referenced[*i]) {
                 b.insert(dict.entry(i as u32));
             }
+        }
+    }
+    if !scrub.is_empty() {
+        let chunk_pages = ChunkPages {
+            chunk: &chunk,
+            pages: data_pages,
+            levels: (max_rep, max_def),
+            width,
+            entries,
+        };
+        if !renumber(
+            &chunk_pages,
+            &scrub,
+            &mut plans,
+            decoded_unread,
+            codec.as_mut(),
+        )? {
+            return Ok(None);
         }
     }
 
@@ -371,7 +396,7 @@ pub(super) fn splice_chunk(
             uncompressed += (first.header.header_len + first.header.uncompressed) as i64;
             pages_copied += 1;
         } else {
-            let Some(page) = dict.scrubbed(&scrub, &referenced, width, h, codec.as_mut())? else {
+            let Some(page) = dict.without(&scrub, width, h, codec.as_mut())? else {
                 return Ok(None);
             };
             uncompressed += SerializedPageWriter::new(&mut out)
@@ -585,28 +610,26 @@ impl Dictionary {
             .map_or(&[][..], |r| &self.bytes[r.clone()])
     }
 
-    /// The dictionary page with the entries in `scrub` overwritten by the nearest entry that
-    /// kept rows use (the one before, else the one after); `None` if kept rows use none.
-    fn scrubbed(
+    /// The dictionary page without the entries in `scrub` (ascending), the others in their
+    /// order; `None` if no entry would remain.
+    fn without(
         &self,
         scrub: &[usize],
-        referenced: &[bool],
         width: Option<usize>,
         h: &DictHeader,
         codec: Option<&mut Box<dyn Codec>>,
     ) -> Result<Option<CompressedPage>> {
-        let mut source: Vec<usize> = (0..self.entries.len()).collect();
-        for &i in scrub {
-            let before = (0..i).rev().find(|j| referenced[*j]);
-            let Some(j) = before.or_else(|| (i + 1..self.entries.len()).find(|j| referenced[*j]))
-            else {
-                return Ok(None);
-            };
-            source[i] = j;
+        let kept = self.entries.len() - scrub.len();
+        if kept == 0 {
+            return Ok(None);
         }
         let mut raw = Vec::with_capacity(self.bytes.len());
-        for j in source {
-            let value = &self.bytes[self.entries[j].clone()];
+        let mut dropped = scrub.iter().peekable();
+        for (i, range) in self.entries.iter().enumerate() {
+            if dropped.next_if_eq(&&i).is_some() {
+                continue;
+            }
+            let value = &self.bytes[range.clone()];
             if width.is_none() {
                 raw.extend_from_slice(&(value.len() as u32).to_le_bytes());
             }
@@ -619,12 +642,109 @@ impl Dictionary {
         };
         let page = Page::DictionaryPage {
             buf: Bytes::from(buf),
-            num_values: h.num_values,
+            num_values: kept as u32,
             encoding,
             is_sorted: h.is_sorted,
         };
         Ok(Some(CompressedPage::new(page, uncompressed)))
     }
+}
+
+/// The data pages of a column chunk, and what decoding them needs.
+struct ChunkPages<'a> {
+    chunk: &'a Bytes,
+    pages: &'a [RawPage],
+    levels: (i16, i16),
+    width: Option<usize>,
+    /// The dictionary's size.
+    entries: usize,
+}
+
+/// Maps each dictionary index to its index once the entries in `scrub` (ascending) are
+/// dropped; dropped entries map to `u32::MAX` (no kept row uses them).
+fn index_map(entries: usize, scrub: &[usize]) -> Vec<u32> {
+    let mut map = Vec::with_capacity(entries);
+    let mut dropped = scrub.iter().peekable();
+    let mut next = 0u32;
+    for i in 0..entries {
+        if dropped.next_if_eq(&&i).is_some() {
+            map.push(u32::MAX);
+        } else {
+            map.push(next);
+            next += 1;
+        }
+    }
+    map
+}
+
+/// Renumbers the dictionary indices of the chunk's data pages for a dictionary without the
+/// entries in `scrub` (ascending; kept rows use none of them). Entries keep their order, so a
+/// page whose indices all come before the first dropped entry is still copied; any other
+/// dictionary-encoded page that was to be copied is re-encoded with its indices renumbered
+/// (`decoded` holds pages already decoded). Returns `false` if a page cannot be renumbered
+/// (the chunk then goes to the whole re-encode).
+fn renumber(
+    c: &ChunkPages<'_>,
+    scrub: &[usize],
+    plans: &mut [Plan],
+    decoded: Vec<(usize, Decoded)>,
+    mut codec: Option<&mut Box<dyn Codec>>,
+) -> Result<bool> {
+    let map = index_map(c.entries, scrub);
+    let first = scrub[0] as u32;
+    let mut decoded: BTreeMap<usize, Decoded> = decoded.into_iter().collect();
+    for (k, (p, plan)) in c.pages.iter().zip(plans.iter_mut()).enumerate() {
+        let Some(d) = &p.header.data else {
+            return Ok(false);
+        };
+        if d.encoding == ENCODING_PLAIN {
+            continue;
+        }
+        if let Plan::Copy = plan {
+            let page = match decoded.remove(&k) {
+                Some(page) => page,
+                None => match decode(c.chunk, p, c.levels, codec.as_deref_mut())? {
+                    Some(page) => page,
+                    None => return Ok(false),
+                },
+            };
+            let Values::Dict { indices, .. } = &page.values else {
+                return Ok(false);
+            };
+            if indices.iter().all(|i| *i < first) {
+                continue;
+            }
+            // The whole page is kept: a cut that erases nothing.
+            let mut records = Records {
+                erased: &[],
+                next: 0,
+                current: Some(0),
+            };
+            let mut rows = if c.levels.0 > 0 {
+                Rows::Nested(&mut records)
+            } else {
+                Rows::Flat {
+                    here: Vec::new(),
+                    next: 0,
+                }
+            };
+            let n = d.num_values as usize;
+            let cut = Cut::new(&page, &mut rows, n, c.width, c.levels.1, false, c.entries)?;
+            *plan = Plan::Cut(Box::new((page, cut)));
+        }
+        if let Plan::Cut(cut) = plan {
+            for i in cut.1.kept_indices.iter_mut() {
+                let new = map[*i as usize];
+                if new == u32::MAX {
+                    return Err(general(format!(
+                        "dictionary entry {i} is used by a kept row but was to be dropped"
+                    )));
+                }
+                *i = new;
+            }
+        }
+    }
+    Ok(true)
 }
 
 /// The byte range of the PLAIN value at `cursor` (length prefix included).

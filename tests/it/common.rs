@@ -300,3 +300,112 @@ pub fn pyarrow_describe(files: &[PathBuf]) -> Vec<(u64, String)> {
     let out = run_python("pyarrow could not read the files", script, files);
     serde_json::from_str(&out).unwrap()
 }
+
+/// One purged file for [`assert_read_back`]: the original, the purged file, and the rows of the
+/// original (positions, in order) that must remain.
+pub struct ReadBack {
+    pub original: PathBuf,
+    pub purged: PathBuf,
+    pub kept: Vec<usize>,
+}
+
+/// Asserts that every common reader reads each purged file as it reads the original at the
+/// kept rows: pyarrow (plain, and with `read_dictionary` on every string/binary column),
+/// pandas, DuckDB and polars (`read_back.py`); and that no dictionary page of a purged file
+/// holds a value twice (readers that map it onto an Arrow dictionary misread it otherwise).
+/// Returns how many (file, reader) reads were compared.
+pub fn assert_read_back(cases: &[ReadBack]) -> usize {
+    for c in cases {
+        assert_dictionaries_distinct(&c.purged);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("cases.json");
+    let json: Vec<serde_json::Value> = cases
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "original": c.original,
+                "purged": c.purged,
+                "kept": c.kept,
+            })
+        })
+        .collect();
+    std::fs::write(&list, serde_json::to_vec(&json).unwrap()).unwrap();
+    let out = run_python(
+        "a reader reads a purged file differently from the original",
+        include_str!("read_back.py"),
+        &[&list],
+    );
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let skipped: Vec<&str> = report["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    // pyarrow reads everything lakepurge is given; the others may not know a type.
+    assert!(
+        skipped.iter().all(|s| !s.starts_with("pyarrow")),
+        "pyarrow could not read an original: {skipped:?}"
+    );
+    let compared = report["compared"].as_u64().unwrap() as usize;
+    assert_eq!(compared + skipped.len(), cases.len() * 5, "{report}");
+    compared
+}
+
+/// The positions of the rows of `batch` that `erase` does not erase.
+pub fn kept_rows(batch: &RecordBatch, erase: impl Fn(&RecordBatch, usize) -> bool) -> Vec<usize> {
+    (0..batch.num_rows())
+        .filter(|i| !erase(batch, *i))
+        .collect()
+}
+
+/// Asserts that no dictionary page in `path` holds a value twice.
+pub fn assert_dictionaries_distinct(path: &Path) {
+    use parquet::basic::Type;
+    use parquet::column::page::Page;
+    let reader = SerializedFileReader::new(File::open(path).unwrap()).unwrap();
+    for i in 0..reader.num_row_groups() {
+        let rg = reader.get_row_group(i).unwrap();
+        for j in 0..rg.num_columns() {
+            let descr = rg.metadata().column(j).column_descr_ptr();
+            let width = match descr.physical_type() {
+                Type::INT32 | Type::FLOAT => Some(4),
+                Type::INT64 | Type::DOUBLE => Some(8),
+                Type::INT96 => Some(12),
+                Type::FIXED_LEN_BYTE_ARRAY => Some(descr.type_length() as usize),
+                Type::BYTE_ARRAY => None,
+                Type::BOOLEAN => continue,
+            };
+            let mut pages = rg.get_column_page_reader(j).unwrap();
+            while let Some(page) = pages.get_next_page().unwrap() {
+                let Page::DictionaryPage {
+                    buf, num_values, ..
+                } = page
+                else {
+                    continue;
+                };
+                let mut values = std::collections::HashSet::new();
+                let mut at = 0usize;
+                for k in 0..num_values {
+                    let len = match width {
+                        Some(w) => w,
+                        None => {
+                            let n = u32::from_le_bytes(buf[at..at + 4].try_into().unwrap());
+                            at += 4;
+                            n as usize
+                        }
+                    };
+                    let value = &buf[at..at + len];
+                    at += len;
+                    assert!(
+                        values.insert(value.to_vec()),
+                        "{}: row group {i}, column {}: dictionary entry {k} repeats an earlier one",
+                        path.display(),
+                        descr.path()
+                    );
+                }
+            }
+        }
+    }
+}

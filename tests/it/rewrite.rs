@@ -10,6 +10,8 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Fields, Int64Type};
 use bytes::Bytes;
 use lakepurge::rewrite::{Mode, rewrite};
+
+use crate::common::{ReadBack, assert_read_back};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::properties::WriterProperties;
@@ -135,29 +137,52 @@ fn sample_in_pages(dictionary: bool, v2: bool) -> (RecordBatch, Bytes) {
     (batch, Bytes::from(buf))
 }
 
+/// The sample in pages without the `erased` rows, checked against the expected rows: the page
+/// counts, a label for messages, the new file and its pair for [`assert_read_back`].
+fn splice_sample(
+    dictionary: bool,
+    v2: bool,
+    erased: &[u32],
+    dir: &std::path::Path,
+) -> (lakepurge::rewrite::Rewritten, String, Bytes, ReadBack) {
+    let (batch, bytes) = sample_in_pages(dictionary, v2);
+    let mut out = rewrite(bytes.clone(), &[erased.to_vec()], &Mode::Delete, "mem").unwrap();
+    let case = format!(
+        "dictionary {dictionary}, v2 {v2}, erased {erased:?}: {} chunks spliced, {} pages \
+         copied, {} cut",
+        out.chunks_spliced, out.pages_copied, out.pages_rewritten
+    );
+    let keep: BooleanArray = (0..ROWS as u32)
+        .map(|i| Some(!erased.contains(&i)))
+        .collect();
+    let expected = arrow::compute::filter_record_batch(&batch, &keep).unwrap();
+    let new = out.bytes.take().unwrap();
+    assert_eq!(read(new.clone()), expected, "{case}");
+    let name = format!("dict-{dictionary}-v2-{v2}-{}", erased.len());
+    let pair = write_pair(dir, &name, &bytes, &new, &keep);
+    (out, case, new, pair)
+}
+
 #[test]
 fn page_surgery_cuts_flat_struct_and_list_columns_page_by_page() {
     // None of these records holds a column's min or max, so every chunk (id, name, the list's
     // values, the struct's two fields) takes page surgery; names are unique, so with
-    // dictionaries the erased names' entries are overwritten.
+    // dictionaries the erased names' entries are dropped and later indices renumbered.
     let erased: [u32; 4] = [5, 8191, 8192, 20_500];
+    let dir = tempfile::tempdir().unwrap();
+    let mut read_back = Vec::new();
     for dictionary in [false, true] {
         for v2 in [false, true] {
-            let (batch, bytes) = sample_in_pages(dictionary, v2);
-            let out = rewrite(bytes, &[erased.to_vec()], &Mode::Delete, "mem").unwrap();
-            let case = format!(
-                "dictionary {dictionary}, v2 {v2}: {} chunks spliced, {} pages copied, {} cut",
-                out.chunks_spliced, out.pages_copied, out.pages_rewritten
-            );
+            let (out, case, new, pair) = splice_sample(dictionary, v2, &erased, dir.path());
+            read_back.push(pair);
             assert_eq!(out.chunks_spliced, 5, "{case}");
-            assert!(out.pages_copied > 5 * out.pages_rewritten, "{case}");
             assert!(out.pages_rewritten >= 5, "{case}");
-            let keep: BooleanArray = (0..ROWS as u32)
-                .map(|i| Some(!erased.contains(&i)))
-                .collect();
-            let expected = arrow::compute::filter_record_batch(&batch, &keep).unwrap();
-            let new = out.bytes.unwrap();
-            assert_eq!(read(new.clone()), expected, "{case}");
+            // Without dictionaries only the pages holding erased rows are cut. With them, each
+            // chunk (of unique values) drops the erased rows' entries, and its pages past the
+            // first dropped entry, nearly all here, are renumbered (see the next test).
+            if !dictionary {
+                assert!(out.pages_copied > 5 * out.pages_rewritten, "{case}");
+            }
             // The erased names are in no page, dictionary pages included.
             let reader = parquet::file::serialized_reader::SerializedFileReader::new(new).unwrap();
             use parquet::file::reader::FileReader;
@@ -174,6 +199,50 @@ fn page_surgery_cuts_flat_struct_and_list_columns_page_by_page() {
             }
         }
     }
+    assert_read_back(&read_back);
+}
+
+/// Dropping a dictionary entry renumbers only the pages whose indices reach past it: an erased
+/// row in the last page of each chunk (its values the last entries of their dictionaries) leaves
+/// every earlier page copied as it was.
+#[test]
+fn dictionary_renumbering_is_confined_to_pages_past_the_dropped_entry() {
+    let erased = [29_500u32];
+    let dir = tempfile::tempdir().unwrap();
+    let mut read_back = Vec::new();
+    for v2 in [false, true] {
+        let (out, case, _, pair) = splice_sample(true, v2, &erased, dir.path());
+        read_back.push(pair);
+        assert_eq!(out.chunks_spliced, 5, "{case}");
+        // Per chunk at most the last page and the dictionary rewritten, every other copied.
+        assert!(out.pages_rewritten <= 5 * 2, "{case}");
+        assert!(out.pages_copied > 10 * out.pages_rewritten, "{case}");
+    }
+    assert_read_back(&read_back);
+}
+
+/// Writes an original and its rewrite to `dir` for [`assert_read_back`]; `keep` marks the
+/// original's rows that remain.
+fn write_pair(
+    dir: &std::path::Path,
+    name: &str,
+    original: &Bytes,
+    rewritten: &Bytes,
+    keep: &BooleanArray,
+) -> ReadBack {
+    let name: String = name
+        .chars()
+        .map(|c| if c.is_alphanumeric() { c } else { '_' })
+        .collect();
+    let before = dir.join(format!("{name}-original.parquet"));
+    let after = dir.join(format!("{name}-purged.parquet"));
+    std::fs::write(&before, original).unwrap();
+    std::fs::write(&after, rewritten).unwrap();
+    ReadBack {
+        original: before,
+        purged: after,
+        kept: (0..keep.len()).filter(|i| keep.value(*i)).collect(),
+    }
 }
 
 /// Random files (page sizes, nulls, dictionaries, data page v1/v2, page index or not, codecs,
@@ -187,6 +256,8 @@ fn page_surgery_on_random_files_keeps_exactly_the_other_rows() {
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
     let mut spliced_total = 0;
+    let dir = tempfile::tempdir().unwrap();
+    let mut read_back = Vec::new();
     for seed in 0..64u64 {
         let mut rng = StdRng::seed_from_u64(seed);
         let n = rng.gen_range(300..2500usize);
@@ -264,6 +335,7 @@ fn page_surgery_on_random_files_keeps_exactly_the_other_rows() {
         let mut w = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props)).unwrap();
         w.write(&batch).unwrap();
         w.close().unwrap();
+        let buf = Bytes::from(buf);
         let share = [0.001, 0.01, 0.05][rng.gen_range(0..3)];
         let mut erased: Vec<u32> = (0..n as u32).filter(|_| rng.gen_bool(share)).collect();
         if rng.gen_bool(0.3) {
@@ -273,7 +345,7 @@ fn page_surgery_on_random_files_keeps_exactly_the_other_rows() {
         if erased.is_empty() {
             erased.push(rng.gen_range(0..n as u32));
         }
-        let out = rewrite(Bytes::from(buf), &[erased.clone()], &Mode::Delete, "mem").unwrap();
+        let out = rewrite(buf.clone(), &[erased.clone()], &Mode::Delete, "mem").unwrap();
         spliced_total += out.chunks_spliced;
         let keep: BooleanArray = (0..n as u32)
             .map(|i| Some(erased.binary_search(&i).is_err()))
@@ -281,6 +353,8 @@ fn page_surgery_on_random_files_keeps_exactly_the_other_rows() {
         let expected = arrow::compute::filter_record_batch(&batch, &keep).unwrap();
         let new = out.bytes.unwrap();
         assert_eq!(read(new.clone()), expected, "seed {seed}");
+        let name = format!("seed{seed}");
+        read_back.push(write_pair(dir.path(), &name, &buf, &new, &keep));
         // The id column's chunk statistics are those of the kept values.
         let meta = parquet::file::serialized_reader::SerializedFileReader::new(new).unwrap();
         use parquet::file::reader::FileReader;
@@ -308,4 +382,7 @@ fn page_surgery_on_random_files_keeps_exactly_the_other_rows() {
         spliced_total > 24,
         "page surgery ran on {spliced_total} chunks"
     );
+    // Every reader reads each result as the original's kept rows (with read_dictionary on the
+    // names: pyarrow misreads a dictionary that holds a value twice).
+    assert_eq!(assert_read_back(&read_back), 64 * 5);
 }
