@@ -45,6 +45,15 @@ pub enum Error {
         source: object_store::Error,
     },
 
+    /// A table file's data is corrupt: found while rewriting it, after its footer was read
+    /// (a bad page, a chunk past the end). Bad input: rerunning does not help.
+    #[error("{path}: the file's data is corrupt: {source}")]
+    Corrupt {
+        path: String,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+
     /// A Parquet file could not be decoded or encoded.
     #[error("parquet {path}: {source}")]
     Parquet {
@@ -86,6 +95,7 @@ impl Error {
             | Error::Events { .. }
             | Error::Table { .. }
             | Error::Usage(_)
+            | Error::Corrupt { .. }
             | Error::Manifest { .. } => 2,
             Error::Store { .. }
             | Error::Parquet { .. }
@@ -155,6 +165,20 @@ impl Error {
         Error::Parquet {
             path: path.to_string(),
             source,
+        }
+    }
+
+    /// A failure to decode a table file's data at `path` (which names the file and column):
+    /// corrupt data (a codec's own error included), except for a storage error met reading it.
+    pub fn corrupt(path: impl fmt::Display, source: parquet::errors::ParquetError) -> Self {
+        match source {
+            parquet::errors::ParquetError::External(e) if e.is::<object_store::Error>() => {
+                Error::parquet(path, parquet::errors::ParquetError::External(e))
+            }
+            source => Error::Corrupt {
+                path: path.to_string(),
+                source,
+            },
         }
     }
 

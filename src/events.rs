@@ -477,7 +477,12 @@ pub async fn load_snapshot(job: &Job, snapshot: Option<&[EventFile]>) -> Result<
         ..Events::default()
     };
     if listed.is_empty() {
-        tracing::info!(location = %loc, "event dataset is empty: nothing to erase");
+        tracing::warn!(
+            location = %loc,
+            format = ?spec.format,
+            "no event files at the events location: nothing to erase (check events.location \
+             and events.format)"
+        );
         return Ok(events);
     }
 
@@ -500,18 +505,22 @@ pub async fn load_snapshot(job: &Job, snapshot: Option<&[EventFile]>) -> Result<
     ctx.register_object_store(&loc.store_url(), Arc::clone(&loc.store));
     let shown = loc.url.to_string();
     let qerr = |e| Error::events(&shown, e);
+    // Each read is projected to the standard column names once: the NDJSON reads (plain and
+    // gzip) are projected apart, then united.
     let df = match spec.format {
         EventFormat::Parquet => {
             let urls: Vec<String> = listed
                 .iter()
                 .map(|(m, _)| loc.object_url(&m.location))
                 .collect();
-            ctx.read_parquet(urls, ParquetReadOptions::default().file_extension(""))
+            let df = ctx
+                .read_parquet(urls, ParquetReadOptions::default().file_extension(""))
                 .await
-                .map_err(qerr)?
+                .map_err(qerr)?;
+            project_columns(df, spec, &shown)?
         }
         EventFormat::Ndjson => {
-            let mut frames: Vec<DataFrame> = Vec::new();
+            let mut united: Option<DataFrame> = None;
             for compression in [FileCompressionType::UNCOMPRESSED, FileCompressionType::GZIP] {
                 let urls: Vec<String> = listed
                     .iter()
@@ -526,25 +535,18 @@ pub async fn load_snapshot(job: &Job, snapshot: Option<&[EventFile]>) -> Result<
                 let opts = JsonReadOptions::default()
                     .file_extension("")
                     .file_compression_type(compression);
-                frames.push(ctx.read_json(urls, opts).await.map_err(|e| {
-                    Error::events(
-                        &shown,
-                        format!("cannot read NDJSON (does a column mix JSON types?): {e}"),
-                    )
-                })?);
+                let frame = match ctx.read_json(urls, opts).await {
+                    Ok(frame) => project_columns(frame, spec, &shown)?,
+                    Err(e) => return Err(ndjson_error(&ctx, &loc, &listed, e).await),
+                };
+                united = Some(match united {
+                    None => frame,
+                    Some(acc) => acc.union(frame).map_err(|e| Error::events(&shown, e))?,
+                });
             }
-            let mut frames = frames.into_iter();
-            let first = frames
-                .next()
-                .ok_or_else(|| Error::events(&shown, "no NDJSON files"))?;
-            let first = project_columns(first, spec, &shown)?;
-            frames.try_fold(first, |acc, f| {
-                let f = project_columns(f, spec, &shown)?;
-                acc.union(f).map_err(|e| Error::events(&shown, e))
-            })?
+            united.ok_or_else(|| Error::events(&shown, "no NDJSON files"))?
         }
     };
-    let df = project_columns(df, spec, &shown)?;
     ctx.register_table("events", df.into_view()).map_err(qerr)?;
 
     let stats = ctx
@@ -557,8 +559,15 @@ pub async fn load_snapshot(job: &Job, snapshot: Option<&[EventFile]>) -> Result<
         .await
         .map_err(qerr)?
         .collect()
-        .await
-        .map_err(qerr)?;
+        .await;
+    // The first query reads every row: a malformed NDJSON line shows up here.
+    let stats = match stats {
+        Ok(stats) => stats,
+        Err(e) if spec.format == EventFormat::Ndjson => {
+            return Err(ndjson_error(&ctx, &loc, &listed, e).await);
+        }
+        Err(e) => return Err(qerr(e)),
+    };
     if let Some(batch) = stats.first() {
         events.rows = int_at(batch, 0, &shown)?;
         events.skipped = int_at(batch, 1, &shown)?;
@@ -608,6 +617,41 @@ pub async fn load_snapshot(job: &Job, snapshot: Option<&[EventFile]>) -> Result<
         "read erasure events"
     );
     Ok(events)
+}
+
+/// The error of a failed read of several NDJSON files, naming the file at fault: each file is
+/// read again alone (only on this error path) and the first that fails is named with its own
+/// error; if none fails alone, the error names the location.
+async fn ndjson_error(
+    ctx: &SessionContext,
+    loc: &Location,
+    listed: &[(ObjectMeta, EventFile)],
+    error: datafusion::error::DataFusionError,
+) -> Error {
+    for (m, f) in listed {
+        let Some(compression) = is_event_file(EventFormat::Ndjson, m.location.as_ref()) else {
+            continue;
+        };
+        let opts = JsonReadOptions::default()
+            .file_extension("")
+            .file_compression_type(compression);
+        let failed = match ctx.read_json(loc.object_url(&m.location), opts).await {
+            Ok(df) => df.count().await.err(),
+            Err(e) => Some(e),
+        };
+        if let Some(e) = failed {
+            return Error::events(
+                format!("{}{}", loc.url, f.path),
+                format!(
+                    "cannot read NDJSON (a malformed line, or a column mixing JSON types?): {e}"
+                ),
+            );
+        }
+    }
+    Error::events(
+        &loc.url,
+        format!("cannot read NDJSON (does a column mix JSON types across files?): {error}"),
+    )
 }
 
 /// Returns the heap memory freed so far to the OS. The event query's buffers (its pool, the

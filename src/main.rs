@@ -315,6 +315,16 @@ async fn cmd_purge(job: &Job, run_id: &str, mut opts: purge::Options<'_>) -> Res
             for (table, e) in &failures {
                 eprintln!("lakepurge: table {table} failed: {e:#}");
             }
+            // Bad data found mid-run (a corrupt page): the file is left untouched and a rerun
+            // would meet it again, so it is bad input, not a failure a rerun resolves.
+            if failures.iter().any(|(_, e)| e.exit_code() == 2) {
+                eprintln!(
+                    "lakepurge: run {run_id} incomplete: bad input (named above) was left \
+                     untouched; the other files are done. Repair or remove it, then rerun with \
+                     the same run id"
+                );
+                return Ok(2);
+            }
             eprintln!("lakepurge: run {run_id} incomplete: rerun with the same run id to finish");
             Ok(1)
         }

@@ -72,17 +72,24 @@ impl Table {
             .collect()
     }
 
-    /// Lists the table's data files; an empty location is an error (most likely a typo).
+    /// Lists the table's data files. A location with none is a table with zero files (a purge
+    /// may have erased every row of it): a warning, so that the other tables go on.
     pub async fn list(&self) -> Result<Vec<ObjectMeta>> {
         let files = self.location.list_files().await?;
         if files.is_empty() {
-            return Err(Error::table(
-                &self.spec.name,
-                &self.location,
-                "no data files at this location (check table location)",
-            ));
+            self.warn_no_files();
         }
         Ok(files)
+    }
+
+    /// The warning for a location with no data files (a mistyped location is noticed).
+    pub fn warn_no_files(&self) {
+        tracing::warn!(
+            table = %self.spec.name,
+            location = %self.location,
+            "no data files at this location: a table with zero files (every row erased, or \
+             a mistyped location)"
+        );
     }
 }
 
@@ -200,11 +207,7 @@ pub async fn plan_table(table: &Table, events: &Events) -> Result<TablePlan> {
     }
     drop(scans);
     if plan.files_listed == 0 {
-        return Err(Error::table(
-            &table.spec.name,
-            &table.location,
-            "no data files at this location (check table location)",
-        ));
+        table.warn_no_files();
     }
     plan.files.sort_by(|a, b| a.path.cmp(&b.path));
     plan.ids_unconvertible = matcher.unconvertible();
@@ -523,11 +526,7 @@ impl<'e> Matcher<'e> {
             .iter()
             .map(|m| RuleSubjects {
                 spec: m.clone(),
-                paths: m
-                    .key_columns()
-                    .iter()
-                    .map(|c| c.split('.').map(str::to_string).collect())
-                    .collect(),
+                paths: m.key_paths(),
                 subjects: events.by_type.get(&m.subject_type),
             })
             .collect();
@@ -636,6 +635,7 @@ impl<'e> Matcher<'e> {
             .await
             .map_err(|e| read_error(table, file, "not a readable Parquet file", e))?;
         let mut metadata = Arc::clone(builder.metadata());
+        refuse_encrypted(&metadata, table, file)?;
         let schema = Arc::clone(builder.schema());
         let lookups = self.lookups_for(&schema, table, file)?;
 
@@ -976,7 +976,48 @@ impl<'e> Matcher<'e> {
 
 /// A Parquet read error: a storage failure underneath stays a storage error (exit 1, may be
 /// retried); anything else means the file itself is bad (exit 2).
-fn read_error(table: &str, file: &str, what: &str, e: parquet::errors::ParquetError) -> Error {
+/// What to do with an encrypted file, for messages.
+const ENCRYPTED_ADVICE: &str = "lakepurge cannot read or rewrite files written with Parquet \
+     modular encryption; decrypt the table or leave it out of the job";
+
+/// Refuses a file written with Parquet modular encryption and a plaintext footer: its
+/// encrypted columns cannot be read or rewritten without keys. The footer names them, so this
+/// is found before any data is read and before anything is written (bad input, exit 2).
+/// (A file with an encrypted footer fails earlier, in [`read_error`].)
+pub fn refuse_encrypted(metadata: &ParquetMetaData, table: &str, file: &str) -> Result<()> {
+    let mut encrypted: Vec<String> = metadata
+        .row_groups()
+        .iter()
+        .flat_map(|rg| rg.columns())
+        .filter(|c| c.crypto_metadata().is_some())
+        .map(|c| c.column_path().string())
+        .collect();
+    encrypted.sort();
+    encrypted.dedup();
+    if encrypted.is_empty() {
+        return Ok(());
+    }
+    Err(Error::table(
+        table,
+        file,
+        format!(
+            "the file is encrypted (Parquet modular encryption, plaintext footer; encrypted \
+             columns: {}): {ENCRYPTED_ADVICE}",
+            encrypted.join(", ")
+        ),
+    ))
+}
+
+pub fn read_error(table: &str, file: &str, what: &str, e: parquet::errors::ParquetError) -> Error {
+    if e.to_string().contains("encrypted footer") {
+        return Error::table(
+            table,
+            file,
+            format!(
+                "the file is encrypted (Parquet modular encryption, encrypted footer): {ENCRYPTED_ADVICE}"
+            ),
+        );
+    }
     if let parquet::errors::ParquetError::External(source) = e {
         return match source.downcast::<object_store::Error>() {
             Ok(store) => Error::store(format!("table {table}: reading {file}"), *store),

@@ -308,6 +308,12 @@ async fn run(job: &Job, run_id: &str, clock: &dyn Clock, opts: &Options<'_>) -> 
 
     // Plan everything before writing anything (the journal included): bad input writes nothing.
     let tables = plan::Table::resolve_all(job)?;
+    // Local tables are locked against other lakepurge processes until the run ends.
+    let named: Vec<(&str, &store::Location)> = tables
+        .iter()
+        .map(|t| (t.spec.name.as_str(), &t.location))
+        .collect();
+    let _locks = store::TableLocks::acquire(&named).await?;
     let pinned = journal.snapshot().await?;
     let mut events = match &pinned {
         Some(snap) => {
@@ -900,7 +906,9 @@ async fn purge_file(
                             ) => Error::Conflict {
                                 path: location.to_string(),
                             },
-                            _ => e,
+                            // A storage error under a read, not corrupt data.
+                            Some(failure) => Error::store(format!("reading {location}"), failure),
+                            None => e,
                         });
                 (before_sha, rewriting)
             }

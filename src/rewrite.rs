@@ -228,7 +228,7 @@ pub fn rewrite_to<S: Source, W: std::io::Write + Send>(
                     let rows = rg.num_rows() as u64;
                     let (start, len) = column.byte_range();
                     if start.checked_add(len).is_none_or(|end| end > file.len()) {
-                        return Err(Error::parquet(
+                        return Err(Error::corrupt(
                             at(),
                             ParquetError::General(
                                 "column chunk extends past the end of the file".into(),
@@ -238,7 +238,7 @@ pub fn rewrite_to<S: Source, W: std::io::Write + Send>(
                     let chunk = file.get_bytes(start, len as usize).map_err(perr)?;
                     let result =
                         pages::splice_chunk(chunk, column, rows, erased_here, bloom, index)
-                            .map_err(|e| Error::parquet(at(), e))?;
+                            .map_err(|e| Error::corrupt(at(), e))?;
                     if let Some(s) = result {
                         spliced += 1;
                         pages_copied += s.pages_copied;
@@ -262,12 +262,7 @@ pub fn rewrite_to<S: Source, W: std::io::Write + Send>(
                     descr.max_def_level(),
                     descr.max_rep_level(),
                 )
-                .map_err(|e| {
-                    Error::parquet(
-                        format!("{path} (row group {i}, column {})", descr.path()),
-                        e,
-                    )
-                })?;
+                .map_err(|e| Error::corrupt(at(), e))?;
                 column_writer.close().map_err(perr)?;
             }
             if erased_here.is_empty() {

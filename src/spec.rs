@@ -129,8 +129,8 @@ pub struct TableSpec {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MatchSpec {
-    pub column: Option<String>,
-    pub columns: Option<Vec<String>>,
+    pub column: Option<ColumnPath>,
+    pub columns: Option<Vec<ColumnPath>>,
     pub subject_type: String,
     pub normalize: Option<Normalize>,
 }
@@ -143,12 +143,41 @@ pub enum Normalize {
     LowercaseTrim,
 }
 
+/// A column as a spec names it: a string is a column name or a dotted path into structs
+/// (`"sender.id"`); an array gives the path's segments one by one, for names that hold a dot
+/// themselves (`["user.id"]` is the top-level column `user.id`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum ColumnPath {
+    Dotted(String),
+    Segments(Vec<String>),
+}
+
+impl ColumnPath {
+    /// The path's segments, from the top-level column down.
+    pub fn segments(&self) -> Vec<String> {
+        match self {
+            ColumnPath::Dotted(s) => s.split('.').map(str::to_string).collect(),
+            ColumnPath::Segments(v) => v.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for ColumnPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ColumnPath::Dotted(s) => f.write_str(s),
+            ColumnPath::Segments(v) => write!(f, "{v:?}"),
+        }
+    }
+}
+
 impl MatchSpec {
-    /// The key columns of this rule, each a dotted path.
-    pub fn key_columns(&self) -> Vec<String> {
+    /// The key columns of this rule, each as its path's segments.
+    pub fn key_paths(&self) -> Vec<Vec<String>> {
         match (&self.column, &self.columns) {
-            (Some(c), _) => vec![c.clone()],
-            (None, Some(cs)) => cs.clone(),
+            (Some(c), _) => vec![c.segments()],
+            (None, Some(cs)) => cs.iter().map(ColumnPath::segments).collect(),
             (None, None) => Vec::new(),
         }
     }
@@ -158,11 +187,18 @@ impl MatchSpec {
         self.columns.is_some()
     }
 
-    /// A short label for messages: `user_id`, `sender.id` or `[tenant_id, user_id]`.
+    /// A short label for messages: `user_id`, `sender.id`, `["user.id"]` or
+    /// `[tenant_id, user_id]`.
     pub fn label(&self) -> String {
         match (&self.column, &self.columns) {
-            (Some(c), _) => c.clone(),
-            (None, Some(cs)) => format!("[{}]", cs.join(", ")),
+            (Some(c), _) => c.to_string(),
+            (None, Some(cs)) => format!(
+                "[{}]",
+                cs.iter()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             (None, None) => "<none>".into(),
         }
     }
@@ -300,10 +336,11 @@ fn check_table(t: &TableSpec) -> Result<()> {
             }
             _ => {}
         }
-        for c in m.key_columns() {
-            if c.is_empty() || c.split('.').any(str::is_empty) {
+        for c in m.key_paths() {
+            if c.is_empty() || c.iter().any(String::is_empty) {
                 return Err(err(format!(
-                    "{at}: {c:?} is not a column name or dotted path"
+                    "{at}: {c:?} is not a column name, a dotted path or an array of path \
+                     segments"
                 )));
             }
         }
@@ -374,7 +411,10 @@ subject_type = "user_id"
         assert_eq!(job.tables.len(), 2);
         assert_eq!(job.events.subject_id, "value");
         assert_eq!(job.events.event_id, "event_id");
-        assert_eq!(job.tables[1].matches[0].key_columns(), vec!["t", "u"]);
+        assert_eq!(
+            job.tables[1].matches[0].key_paths(),
+            vec![vec!["t".to_string()], vec!["u".to_string()]]
+        );
         assert_eq!(job.spec_sha256.len(), 64);
     }
 

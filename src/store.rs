@@ -9,7 +9,8 @@
 //! does every put itself: the new bytes are written and flushed to a hidden temporary file
 //! (`.lakepurge-*.tmp`) beside the target, then renamed over it (`Overwrite`), hard-linked to it
 //! if it does not exist (`Create`), or renamed over it after the target's current etag is
-//! compared with the expected one under a process-wide lock (`Update`); `rename(2)` is atomic
+//! compared with the expected one under a process-wide lock (`Update`; against other
+//! lakepurge processes, [`TableLocks`] makes it atomic); `rename(2)` is atomic
 //! on POSIX file systems. Uploads in parts (large files) are its own too: the parts are written
 //! into such a hidden file at their offsets, and completing renames it over the target. A
 //! process killed mid-write leaves only a hidden temporary file, which
@@ -184,6 +185,62 @@ impl Location {
             .map_err(|e| Error::store(format!("listing {}", self.url), e))?;
         files.sort_by(|a, b| a.location.cmp(&b.location));
         Ok(files)
+    }
+}
+
+/// Advisory locks (`flock`) on the folders of local tables, held by a purge from before it
+/// plans them until it ends (the kernel drops them when the process ends, however it ends).
+/// Two lakepurge processes never work on one `file://` table at once: the later one waits,
+/// then plans what the earlier one left. This makes the etag check and the rename of a
+/// replacement (and the check and unlink of a deletion, and the cleanup of temporaries)
+/// atomic against every other lakepurge process, which a lock inside one process cannot.
+/// Writers other than lakepurge do not take the lock.
+#[derive(Debug, Default)]
+pub struct TableLocks {
+    held: Vec<std::fs::File>,
+}
+
+impl TableLocks {
+    /// Locks the folders of the `file://` locations among `tables` (name, location) in one
+    /// order (so two processes cannot deadlock), each folder once; other schemes and folders
+    /// that do not exist (a table with no files) are passed over.
+    pub async fn acquire(tables: &[(&str, &Location)]) -> Result<TableLocks> {
+        let mut dirs: BTreeMap<std::path::PathBuf, &str> = BTreeMap::new();
+        for (name, loc) in tables {
+            if loc.url.scheme() != "file" {
+                continue;
+            }
+            let Ok(dir) = loc.url.to_file_path() else {
+                continue;
+            };
+            if let Ok(canonical) = std::fs::canonicalize(&dir) {
+                dirs.entry(canonical).or_insert(name);
+            }
+        }
+        let mut locks = TableLocks::default();
+        for (dir, table) in dirs {
+            let shown = dir.display().to_string();
+            let failed = |e: &dyn fmt::Display| {
+                Error::store(
+                    format!("locking the folder of table {table} ({shown})"),
+                    local_error(e.to_string()),
+                )
+            };
+            let file = std::fs::File::open(&dir).map_err(|e| failed(&e))?;
+            let file = match file.try_lock() {
+                Ok(()) => file,
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    tracing::warn!(table, folder = %shown, "another lakepurge process is purging this table: waiting for it to finish");
+                    tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+                        .await
+                        .map_err(|e| failed(&e))?
+                        .map_err(|e| failed(&e))?
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(failed(&e)),
+            };
+            locks.held.push(file);
+        }
+        Ok(locks)
     }
 }
 

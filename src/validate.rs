@@ -48,12 +48,9 @@ pub async fn validate(job: &Job) -> Result<Summary> {
                 bytes_read: Default::default(),
             };
             let metadata = reader.get_metadata(None).await.map_err(|e| {
-                Error::table(
-                    &table.spec.name,
-                    &rel,
-                    format!("not a readable Parquet file: {e}"),
-                )
+                plan::read_error(&table.spec.name, &rel, "not a readable Parquet file", e)
             })?;
+            plan::refuse_encrypted(&metadata, &table.spec.name, &rel)?;
             let schema = plan::arrow_schema(&metadata).map_err(|e| {
                 Error::table(
                     &table.spec.name,

@@ -11,5 +11,6 @@ mod crash;
 mod faults;
 mod fixtures;
 mod ops;
+mod regressions;
 mod rewrite;
 mod s3;
