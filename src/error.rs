@@ -87,6 +87,33 @@ pub enum Error {
     Conflict { path: String },
 }
 
+/// Whether the first I/O error in `error`'s source chain is one a retry cannot fix. Errors
+/// without one (an HTTP failure, a closed connection) are not.
+fn permanent_io(error: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind::*;
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return !matches!(
+                io.kind(),
+                Interrupted
+                    | TimedOut
+                    | WouldBlock
+                    | ConnectionReset
+                    | ConnectionAborted
+                    | ConnectionRefused
+                    | NotConnected
+                    | BrokenPipe
+                    | UnexpectedEof
+                    | ResourceBusy
+                    | Other
+            );
+        }
+        next = e.source();
+    }
+    false
+}
+
 impl Error {
     /// The process exit code this error maps to (see README, "Exit codes").
     pub fn exit_code(&self) -> u8 {
@@ -107,16 +134,18 @@ impl Error {
     }
 
     /// Whether retrying may help: a storage failure that is not a definite answer (not found,
-    /// precondition, permission). object_store's HTTP stores already retry 5xx, timeouts and
-    /// throttling internally; what reaches here as `Generic` is retried once more by the caller.
+    /// precondition, permission) nor a local I/O error a retry cannot fix (disk full,
+    /// permission denied, read-only file system, a path that is not a folder...).
+    /// object_store's HTTP stores already retry 5xx, timeouts and throttling internally; what
+    /// reaches here as `Generic` is retried once more by the caller.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
+        match self {
             Error::Store {
-                source: object_store::Error::Generic { .. },
+                source: object_store::Error::Generic { source, .. },
                 ..
-            }
-        )
+            } => !permanent_io(source.as_ref()),
+            _ => false,
+        }
     }
 
     /// Whether the object changed or went away while it was read (a concurrent writer).

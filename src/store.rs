@@ -620,7 +620,7 @@ impl LocalStore {
         })
         .await
         .map_err(|e| local_error(format!("writing {}: {e}", tmp.display())))?
-        .map_err(|e| local_error(format!("writing {}: {e}", tmp.display())))?;
+        .map_err(|e| local_io(format!("writing {}", tmp.display()), e))?;
         Ok(tmp)
     }
 
@@ -639,7 +639,7 @@ impl LocalStore {
         let _guard = self.replace_lock.lock().await;
         let outcome = match mode {
             PutMode::Overwrite => std::fs::rename(&tmp, &target)
-                .map_err(|e| local_error(format!("renaming over {}: {e}", target.display()))),
+                .map_err(|e| local_io(format!("renaming over {}", target.display()), e)),
             PutMode::Create => {
                 let linked = std::fs::hard_link(&tmp, &target);
                 let _ = std::fs::remove_file(&tmp);
@@ -648,12 +648,12 @@ impl LocalStore {
                         path: location.to_string(),
                         source: Box::new(e),
                     },
-                    _ => local_error(format!("creating {}: {e}", target.display())),
+                    _ => local_io(format!("creating {}", target.display()), e),
                 })
             }
             PutMode::Update(expected) => match self.inner.head(location).await {
                 Ok(current) if current.e_tag == expected.e_tag => std::fs::rename(&tmp, &target)
-                    .map_err(|e| local_error(format!("renaming over {}: {e}", target.display()))),
+                    .map_err(|e| local_io(format!("renaming over {}", target.display()), e)),
                 Ok(current) => Err(object_store::Error::Precondition {
                     path: location.to_string(),
                     source: format!(
@@ -827,7 +827,7 @@ impl MultipartUpload for LocalUpload {
             })
             .await
             .map_err(|e| failed(&e))?
-            .map_err(|e| failed(&e))
+            .map_err(|e| local_io(format!("writing {}", tmp.display()), e))
         })
     }
 
@@ -849,7 +849,7 @@ impl MultipartUpload for LocalUpload {
         })
         .await
         .map_err(|e| failed(&e))?
-        .map_err(|e| failed(&e))?;
+        .map_err(|e| local_io(format!("completing {}", self.target.display()), e))?;
         let meta = LocalFileSystem::new().head(&self.location).await?;
         Ok(PutResult {
             e_tag: meta.e_tag,
@@ -864,9 +864,26 @@ impl MultipartUpload for LocalUpload {
         match tokio::task::spawn_blocking(move || std::fs::remove_file(tmp)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Ok(Err(e)) => Err(local_error(format!("deleting {}: {e}", self.tmp.display()))),
+            Ok(Err(e)) => Err(local_io(format!("deleting {}", self.tmp.display()), e)),
             Err(e) => Err(local_error(format!("deleting {}: {e}", self.tmp.display()))),
         }
+    }
+}
+
+/// A local file-system failure with its `io::Error` kept as the source: its kind tells a
+/// failure a retry may fix from one it cannot (see `Error::is_transient`).
+#[derive(Debug, thiserror::Error)]
+#[error("{context}: {source}")]
+pub struct LocalIoError {
+    context: String,
+    #[source]
+    source: std::io::Error,
+}
+
+fn local_io(context: String, source: std::io::Error) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "LocalStore",
+        source: Box::new(LocalIoError { context, source }),
     }
 }
 
@@ -925,7 +942,7 @@ impl ObjectStore for LocalStore {
         })
         .await
         .map_err(|e| local_error(format!("creating {}: {e}", tmp.display())))?
-        .map_err(|e| local_error(format!("creating {}: {e}", tmp.display())))?;
+        .map_err(|e| local_io(format!("creating {}", tmp.display()), e))?;
         Ok(Box::new(LocalUpload {
             file: Some(Arc::new(file)),
             direct: direct.map(Arc::new),
@@ -982,6 +999,37 @@ impl ObjectStore for LocalStore {
 mod tests {
     use super::*;
     use object_store::UpdateVersion;
+
+    #[tokio::test]
+    async fn local_errors_a_retry_cannot_fix_are_not_transient() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("file"), b"x").unwrap();
+        // A folder that is a file: ENOTDIR, whatever the user's rights.
+        let under_a_file = Path::from(format!("{}/file/part.parquet", dir.path().display()));
+        let store = LocalStore::new();
+        let e = store
+            .put(&under_a_file, PutPayload::from_static(b"data"))
+            .await
+            .unwrap_err();
+        let e = Error::store("writing", e);
+        assert!(!e.is_transient(), "{e}");
+        for (kind, transient) in [
+            (std::io::ErrorKind::TimedOut, true),
+            (std::io::ErrorKind::Interrupted, true),
+            (std::io::ErrorKind::StorageFull, false),
+            (std::io::ErrorKind::PermissionDenied, false),
+            (std::io::ErrorKind::ReadOnlyFilesystem, false),
+        ] {
+            let e = Error::store(
+                "x",
+                local_io("writing x".into(), std::io::Error::from(kind)),
+            );
+            assert_eq!(e.is_transient(), transient, "{kind:?}");
+        }
+        // An error with no I/O error under it (an HTTP store's) stays transient.
+        let e = Error::store("x", local_error("connection closed".into()));
+        assert!(e.is_transient());
+    }
 
     #[tokio::test]
     async fn local_conditional_replace_refuses_a_stale_etag() {
