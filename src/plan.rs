@@ -26,7 +26,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt};
+use object_store::{ObjectMeta, ObjectStoreExt};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, RowSelection};
 use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
@@ -41,7 +41,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::events::{Events, Subjects, normalize_value};
 use crate::spec::{Job, MatchSpec, Normalize, TableSpec};
-use crate::store::Location;
+use crate::store::{Location, ObjectVersion};
 
 /// A table of the job with its location resolved.
 #[derive(Debug, Clone)]
@@ -225,14 +225,11 @@ async fn scan_listed(
     let mut meta = listed;
     let mut retries = 0;
     loop {
-        let bytes_read = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let reader = StoreReader {
-            store: Arc::clone(&table.location.store),
-            location: meta.location.clone(),
-            size: meta.size,
-            e_tag: meta.e_tag.clone(),
-            bytes_read: Arc::clone(&bytes_read),
-        };
+        let reader = StoreReader::new(ObjectVersion::new(
+            Arc::clone(&table.location.store),
+            meta.clone(),
+        ));
+        let bytes_read = Arc::clone(&reader.bytes_read);
         match matcher.scan(reader, &table.spec.name, &rel).await {
             Ok(mut fp) => {
                 fp.bytes_read = bytes_read.load(std::sync::atomic::Ordering::Relaxed);
@@ -262,28 +259,23 @@ async fn scan_listed(
 /// reader asks for (the key columns of the row groups not pruned).
 #[derive(Clone)]
 pub struct StoreReader {
-    pub store: Arc<dyn ObjectStore>,
-    pub location: Path,
-    pub size: u64,
-    pub e_tag: Option<String>,
+    pub object: ObjectVersion,
     /// Bytes fetched so far (footer, page indexes, key-column chunks).
     pub bytes_read: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl StoreReader {
-    /// A ranged read of the version listed (`If-Match` its etag, where known): a file replaced
-    /// while it is being read fails with a precondition error instead of mixing two versions.
+    pub fn new(object: ObjectVersion) -> StoreReader {
+        StoreReader {
+            object,
+            bytes_read: Default::default(),
+        }
+    }
+
+    /// A ranged read of the version listed: a file replaced while it is being read fails with
+    /// a precondition error instead of mixing two versions.
     async fn range(&self, range: Range<u64>) -> parquet::errors::Result<Bytes> {
-        let opts = GetOptions {
-            range: Some(GetRange::Bounded(range)),
-            if_match: self.e_tag.clone(),
-            ..GetOptions::default()
-        };
-        let got = self.store.get_opts(&self.location, opts).await;
-        let bytes = match got {
-            Ok(g) => g.bytes().await,
-            Err(e) => Err(e),
-        };
+        let bytes = self.object.range(range).await;
         if let Ok(b) = &bytes {
             self.bytes_read
                 .fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -316,7 +308,7 @@ impl AsyncFileReader for StoreReader {
         options: Option<&'a ArrowReaderOptions>,
     ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
         async move {
-            let size = self.size;
+            let size = self.object.size();
             let metadata = metadata_reader(options)
                 .with_prefetch_hint(Some(64 * 1024))
                 .load_and_finish(self, size)

@@ -752,37 +752,17 @@ async fn rewrite_file<S: rewrite::Source + Send>(
     Ok((rewritten, new_file, None))
 }
 
-/// The sha256 (hex) of the object version `meta`, streamed (`If-Match` its etag): a file
-/// replaced meanwhile is a conflict.
-async fn sha256_of_object(
-    store: &dyn object_store::ObjectStore,
-    meta: &object_store::ObjectMeta,
-) -> Result<String> {
-    use futures::TryStreamExt;
-    use sha2::Digest;
-    let opts = object_store::GetOptions {
-        if_match: meta.e_tag.clone(),
-        version: meta.version.clone(),
-        ..Default::default()
-    };
-    let failed = |e: object_store::Error| match e {
+/// The sha256 (hex) of the object version read, streamed: a file replaced meanwhile is a
+/// conflict.
+async fn sha256_of_object(object: &store::ObjectVersion) -> Result<String> {
+    store::hash_object(object).await.map_err(|e| match e {
         object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. } => {
             Error::Conflict {
-                path: meta.location.to_string(),
+                path: object.location().to_string(),
             }
         }
-        e => Error::store(format!("reading {}", meta.location), e),
-    };
-    let mut stream = store
-        .get_opts(&meta.location, opts)
-        .await
-        .map_err(failed)?
-        .into_stream();
-    let mut hasher = sha2::Sha256::new();
-    while let Some(chunk) = stream.try_next().await.map_err(failed)? {
-        hasher.update(&chunk);
-    }
-    Ok(hex::encode(hasher.finalize()))
+        e => Error::store(format!("reading {}", object.location()), e),
+    })
 }
 
 /// Purges one file, journaling before and after the commit.
@@ -835,13 +815,8 @@ async fn purge_file(
             };
             matcher.scan(reader, name, &rel).await?
         } else {
-            let reader = plan::StoreReader {
-                store: Arc::clone(store),
-                location: location.clone(),
-                size,
-                e_tag: read.e_tag.clone(),
-                bytes_read: Default::default(),
-            };
+            let reader =
+                plan::StoreReader::new(store::ObjectVersion::new(Arc::clone(store), meta.clone()));
             match matcher.scan(reader, name, &rel).await {
                 Err(e) if e.is_conflict() => continue,
                 other => other?,
@@ -886,15 +861,10 @@ async fn purge_file(
             }
             None => {
                 let runtime = tokio::runtime::Handle::current();
-                let object = RangedObject::new(
-                    Arc::clone(store),
-                    location.clone(),
-                    meta.clone(),
-                    runtime.clone(),
-                );
-                let (hashed_store, hashed_meta) = (Arc::clone(store), meta.clone());
+                let version = store::ObjectVersion::new(Arc::clone(store), meta.clone());
+                let object = RangedObject::new(version.clone(), runtime.clone());
                 let before_sha = tokio::task::spawn_blocking(move || {
-                    runtime.block_on(sha256_of_object(hashed_store.as_ref(), &hashed_meta))
+                    runtime.block_on(sha256_of_object(&version))
                 });
                 let rewriting =
                     rewrite_file(object.clone(), store, location, erased, mode, shown, output)

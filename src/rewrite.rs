@@ -49,6 +49,13 @@ impl Source for Bytes {
     }
 }
 
+/// A large file read by ranges: one row group held at a time.
+impl Source for crate::store::RangedObject {
+    fn prefetch(&self, range: Range<u64>) -> parquet::errors::Result<()> {
+        self.hold(range)
+    }
+}
+
 mod pages;
 
 /// Records decoded and re-encoded per batch in an affected row group.

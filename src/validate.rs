@@ -12,6 +12,7 @@ use crate::events::{self, Events};
 use crate::manifest;
 use crate::plan::{self, Matcher, StoreReader, Table};
 use crate::spec::Job;
+use crate::store::ObjectVersion;
 use parquet::arrow::async_reader::AsyncFileReader;
 
 #[derive(Debug, Serialize)]
@@ -40,13 +41,10 @@ pub async fn validate(job: &Job) -> Result<Summary> {
         let files = table.list().await?;
         for meta in &files {
             let rel = table.location.relative(&meta.location);
-            let mut reader = StoreReader {
-                store: table.location.store.clone(),
-                location: meta.location.clone(),
-                size: meta.size,
-                e_tag: meta.e_tag.clone(),
-                bytes_read: Default::default(),
-            };
+            let mut reader = StoreReader::new(ObjectVersion::new(
+                table.location.store.clone(),
+                meta.clone(),
+            ));
             let metadata = reader.get_metadata(None).await.map_err(|e| {
                 plan::read_error(&table.spec.name, &rel, "not a readable Parquet file", e)
             })?;

@@ -23,7 +23,7 @@ use crate::events;
 use crate::manifest::{self, Manifest, Stored};
 use crate::plan::{self, Table};
 use crate::spec::Job;
-use crate::store::Location;
+use crate::store::{Location, ObjectVersion, hash_object};
 
 /// One check and its result.
 #[derive(Debug, Clone, Serialize)]
@@ -247,12 +247,16 @@ async fn check_file(
 ) -> Result<Check> {
     let path = loc.child(&f.path);
     let shown = format!("{}{}", loc.url, f.path);
-    let current = match loc.store.get(&path).await {
-        Ok(g) => Some(
-            g.bytes()
-                .await
-                .map_err(|e| Error::store(format!("reading {shown}"), e))?,
-        ),
+    // The file's sha256 as it is now, streamed (a large file is never held whole).
+    let current = match loc.store.head(&path).await {
+        Ok(meta) => {
+            let version = ObjectVersion::new(std::sync::Arc::clone(&loc.store), meta);
+            Some(
+                hash_object(&version)
+                    .await
+                    .map_err(|e| Error::store(format!("reading {shown}"), e))?,
+            )
+        }
         Err(object_store::Error::NotFound { .. }) => None,
         Err(e) => return Err(Error::store(format!("reading {shown}"), e)),
     };
@@ -268,8 +272,7 @@ async fn check_file(
         })
     });
     Ok(match (&f.after, current) {
-        (Some(after), Some(bytes)) => {
-            let sha = manifest::sha256_hex(&bytes);
+        (Some(after), Some(sha)) => {
             if sha == after.sha256 {
                 ok(format!("table {table}: {} has its purged content", f.path))
             } else if sha == f.before.sha256 {
@@ -295,8 +298,8 @@ async fn check_file(
             None => fail(format!("table {table}: {shown} is missing")),
         },
         (None, None) => ok(format!("table {table}: {} stays deleted", f.path)),
-        (None, Some(bytes)) => {
-            let restored = manifest::sha256_hex(&bytes) == f.before.sha256;
+        (None, Some(sha)) => {
+            let restored = sha == f.before.sha256;
             fail(format!(
                 "table {table}: {shown} was deleted by the purge but exists again{}",
                 if restored {

@@ -1,0 +1,277 @@
+//! Storage: every byte lakepurge reads or writes goes through `object_store`, so `file://`,
+//! `memory://` and the cloud schemes run the same code.
+//!
+//! [`Location`] turns a spec's location string (an object-store URL, or a path relative to the
+//! spec file) into a store and a prefix. Stores are shared per scheme and authority within a
+//! process, so `memory://` locations of one job see each other; each is wrapped in a
+//! [`CountingStore`] (bytes read and written).
+//!
+//! - [`local`]: `file://` with a conditional replace, temporary files and table locks;
+//! - [`direct_io`]: writing new files to local disk past the page cache;
+//! - [`read`]: one version of an object read by ranges (plan, rewrite, verify) and hashed;
+//! - [`counting`]: the byte counters;
+//! - [`fault`]: a fault-injecting wrapper, for tests only.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path as FsPath;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use futures::stream::BoxStream;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore};
+use url::Url;
+
+use crate::error::{Error, Result};
+
+pub mod counting;
+pub mod direct_io;
+pub mod fault;
+pub mod local;
+pub mod read;
+
+pub use counting::{BYTES_READ, BYTES_WRITTEN, CountingStore};
+pub use direct_io::{DIRECT_IO_ALIGN, aligned_buffer};
+pub use local::{LocalStore, TEMP_PREFIX, TEMP_SUFFIX, TableLocks, clean_temporaries};
+pub use read::{ObjectVersion, RangedObject, hash_object};
+
+/// A resolved location: the store that holds it, the URL it was given as and its prefix.
+#[derive(Clone)]
+pub struct Location {
+    /// The location as a URL, always ending with `/`.
+    pub url: Url,
+    pub store: Arc<dyn ObjectStore>,
+    /// The prefix of the location inside `store`.
+    pub prefix: Path,
+}
+
+impl fmt::Debug for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.url)
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.url)
+    }
+}
+
+/// The shared stores of this process, keyed by scheme, authority and options.
+static STORES: LazyLock<Mutex<BTreeMap<String, Arc<dyn ObjectStore>>>> =
+    LazyLock::new(|| Mutex::new(BTreeMap::new()));
+
+impl Location {
+    /// Resolves `location` as written in a spec. A value without a scheme is a local path,
+    /// relative to `base_dir` (the folder of the spec file that names it).
+    pub fn parse(
+        location: &str,
+        base_dir: &FsPath,
+        options: &BTreeMap<String, String>,
+    ) -> std::result::Result<Self, String> {
+        let url = to_url(location, base_dir)?;
+        let (store, prefix) = store_for(&url, options)?;
+        Ok(Location { url, store, prefix })
+    }
+
+    /// The location of `relative` (a `/`-separated path) under this location.
+    pub fn child(&self, relative: &str) -> Path {
+        let mut parts: Vec<String> = self
+            .prefix
+            .parts()
+            .map(|p| p.as_ref().to_string())
+            .collect();
+        parts.extend(
+            relative
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+        );
+        Path::from_iter(parts)
+    }
+
+    /// `path` relative to this location's prefix, `/`-separated.
+    pub fn relative(&self, path: &Path) -> String {
+        match path.prefix_match(&self.prefix) {
+            Some(parts) => parts
+                .map(|p| p.as_ref().to_string())
+                .collect::<Vec<_>>()
+                .join("/"),
+            None => path.to_string(),
+        }
+    }
+
+    /// A full URL of an object of this store, as DataFusion wants it.
+    pub fn object_url(&self, path: &Path) -> String {
+        let mut root = self.url.clone();
+        root.set_path("/");
+        format!("{}{}", root, path)
+    }
+
+    /// The scheme-and-authority URL DataFusion registers this store under.
+    pub fn store_url(&self) -> Url {
+        let mut root = self.url.clone();
+        root.set_path("/");
+        root
+    }
+
+    /// Lists the data files under this location: every object whose name does not start with
+    /// `_` or `.` (hidden, temporary or metadata objects), in path order.
+    /// The data files under this location as the store lists them, page by page (no order,
+    /// nothing collected).
+    pub fn list_data_files(&self) -> BoxStream<'static, Result<ObjectMeta>> {
+        use futures::{StreamExt, TryStreamExt};
+        let (base, url) = (self.clone(), self.url.clone());
+        self.store
+            .list(Some(&self.prefix))
+            .try_filter(move |m| futures::future::ready(is_data_file(&base.relative(&m.location))))
+            .map_err(move |e| Error::store(format!("listing {url}"), e))
+            .boxed()
+    }
+
+    pub async fn list_files(&self) -> Result<Vec<ObjectMeta>> {
+        use futures::TryStreamExt;
+        let mut files: Vec<ObjectMeta> = self
+            .store
+            .list(Some(&self.prefix))
+            .try_filter(|m| futures::future::ready(is_data_file(&self.relative(&m.location))))
+            .try_collect()
+            .await
+            .map_err(|e| Error::store(format!("listing {}", self.url), e))?;
+        files.sort_by(|a, b| a.location.cmp(&b.location));
+        Ok(files)
+    }
+}
+
+/// Whether a path relative to a table or event location names a data file: no segment may
+/// start with `_` or `.` (Spark's and Hive's convention for metadata and temporary files).
+pub fn is_data_file(relative: &str) -> bool {
+    relative
+        .split('/')
+        .all(|seg| !seg.is_empty() && !seg.starts_with('_') && !seg.starts_with('.'))
+}
+
+/// Installs `store` for every location under `url`'s scheme and authority (e.g.
+/// `memory://faulty`) that has no storage options: how tests put a [`fault::FaultStore`]
+/// in front of a run.
+pub fn register(url: &str, store: Arc<dyn ObjectStore>) -> std::result::Result<(), String> {
+    let url = Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+    let key = format!("{}://{}?", url.scheme(), url.authority());
+    STORES
+        .lock()
+        .map_err(|_| "store registry poisoned".to_string())?
+        .insert(key, store);
+    Ok(())
+}
+
+fn to_url(location: &str, base_dir: &FsPath) -> std::result::Result<Url, String> {
+    let mut url = match Url::parse(location) {
+        Ok(url) if url.scheme().len() > 1 => url,
+        _ => {
+            let path = base_dir.join(location);
+            let abs = std::path::absolute(&path)
+                .map_err(|e| format!("cannot make {} absolute: {e}", path.display()))?;
+            Url::from_directory_path(&abs)
+                .map_err(|()| format!("{} is not a valid local path", abs.display()))?
+        }
+    };
+    if !url.path().ends_with('/') {
+        let p = format!("{}/", url.path());
+        url.set_path(&p);
+    }
+    Ok(url)
+}
+
+fn store_for(
+    url: &Url,
+    options: &BTreeMap<String, String>,
+) -> std::result::Result<(Arc<dyn ObjectStore>, Path), String> {
+    let key = format!(
+        "{}://{}?{}",
+        url.scheme(),
+        url.authority(),
+        options
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("&")
+    );
+    let prefix = Path::from_url_path(url.path()).map_err(|e| format!("bad path in {url}: {e}"))?;
+    let mut stores = STORES
+        .lock()
+        .map_err(|_| "store registry poisoned".to_string())?;
+    if let Some(store) = stores.get(&key) {
+        return Ok((Arc::clone(store), prefix));
+    }
+    let store: Arc<dyn ObjectStore> = match url.scheme() {
+        "file" => Arc::new(LocalStore::new()),
+        "memory" => Arc::new(InMemory::new()),
+        "s3" | "s3a" => {
+            let mut b = object_store::aws::AmazonS3Builder::from_env()
+                .with_url(url.as_str())
+                .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch);
+            for (k, v) in options {
+                let key = k.parse().map_err(|e| format!("storage_options.{k}: {e}"))?;
+                b = b.with_config(key, v);
+            }
+            Arc::new(
+                b.build()
+                    .map_err(|e| redact_error(&e.to_string(), options))?,
+            )
+        }
+        "gs" => {
+            let mut b =
+                object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(url.as_str());
+            for (k, v) in options {
+                let key = k.parse().map_err(|e| format!("storage_options.{k}: {e}"))?;
+                b = b.with_config(key, v);
+            }
+            Arc::new(
+                b.build()
+                    .map_err(|e| redact_error(&e.to_string(), options))?,
+            )
+        }
+        "az" | "abfs" | "abfss" | "azure" => {
+            let mut b =
+                object_store::azure::MicrosoftAzureBuilder::from_env().with_url(url.as_str());
+            for (k, v) in options {
+                let key = k.parse().map_err(|e| format!("storage_options.{k}: {e}"))?;
+                b = b.with_config(key, v);
+            }
+            Arc::new(
+                b.build()
+                    .map_err(|e| redact_error(&e.to_string(), options))?,
+            )
+        }
+        other => {
+            return Err(format!(
+                "unsupported scheme {other:?} in {url}: expected file, memory, s3, gs, az or abfss"
+            ));
+        }
+    };
+    let store: Arc<dyn ObjectStore> = Arc::new(CountingStore::new(store));
+    stores.insert(key, Arc::clone(&store));
+    Ok((store, prefix))
+}
+
+/// Removes option values (which may be secrets) from an error message.
+fn redact_error(message: &str, options: &BTreeMap<String, String>) -> String {
+    options
+        .values()
+        .filter(|v| v.len() >= 4)
+        .fold(message.to_string(), |m, v| m.replace(v.as_str(), "***"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hidden_and_underscore_segments_are_not_data() {
+        assert!(is_data_file("dt=2026-01-01/part-0.parquet"));
+        assert!(!is_data_file("_SUCCESS"));
+        assert!(!is_data_file("dt=1/.part-0.parquet.crc"));
+        assert!(!is_data_file("_temporary/0/part-0.parquet"));
+    }
+}
