@@ -2,12 +2,12 @@
 //!
 //! The pipeline, one module a stage: [`spec`] → [`events`] → [`plan`] → [`rewrite`] →
 //! [`commit`] → [`manifest`] → [`verify`]. [`purge`] runs the stages for a job, keeping its
-//! [`journal`] so a crashed run resumes; [`validate`] and [`trace`] are the other commands;
-//! [`store`] gives every stage its object store ([`store::fault`] injects failures in tests); [`demo`]
-//! builds a sample warehouse.
+//! [`journal`] so a crashed run resumes; [`cmd`] holds the other commands (validate, trace,
+//! demo); [`store`] gives every stage its object store ([`store::fault`] injects failures in
+//! tests); [`error`] says whose fault a failure is.
 
+pub mod cmd;
 pub mod commit;
-pub mod demo;
 pub mod error;
 pub mod events;
 pub mod journal;
@@ -17,8 +17,6 @@ pub mod purge;
 pub mod rewrite;
 pub mod spec;
 pub mod store;
-pub mod trace;
-pub mod validate;
 pub mod verify;
 
 pub use error::{Error, Result};

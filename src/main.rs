@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use lakepurge::cmd::{demo, trace, validate};
 use lakepurge::purge::{Outcome, SystemClock};
 use lakepurge::spec::Job;
-use lakepurge::{Error, demo, events, plan, purge, trace, validate, verify};
+use lakepurge::{Error, events, plan, purge, verify};
 
 #[derive(Parser)]
 #[command(

@@ -41,7 +41,7 @@ fn airflow(home: &Path, env: &[(&str, String)], args: &[&str]) {
 fn nightly_dag_with_three_shards_under_real_airflow() {
     // The unsharded reference.
     let reference = tempfile::tempdir().unwrap();
-    lakepurge::demo::write_sample(reference.path()).unwrap();
+    lakepurge::cmd::demo::write_sample(reference.path()).unwrap();
     let job = reference.path().join("jobs/demo.toml");
     assert_eq!(
         lakepurge(&["purge", "--job", job.to_str().unwrap(), "--run-id", "ref"]).code,
@@ -49,7 +49,7 @@ fn nightly_dag_with_three_shards_under_real_airflow() {
     );
 
     let ws = tempfile::tempdir().unwrap();
-    lakepurge::demo::write_sample(ws.path()).unwrap();
+    lakepurge::cmd::demo::write_sample(ws.path()).unwrap();
     let home = ws.path().join("airflow-home");
     let env = [
         ("LAKEPURGE_BIN", env!("CARGO_BIN_EXE_lakepurge").to_string()),

@@ -18,7 +18,7 @@ impl Sample {
     fn new() -> Sample {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
-        lakepurge::demo::write_sample(&root).unwrap();
+        lakepurge::cmd::demo::write_sample(&root).unwrap();
         let job = root.join("jobs/demo.toml").display().to_string();
         Sample {
             _dir: dir,

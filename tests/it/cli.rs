@@ -89,7 +89,7 @@ fn rerun_is_a_no_op_and_a_new_run_id_rewrites_nothing() {
 fn verify_fails_on_a_file_restored_from_backup() {
     let ws = tempfile::tempdir().unwrap();
     let backup = tempfile::tempdir().unwrap();
-    lakepurge::demo::write_sample(ws.path()).unwrap();
+    lakepurge::cmd::demo::write_sample(ws.path()).unwrap();
     copy_dir(&ws.path().join("warehouse/users"), backup.path());
     let job = ws.path().join("jobs/demo.toml");
     assert_eq!(
@@ -136,7 +136,7 @@ fn garbage_instead_of_a_manifest_is_exit_2() {
 /// a message containing every string of `expect`, and nothing written.
 fn expect_bad_input(break_it: impl FnOnce(&Path), run_id: &str, expect: &[&str]) {
     let ws = tempfile::tempdir().unwrap();
-    lakepurge::demo::write_sample(ws.path()).unwrap();
+    lakepurge::cmd::demo::write_sample(ws.path()).unwrap();
     break_it(ws.path());
     let before = tree_hashes(&ws.path().join("warehouse"));
     let job = ws.path().join("jobs/demo.toml");
@@ -278,7 +278,7 @@ fn duplicate_table_names() {
 #[test]
 fn validate_reports_ok_and_exit_0() {
     let ws = tempfile::tempdir().unwrap();
-    lakepurge::demo::write_sample(ws.path()).unwrap();
+    lakepurge::cmd::demo::write_sample(ws.path()).unwrap();
     let run = lakepurge(&[
         "validate",
         "--job",
@@ -378,7 +378,7 @@ fn unsupported_location_scheme() {
 #[test]
 fn mistyped_table_location_is_a_warning_naming_it() {
     let ws = tempfile::tempdir().unwrap();
-    lakepurge::demo::write_sample(ws.path()).unwrap();
+    lakepurge::cmd::demo::write_sample(ws.path()).unwrap();
     edit(
         &ws.path().join("jobs/tables/sessions.toml"),
         "warehouse/sessions/",
@@ -498,7 +498,7 @@ fn job_without_tables() {
 #[test]
 fn unreadable_signing_key() {
     let ws = tempfile::tempdir().unwrap();
-    lakepurge::demo::write_sample(ws.path()).unwrap();
+    lakepurge::cmd::demo::write_sample(ws.path()).unwrap();
     std::fs::write(ws.path().join("bad.key"), "not hex").unwrap();
     let job = ws.path().join("jobs/demo.toml");
     let run = lakepurge(&[
@@ -522,7 +522,7 @@ fn unreadable_signing_key() {
 #[test]
 fn an_empty_event_dataset_is_a_valid_no_op_with_a_manifest() {
     let ws = tempfile::tempdir().unwrap();
-    lakepurge::demo::write_sample(ws.path()).unwrap();
+    lakepurge::cmd::demo::write_sample(ws.path()).unwrap();
     std::fs::remove_file(ws.path().join("events/dt=2026-11-24/events.json")).unwrap();
     let before = tree_hashes(&ws.path().join("warehouse"));
     let job = ws.path().join("jobs/demo.toml");

@@ -22,7 +22,7 @@ struct Reference {
 
 fn reference() -> Reference {
     let ws = tempfile::tempdir().unwrap();
-    lakepurge::demo::write_sample(ws.path()).unwrap();
+    lakepurge::cmd::demo::write_sample(ws.path()).unwrap();
     let pristine = tree_hashes(&ws.path().join("warehouse"));
     let job = ws.path().join("jobs/demo.toml");
     let start = Instant::now();
@@ -153,7 +153,7 @@ fn aborts_at_exact_points_resume_to_the_exact_result() {
             "after_commit=4",
         ] {
             let ws = tempfile::tempdir().unwrap();
-            lakepurge::demo::write_sample(ws.path()).unwrap();
+            lakepurge::cmd::demo::write_sample(ws.path()).unwrap();
             let job = ws.path().join("jobs/demo.toml");
             let mut env = vec![("LAKEPURGE_FAILPOINT", point)];
             env.extend(large.map(|t| ("LAKEPURGE_MULTIPART_THRESHOLD", t)));
@@ -194,7 +194,7 @@ fn sigkill_at_random_moments_never_loses_a_row() {
     let mut killed_mid_run = 0;
     for i in 0..50 {
         let ws = tempfile::tempdir().unwrap();
-        lakepurge::demo::write_sample(ws.path()).unwrap();
+        lakepurge::cmd::demo::write_sample(ws.path()).unwrap();
         let job = ws.path().join("jobs/demo.toml");
         // Up to two kills in a row, then a clean resume.
         for _ in 0..rng.gen_range(1..=2) {

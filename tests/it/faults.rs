@@ -25,7 +25,7 @@ struct MemSample {
 /// The demo sample uploaded to `memory://<name>/` behind a FaultStore.
 async fn mem_sample(name: &str) -> MemSample {
     let dir = tempfile::tempdir().unwrap();
-    lakepurge::demo::write_sample(dir.path()).unwrap();
+    lakepurge::cmd::demo::write_sample(dir.path()).unwrap();
     let faults = FaultStore::new(Arc::new(InMemory::new()));
     lakepurge::store::register(&format!("memory://{name}"), Arc::new(faults.clone())).unwrap();
     for (rel, _) in tree_hashes(dir.path()) {

@@ -8,7 +8,7 @@ use crate::common::*;
 
 fn sample() -> (tempfile::TempDir, String) {
     let ws = tempfile::tempdir().unwrap();
-    lakepurge::demo::write_sample(ws.path()).unwrap();
+    lakepurge::cmd::demo::write_sample(ws.path()).unwrap();
     let job = ws.path().join("jobs/demo.toml").display().to_string();
     (ws, job)
 }

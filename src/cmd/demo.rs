@@ -14,10 +14,11 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
+use super::validate;
 use crate::error::{Error, Result};
 use crate::purge::{Outcome, SystemClock};
 use crate::spec::Job;
-use crate::{events, plan, purge, validate, verify};
+use crate::{events, plan, purge, verify};
 
 /// Runs the demo in `dir` (or a new scratch folder). Returns the exit code.
 pub async fn run(dir: Option<PathBuf>) -> Result<u8> {

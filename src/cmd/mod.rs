@@ -1,0 +1,8 @@
+//! The commands that are not pipeline stages: `validate` (reaches every location and checks
+//! every match column without writing), `trace` (where one erasure request took effect, from
+//! the manifests) and `demo` (a sample warehouse run end to end). `plan`, `purge` and `verify`
+//! are stages of their own.
+
+pub mod demo;
+pub mod trace;
+pub mod validate;

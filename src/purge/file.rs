@@ -1,0 +1,452 @@
+//! Purging one file of a table: read it (whole, or by ranges when large), match its key
+//! columns again against exactly the bytes read, rewrite it, journal the rewrite as pending,
+//! replace or delete it conditionally on the version read, and journal it as done. A file that
+//! changed meanwhile is read again and redone; one deleted meanwhile is recorded, never
+//! recreated; transient storage errors are retried with backoff.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use object_store::ObjectStoreExt;
+
+use super::{Attempt, budget::Budget};
+use crate::commit::{self, ReadVersion};
+use crate::error::{Error, Result};
+use crate::journal::Entry;
+use crate::manifest::{self, FileRecord, FileVersion};
+use crate::plan::{self, BytesReader, FilePlan, Matcher, Table, TablePlan};
+use crate::rewrite;
+use crate::spec::Action;
+use crate::store::{self, RangedObject};
+
+/// How many times a file that a concurrent writer changed is read again and redone.
+const CONFLICT_RETRIES: usize = 3;
+/// How many times a file is retried after a transient storage error, and the first backoff
+/// (multiplied by 4 each time).
+const STORE_RETRIES: u32 = 3;
+const FIRST_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
+pub(super) async fn purge_table(
+    table: &Table,
+    tplan: &TablePlan,
+    attempt: &Attempt<'_>,
+    entries: &mut BTreeMap<(String, String), Entry>,
+) -> Result<()> {
+    use futures::StreamExt;
+    let name = &table.spec.name;
+    let mine = |path: &str| attempt.shard.is_none_or(|s| s.owns(name, path));
+    store::clean_temporaries(&table.location, |target| mine(target)).await?;
+    let matcher = Matcher::new(&table.spec, attempt.events);
+    // Several files in flight at once (reads, rewrites on blocking threads, commits); each
+    // task owns its journal entry and hands it back.
+    let tasks = tplan
+        .files
+        .iter()
+        .filter(|f| f.affected() && mine(&f.path))
+        .map(|fp| {
+            let key = (name.clone(), fp.path.clone());
+            let entry = entries.remove(&key).unwrap_or_else(|| Entry {
+                table: name.clone(),
+                path: fp.path.clone(),
+                ..Entry::default()
+            });
+            let matcher = &matcher;
+            async move {
+                let mut entry = entry;
+                let need = Budget::need(fp, attempt.large_file);
+                let result = match attempt.budget.reserve(need, &fp.path).await {
+                    Ok(_reserved) => {
+                        purge_file_with_retries(table, matcher, fp, attempt, &mut entry).await
+                    }
+                    Err(e) => Err(e),
+                };
+                (key, entry, result)
+            }
+        })
+        .collect::<Vec<_>>();
+    let mut results = futures::stream::iter(tasks).buffer_unordered(attempt.concurrency.max(1));
+    let mut first_error = None;
+    while let Some((key, entry, result)) = results.next().await {
+        attempt.progress.inc(1);
+        entries.insert(key, entry);
+        if let Err(e) = result {
+            first_error.get_or_insert(e);
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+async fn purge_file_with_retries(
+    table: &Table,
+    matcher: &Matcher<'_>,
+    planned: &FilePlan,
+    attempt: &Attempt<'_>,
+    entry: &mut Entry,
+) -> Result<()> {
+    let mut retry = 0;
+    loop {
+        match purge_file(table, matcher, planned, attempt, entry).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_transient() && retry < STORE_RETRIES => {
+                let wait = FIRST_BACKOFF * 4u32.pow(retry);
+                tracing::warn!(table = %table.spec.name, file = %entry.path, error = %e, retry, ?wait, "transient storage error: retrying");
+                tokio::time::sleep(wait).await;
+                retry += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Rewrites a file into an upload in parts to its own path: the rewrite (on a blocking thread)
+/// writes into a [`commit::PartWriter`], this task uploads each part as it comes. Returns the
+/// rewrite, the new file's sha256 and size, and the upload, ready to complete; on any error the
+/// upload is aborted.
+async fn rewrite_in_parts<S: rewrite::Source + Send>(
+    store: &dyn object_store::ObjectStore,
+    location: &object_store::path::Path,
+    input: S,
+    erased: Vec<Vec<u32>>,
+    mode: rewrite::Mode,
+    shown: String,
+) -> Result<(rewrite::Rewritten, (String, u64), commit::PartUpload)> {
+    let mut upload = commit::PartUpload::start(store, location).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(2);
+    let shown_err = shown.clone();
+    let rewriting = tokio::task::spawn_blocking(move || {
+        let mut writer = commit::PartWriter::new(tx);
+        let rewritten = rewrite::rewrite_to(input, &erased, &mode, &shown, &mut writer)?;
+        let new_file = writer
+            .finish()
+            .map_err(|e| Error::Internal(format!("writing {shown}: {e}")))?;
+        Ok::<_, Error>((rewritten, new_file))
+    });
+    let mut uploaded = Ok(());
+    while let Some(part) = rx.recv().await {
+        uploaded = upload.put(part).await;
+        if uploaded.is_err() {
+            break;
+        }
+    }
+    drop(rx); // a writer still sending gets an error and stops
+    let rewritten = rewriting
+        .await
+        .map_err(|e| Error::Internal(format!("rewriting {shown_err}: {e}")));
+    match (uploaded, rewritten) {
+        (Ok(()), Ok(Ok((rewritten, new_file)))) => Ok((rewritten, new_file, upload)),
+        (Err(e), _) | (Ok(()), Err(e)) | (Ok(()), Ok(Err(e))) => {
+            upload.abort().await;
+            Err(e)
+        }
+    }
+}
+
+/// What rewriting a file gave: the rewrite, the new file's sha256 and size (none when every
+/// row went), and the upload in parts to complete, if it went up in parts.
+type Rewrite = (
+    rewrite::Rewritten,
+    Option<(String, u64)>,
+    Option<commit::PartUpload>,
+);
+
+/// How a file's new version is produced.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Output {
+    /// Into memory, put in one request.
+    Whole,
+    /// Into an upload in parts, as it is written.
+    InParts,
+    /// Nothing: every row is erased (the file is deleted).
+    Nothing,
+}
+
+/// Rewrites `input` on a blocking thread into `output`.
+async fn rewrite_file<S: rewrite::Source + Send>(
+    input: S,
+    store: &Arc<dyn object_store::ObjectStore>,
+    location: &object_store::path::Path,
+    erased: Vec<Vec<u32>>,
+    mode: rewrite::Mode,
+    shown: String,
+    output: Output,
+) -> Result<Rewrite> {
+    if output == Output::Nothing {
+        // Checked, not written: the rewrite of a file left with no rows writes nothing.
+        let rewritten = tokio::task::spawn_blocking(move || {
+            let rewritten = rewrite::rewrite_to(input, &erased, &mode, &shown, std::io::sink())?;
+            if rewritten.rows > 0 {
+                return Err(Error::Internal(format!(
+                    "{shown}: planned to be emptied, but {} rows remain",
+                    rewritten.rows
+                )));
+            }
+            Ok(rewritten)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("rewriting {location}: {e}")))??;
+        return Ok((rewritten, None, None));
+    }
+    if output == Output::InParts {
+        let (rewritten, new_file, upload) =
+            rewrite_in_parts(store.as_ref(), location, input, erased, mode, shown).await?;
+        return Ok((rewritten, Some(new_file), Some(upload)));
+    }
+    let failed = shown.clone();
+    let (rewritten, new_file) = tokio::task::spawn_blocking(move || {
+        let rewritten = rewrite::rewrite(input, &erased, &mode, &shown)?;
+        let new_file = rewritten
+            .bytes
+            .as_deref()
+            .map(|b| (manifest::sha256_hex(b), b.len() as u64));
+        Ok::<_, Error>((rewritten, new_file))
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("rewriting {failed}: {e}")))??;
+    Ok((rewritten, new_file, None))
+}
+
+/// The sha256 (hex) of the object version read, streamed: a file replaced meanwhile is a
+/// conflict.
+async fn sha256_of_object(object: &store::ObjectVersion) -> Result<String> {
+    store::hash_object(object).await.map_err(|e| match e {
+        object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. } => {
+            Error::Conflict {
+                path: object.location().to_string(),
+            }
+        }
+        e => Error::store(format!("reading {}", object.location()), e),
+    })
+}
+
+/// Purges one file, journaling before and after the commit.
+async fn purge_file(
+    table: &Table,
+    matcher: &Matcher<'_>,
+    planned: &FilePlan,
+    attempt: &Attempt<'_>,
+    entry: &mut Entry,
+) -> Result<()> {
+    let name = &table.spec.name;
+    let rel = entry.path.clone();
+    let location = &planned.location;
+    let store = &table.location.store;
+    for try_no in 0..=CONFLICT_RETRIES {
+        // A large file is read by ranges, one row group at a time; the rest is read whole.
+        let ranged = planned.size >= attempt.large_file;
+        let got = if ranged {
+            store.head(location).await.map(|meta| (meta, None))
+        } else {
+            match store.get(location).await {
+                Ok(g) => {
+                    let meta = g.meta.clone();
+                    g.bytes().await.map(|b| (meta, Some(b)))
+                }
+                Err(e) => Err(e),
+            }
+        };
+        let (meta, whole) = match got {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => {
+                tracing::warn!(table = %name, file = %rel, "file deleted by another writer: recorded, not recreated");
+                entry.vanished = true;
+                return attempt.journal.put(entry).await;
+            }
+            Err(e) => return Err(Error::store(format!("reading {location}"), e)),
+        };
+        let read = ReadVersion {
+            e_tag: meta.e_tag.clone(),
+            version: meta.version.clone(),
+        };
+        let size = meta.size;
+        // The plan's rows still hold when the object is the version the plan read; otherwise
+        // (changed since, or a retry after a conflict) its key columns are read again.
+        let fp = if planned.etag.is_some() && planned.etag == read.e_tag {
+            planned.clone()
+        } else if let Some(bytes) = &whole {
+            let reader = BytesReader {
+                bytes: bytes.clone(),
+            };
+            matcher.scan(reader, name, &rel).await?
+        } else {
+            let reader =
+                plan::StoreReader::new(store::ObjectVersion::new(Arc::clone(store), meta.clone()));
+            match matcher.scan(reader, name, &rel).await {
+                Err(e) if e.is_conflict() => continue,
+                other => other?,
+            }
+        };
+        if !fp.affected() {
+            return Ok(());
+        }
+        // The ids of the events that matched, read from the spilled event ids.
+        let (ids, counts) = (attempt.events.event_ids.clone(), fp.per_event.clone());
+        let per_event = tokio::task::spawn_blocking(move || ids.name_counts(&counts))
+            .await
+            .map_err(|e| Error::Internal(format!("naming the events of {rel}: {e}")))??;
+        let erased = fp.erased.clone();
+        let shown = format!("{}{}", table.location.url, rel);
+        let redacting = table.spec.action == Action::Redact;
+        let mode = if redacting {
+            rewrite::Mode::Redact(table.spec.redact.clone())
+        } else {
+            rewrite::Mode::Delete
+        };
+        // A large file goes up in parts while it is written (see `commit`); the rest is
+        // written to memory and put in one conditional request.
+        let output = if !redacting && fp.rows_matched == fp.rows {
+            Output::Nothing
+        } else if size >= attempt.large_file {
+            Output::InParts
+        } else {
+            Output::Whole
+        };
+        // CPU work runs off the async runtime: the original's hash alongside the rewrite, the
+        // new file's hash right after it.
+        let rewriting = match whole {
+            Some(bytes) => {
+                let original = bytes.clone();
+                let before_sha = tokio::task::spawn_blocking(move || {
+                    Ok::<_, Error>(manifest::sha256_hex(&original))
+                });
+                let rewriting =
+                    rewrite_file(bytes, store, location, erased, mode, shown, output).await;
+                (before_sha, rewriting)
+            }
+            None => {
+                let runtime = tokio::runtime::Handle::current();
+                let version = store::ObjectVersion::new(Arc::clone(store), meta.clone());
+                let object = RangedObject::new(version.clone(), runtime.clone());
+                let before_sha = tokio::task::spawn_blocking(move || {
+                    runtime.block_on(sha256_of_object(&version))
+                });
+                let rewriting =
+                    rewrite_file(object.clone(), store, location, erased, mode, shown, output)
+                        .await
+                        .map_err(|e| match object.failure() {
+                            Some(
+                                object_store::Error::Precondition { .. }
+                                | object_store::Error::NotFound { .. },
+                            ) => Error::Conflict {
+                                path: location.to_string(),
+                            },
+                            // A storage error under a read, not corrupt data.
+                            Some(failure) => Error::store(format!("reading {location}"), failure),
+                            None => e,
+                        });
+                (before_sha, rewriting)
+            }
+        };
+        let (before_sha, (rewritten, new_file, upload)) = match rewriting {
+            (before_sha, Ok(done)) => (before_sha, done),
+            (before_sha, Err(e)) => {
+                before_sha.abort();
+                match e {
+                    Error::Conflict { .. } if try_no < CONFLICT_RETRIES => {
+                        tracing::warn!(table = %name, file = %rel, try_no, "file changed while purging: reading it again");
+                        continue;
+                    }
+                    e => return Err(e),
+                }
+            }
+        };
+        let before_sha = match before_sha.await {
+            Ok(Ok(sha)) => sha,
+            Ok(Err(e)) => {
+                if let Some(upload) = upload {
+                    upload.abort().await;
+                }
+                match e {
+                    Error::Conflict { .. } if try_no < CONFLICT_RETRIES => continue,
+                    e => return Err(e),
+                }
+            }
+            Err(e) => return Err(Error::Internal(format!("hashing {rel}: {e}"))),
+        };
+
+        let mut record = FileRecord {
+            path: rel.clone(),
+            rows_removed: if redacting { 0 } else { fp.rows_matched },
+            rows_redacted: if redacting { fp.rows_matched } else { 0 },
+            before: FileVersion {
+                size,
+                sha256: before_sha,
+                rows: fp.rows,
+                etag: read.e_tag.clone(),
+            },
+            after: new_file.map(|(sha256, size)| FileVersion {
+                size,
+                sha256,
+                rows: rewritten.rows,
+                etag: None,
+            }),
+            per_event,
+        };
+        entry.pending = Some(record.clone());
+        if let Err(e) = attempt.journal.put(entry).await {
+            if let Some(upload) = upload {
+                upload.abort().await;
+            }
+            return Err(e);
+        }
+        attempt.crash_if(
+            &attempt.intents,
+            attempt.failpoint.after_intent,
+            "after_intent",
+        );
+
+        let result = match (upload, &rewritten.bytes) {
+            (Some(upload), _) => upload
+                .complete_if(store.as_ref(), &read)
+                .await
+                .map(|w| w.e_tag),
+            (None, Some(new)) => commit::replace(store.as_ref(), location, new.clone(), &read)
+                .await
+                .map(|w| w.e_tag),
+            (None, None) => commit::delete(store.as_ref(), location, &read)
+                .await
+                .map(|()| None),
+        };
+        match result {
+            Ok(etag) => {
+                attempt.crash_if(
+                    &attempt.commits,
+                    attempt.failpoint.after_commit,
+                    "after_commit",
+                );
+                if let Some(a) = record.after.as_mut() {
+                    a.etag = etag;
+                }
+                tracing::info!(
+                    table = %name,
+                    file = %rel,
+                    rows_removed = record.rows_removed,
+                    deleted = record.after.is_none(),
+                    row_groups_copied = rewritten.row_groups_copied,
+                    row_groups_rewritten = rewritten.row_groups_rewritten,
+                    chunks_spliced = rewritten.chunks_spliced,
+                    pages_copied = rewritten.pages_copied,
+                    pages_rewritten = rewritten.pages_rewritten,
+                    read_by_ranges = ranged,
+                    "file purged"
+                );
+                entry.pending = None;
+                entry.done.push(record);
+                attempt.journal.put(entry).await?;
+                return Ok(());
+            }
+            Err(Error::Conflict { .. }) if try_no < CONFLICT_RETRIES => {
+                entry.pending = None;
+                attempt.journal.put(entry).await?;
+                tracing::warn!(table = %name, file = %rel, try_no, "file changed while purging: reading it again");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::Conflict {
+        path: location.to_string(),
+    })
+}

@@ -1,0 +1,408 @@
+//! The `purge` command: runs the stages for one job and run id.
+//!
+//! 1. The run's event snapshot is pinned in the run journal by the first attempt; every later
+//!    attempt of the same run id applies exactly those event files (their digest must match).
+//! 2. Rewrites a previous attempt left *pending* (written to the journal, commit unknown) are
+//!    resolved by looking at the object (see [`crate::journal`]).
+//! 3. Every table is planned (footers and key columns) before anything is written, so bad input
+//!    fails with exit 2 with nothing written.
+//! 4. Each affected file is read whole, matched again against exactly the bytes read (so the
+//!    rewrite agrees with the version it replaces), rewritten, recorded as pending, replaced or
+//!    deleted conditionally on that version, and recorded as done. A file that changed
+//!    meanwhile is read again and redone; one deleted meanwhile is skipped, not resurrected.
+//! 5. The manifest, built from the journal (so it accounts for every attempt), is written last;
+//!    then the journal is deleted.
+//!
+//! A table that fails (storage errors) is reported and the other tables complete; the run then
+//! exits 1 without a manifest and the next attempt with the same run id resumes.
+
+//!
+//! The run lives here; [`file`] purges one file (read, match again, rewrite, commit, journal),
+//! [`budget`] bounds the memory of the files in flight, [`shard`] splits a run's files over
+//! workers, and [`failpoint`] aborts at exact points for the crash tests.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::commit;
+use crate::error::{Error, Result};
+use crate::events::{self, Events};
+use crate::journal::{Entry, Journal, Snapshot, TableCounts};
+use crate::manifest::{self, Engine, EventsRecord, FileRecord, Manifest, TableRecord};
+use crate::plan::{self, Table, TablePlan};
+use crate::spec::{Job, check_name};
+use crate::store;
+use object_store::ObjectStoreExt;
+
+mod budget;
+pub mod failpoint;
+mod file;
+pub mod shard;
+
+pub use budget::DEFAULT_MEMORY_LIMIT;
+use budget::{Budget, resident_bytes};
+pub use failpoint::Failpoint;
+pub use shard::Shard;
+
+/// What `purge` did.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The run id already has a manifest: nothing was done.
+    AlreadyComplete(manifest::Stored),
+    /// The run completed and wrote this manifest.
+    Completed(manifest::Stored),
+    /// Some tables failed; the others completed. No manifest was written.
+    Failed { failures: Vec<(String, Error)> },
+    /// A shard finished its files; the final unsharded purge writes the manifest.
+    ShardDone { shard: Shard, files_done: u64 },
+}
+
+/// Injected time, so tests and manifests agree on what "now" is.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> String;
+}
+
+/// The wall clock, in RFC 3339 UTC.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> String {
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    }
+}
+
+/// Options of one purge.
+#[derive(Default)]
+pub struct Options<'a> {
+    pub signing_key: Option<&'a ed25519_dalek::SigningKey>,
+    pub failpoint: Failpoint,
+    /// Process only this shard's files and write no manifest.
+    pub shard: Option<Shard>,
+    /// Files in flight at once (default: `default_concurrency`).
+    pub concurrency: Option<usize>,
+    /// Show a progress bar on stderr (the binary sets it only when stderr is a terminal).
+    pub progress: bool,
+    /// The memory the run may hold (default: [`DEFAULT_MEMORY_LIMIT`]): what the process holds
+    /// when the rewrites start, plus the files in flight.
+    pub memory_limit: Option<u64>,
+    /// Files at least this large are read by ranges and uploaded in parts (default:
+    /// [`commit::multipart_threshold`]).
+    pub large_file: Option<u64>,
+}
+
+/// Files worked on at once by default: one per CPU, plus one whose reads and writes overlap
+/// the others' CPU work.
+pub fn default_concurrency() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()) + 1
+}
+
+/// State shared by the files of one attempt.
+struct Attempt<'a> {
+    journal: Journal,
+    events: &'a Events,
+    failpoint: Failpoint,
+    intents: AtomicUsize,
+    commits: AtomicUsize,
+    shard: Option<Shard>,
+    concurrency: usize,
+    budget: Budget,
+    /// See [`Options::large_file`].
+    large_file: u64,
+    progress: indicatif::ProgressBar,
+}
+
+impl Attempt<'_> {
+    fn crash_if(&self, counter: &AtomicUsize, at: Option<usize>, what: &str) {
+        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        if at == Some(n) {
+            eprintln!("lakepurge: failpoint {what}={n}: aborting");
+            std::process::abort();
+        }
+    }
+}
+
+/// Runs `purge` for `job` and `run_id`; every log line carries the run's span.
+pub async fn purge(
+    job: &Job,
+    run_id: &str,
+    clock: &dyn Clock,
+    opts: &Options<'_>,
+) -> Result<Outcome> {
+    use tracing::Instrument;
+    check_name("run id", run_id).map_err(Error::Usage)?;
+    let span = tracing::info_span!("run", run_id, job = %job.name);
+    run(job, run_id, clock, opts).instrument(span).await
+}
+
+async fn run(job: &Job, run_id: &str, clock: &dyn Clock, opts: &Options<'_>) -> Result<Outcome> {
+    let folder = manifest::folder(job)?;
+    let journal = Journal::new(&folder, run_id);
+    if let Some(done) = manifest::read(&folder, &manifest::path(&folder, run_id)).await? {
+        tracing::info!(run_id, "run already complete: nothing to do");
+        journal.clear().await?;
+        return Ok(Outcome::AlreadyComplete(done));
+    }
+
+    // Plan everything before writing anything (the journal included): bad input writes nothing.
+    let tables = plan::Table::resolve_all(job)?;
+    // Local tables are locked against other lakepurge processes until the run ends.
+    let named: Vec<(&str, &store::Location)> = tables
+        .iter()
+        .map(|t| (t.spec.name.as_str(), &t.location))
+        .collect();
+    let _locks = store::TableLocks::acquire(&named).await?;
+    let pinned = journal.snapshot().await?;
+    let mut events = match &pinned {
+        Some(snap) => {
+            tracing::info!(
+                run_id,
+                "resuming: applying the event snapshot pinned by the first attempt"
+            );
+            pinned_events(job, run_id, snap).await?
+        }
+        None => events::load(job).await?,
+    };
+    let mut plans = plan::plan_tables(&tables, &events).await?;
+    let snapshot = match pinned {
+        Some(snap) => snap,
+        None => {
+            let fresh = Snapshot {
+                started_at: clock.now(),
+                files: events.files.clone(),
+                digest: events.digest.clone(),
+                tables: plans
+                    .iter()
+                    .map(|p| TableCounts {
+                        name: p.name.clone(),
+                        files_listed: p.files_listed,
+                        files_pruned: p.files_pruned,
+                        ids_unconvertible: p.ids_unconvertible,
+                    })
+                    .collect(),
+            };
+            let snap = journal.pin(fresh.clone()).await?;
+            if snap != fresh {
+                // A concurrent attempt pinned first: apply its snapshot.
+                events = pinned_events(job, run_id, &snap).await?;
+                plans = plan::plan_tables(&tables, &events).await?;
+            }
+            snap
+        }
+    };
+
+    let mut entries = journal.entries().await?;
+    for ((table_name, _), entry) in entries.iter_mut() {
+        if let Some(table) = tables.iter().find(|t| &t.spec.name == table_name) {
+            resolve_pending(table, entry, &journal).await?;
+        }
+    }
+
+    let attempt = Attempt {
+        journal,
+        events: &events,
+        failpoint: opts.failpoint,
+        intents: AtomicUsize::new(0),
+        commits: AtomicUsize::new(0),
+        shard: opts.shard,
+        concurrency: opts.concurrency.unwrap_or_else(default_concurrency),
+        budget: Budget::new(
+            opts.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT),
+            resident_bytes().unwrap_or(0),
+        ),
+        large_file: opts.large_file.unwrap_or_else(commit::multipart_threshold),
+        progress: progress_bar(opts.progress, &plans, opts.shard),
+    };
+    let mut failures = Vec::new();
+    for (table, tplan) in tables.iter().zip(&plans) {
+        if let Err(e) = file::purge_table(table, tplan, &attempt, &mut entries).await {
+            tracing::error!(table = %table.spec.name, error = %e, "table failed");
+            failures.push((table.spec.name.clone(), e));
+        }
+    }
+    attempt.progress.finish_and_clear();
+    if !failures.is_empty() {
+        return Ok(Outcome::Failed { failures });
+    }
+    if let Some(shard) = opts.shard {
+        let files_done = entries
+            .values()
+            .filter(|e| shard.owns(&e.table, &e.path))
+            .map(|e| e.done.len() as u64)
+            .sum();
+        tracing::info!(run_id, %shard, files_done, "shard complete");
+        return Ok(Outcome::ShardDone { shard, files_done });
+    }
+
+    let records: Vec<TableRecord> = tables
+        .iter()
+        .zip(&plans)
+        .map(|(t, p)| table_record(t, p, &snapshot, &entries))
+        .collect();
+    let mut per_event: BTreeMap<String, u64> = BTreeMap::new();
+    for f in records.iter().flat_map(|t| &t.files) {
+        for (e, n) in &f.per_event {
+            *per_event.entry(e.clone()).or_default() += n;
+        }
+    }
+    let history = manifest::all(&folder).await?;
+    let previous = history.last();
+    let mut manifest = Manifest {
+        format_version: manifest::FORMAT_VERSION,
+        job: job.name.clone(),
+        run_id: run_id.to_string(),
+        status: "complete".into(),
+        started_at: snapshot.started_at.clone(),
+        finished_at: clock.now(),
+        engine: Engine {
+            name: "lakepurge".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        },
+        spec_sha256: job.spec_sha256.clone(),
+        previous_sha256: previous.map(|p| p.sha256.clone()),
+        sequence: previous.map_or(1, |p| p.manifest.sequence + 1),
+        events: EventsRecord {
+            location: events.location.clone(),
+            count: events.count() as u64,
+            skipped: events.skipped,
+            rows: events.rows,
+            max_requested_at: events.max_requested_at.clone(),
+            digest: events.digest.clone(),
+            files: events.files.clone(),
+        },
+        tables: records,
+        per_event,
+        signature: None,
+    };
+    if let Some(key) = opts.signing_key {
+        manifest.sign(key);
+    }
+    let stored = manifest::write(&folder, &manifest).await?;
+    tracing::info!(run_id, manifest = %stored.url, "run complete");
+    log_io_totals();
+    tracing::info!(
+        limit = opts.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT),
+        held = attempt.budget.held,
+        for_files = attempt.budget.limit,
+        peak_reserved = attempt.budget.peak.load(Ordering::SeqCst),
+        "memory budget"
+    );
+    if let Err(e) = attempt.journal.clear().await {
+        tracing::warn!(run_id, error = %e, "could not delete the run journal; the next run of this id deletes it");
+    }
+    Ok(Outcome::Completed(stored))
+}
+
+/// A bar over the affected files of this attempt (hidden unless `show`).
+fn progress_bar(show: bool, plans: &[TablePlan], shard: Option<Shard>) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let files = plans
+        .iter()
+        .flat_map(|p| p.files.iter().map(move |f| (p, f)))
+        .filter(|(p, f)| f.affected() && shard.is_none_or(|s| s.owns(&p.name, &f.path)))
+        .count();
+    let bar = indicatif::ProgressBar::new(files as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} files purged ({elapsed})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Logs the bytes this process read and wrote through object stores (`io totals`).
+fn log_io_totals() {
+    use std::sync::atomic::Ordering::Relaxed;
+    tracing::info!(
+        bytes_read = store::BYTES_READ.load(Relaxed),
+        bytes_written = store::BYTES_WRITTEN.load(Relaxed),
+        "io totals"
+    );
+}
+
+/// The events of a pinned snapshot; they must still have the pinned digest.
+async fn pinned_events(job: &Job, run_id: &str, snap: &Snapshot) -> Result<Events> {
+    let events = events::load_snapshot(job, Some(&snap.files)).await?;
+    if events.digest != snap.digest {
+        return Err(Error::events(
+            &events.location,
+            format!(
+                "the event files pinned by run {run_id}'s first attempt changed (digest {} != {}); \
+                 restore them or start a new run id",
+                events.digest, snap.digest
+            ),
+        ));
+    }
+    Ok(events)
+}
+
+/// The manifest record of one table: counts from the plan, files from the journal.
+fn table_record(
+    table: &Table,
+    tplan: &TablePlan,
+    snapshot: &Snapshot,
+    entries: &BTreeMap<(String, String), Entry>,
+) -> TableRecord {
+    let start = snapshot.tables.iter().find(|c| c.name == table.spec.name);
+    let files: Vec<FileRecord> = entries
+        .values()
+        .filter(|e| e.table == table.spec.name)
+        .flat_map(|e| e.done.iter().cloned())
+        .collect();
+    TableRecord {
+        name: table.spec.name.clone(),
+        location: table.location.url.to_string(),
+        files_listed: start.map_or(tplan.files_listed, |c| c.files_listed),
+        files_pruned: start.map_or(tplan.files_pruned, |c| c.files_pruned),
+        files_rewritten: files.iter().filter(|f| f.after.is_some()).count() as u64,
+        files_deleted: files.iter().filter(|f| f.after.is_none()).count() as u64,
+        rows_removed: files.iter().map(|f| f.rows_removed).sum(),
+        rows_redacted: files.iter().map(|f| f.rows_redacted).sum(),
+        ids_unconvertible: start.map_or(tplan.ids_unconvertible, |c| c.ids_unconvertible),
+        files_vanished: entries
+            .values()
+            .filter(|e| e.table == table.spec.name && e.vanished)
+            .map(|e| e.path.clone())
+            .collect(),
+        files,
+    }
+}
+
+/// Settles a rewrite a previous attempt journaled but may not have committed.
+async fn resolve_pending(table: &Table, entry: &mut Entry, journal: &Journal) -> Result<()> {
+    let Some(pending) = entry.pending.take() else {
+        return Ok(());
+    };
+    let path = table.location.child(&entry.path);
+    let current = match table.location.store.get(&path).await {
+        Ok(g) => {
+            let etag = g.meta.e_tag.clone();
+            let bytes = g
+                .bytes()
+                .await
+                .map_err(|e| Error::store(format!("reading {path}"), e))?;
+            Some((manifest::sha256_hex(&bytes), etag))
+        }
+        Err(object_store::Error::NotFound { .. }) => None,
+        Err(e) => return Err(Error::store(format!("reading {path}"), e)),
+    };
+    let committed = match (&pending.after, current) {
+        (Some(after), Some((sha, etag))) if sha == after.sha256 => {
+            let mut record = pending.clone();
+            if let Some(a) = record.after.as_mut() {
+                a.etag = etag;
+            }
+            Some(record)
+        }
+        (None, None) => Some(pending.clone()),
+        _ => None,
+    };
+    tracing::info!(
+        table = %table.spec.name,
+        file = %entry.path,
+        committed = committed.is_some(),
+        "resolved a rewrite left pending by an earlier attempt"
+    );
+    entry.done.extend(committed);
+    journal.put(entry).await
+}
