@@ -1,0 +1,319 @@
+//! Stage 3, plan: finds which rows of which files match an erased subject.
+//!
+//! `plan` and `purge` share this code: `purge` carries out exactly what `plan` reports. For each
+//! file the footer is read first; row groups whose statistics or bloom filters prove no erased
+//! value can be in them are skipped, and a file whose row groups are all skipped is *pruned*
+//! without reading data. Otherwise only the key columns are read (projection), and each key value is looked up
+//! in a hash table of the erased subjects converted to the column's type (Arrow's row format
+//! makes that work for every matchable type and for composite keys). Pruning never
+//! under-deletes: statistics are used only where their ordering is known to be right.
+//!
+//! What can go wrong: a match column missing from a file, or of a type that cannot hold an id
+//! (both bad input, exit 2); a corrupt Parquet file (exit 2, naming the file).
+//!
+//! The table's files are listed and scanned here; [`reader`] reads a file's footer and key
+//! columns (from the store, or from memory), [`scan`] matches one file ([`Matcher`]), [`prune`]
+//! rules row groups and pages out from statistics, bloom filters and the page index,
+//! [`lookup`] holds the erased keys as hash tables, and [`convert`] turns subject ids into a
+//! key column's type.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::datatypes::Schema;
+use futures::StreamExt;
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStoreExt};
+use parquet::file::metadata::ParquetMetaData;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::events::Events;
+use crate::spec::{Job, TableSpec};
+use crate::store::{Location, ObjectVersion};
+
+mod convert;
+mod lookup;
+mod prune;
+mod reader;
+mod scan;
+
+use convert::*;
+use lookup::*;
+use prune::*;
+pub use reader::{BytesReader, StoreReader};
+use scan::*;
+pub use scan::{Matcher, ResolvedKey, resolve_key};
+
+/// A table of the job with its location resolved.
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub spec: TableSpec,
+    pub location: Location,
+}
+
+impl Table {
+    /// Resolves the locations of every table of `job`.
+    pub fn resolve_all(job: &Job) -> Result<Vec<Table>> {
+        job.tables
+            .iter()
+            .map(|spec| {
+                let base = spec.source.parent().unwrap_or(&job.dir);
+                let location = Location::parse(&spec.location, base, &spec.storage_options)
+                    .map_err(|m| {
+                        Error::spec(
+                            spec.source.display(),
+                            format!("table {:?}: location: {m}", spec.name),
+                        )
+                    })?;
+                Ok(Table {
+                    spec: spec.clone(),
+                    location,
+                })
+            })
+            .collect()
+    }
+
+    /// Lists the table's data files. A location with none is a table with zero files (a purge
+    /// may have erased every row of it): a warning, so that the other tables go on.
+    pub async fn list(&self) -> Result<Vec<ObjectMeta>> {
+        let files = self.location.list_files().await?;
+        if files.is_empty() {
+            self.warn_no_files();
+        }
+        Ok(files)
+    }
+
+    /// The warning for a location with no data files (a mistyped location is noticed).
+    pub fn warn_no_files(&self) {
+        tracing::warn!(
+            table = %self.spec.name,
+            location = %self.location,
+            "no data files at this location: a table with zero files (every row erased, or \
+             a mistyped location)"
+        );
+    }
+}
+
+/// What the plan found in one file.
+#[derive(Debug, Clone, Serialize)]
+pub struct FilePlan {
+    /// Path relative to the table location.
+    pub path: String,
+    #[serde(skip)]
+    pub location: Path,
+    pub size: u64,
+    pub etag: Option<String>,
+    pub rows: u64,
+    /// Every row group was ruled out by statistics: no data was read.
+    pub pruned: bool,
+    /// Rows to erase, per row group (row indices within the row group, ascending).
+    #[serde(skip)]
+    pub erased: Vec<Vec<u32>>,
+    pub rows_matched: u64,
+    /// Bytes planning read of this file.
+    pub bytes_read: u64,
+    /// Rows of read row groups that the page index ruled out.
+    #[serde(skip)]
+    pub rows_skipped_by_page_index: u64,
+    /// Matched rows per event (index into the run's event ids).
+    #[serde(skip)]
+    pub per_event: BTreeMap<u32, u64>,
+    /// Compressed bytes of the largest row group: what reading the file by ranges holds.
+    #[serde(skip)]
+    pub largest_row_group: u64,
+}
+
+impl FilePlan {
+    pub fn affected(&self) -> bool {
+        self.rows_matched > 0
+    }
+}
+
+/// What the plan found in one table.
+#[derive(Debug, Clone, Serialize)]
+pub struct TablePlan {
+    pub name: String,
+    pub location: String,
+    pub files_listed: u64,
+    pub files_pruned: u64,
+    pub files_affected: u64,
+    pub files_emptied: u64,
+    pub rows_matched: u64,
+    /// Subject ids that could not be converted to a key column's type.
+    pub ids_unconvertible: u64,
+    /// Size of the listed files, and the bytes planning read of them (footers, key columns).
+    pub table_bytes: u64,
+    pub bytes_read: u64,
+    /// Rows of row groups that had to be read but that the page index ruled out (not read).
+    pub rows_skipped_by_page_index: u64,
+    /// The affected files, in path order.
+    #[serde(skip)]
+    pub files: Vec<FilePlan>,
+}
+
+/// Plans every table of the job against `events`. Reads footers and key columns only.
+pub async fn plan_tables(tables: &[Table], events: &Events) -> Result<Vec<TablePlan>> {
+    let mut plans = Vec::with_capacity(tables.len());
+    for table in tables {
+        plans.push(plan_table(table, events).await?);
+    }
+    Ok(plans)
+}
+
+/// Plans one table. The listing streams page by page into the scans (several files at once);
+/// only affected files are kept, in path order.
+pub async fn plan_table(table: &Table, events: &Events) -> Result<TablePlan> {
+    let matcher = Matcher::new(&table.spec, events);
+    let mut plan = TablePlan {
+        name: table.spec.name.clone(),
+        location: table.location.url.to_string(),
+        files_listed: 0,
+        files_pruned: 0,
+        files_affected: 0,
+        files_emptied: 0,
+        rows_matched: 0,
+        ids_unconvertible: 0,
+        table_bytes: 0,
+        bytes_read: 0,
+        rows_skipped_by_page_index: 0,
+        files: Vec::new(),
+    };
+    let concurrency = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
+    let matcher_ref = &matcher;
+    let mut scans = table
+        .location
+        .list_data_files()
+        .map(|listed| async move {
+            let meta = listed?;
+            let size = meta.size;
+            Ok::<_, Error>((size, scan_listed(table, matcher_ref, meta).await?))
+        })
+        .buffer_unordered(concurrency);
+    while let Some(scanned) = scans.next().await {
+        let (size, scanned) = scanned?;
+        plan.files_listed += 1;
+        plan.table_bytes += size;
+        let Some(fp) = scanned else {
+            continue;
+        };
+        plan.bytes_read += fp.bytes_read;
+        plan.files_pruned += u64::from(fp.pruned);
+        plan.rows_skipped_by_page_index += fp.rows_skipped_by_page_index;
+        if fp.affected() {
+            plan.files_affected += 1;
+            plan.files_emptied += u64::from(fp.rows_matched == fp.rows);
+            plan.rows_matched += fp.rows_matched;
+            plan.files.push(fp);
+        }
+    }
+    drop(scans);
+    if plan.files_listed == 0 {
+        table.warn_no_files();
+    }
+    plan.files.sort_by(|a, b| a.path.cmp(&b.path));
+    plan.ids_unconvertible = matcher.unconvertible();
+    Ok(plan)
+}
+
+/// Scans one listed file; a file replaced while being read is read again (its new version),
+/// one deleted meanwhile is skipped (`None`).
+async fn scan_listed(
+    table: &Table,
+    matcher: &Matcher<'_>,
+    listed: ObjectMeta,
+) -> Result<Option<FilePlan>> {
+    let rel = table.location.relative(&listed.location);
+    let mut meta = listed;
+    let mut retries = 0;
+    loop {
+        let reader = StoreReader::new(ObjectVersion::new(
+            Arc::clone(&table.location.store),
+            meta.clone(),
+        ));
+        let bytes_read = Arc::clone(&reader.bytes_read);
+        match matcher.scan(reader, &table.spec.name, &rel).await {
+            Ok(mut fp) => {
+                fp.bytes_read = bytes_read.load(std::sync::atomic::Ordering::Relaxed);
+                fp.location = meta.location.clone();
+                fp.size = meta.size;
+                fp.etag = meta.e_tag.clone();
+                return Ok(Some(fp));
+            }
+            // Replaced or deleted while being read (a concurrent writer, another shard).
+            Err(e) if e.is_conflict() && retries < 3 => {
+                retries += 1;
+                match table.location.store.head(&meta.location).await {
+                    Ok(m) => meta = m,
+                    Err(object_store::Error::NotFound { .. }) => {
+                        tracing::info!(table = %table.spec.name, file = %rel, "file deleted while planning: skipped");
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(Error::store(format!("reading {}", meta.location), e)),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A Parquet read error: a storage failure underneath stays a storage error (exit 1, may be
+/// retried); anything else means the file itself is bad (exit 2).
+/// What to do with an encrypted file, for messages.
+const ENCRYPTED_ADVICE: &str = "lakepurge cannot read or rewrite files written with Parquet \
+     modular encryption; decrypt the table or leave it out of the job";
+
+/// Refuses a file written with Parquet modular encryption and a plaintext footer: its
+/// encrypted columns cannot be read or rewritten without keys. The footer names them, so this
+/// is found before any data is read and before anything is written (bad input, exit 2).
+/// (A file with an encrypted footer fails earlier, in [`read_error`].)
+pub fn refuse_encrypted(metadata: &ParquetMetaData, table: &str, file: &str) -> Result<()> {
+    let mut encrypted: Vec<String> = metadata
+        .row_groups()
+        .iter()
+        .flat_map(|rg| rg.columns())
+        .filter(|c| c.crypto_metadata().is_some())
+        .map(|c| c.column_path().string())
+        .collect();
+    encrypted.sort();
+    encrypted.dedup();
+    if encrypted.is_empty() {
+        return Ok(());
+    }
+    Err(Error::table(
+        table,
+        file,
+        format!(
+            "the file is encrypted (Parquet modular encryption, plaintext footer; encrypted \
+             columns: {}): {ENCRYPTED_ADVICE}",
+            encrypted.join(", ")
+        ),
+    ))
+}
+
+pub fn read_error(table: &str, file: &str, what: &str, e: parquet::errors::ParquetError) -> Error {
+    if e.to_string().contains("encrypted footer") {
+        return Error::table(
+            table,
+            file,
+            format!(
+                "the file is encrypted (Parquet modular encryption, encrypted footer): {ENCRYPTED_ADVICE}"
+            ),
+        );
+    }
+    if let parquet::errors::ParquetError::External(source) = e {
+        return match source.downcast::<object_store::Error>() {
+            Ok(store) => Error::store(format!("table {table}: reading {file}"), *store),
+            Err(other) => Error::table(table, file, format!("{what}: {other}")),
+        };
+    }
+    Error::table(table, file, format!("{what}: {e}"))
+}
+
+/// The Arrow schema of a Parquet footer, for `validate`.
+pub fn arrow_schema(metadata: &ParquetMetaData) -> parquet::errors::Result<Schema> {
+    parquet::arrow::parquet_to_arrow_schema(
+        metadata.file_metadata().schema_descr(),
+        metadata.file_metadata().key_value_metadata(),
+    )
+}

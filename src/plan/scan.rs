@@ -1,0 +1,662 @@
+//! Matching one file: its footer, what pruning leaves of it, its key columns read and looked
+//! up. Also the same matching over batches any reader read (`count_matches`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, GenericListArray, OffsetSizeTrait, RecordBatch, make_array,
+};
+use arrow::buffer::NullBuffer;
+use arrow::datatypes::{DataType, Schema};
+use futures::StreamExt;
+
+use object_store::path::Path;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, RowSelection};
+use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
+use parquet::file::page_index::column_index::ColumnIndexMetaData;
+
+use crate::error::{Error, Result};
+use crate::events::{Events, Subjects};
+use crate::spec::{MatchSpec, Normalize, TableSpec};
+
+use super::*;
+
+/// The match rules of one table, with the subjects each rule looks for.
+pub struct Matcher<'e> {
+    pub(super) rules: Vec<RuleSubjects<'e>>,
+    /// `action = "redact"`: the columns nulled in matching rows. A row whose redacted columns
+    /// are all null already is not matched again.
+    pub(super) redact: Vec<String>,
+    /// Lookup tables per (rule, key types): built once per distinct schema.
+    pub(super) compiled: std::sync::Mutex<HashMap<LookupKey, Arc<Lookup>>>,
+}
+
+/// A rule index and the key types a lookup was built for.
+pub(super) type LookupKey = (usize, Vec<DataType>);
+
+pub(super) struct RuleSubjects<'e> {
+    pub(super) spec: MatchSpec,
+    pub(super) paths: Vec<Vec<String>>,
+    pub(super) subjects: Option<&'e Subjects>,
+}
+
+/// How a rule's key column resolved against a file's Arrow schema.
+#[derive(Debug, Clone)]
+pub struct ResolvedKey {
+    /// The type values are compared as (dictionaries unpacked, string kinds unified).
+    pub compare_type: DataType,
+    /// The path goes through a list: any element may match.
+    pub through_list: bool,
+}
+
+impl<'e> Matcher<'e> {
+    pub fn new(spec: &TableSpec, events: &'e Events) -> Self {
+        let rules = spec
+            .matches
+            .iter()
+            .map(|m| RuleSubjects {
+                spec: m.clone(),
+                paths: m.key_paths(),
+                subjects: events.by_type.get(&m.subject_type),
+            })
+            .collect();
+        Matcher {
+            rules,
+            redact: match spec.action {
+                crate::spec::Action::Redact => spec.redact.clone(),
+                crate::spec::Action::Delete => Vec::new(),
+            },
+            compiled: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Subject ids that could not be converted, summed over the rules and schemas seen.
+    pub fn unconvertible(&self) -> u64 {
+        self.compiled
+            .lock()
+            .map(|c| c.values().map(|l| l.unconvertible).sum())
+            .unwrap_or(0)
+    }
+
+    /// Checks every rule against a file's Arrow schema (used by `validate` and before a scan).
+    pub fn check_schema(
+        &self,
+        schema: &Schema,
+    ) -> std::result::Result<Vec<Vec<ResolvedKey>>, String> {
+        for c in &self.redact {
+            let field = schema
+                .field_with_name(c)
+                .map_err(|_| format!("redact column {c:?} does not exist"))?;
+            if !field.is_nullable() {
+                return Err(format!(
+                    "redact column {c:?} is required (non-nullable): its values cannot be set to null"
+                ));
+            }
+        }
+        self.rules
+            .iter()
+            .map(|r| {
+                let keys = r
+                    .paths
+                    .iter()
+                    .map(|p| resolve_key(schema, p, r.spec.normalize))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                if r.spec.is_composite() && keys.iter().any(|k| k.through_list) {
+                    return Err(format!(
+                        "match {}: a composite key cannot contain a list column",
+                        r.spec.label()
+                    ));
+                }
+                Ok(keys)
+            })
+            .collect()
+    }
+
+    /// Checks the rules against a file's schema and returns each rule's lookup table.
+    pub(super) fn lookups_for(
+        &self,
+        schema: &Schema,
+        table: &str,
+        file: &str,
+    ) -> Result<Vec<Arc<Lookup>>> {
+        let resolved = self
+            .check_schema(schema)
+            .map_err(|m| Error::table(table, file, m))?;
+        resolved
+            .iter()
+            .enumerate()
+            .map(|(i, keys)| self.lookup(i, keys))
+            .collect()
+    }
+
+    pub(super) fn lookup(&self, rule: usize, keys: &[ResolvedKey]) -> Result<Arc<Lookup>> {
+        let types: Vec<DataType> = keys.iter().map(|k| k.compare_type.clone()).collect();
+        let key = (rule, types.clone());
+        // Built under the lock: scans that need the same table wait for it rather than each
+        // building its own (with ten million subjects, a table is hundreds of megabytes).
+        let mut cache = self
+            .compiled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(l) = cache.get(&key) {
+            return Ok(Arc::clone(l));
+        }
+        let r = &self.rules[rule];
+        let top_level_scalar = r.paths.len() == 1 && r.paths[0].len() == 1 && !keys[0].through_list;
+        let sortable = top_level_scalar && r.spec.normalize.is_none();
+        // CPU work of up to seconds (ten million subjects): on a multi-threaded runtime the
+        // other tasks move off this thread meanwhile.
+        let build = || build_lookup(r, &types, sortable);
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let lookup = Arc::new(if multi_thread {
+            tokio::task::block_in_place(build)?
+        } else {
+            build()?
+        });
+        cache.insert(key, Arc::clone(&lookup));
+        Ok(lookup)
+    }
+
+    /// Finds the rows of one file to erase. `file` is for messages.
+    pub async fn scan<R>(&self, reader: R, table: &str, file: &str) -> Result<FilePlan>
+    where
+        R: AsyncFileReader + Clone + Unpin + Send + 'static,
+    {
+        // The footer alone first: the page index is loaded only if statistics and bloom
+        // filters leave a row group to read (it prunes pages, below).
+        let index_reader = reader.clone();
+        let builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, Default::default())
+            .await
+            .map_err(|e| read_error(table, file, "not a readable Parquet file", e))?;
+        let mut metadata = Arc::clone(builder.metadata());
+        refuse_encrypted(&metadata, table, file)?;
+        let schema = Arc::clone(builder.schema());
+        let lookups = self.lookups_for(&schema, table, file)?;
+
+        let row_groups = metadata.row_groups();
+        let rows: u64 = row_groups
+            .iter()
+            .map(|rg| rg.num_rows().max(0) as u64)
+            .sum();
+        let mut plan = FilePlan {
+            path: file.to_string(),
+            location: Path::default(),
+            size: 0,
+            etag: None,
+            rows,
+            pruned: false,
+            erased: vec![Vec::new(); row_groups.len()],
+            rows_matched: 0,
+            bytes_read: 0,
+            rows_skipped_by_page_index: 0,
+            per_event: BTreeMap::new(),
+            largest_row_group: row_groups
+                .iter()
+                .map(|rg| rg.compressed_size().max(0) as u64)
+                .max()
+                .unwrap_or(0),
+        };
+        // Row groups that statistics, then bloom filters, cannot rule out for at least one rule.
+        let mut builder = builder;
+        let mut selected: Vec<usize> = Vec::new();
+        for (i, rg) in row_groups.iter().enumerate() {
+            if rg.num_rows() <= 0 {
+                continue;
+            }
+            let mut may_match = false;
+            for (r, rule) in self.rules.iter().enumerate() {
+                let lookup = &lookups[r];
+                if lookup.keys.is_empty() || stats_rule_out(lookup, &rule.paths, rg, &metadata) {
+                    continue;
+                }
+                if bloom_rule_out(&mut builder, lookup, &rule.paths, &metadata, i).await {
+                    continue;
+                }
+                may_match = true;
+                break;
+            }
+            if may_match {
+                selected.push(i);
+            }
+        }
+        if selected.is_empty() {
+            plan.pruned = true;
+            return Ok(plan);
+        }
+        let has_page_index = selected.iter().any(|&i| {
+            metadata
+                .row_group(i)
+                .columns()
+                .iter()
+                .any(|c| c.column_index_offset().is_some() && c.offset_index_offset().is_some())
+        });
+        if has_page_index {
+            let mut index_reader = index_reader;
+            let mut loader = ParquetMetaDataReader::new_with_metadata((*metadata).clone())
+                .with_page_index_policy(PageIndexPolicy::Optional);
+            let loaded = match loader.load_page_index(&mut index_reader).await {
+                Ok(()) => loader.finish(),
+                Err(e) => Err(e),
+            };
+            let loaded =
+                loaded.map_err(|e| read_error(table, file, "cannot read the page index", e))?;
+            metadata = Arc::new(loaded);
+            let with_index =
+                ArrowReaderMetadata::try_new(Arc::clone(&metadata), Default::default())
+                    .map_err(|e| read_error(table, file, "cannot read the page index", e))?;
+            builder = ParquetRecordBatchStreamBuilder::new_with_metadata(index_reader, with_index);
+        }
+        let row_groups = metadata.row_groups();
+
+        let parquet_schema = builder.parquet_schema();
+        let roots: BTreeSet<usize> = self
+            .key_roots()
+            .into_iter()
+            .filter_map(|name| {
+                parquet_schema
+                    .root_schema()
+                    .get_fields()
+                    .iter()
+                    .position(|f| f.name() == name)
+            })
+            .collect();
+        let mask = ProjectionMask::roots(parquet_schema, roots);
+        // Within the selected row groups, the rows of pages the page index rules out for every
+        // rule are not read; `segments` maps the rows read back to their positions.
+        let mut kept: Vec<Range<usize>> = Vec::new();
+        let mut at = 0usize;
+        for &i in &selected {
+            let n = row_groups[i].num_rows() as usize;
+            match self.page_rows(&lookups, &metadata, i) {
+                Some(ranges) => kept.extend(ranges.into_iter().map(|r| at + r.start..at + r.end)),
+                None => kept.push(at..at + n),
+            }
+            at += n;
+        }
+        let read_rows: usize = kept.iter().map(|r| r.len()).sum();
+        plan.rows_skipped_by_page_index = (at - read_rows) as u64;
+        let mut segments: Vec<(u64, u64)> = Vec::with_capacity(kept.len());
+        let mut out = 0u64;
+        for r in &kept {
+            segments.push((out, r.start as u64));
+            out += r.len() as u64;
+        }
+        let mut builder = builder
+            .with_projection(mask)
+            .with_row_groups(selected.clone())
+            .with_batch_size(8192);
+        if read_rows < at {
+            builder = builder
+                .with_row_selection(RowSelection::from_consecutive_ranges(kept.into_iter(), at));
+        }
+        let mut stream = builder
+            .build()
+            .map_err(|e| read_error(table, file, "cannot read key columns", e))?;
+
+        // Map positions in the selected rows back to (row group, row).
+        let starts: Vec<u64> = selected
+            .iter()
+            .scan(0u64, |acc, &i| {
+                let s = *acc;
+                *acc += row_groups[i].num_rows() as u64;
+                Some(s)
+            })
+            .collect();
+        let mut offset = 0u64;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(|e| read_error(table, file, "cannot read key columns", e))?;
+            let mut hits = self.match_batch(&batch, &lookups, table, file)?;
+            self.drop_already_redacted(&batch, &mut hits);
+            for (row, evs) in hits {
+                let read = offset + row as u64;
+                let seg = segments.partition_point(|&(o, _)| o <= read) - 1;
+                let pos = segments[seg].1 + (read - segments[seg].0);
+                let k = starts.partition_point(|&s| s <= pos) - 1;
+                plan.erased[selected[k]].push((pos - starts[k]) as u32);
+                plan.rows_matched += 1;
+                for e in evs {
+                    *plan.per_event.entry(e).or_default() += 1;
+                }
+            }
+            offset += batch.num_rows() as u64;
+        }
+        Ok(plan)
+    }
+
+    /// The rows of row group `i` that the page index cannot rule out for some rule (ascending,
+    /// disjoint), or `None` when every row must be read (no page index, or a rule it cannot
+    /// judge: a nested or normalised key, an unordered type).
+    pub(super) fn page_rows(
+        &self,
+        lookups: &[Arc<Lookup>],
+        metadata: &ParquetMetaData,
+        i: usize,
+    ) -> Option<Vec<Range<usize>>> {
+        let (ci, oi) = (metadata.column_index()?, metadata.offset_index()?);
+        let rows = metadata.row_group(i).num_rows() as usize;
+        let mut kept: Vec<Range<usize>> = Vec::new();
+        for (r, rule) in self.rules.iter().enumerate() {
+            let lookup = &lookups[r];
+            if lookup.keys.is_empty() {
+                continue;
+            }
+            let sorted = lookup.sorted.as_ref()?;
+            let leaf = top_level_leaf(metadata, &rule.paths[0][0])?;
+            let (index, locations) = (ci.get(i)?.get(leaf)?, &oi.get(i)?.get(leaf)?.page_locations);
+            if matches!(index, ColumnIndexMetaData::NONE) || locations.is_empty() {
+                return None;
+            }
+            for (k, loc) in locations.iter().enumerate() {
+                let start = usize::try_from(loc.first_row_index).ok()?;
+                let end = locations
+                    .get(k + 1)
+                    .map_or(Some(rows), |l| usize::try_from(l.first_row_index).ok())?;
+                if !page_rule_out(sorted, index, k, metadata, leaf) {
+                    kept.push(start..end.min(rows));
+                }
+            }
+        }
+        kept.sort_by_key(|r| r.start);
+        let mut merged: Vec<Range<usize>> = Vec::with_capacity(kept.len());
+        for r in kept {
+            match merged.last_mut() {
+                Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+                _ => merged.push(r),
+            }
+        }
+        Some(merged)
+    }
+
+    /// The top-level columns the rules (and redact) read: all a scan needs to project.
+    pub fn key_roots(&self) -> Vec<String> {
+        let mut roots: Vec<String> = self
+            .rules
+            .iter()
+            .flat_map(|r| r.paths.iter().map(|p| p[0].clone()))
+            .chain(self.redact.iter().cloned())
+            .collect();
+        roots.sort();
+        roots.dedup();
+        roots
+    }
+
+    /// Counts the rows of `batches` (key columns of one file, read by any reader) that match,
+    /// with the same rules and conversions `scan` uses. `file` is for messages.
+    pub fn count_matches(&self, batches: &[RecordBatch], table: &str, file: &str) -> Result<u64> {
+        let Some(first) = batches.first() else {
+            return Ok(0);
+        };
+        let lookups = self.lookups_for(&first.schema(), table, file)?;
+        let mut n = 0;
+        for batch in batches {
+            let mut hits = self.match_batch(batch, &lookups, table, file)?;
+            self.drop_already_redacted(batch, &mut hits);
+            n += hits.len() as u64;
+        }
+        Ok(n)
+    }
+
+    /// Under redact, a row whose redacted columns are all null already is done.
+    pub(super) fn drop_already_redacted(
+        &self,
+        batch: &RecordBatch,
+        hits: &mut BTreeMap<usize, BTreeSet<u32>>,
+    ) {
+        if self.redact.is_empty() {
+            return;
+        }
+        let redacted: Vec<&ArrayRef> = self
+            .redact
+            .iter()
+            .filter_map(|c| batch.column_by_name(c))
+            .collect();
+        hits.retain(|row, _| redacted.iter().any(|a| a.is_valid(*row)));
+    }
+
+    /// The rows of `batch` that match, each with the events whose subjects it matched.
+    pub(super) fn match_batch(
+        &self,
+        batch: &RecordBatch,
+        lookups: &[Arc<Lookup>],
+        table: &str,
+        file: &str,
+    ) -> Result<BTreeMap<usize, BTreeSet<u32>>> {
+        let mut hits: BTreeMap<usize, BTreeSet<u32>> = BTreeMap::new();
+        for (r, rule) in self.rules.iter().enumerate() {
+            let lookup = &lookups[r];
+            if lookup.keys.is_empty() {
+                continue;
+            }
+            let mut columns = Vec::with_capacity(rule.paths.len());
+            let mut row_of: Option<Vec<u32>> = None;
+            for path in &rule.paths {
+                let (values, map) = extract(batch, path).map_err(|m| {
+                    Error::table(table, file, format!("match {}: {m}", rule.spec.label()))
+                })?;
+                let values = to_compare_type(&values, rule.spec.normalize).map_err(|e| {
+                    Error::arrow(
+                        format!("table {table}: {file}: match {}", rule.spec.label()),
+                        e,
+                    )
+                })?;
+                columns.push(values);
+                if map.is_some() {
+                    row_of = map;
+                }
+            }
+            if let KeyIndex::Ints {
+                keys,
+                events,
+                starts,
+                hasher,
+            } = &lookup.keys
+            {
+                let Some(values) = columns[0].as_primitive_opt::<arrow::datatypes::Int64Type>()
+                else {
+                    return Err(Error::table(
+                        table,
+                        file,
+                        format!("match {}: key column is not Int64", rule.spec.label()),
+                    ));
+                };
+                for i in 0..values.len() {
+                    if values.is_null(i) {
+                        continue;
+                    }
+                    let v = values.value(i);
+                    let Some(&lo) = starts.find(hasher.hash_one(v), |&j| keys[j as usize] == v)
+                    else {
+                        continue;
+                    };
+                    let lo = lo as usize;
+                    let n = keys[lo..].partition_point(|k| *k == v);
+                    let target = row_of.as_ref().map_or(i as u32, |map| map[i]);
+                    if target != u32::MAX {
+                        hits.entry(target as usize)
+                            .or_default()
+                            .extend(events[lo..lo + n].iter().copied());
+                    }
+                }
+                continue;
+            }
+            let KeyIndex::Rows(key_table) = &lookup.keys else {
+                continue;
+            };
+            let converted = lookup.converter.convert_columns(&columns).map_err(|e| {
+                Error::arrow(
+                    format!("table {table}: {file}: match {}", rule.spec.label()),
+                    e,
+                )
+            })?;
+            let valid = combined_nulls(&columns);
+            for (i, row) in converted.iter().enumerate() {
+                if valid.as_ref().is_some_and(|n| n.is_null(i)) {
+                    continue;
+                }
+                if let Some(evs) = key_table.events_of(row.as_ref()) {
+                    let target = match &row_of {
+                        Some(map) => map[i],
+                        None => i as u32,
+                    };
+                    if target != u32::MAX {
+                        hits.entry(target as usize).or_default().extend(evs);
+                    }
+                }
+            }
+        }
+        Ok(hits)
+    }
+}
+pub(super) fn combined_nulls(columns: &[ArrayRef]) -> Option<NullBuffer> {
+    columns.iter().fold(None, |acc, c| {
+        NullBuffer::union(acc.as_ref(), c.logical_nulls().as_ref())
+    })
+}
+
+/// Resolves a dotted key path against an Arrow schema.
+pub fn resolve_key(
+    schema: &Schema,
+    path: &[String],
+    normalize: Option<Normalize>,
+) -> std::result::Result<ResolvedKey, String> {
+    let shown = path.join(".");
+    let first = schema.field_with_name(&path[0]).map_err(|_| {
+        format!(
+            "match column {shown:?} does not exist (columns: {})",
+            schema
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
+    let mut ty = first.data_type().clone();
+    let mut through_list = false;
+    for part in &path[1..] {
+        while let DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) = &ty {
+            through_list = true;
+            ty = f.data_type().clone();
+        }
+        ty = match &ty {
+            DataType::Struct(fields) => fields
+                .iter()
+                .find(|f| f.name() == part)
+                .map(|f| f.data_type().clone())
+                .ok_or_else(|| format!("match column {shown:?}: struct has no field {part:?}"))?,
+            other => {
+                return Err(format!(
+                    "match column {shown:?}: cannot take field {part:?} of a non-struct ({other})"
+                ));
+            }
+        };
+    }
+    while let DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) = &ty {
+        through_list = true;
+        ty = f.data_type().clone();
+    }
+    let compare_type = compare_type(&ty).ok_or_else(|| {
+        format!(
+            "match column {shown:?} has type {ty}, which cannot hold a subject id \
+             (expected an integer, string, binary or fixed-size binary)"
+        )
+    })?;
+    if normalize.is_some() && compare_type != DataType::Utf8 {
+        return Err(format!(
+            "match column {shown:?}: normalize needs a string column, found {ty}"
+        ));
+    }
+    Ok(ResolvedKey {
+        compare_type,
+        through_list,
+    })
+}
+
+/// Follows `path` into `batch`: struct fields by name, lists flattened. Returns the leaf
+/// values and, when a list was flattened, the row each value belongs to (`u32::MAX` for a
+/// value under a null list, which never matches).
+pub(super) fn extract(
+    batch: &RecordBatch,
+    path: &[String],
+) -> std::result::Result<(ArrayRef, Option<Vec<u32>>), String> {
+    let mut array = batch
+        .column_by_name(&path[0])
+        .cloned()
+        .ok_or_else(|| format!("column {:?} missing from the batch", path[0]))?;
+    let mut row_of: Option<Vec<u32>> = None;
+    for part in &path[1..] {
+        (array, row_of) = flatten_lists(array, row_of);
+        let s = array
+            .as_struct_opt()
+            .ok_or_else(|| format!("{} is not a struct", path.join(".")))?;
+        let child = s
+            .column_by_name(part)
+            .cloned()
+            .ok_or_else(|| format!("no field {part:?} in {}", path.join(".")))?;
+        // A child under a null struct is null, whatever its slot holds.
+        let nulls = NullBuffer::union(s.nulls(), child.nulls());
+        let data = child
+            .to_data()
+            .into_builder()
+            .nulls(nulls)
+            .build()
+            .map_err(|e| e.to_string())?;
+        array = make_array(data);
+    }
+    Ok(flatten_lists(array, row_of))
+}
+
+pub(super) fn flatten_lists(
+    mut array: ArrayRef,
+    mut row_of: Option<Vec<u32>>,
+) -> (ArrayRef, Option<Vec<u32>>) {
+    loop {
+        let flattened = match array.data_type() {
+            DataType::List(_) => flatten_one(array.as_list::<i32>(), row_of.as_deref()),
+            DataType::LargeList(_) => flatten_one(array.as_list::<i64>(), row_of.as_deref()),
+            DataType::FixedSizeList(_, _) => {
+                let l = array.as_fixed_size_list();
+                let n = l.value_length() as usize;
+                let map = (0..l.len())
+                    .flat_map(|i| {
+                        let row = if l.is_null(i) {
+                            u32::MAX
+                        } else {
+                            row_of.as_ref().map_or(i as u32, |m| m[i])
+                        };
+                        std::iter::repeat_n(row, n)
+                    })
+                    .collect();
+                (l.values().slice(l.offset() * n, l.len() * n), map)
+            }
+            _ => return (array, row_of),
+        };
+        array = flattened.0;
+        row_of = Some(flattened.1);
+    }
+}
+
+pub(super) fn flatten_one<O: OffsetSizeTrait>(
+    list: &GenericListArray<O>,
+    row_of: Option<&[u32]>,
+) -> (ArrayRef, Vec<u32>) {
+    let offsets = list.value_offsets();
+    let start = offsets[0].as_usize();
+    let end = offsets[offsets.len() - 1].as_usize();
+    let mut map = vec![u32::MAX; end - start];
+    for i in 0..list.len() {
+        if list.is_null(i) {
+            continue;
+        }
+        let row = row_of.map_or(i as u32, |m| m[i]);
+        for slot in &mut map[offsets[i].as_usize() - start..offsets[i + 1].as_usize() - start] {
+            *slot = row;
+        }
+    }
+    (list.values().slice(start, end - start), map)
+}
