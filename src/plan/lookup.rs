@@ -8,9 +8,8 @@ use arrow::array::{Array, ArrayRef, AsArray, StringArray};
 use arrow::datatypes::DataType;
 use arrow::row::{RowConverter, SortField};
 
-use crate::error::{Error, Result};
-
 use super::*;
+use crate::error::{Error, Result};
 
 /// Erased keys in Arrow's row format, with the events naming each: the rows in one buffer, a
 /// hash table of row indices over them (aHash: every key value of every affected file is looked

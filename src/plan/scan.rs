@@ -11,7 +11,6 @@ use arrow::array::{
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, Schema};
 use futures::StreamExt;
-
 use object_store::path::Path;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, RowSelection};
@@ -19,11 +18,10 @@ use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuil
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::page_index::column_index::ColumnIndexMetaData;
 
+use super::*;
 use crate::error::{Error, Result};
 use crate::events::{Events, Subjects};
 use crate::spec::{MatchSpec, Normalize, TableSpec};
-
-use super::*;
 
 /// The match rules of one table, with the subjects each rule looks for.
 pub struct Matcher<'e> {

@@ -24,6 +24,8 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use object_store::ObjectStoreExt;
+
 use crate::commit;
 use crate::error::{Error, Result};
 use crate::events::{self, Events};
@@ -32,7 +34,6 @@ use crate::manifest::{self, Engine, EventsRecord, FileRecord, Manifest, TableRec
 use crate::plan::{self, Table, TablePlan};
 use crate::spec::{Job, check_name};
 use crate::store;
-use object_store::ObjectStoreExt;
 
 mod budget;
 pub mod failpoint;

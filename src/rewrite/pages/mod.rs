@@ -1,0 +1,621 @@
+//! Page surgery: removes erased rows from one column chunk page by page.
+//!
+//! Pages without an erased row are copied as their original bytes (header, compressed body,
+//! checksum and page statistics included). A page holding erased rows is decompressed, its
+//! definition levels and its values are cut without decoding the values into objects (PLAIN
+//! values are byte ranges, dictionary-encoded values are indices), and the rest is compressed
+//! again with the chunk's codec. A page left with no rows is dropped.
+//!
+//! The dictionary page is kept as it is, unless an entry was used only by erased rows: such an
+//! entry is dropped, the other entries keep their order, and the indices past the first
+//! dropped entry are renumbered, so no erased value stays in the file and no value appears
+//! twice (readers that map a Parquet dictionary onto an Arrow dictionary, pyarrow's
+//! `read_dictionary` and pandas categoricals among them, need distinct entries). Finding out
+//! reads the indices of the other pages too (decompression, no compression); a page whose
+//! indices all come before the first dropped entry is still copied, any other
+//! dictionary-encoded page is re-encoded with its indices renumbered.
+//!
+//! This applies to flat and nested columns with PLAIN or dictionary-encoded data pages, v1 and
+//! v2 (not booleans, DELTA or BYTE_STREAM_SPLIT pages, nor redact). Anything else returns
+//! `None`, and the caller re-encodes the chunk whole. A nested column's records are followed by
+//! their repetition levels across pages, so all its pages are decompressed to find them.
+//!
+//! Statistics must not keep an erased value either. The chunk's min/max stay when no erased
+//! value could be one of them (equal to it, or for a truncated byte-array bound, its possible
+//! source), or when a kept value equals the bound exactly (then it is the kept values' bound);
+//! otherwise the chunk goes to the whole re-encode, which recomputes them. With a page index,
+//! page locations are rebuilt and each page's column index entry is held to the same rule
+//! within its page, null counts adjusted. The distinct count is dropped. A bloom filter is
+//! rebuilt, at the original size, from every kept value.
+//!
+//! [`splice_chunk`] runs the surgery; [`header`] parses page headers, [`decode`] decompresses a
+//! page into levels and values, [`cut`] splits them into kept and erased rows and builds the
+//! new page, [`dictionary`] drops dictionary entries only erased rows used, and [`bounds`]
+//! decides whether statistics and page-index bounds may stay.
+
+use bytes::Bytes;
+use parquet::basic::{BoundaryOrder, Encoding, PageType, Type as PhysicalType};
+use parquet::bloom_filter::Sbbf;
+use parquet::column::page::PageWriter;
+use parquet::column::writer::ColumnCloseResult;
+use parquet::compression::{Codec, CodecOptionsBuilder, create_codec};
+use parquet::errors::{ParquetError, Result};
+use parquet::file::metadata::{ColumnChunkMetaData, ColumnIndexBuilder, PageEncodingStats};
+use parquet::file::page_index::column_index::ColumnIndexMetaData;
+use parquet::file::page_index::offset_index::{OffsetIndexMetaData, PageLocation};
+use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::ops::Range;
+
+mod bounds;
+mod cut;
+mod decode;
+mod dictionary;
+mod header;
+
+use bounds::*;
+use cut::*;
+use decode::*;
+use dictionary::*;
+use header::*;
+
+/// The original chunk's page index (the file has one).
+#[derive(Clone, Copy)]
+pub(super) struct PageIndex<'a> {
+    pub offsets: &'a OffsetIndexMetaData,
+    pub columns: Option<&'a ColumnIndexMetaData>,
+}
+
+/// A column chunk rebuilt by page surgery, ready for `append_column`.
+pub(super) struct Spliced {
+    pub bytes: Bytes,
+    pub close: ColumnCloseResult,
+    pub pages_copied: usize,
+    pub pages_rewritten: usize,
+}
+
+/// One page of the chunk: where its header and body are, and what the header says.
+struct RawPage {
+    start: usize,
+    body: usize,
+    end: usize,
+    header: PageHeader,
+}
+
+/// What pass 2 does with a data page.
+enum Plan {
+    Copy,
+    Cut(Box<(Decoded, Cut)>),
+}
+
+/// Rebuilds the chunk described by `column` (bytes in `file`) without the rows in `erased`
+/// (row indices within the row group, ascending), or returns `None` when the chunk is not
+/// eligible for page surgery. `bloom` is the chunk's bloom filter, if it has one.
+pub(super) fn splice_chunk(
+    chunk: Bytes,
+    column: &ColumnChunkMetaData,
+    num_rows: u64,
+    erased: &[u32],
+    bloom: Option<&Sbbf>,
+    index: Option<PageIndex<'_>>,
+) -> Result<Option<Spliced>> {
+    let descr = column.column_descr();
+    let ty = descr.physical_type();
+    let width = match ty {
+        PhysicalType::BOOLEAN => return Ok(None),
+        PhysicalType::INT32 | PhysicalType::FLOAT => Some(4),
+        PhysicalType::INT64 | PhysicalType::DOUBLE => Some(8),
+        PhysicalType::INT96 => Some(12),
+        PhysicalType::FIXED_LEN_BYTE_ARRAY => Some(
+            usize::try_from(descr.type_length())
+                .ok()
+                .filter(|w| *w > 0)
+                .ok_or_else(|| {
+                    general(format!(
+                        "invalid FIXED_LEN_BYTE_ARRAY length {}",
+                        descr.type_length()
+                    ))
+                })?,
+        ),
+        PhysicalType::BYTE_ARRAY => None,
+    };
+    let (max_rep, max_def) = (descr.max_rep_level(), descr.max_def_level());
+
+    // The page headers. A page surgery cannot handle means no surgery.
+    let mut pages = Vec::new();
+    let mut pos = 0usize;
+    while pos < chunk.len() {
+        let header = PageHeader::parse(&chunk[pos..])?;
+        let body = pos + header.header_len;
+        let end = body
+            .checked_add(header.compressed)
+            .filter(|n| *n <= chunk.len())
+            .ok_or_else(|| general("page extends past its column chunk"))?;
+        let supported = match (&header.data, &header.dict) {
+            (Some(d), None) => {
+                encoding(d.encoding).is_some()
+                    && (max_def == 0 || d.v2 || d.def_encoding == ENCODING_RLE)
+                    && (max_rep == 0 || d.v2 || d.rep_encoding == ENCODING_RLE)
+                    && (d.encoding == ENCODING_PLAIN
+                        || pages
+                            .first()
+                            .is_some_and(|p: &RawPage| p.header.dict.is_some()))
+            }
+            (None, Some(d)) => {
+                pages.is_empty()
+                    && (d.encoding == ENCODING_PLAIN || d.encoding == ENCODING_PLAIN_DICTIONARY)
+            }
+            _ => false,
+        };
+        if !supported {
+            return Ok(None);
+        }
+        pages.push(RawPage {
+            start: pos,
+            body,
+            end,
+            header,
+        });
+        pos = end;
+    }
+    let mut codec = create_codec(
+        column.compression(),
+        &CodecOptionsBuilder::default().build(),
+    )?;
+    let dict = match pages.first() {
+        Some(p) if p.header.dict.is_some() => {
+            Some(Dictionary::decode(&chunk, p, width, codec.as_mut())?)
+        }
+        _ => None,
+    };
+    if dict.is_some() != column.dictionary_page_offset().is_some() {
+        return Ok(None);
+    }
+    let data_pages = &pages[usize::from(dict.is_some())..];
+    if index.is_some_and(|ix| ix.offsets.page_locations.len() != data_pages.len()) {
+        return Ok(None);
+    }
+    let column_index = index.and_then(|ix| ix.columns);
+    let entries = dict.as_ref().map_or(0, |d| d.entries.len());
+    let stats = column.statistics();
+
+    // Pass 1: cut the pages holding erased rows. Other pages are read only for a bloom filter
+    // (every kept value) or, below, for the dictionary check.
+    let mut new_bloom = bloom.map(|b| Sbbf::new_with_num_of_bytes(b.num_blocks() * 32));
+    let mut referenced = vec![false; entries];
+    let mut erased_entries = vec![false; entries];
+    let mut unread = Vec::new();
+    let mut plans = Vec::with_capacity(data_pages.len());
+    // Records: a flat column has one level per record, so a page's records come from its
+    // header; a nested column starts a record at each repetition level 0 (a v1 page may begin
+    // inside one), so its pages are all read to know which records they hold.
+    let nested = max_rep > 0;
+    let chunk_bounds = stats.map(Bounds::of);
+    let (mut chunk_erased_hits, mut chunk_erased_equal) = ((0u64, 0u64), (0u64, 0u64));
+    let mut records = Records {
+        erased,
+        next: 0,
+        current: None,
+    };
+    let mut rows_in = Vec::with_capacity(data_pages.len());
+    let (mut first_row, mut erased_nulls) = (0u64, 0u64);
+    for (k, p) in data_pages.iter().enumerate() {
+        let Some(d) = &p.header.data else {
+            return Ok(None);
+        };
+        let flat_here = if nested {
+            None
+        } else {
+            // One level per record: the level count is the row count (v2 headers also carry
+            // num_rows, which some writers got wrong).
+            let page_rows = u64::from(d.num_values);
+            let lo = records.next;
+            while records.next < erased.len()
+                && u64::from(erased[records.next]) < first_row + page_rows
+            {
+                records.next += 1;
+            }
+            let here: Vec<usize> = erased[lo..records.next]
+                .iter()
+                .map(|r| (u64::from(*r) - first_row) as usize)
+                .collect();
+            first_row += page_rows;
+            if here.is_empty() && new_bloom.is_none() {
+                if d.encoding != ENCODING_PLAIN {
+                    unread.push(k);
+                }
+                rows_in.push(page_rows);
+                plans.push(Plan::Copy);
+                continue;
+            }
+            Some(here)
+        };
+        let mut rows = match flat_here {
+            Some(here) => Rows::Flat { here, next: 0 },
+            None => Rows::Nested(&mut records),
+        };
+        let Some(page) = decode(&chunk, p, (max_rep, max_def), codec.as_mut())? else {
+            return Ok(None);
+        };
+        let cut = Cut::new(
+            &page,
+            &mut rows,
+            d.num_values as usize,
+            width,
+            max_def,
+            new_bloom.is_some(),
+            entries,
+        )?;
+        rows_in.push(cut.records_started);
+        for i in &cut.kept_indices {
+            referenced[*i as usize] = true;
+        }
+        for i in &cut.erased_indices {
+            erased_entries[*i as usize] = true;
+        }
+        if let (Some(b), Values::Plain(values)) = (new_bloom.as_mut(), &page.values) {
+            for r in &cut.each_kept {
+                b.insert(&values[r.clone()]);
+            }
+        }
+        // The page's own bounds in the column index are held to the same rule, within the
+        // page.
+        if let Some(ci) = column_index.filter(|_| cut.erased_levels > 0) {
+            let Some(entry) = IndexEntry::of(ci, k) else {
+                return Ok(None);
+            };
+            let bounds = Bounds {
+                min: Some(&entry.min[..]),
+                max: Some(&entry.max[..]),
+                min_exact: false,
+                max_exact: false,
+            };
+            let n = d.num_values as usize;
+            let erased_hits = erased_counts(&page, &cut, dict.as_ref(), |v| bounds.hits(v, ty));
+            let erased_equal = erased_counts(&page, &cut, dict.as_ref(), |v| bounds.equals(v, ty));
+            let all_equal = page_hits(&page, n, width, max_def, dict.as_ref(), |v| {
+                bounds.equals(v, ty)
+            })?;
+            if !entry.null_page && !kept_hold(erased_hits, erased_equal, all_equal) {
+                return Ok(None);
+            }
+        }
+        // Erased values that could be the chunk's min or max: the bound may stay only if a
+        // kept value equals it (counted over the whole chunk below).
+        if let Some(bounds) = &chunk_bounds {
+            let hits = erased_counts(&page, &cut, dict.as_ref(), |v| bounds.hits(v, ty));
+            let equal = erased_counts(&page, &cut, dict.as_ref(), |v| bounds.equals(v, ty));
+            chunk_erased_hits = (chunk_erased_hits.0 + hits.0, chunk_erased_hits.1 + hits.1);
+            chunk_erased_equal = (
+                chunk_erased_equal.0 + equal.0,
+                chunk_erased_equal.1 + equal.1,
+            );
+        }
+        erased_nulls += cut.erased_nulls;
+        plans.push(if cut.erased_levels == 0 {
+            Plan::Copy
+        } else {
+            Plan::Cut(Box::new((page, cut)))
+        });
+    }
+    let held = if nested {
+        records.current.map_or(0, |r| r + 1)
+    } else {
+        first_row
+    };
+    // Pages that disagree with the row group: leave the chunk to the whole re-encode, whose
+    // reader judges the file.
+    let past_end = erased.last().is_some_and(|r| u64::from(*r) >= held);
+    if held != num_rows || past_end {
+        return Ok(None);
+    }
+    if let Some(bounds) = chunk_bounds
+        .as_ref()
+        .filter(|_| chunk_erased_hits != (0, 0))
+    {
+        // Pages cut in pass 1 are still decoded; the others are decompressed again.
+        let mut all_equal = (0u64, 0u64);
+        for (p, plan) in data_pages.iter().zip(&plans) {
+            let Some(d) = &p.header.data else {
+                return Ok(None);
+            };
+            let decoded;
+            let page = match plan {
+                Plan::Cut(cut) => &cut.0,
+                Plan::Copy => {
+                    let Some(page) = decode(&chunk, p, (max_rep, max_def), codec.as_mut())? else {
+                        return Ok(None);
+                    };
+                    decoded = page;
+                    &decoded
+                }
+            };
+            let n = d.num_values as usize;
+            let equal = page_hits(page, n, width, max_def, dict.as_ref(), |v| {
+                bounds.equals(v, ty)
+            })?;
+            all_equal = (all_equal.0 + equal.0, all_equal.1 + equal.1);
+        }
+        if !kept_hold(chunk_erased_hits, chunk_erased_equal, all_equal) {
+            return Ok(None);
+        }
+    }
+
+    // Dictionary entries that only erased rows used must not stay in the file: they are
+    // dropped, and the indices after them renumbered (see [`renumber`]).
+    let mut scrub = Vec::new();
+    let mut decoded_unread = Vec::new();
+    if let Some(dict) = &dict {
+        let pending =
+            |referenced: &[bool]| (0..entries).any(|i| erased_entries[i] && !referenced[i]);
+        for k in unread {
+            if !pending(&referenced) {
+                break;
+            }
+            let Some(page) = decode(&chunk, &data_pages[k], (max_rep, max_def), codec.as_mut())?
+            else {
+                return Ok(None);
+            };
+            if let Values::Dict { indices, .. } = &page.values {
+                for i in indices {
+                    *referenced
+                        .get_mut(*i as usize)
+                        .ok_or_else(|| bad_index(*i, entries))? = true;
+                }
+            }
+            decoded_unread.push((k, page));
+        }
+        scrub = (0..entries)
+            .filter(|i| erased_entries[*i] && !referenced[*i])
+            .collect();
+        if let Some(b) = new_bloom.as_mut() {
+            for i in (0..entries).filter(|i| referenced[*i]) {
+                b.insert(dict.entry(i as u32));
+            }
+        }
+    }
+    if !scrub.is_empty() {
+        let chunk_pages = ChunkPages {
+            chunk: &chunk,
+            pages: data_pages,
+            levels: (max_rep, max_def),
+            width,
+            entries,
+        };
+        if !renumber(
+            &chunk_pages,
+            &scrub,
+            &mut plans,
+            decoded_unread,
+            codec.as_mut(),
+        )? {
+            return Ok(None);
+        }
+    }
+
+    // Pass 2: write the chunk.
+    let mut out = TrackedWrite::new(Vec::with_capacity(compress_bound(chunk.len())));
+    let (mut num_values, mut uncompressed) = (0i64, 0i64);
+    let (mut pages_copied, mut pages_rewritten) = (0, 0);
+    let mut encoding_counts: BTreeMap<(i32, i32), i32> = BTreeMap::new();
+    let mut data_page_offset = 0i64;
+    if let (Some(dict), Some(first)) = (&dict, pages.first()) {
+        let Some(h) = &first.header.dict else {
+            return Ok(None);
+        };
+        if scrub.is_empty() {
+            out.write_all(&chunk[first.start..first.end])?;
+            uncompressed += (first.header.header_len + first.header.uncompressed) as i64;
+            pages_copied += 1;
+        } else {
+            let Some(page) = dict.without(&scrub, width, h, codec.as_mut())? else {
+                return Ok(None);
+            };
+            uncompressed += SerializedPageWriter::new(&mut out)
+                .write_page(page)?
+                .uncompressed_size as i64;
+            pages_rewritten += 1;
+        }
+        *encoding_counts
+            .entry((PAGE_DICTIONARY, h.encoding))
+            .or_default() += 1;
+        data_page_offset = out.bytes_written() as i64;
+    }
+    // The page index, when the file has one: page locations always, page bounds when the
+    // original chunk has them with null counts.
+    let mut locations = Vec::new();
+    let mut bounds_index = column_index
+        .filter(|ci| (0..data_pages.len()).all(|k| ci.null_count(k).is_some()))
+        .map(|ci| {
+            let mut b = ColumnIndexBuilder::new(ty);
+            b.set_boundary_order(ci.get_boundary_order().unwrap_or(BoundaryOrder::UNORDERED));
+            (ci, b)
+        });
+    let mut kept_rows = 0i64;
+    for (k, (p, plan)) in data_pages.iter().zip(plans).enumerate() {
+        let Some(d) = &p.header.data else {
+            return Ok(None);
+        };
+        let page_type = if d.v2 { PAGE_DATA_V2 } else { PAGE_DATA };
+        let page_start = out.bytes_written();
+        let (entry_nulls, now_null) = match &plan {
+            Plan::Copy => (0, false),
+            Plan::Cut(cut) => (cut.1.erased_nulls as i64, cut.1.kept_all_null()),
+        };
+        // Records starting in the page that stay, and whether the page stays at all.
+        let (kept_here, page_kept) = match &plan {
+            Plan::Copy => (rows_in[k] as i64, true),
+            Plan::Cut(cut) => (
+                cut.1.kept_records as i64,
+                cut.1.erased_levels < d.num_values as usize,
+            ),
+        };
+        if let Some((ci, b)) = bounds_index.as_mut().filter(|_| page_kept) {
+            let Some(entry) = IndexEntry::of(ci, k) else {
+                return Ok(None);
+            };
+            let null_page = entry.null_page || now_null;
+            let (min, max) = if null_page {
+                (Vec::new(), Vec::new())
+            } else {
+                (entry.min, entry.max)
+            };
+            b.append(null_page, min, max, entry.null_count - entry_nulls);
+        }
+        match plan {
+            Plan::Copy => {
+                out.write_all(&chunk[p.start..p.end])?;
+                num_values += i64::from(d.num_values);
+                uncompressed += (p.header.header_len + p.header.uncompressed) as i64;
+                pages_copied += 1;
+            }
+            Plan::Cut(cut) => {
+                let (page, cut) = *cut;
+                pages_rewritten += 1;
+                let kept_levels = d.num_values as usize - cut.erased_levels;
+                if kept_levels == 0 {
+                    continue; // every row of the page is erased: the page goes
+                }
+                let compressed =
+                    cut.build(&page, d, kept_levels, (max_rep, max_def), codec.as_mut())?;
+                num_values += kept_levels as i64;
+                uncompressed += SerializedPageWriter::new(&mut out)
+                    .write_page(compressed)?
+                    .uncompressed_size as i64;
+            }
+        }
+        *encoding_counts.entry((page_type, d.encoding)).or_default() += 1;
+        if page_kept {
+            locations.push(PageLocation {
+                offset: page_start as i64,
+                compressed_page_size: (out.bytes_written() - page_start) as i32,
+                first_row_index: kept_rows,
+            });
+        }
+        kept_rows += kept_here;
+    }
+    let offset_index = index.map(|_| OffsetIndexMetaData {
+        page_locations: locations,
+        unencoded_byte_array_data_bytes: None,
+    });
+    let column_index = bounds_index.map(|(_, b)| b.build()).transpose()?;
+    let bytes = Bytes::from(out.into_inner().map_err(|e| general(e.to_string()))?);
+
+    let mut builder = column
+        .clone()
+        .into_builder()
+        .set_num_values(num_values)
+        .set_total_compressed_size(bytes.len() as i64)
+        .set_total_uncompressed_size(uncompressed)
+        .set_data_page_offset(data_page_offset)
+        .set_dictionary_page_offset(dict.as_ref().map(|_| 0))
+        .set_index_page_offset(None)
+        .set_unencoded_byte_array_data_bytes(None)
+        .set_repetition_level_histogram(None)
+        .set_definition_level_histogram(None)
+        .set_bloom_filter_offset(None)
+        .set_bloom_filter_length(None)
+        .set_offset_index_offset(None)
+        .set_offset_index_length(None)
+        .set_column_index_offset(None)
+        .set_column_index_length(None);
+    if let Some(stats) = stats {
+        builder = builder.set_statistics(without_erased(stats, erased_nulls));
+    }
+    if column.page_encoding_stats().is_some() {
+        let mut counts = Vec::new();
+        for ((page_type, enc), count) in encoding_counts {
+            let page_type = match page_type {
+                PAGE_DATA => PageType::DATA_PAGE,
+                PAGE_DATA_V2 => PageType::DATA_PAGE_V2,
+                _ => PageType::DICTIONARY_PAGE,
+            };
+            let Some(encoding) = encoding(enc) else {
+                return Ok(None);
+            };
+            counts.push(PageEncodingStats {
+                page_type,
+                encoding,
+                count,
+            });
+        }
+        builder = builder.set_page_encoding_stats(counts);
+    }
+    let metadata = builder.build()?;
+    Ok(Some(Spliced {
+        close: ColumnCloseResult {
+            bytes_written: bytes.len() as u64,
+            rows_written: num_rows - erased.len() as u64,
+            metadata,
+            bloom_filter: new_bloom,
+            column_index,
+            offset_index,
+        },
+        bytes,
+        pages_copied,
+        pages_rewritten,
+    }))
+}
+
+const ENCODING_PLAIN: i32 = 0;
+const ENCODING_PLAIN_DICTIONARY: i32 = 2;
+const ENCODING_RLE: i32 = 3;
+const ENCODING_RLE_DICTIONARY: i32 = 8;
+const PAGE_DATA: i32 = 0;
+const PAGE_DICTIONARY: i32 = 2;
+const PAGE_DATA_V2: i32 = 3;
+
+/// The value encodings page surgery handles.
+fn encoding(e: i32) -> Option<Encoding> {
+    match e {
+        ENCODING_PLAIN => Some(Encoding::PLAIN),
+        ENCODING_PLAIN_DICTIONARY => Some(Encoding::PLAIN_DICTIONARY),
+        ENCODING_RLE_DICTIONARY => Some(Encoding::RLE_DICTIONARY),
+        _ => None,
+    }
+}
+
+fn general(message: impl Into<String>) -> ParquetError {
+    ParquetError::General(message.into())
+}
+
+fn bad_index(i: u32, entries: usize) -> ParquetError {
+    general(format!(
+        "dictionary index {i} out of range (dictionary of {entries})"
+    ))
+}
+
+/// The byte range of the PLAIN value at `cursor` (length prefix included).
+fn plain_value(values: &[u8], cursor: usize, width: Option<usize>) -> Result<Range<usize>> {
+    let len = match width {
+        Some(w) => w,
+        None => {
+            let b = values.get(cursor..cursor + 4).ok_or_else(truncated)?;
+            4 + u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize
+        }
+    };
+    let r = cursor..cursor + len;
+    if r.end > values.len() {
+        return Err(truncated());
+    }
+    Ok(r)
+}
+
+/// Room for any codec's output of `n` bytes (snappy's bound is the largest), so that the output
+/// buffer never grows by copying; untouched capacity costs no memory.
+fn compress_bound(n: usize) -> usize {
+    n + n / 6 + 64
+}
+
+fn compress(codec: Option<&mut Box<dyn Codec>>, raw: Vec<u8>) -> Result<Vec<u8>> {
+    match codec {
+        Some(codec) => {
+            let mut buf = Vec::with_capacity(compress_bound(raw.len()));
+            codec.compress(&raw, &mut buf)?;
+            Ok(buf)
+        }
+        None => Ok(raw),
+    }
+}
