@@ -126,8 +126,10 @@ pub(super) fn splice_chunk(
     // The page headers. A page surgery cannot handle means no surgery.
     let mut pages = Vec::new();
     let mut pos = 0usize;
+    let mut values_seen = 0u64;
     while pos < chunk.len() {
         let header = PageHeader::parse(&chunk[pos..])?;
+        check_sizes(&header, column, &mut values_seen)?;
         let body = pos + header.header_len;
         let end = body
             .checked_add(header.compressed)
@@ -559,6 +561,43 @@ pub(super) fn splice_chunk(
     }))
 }
 
+/// Holds a page header's sizes, which come from the untrusted file and size allocations, to
+/// what the chunk's metadata allows: a page decompresses to no more than the whole chunk, the
+/// data pages hold no more values than the chunk, and a dictionary holds no more entries than
+/// it has bytes. A header past that is corrupt (an error, exit 2), never a huge allocation.
+fn check_sizes(
+    header: &PageHeader,
+    column: &ColumnChunkMetaData,
+    values_seen: &mut u64,
+) -> Result<()> {
+    let chunk_bytes = u64::try_from(column.uncompressed_size()).unwrap_or(0);
+    if header.uncompressed as u64 > chunk_bytes {
+        return Err(general(format!(
+            "page header claims {} bytes, more than its column chunk's {chunk_bytes}",
+            header.uncompressed
+        )));
+    }
+    if let Some(d) = &header.data {
+        *values_seen += u64::from(d.num_values);
+        let chunk_values = u64::try_from(column.num_values()).unwrap_or(0);
+        if *values_seen > chunk_values {
+            return Err(general(format!(
+                "page headers claim {values_seen} values, more than their column chunk's \
+                 {chunk_values}"
+            )));
+        }
+    }
+    if let Some(d) = &header.dict
+        && d.num_values as usize > header.uncompressed
+    {
+        return Err(general(format!(
+            "dictionary page header claims {} entries in {} bytes",
+            d.num_values, header.uncompressed
+        )));
+    }
+    Ok(())
+}
+
 const ENCODING_PLAIN: i32 = 0;
 const ENCODING_PLAIN_DICTIONARY: i32 = 2;
 const ENCODING_RLE: i32 = 3;
@@ -617,5 +656,268 @@ fn compress(codec: Option<&mut Box<dyn Codec>>, raw: Vec<u8>) -> Result<Vec<u8>>
             Ok(buf)
         }
         None => Ok(raw),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parquet::column::page::Page;
+    use parquet::file::reader::FileReader;
+
+    /// A Thrift compact encoding of an unsigned varint.
+    fn varint(mut v: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let b = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                out.push(b);
+                return out;
+            }
+            out.push(b | 0x80);
+        }
+    }
+
+    /// An i32 field `delta` ids after the previous one.
+    fn i32_field(delta: u8, v: i32) -> Vec<u8> {
+        let mut out = vec![(delta << 4) | T_I32];
+        out.extend(varint(((v << 1) ^ (v >> 31)) as u32 as u64));
+        out
+    }
+
+    /// A v1 data page header: PLAIN values, RLE levels.
+    fn data_page_header(uncompressed: i32, compressed: i32, num_values: i32) -> Vec<u8> {
+        let mut h = Vec::new();
+        h.extend(i32_field(1, PAGE_DATA));
+        h.extend(i32_field(1, uncompressed));
+        h.extend(i32_field(1, compressed));
+        h.push((2 << 4) | T_STRUCT); // field 5, data_page_header
+        h.extend(i32_field(1, num_values));
+        h.extend(i32_field(1, ENCODING_PLAIN));
+        h.extend(i32_field(1, ENCODING_RLE));
+        h.extend(i32_field(1, ENCODING_RLE));
+        h.push(0); // end of data_page_header
+        h.push(0); // end of the page header
+        h
+    }
+
+    /// A parquet-rs file of one optional INT64 column (PLAIN, 100-row pages) and its first
+    /// column chunk: bytes and metadata.
+    fn int_chunk() -> (Bytes, ColumnChunkMetaData) {
+        use arrow::array::{ArrayRef, Int64Array, RecordBatch};
+        let ids: Int64Array = (0..1000i64).map(|i| (i % 9 != 0).then_some(i)).collect();
+        let batch =
+            RecordBatch::try_from_iter(vec![("id", std::sync::Arc::new(ids) as ArrayRef)]).unwrap();
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_dictionary_enabled(false)
+            .set_data_page_row_count_limit(100)
+            .set_write_batch_size(100)
+            .build();
+        let mut buf = Vec::new();
+        let mut w =
+            parquet::arrow::ArrowWriter::try_new(&mut buf, batch.schema(), Some(props)).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let file = Bytes::from(buf);
+        let reader =
+            parquet::file::serialized_reader::SerializedFileReader::new(file.clone()).unwrap();
+        let column = reader.metadata().row_group(0).column(0).clone();
+        let (start, len) = column.byte_range();
+        (file.slice(start as usize..(start + len) as usize), column)
+    }
+
+    #[test]
+    fn a_written_header_parses_with_its_fields() {
+        let (chunk, column) = int_chunk();
+        let h = PageHeader::parse(&chunk).unwrap();
+        let d = h.data.as_ref().unwrap();
+        assert_eq!(
+            (d.num_values, d.encoding, d.v2),
+            (100, ENCODING_PLAIN, false)
+        );
+        assert!(h.compressed > 0 && h.header_len > 0);
+        let spliced = splice_chunk(chunk, &column, 1000, &[3, 500], None, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(spliced.close.rows_written, 998);
+        assert_eq!((spliced.pages_rewritten, spliced.pages_copied), (2, 8));
+    }
+
+    #[test]
+    fn truncated_and_negative_headers_are_errors() {
+        let (chunk, _) = int_chunk();
+        let len = PageHeader::parse(&chunk).unwrap().header_len;
+        for cut in 0..len {
+            assert!(
+                PageHeader::parse(&chunk[..cut]).is_err(),
+                "{cut} of {len} bytes"
+            );
+        }
+        for (uncompressed, compressed, values) in [(-1, 10, 10), (10, -1, 10), (10, 10, -5)] {
+            let h = data_page_header(uncompressed, compressed, values);
+            assert!(
+                PageHeader::parse(&h).is_err(),
+                "{uncompressed} {compressed} {values}"
+            );
+        }
+        // Deeply nested structs stop at a depth limit.
+        let deep: Vec<u8> = std::iter::repeat_n((1 << 4) | T_STRUCT, 10_000).collect();
+        assert!(PageHeader::parse(&deep).is_err());
+    }
+
+    #[test]
+    fn garbage_headers_never_panic() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let (chunk, _) = int_chunk();
+        for _ in 0..20_000 {
+            // Random bytes, and a real header with random bytes flipped.
+            let mut bytes: Vec<u8> = chunk[..64].to_vec();
+            if rng.gen_bool(0.5) {
+                rng.fill(&mut bytes[..]);
+            } else {
+                for _ in 0..rng.gen_range(1..4) {
+                    let at = rng.gen_range(0..bytes.len());
+                    bytes[at] = rng.r#gen();
+                }
+            }
+            let _ = PageHeader::parse(&bytes);
+        }
+    }
+
+    #[test]
+    fn hostile_header_sizes_are_errors_not_allocations() {
+        let (chunk, column) = int_chunk();
+        let real = PageHeader::parse(&chunk).unwrap();
+        let body = &chunk[real.header_len..];
+        let (u, c) = (real.uncompressed as i32, real.compressed as i32);
+        for (header, says) in [
+            (data_page_header(u, c, i32::MAX), "values"),
+            (data_page_header(i32::MAX, c, 100), "bytes"),
+        ] {
+            let mut hostile = header;
+            hostile.extend_from_slice(body);
+            let e = splice_chunk(Bytes::from(hostile), &column, 1000, &[3], None, None)
+                .err()
+                .expect("a hostile header is an error");
+            assert!(e.to_string().contains(says), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_cut_keeps_the_other_rows_levels_and_values() {
+        // An optional INT32 column: rows 0..5, row 1 null; rows 1 and 3 erased.
+        let values: Vec<u8> = [10i32, 20, 30, 40]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let page = Decoded {
+            reps: None,
+            defs: Some(vec![1, 0, 1, 1, 1]),
+            values: Values::Plain(Bytes::from(values.clone())),
+        };
+        let mut rows = Rows::Flat {
+            here: vec![1, 3],
+            next: 0,
+        };
+        let cut = Cut::new(&page, &mut rows, 5, Some(4), 1, true, 0).unwrap();
+        assert_eq!(cut.erased_levels, 2);
+        assert_eq!(cut.erased_nulls, 1);
+        assert_eq!(cut.kept_defs.as_deref(), Some(&[1, 1, 1][..]));
+        assert_eq!((cut.records_started, cut.kept_records), (5, 3));
+        let kept: Vec<u8> = cut
+            .kept
+            .iter()
+            .flat_map(|r| values[r.clone()].to_vec())
+            .collect();
+        let expected: Vec<u8> = [10i32, 20, 40]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        assert_eq!(kept, expected);
+        let erased: Vec<&[u8]> = cut
+            .erased_values
+            .iter()
+            .map(|r| &values[r.clone()])
+            .collect();
+        assert_eq!(erased, vec![&30i32.to_le_bytes()[..]]);
+        // An erased row past the page is an error, not a silent skip.
+        let mut rows = Rows::Flat {
+            here: vec![7],
+            next: 0,
+        };
+        assert!(Cut::new(&page, &mut rows, 5, Some(4), 1, false, 0).is_err());
+    }
+
+    #[test]
+    fn dropping_dictionary_entries_keeps_order_and_distinct_values() {
+        assert_eq!(index_map(5, &[1, 3]), vec![0, u32::MAX, 1, u32::MAX, 2]);
+        let mut raw = Vec::new();
+        let mut entries = Vec::new();
+        for v in ["apple", "pear", "fig"] {
+            raw.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            entries.push(raw.len()..raw.len() + v.len());
+            raw.extend_from_slice(v.as_bytes());
+        }
+        let dict = Dictionary {
+            bytes: Bytes::from(raw),
+            entries,
+        };
+        let h = DictHeader {
+            num_values: 3,
+            encoding: ENCODING_PLAIN,
+            is_sorted: false,
+        };
+        let page = dict.without(&[1], None, &h, None).unwrap().unwrap();
+        let Page::DictionaryPage {
+            buf, num_values, ..
+        } = page.compressed_page()
+        else {
+            panic!("not a dictionary page");
+        };
+        assert_eq!(*num_values, 2);
+        let mut expected = Vec::new();
+        for v in ["apple", "fig"] {
+            expected.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            expected.extend_from_slice(v.as_bytes());
+        }
+        assert_eq!(&buf[..], &expected[..]);
+        // No entry left: no surgery (the chunk is re-encoded whole).
+        assert!(dict.without(&[0, 1, 2], None, &h, None).unwrap().is_none());
+    }
+
+    #[test]
+    fn bounds_stay_only_when_a_kept_value_holds_them() {
+        // No erased value hits a bound: it stays; one does: it stays only if more values than
+        // the erased ones equal it.
+        assert!(kept_hold((0, 0), (0, 0), (0, 0)));
+        assert!(!kept_hold((1, 0), (1, 0), (1, 0)));
+        assert!(kept_hold((1, 0), (1, 0), (2, 0)));
+        assert!(!kept_hold((0, 1), (0, 1), (5, 1)));
+        let (min, max) = (7i64.to_le_bytes(), 9i64.to_le_bytes());
+        let b = Bounds {
+            min: Some(&min),
+            max: Some(&max),
+            min_exact: true,
+            max_exact: true,
+        };
+        assert_eq!(
+            b.hits(&7i64.to_le_bytes(), PhysicalType::INT64),
+            (true, false)
+        );
+        assert_eq!(
+            b.hits(&8i64.to_le_bytes(), PhysicalType::INT64),
+            (false, false)
+        );
+        // A truncated byte-array min is hit by any value it is a prefix of.
+        let b = Bounds {
+            min: Some(b"ab"),
+            max: None,
+            min_exact: false,
+            max_exact: false,
+        };
+        assert_eq!(b.hits(b"abz", PhysicalType::BYTE_ARRAY), (true, false));
+        assert_eq!(b.hits(b"b", PhysicalType::BYTE_ARRAY), (false, false));
     }
 }
