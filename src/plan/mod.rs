@@ -43,7 +43,7 @@ use lookup::*;
 use prune::*;
 pub use reader::{BytesReader, StoreReader};
 use scan::*;
-pub use scan::{Matcher, ResolvedKey, resolve_key};
+pub use scan::{Matcher, ResolvedKey, break_matcher_for_tests, resolve_key};
 
 /// A table of the job with its location resolved.
 #[derive(Debug, Clone)]

@@ -51,9 +51,20 @@ pub struct ResolvedKey {
     pub through_list: bool,
 }
 
+/// Test hook (`LAKEPURGE_FAILPOINT=broken_matcher`, see `purge::failpoint`): every matcher of
+/// the process ignores its table's last match rule, as a matching bug would, so that a test can
+/// show that `verify --deep`, which does not use this code, catches it.
+static BROKEN_MATCHER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Breaks every matcher made from now on in this process (tests only; see [`BROKEN_MATCHER`]).
+pub fn break_matcher_for_tests() {
+    tracing::warn!("failpoint broken_matcher: each table's last match rule is ignored");
+    BROKEN_MATCHER.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 impl<'e> Matcher<'e> {
     pub fn new(spec: &TableSpec, events: &'e Events) -> Self {
-        let rules = spec
+        let mut rules: Vec<RuleSubjects<'e>> = spec
             .matches
             .iter()
             .map(|m| RuleSubjects {
@@ -62,6 +73,9 @@ impl<'e> Matcher<'e> {
                 subjects: events.by_type.get(&m.subject_type),
             })
             .collect();
+        if BROKEN_MATCHER.load(std::sync::atomic::Ordering::Relaxed) && rules.len() > 1 {
+            rules.pop();
+        }
         Matcher {
             rules,
             redact: match spec.action {
@@ -371,7 +385,7 @@ impl<'e> Matcher<'e> {
     }
 
     /// The top-level columns the rules (and redact) read: all a scan needs to project.
-    pub fn key_roots(&self) -> Vec<String> {
+    pub(super) fn key_roots(&self) -> Vec<String> {
         let mut roots: Vec<String> = self
             .rules
             .iter()
@@ -381,22 +395,6 @@ impl<'e> Matcher<'e> {
         roots.sort();
         roots.dedup();
         roots
-    }
-
-    /// Counts the rows of `batches` (key columns of one file, read by any reader) that match,
-    /// with the same rules and conversions `scan` uses. `file` is for messages.
-    pub fn count_matches(&self, batches: &[RecordBatch], table: &str, file: &str) -> Result<u64> {
-        let Some(first) = batches.first() else {
-            return Ok(0);
-        };
-        let lookups = self.lookups_for(&first.schema(), table, file)?;
-        let mut n = 0;
-        for batch in batches {
-            let mut hits = self.match_batch(batch, &lookups, table, file)?;
-            self.drop_already_redacted(batch, &mut hits);
-            n += hits.len() as u64;
-        }
-        Ok(n)
     }
 
     /// Under redact, a row whose redacted columns are all null already is done.

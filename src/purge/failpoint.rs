@@ -1,6 +1,7 @@
 //! Test hooks: `LAKEPURGE_FAILPOINT` makes a purge abort the process at an exact point, as a
-//! SIGKILL would, so the crash tests can check what a resumed run makes of it. Nothing sets it
-//! in production.
+//! SIGKILL would, so the crash tests can check what a resumed run makes of it, or run with a
+//! deliberately broken matcher, so a test can show that `verify --deep` catches a matching bug.
+//! Nothing sets it in production.
 
 /// Crash injection for tests: abort the process (as SIGKILL would) right after the Nth
 /// pending record is journaled, or right after the Nth commit, before it is journaled as done.
@@ -8,11 +9,20 @@
 pub struct Failpoint {
     pub after_intent: Option<usize>,
     pub after_commit: Option<usize>,
+    /// `broken_matcher`: the plan ignores each table's last match rule (see
+    /// `plan::break_matcher_for_tests`).
+    pub broken_matcher: bool,
 }
 
 impl Failpoint {
-    /// Parses `after_intent=N` or `after_commit=N`.
+    /// Parses `after_intent=N`, `after_commit=N` or `broken_matcher`.
     pub fn parse(s: &str) -> std::result::Result<Failpoint, String> {
+        if s == "broken_matcher" {
+            return Ok(Failpoint {
+                broken_matcher: true,
+                ..Failpoint::default()
+            });
+        }
         let (what, n) = s
             .split_once('=')
             .ok_or_else(|| format!("failpoint {s:?}: expected after_intent=N or after_commit=N"))?;

@@ -136,6 +136,9 @@ pub async fn purge(
 }
 
 async fn run(job: &Job, run_id: &str, clock: &dyn Clock, opts: &Options<'_>) -> Result<Outcome> {
+    if opts.failpoint.broken_matcher {
+        plan::break_matcher_for_tests();
+    }
     let folder = manifest::folder(job)?;
     let journal = Journal::new(&folder, run_id);
     if let Some(done) = manifest::read(&folder, &manifest::path(&folder, run_id)).await? {

@@ -271,7 +271,7 @@ fn user_columns_match(b: &RecordBatch, i: usize, ids: &[i64]) -> bool {
 /// A workspace with a copy of the pyarrow fixture `fixture` (`users`, `pages`) at `wh/<fixture>`,
 /// the pyarrow user events at `events/<events_file>`, and a job over them at `jobs/job.toml`.
 /// Returns the workspace, the table folder, the manifests folder and the job.
-fn pyarrow_workspace(
+pub fn pyarrow_workspace(
     fixture: &str,
     events_file: &str,
 ) -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
@@ -387,8 +387,10 @@ fn duckdb_order_erased(b: &RecordBatch, i: usize) -> bool {
     false
 }
 
-#[test]
-fn duckdb_warehouse_with_parquet_events_and_renamed_columns() {
+/// A workspace with a copy of the DuckDB orders fixture at `wh/orders`, Parquet events in a hive
+/// folder with renamed columns, and a job (table spec in `jobs/tables/`) over them. Returns the
+/// workspace, the table folder, the manifests folder and the job.
+pub fn duckdb_workspace() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
     let ws = tempfile::tempdir().unwrap();
     let wh = ws.path().join("wh/orders");
     copy_dir(&testdata().join("duckdb/orders"), &wh);
@@ -472,6 +474,12 @@ subject_type = "sku"
             file_url(&wh)
         ),
     );
+    (ws, wh, manifests, job)
+}
+
+#[test]
+fn duckdb_warehouse_with_parquet_events_and_renamed_columns() {
+    let (_ws, wh, manifests, job) = duckdb_workspace();
     let (manifest, plan, _) = purge_job(&job, &manifests, "2026-11-25");
     let files = ["orders-0.parquet", "orders-1.parquet"];
     let removed = check_table(

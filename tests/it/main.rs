@@ -8,6 +8,7 @@ mod cli;
 mod cloud;
 mod common;
 mod crash;
+mod deep;
 mod faults;
 mod fixtures;
 mod ops;

@@ -21,9 +21,11 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::events;
 use crate::manifest::{self, Manifest, Stored};
-use crate::plan::{self, Table};
+use crate::plan::Table;
 use crate::spec::Job;
 use crate::store::{Location, ObjectVersion, hash_object};
+
+pub mod deep;
 
 /// One check and its result.
 #[derive(Debug, Clone, Serialize)]
@@ -312,50 +314,24 @@ async fn check_file(
     })
 }
 
-/// Scans every file of one table with DataFusion, reading only the match (and redact) columns,
-/// and counts the rows that still match, with the matching rules `purge` uses.
+/// Scans every file of one table for rows that still match, with the independent SQL matching
+/// of [`deep`] (not the `plan` code that `purge` used).
 async fn deep_table(table: &Table, events: &events::Events) -> Result<Check> {
-    use datafusion::prelude::{ParquetReadOptions, SessionContext};
     let name = &table.spec.name;
-    let matcher = plan::Matcher::new(&table.spec, events);
-    let roots = matcher.key_roots();
-    let ctx = SessionContext::new();
-    ctx.register_object_store(&table.location.store_url(), table.location.store.clone());
-    let files = table.list().await?;
-    let mut remaining = Vec::new();
-    for meta in &files {
-        let rel = table.location.relative(&meta.location);
-        let url = table.location.object_url(&meta.location);
-        let qerr = |e| Error::query(format!("table {name}: {rel}"), e);
-        let df = ctx
-            .read_parquet(url, ParquetReadOptions::default().file_extension(""))
-            .await
-            .map_err(qerr)?;
-        let columns: Vec<&str> = roots
-            .iter()
-            .map(String::as_str)
-            .filter(|c| df.schema().field_with_unqualified_name(c).is_ok())
-            .collect();
-        let batches = df
-            .select_columns(&columns)
-            .map_err(qerr)?
-            .collect()
-            .await
-            .map_err(qerr)?;
-        let n = matcher.count_matches(&batches, name, &rel)?;
-        if n > 0 {
-            remaining.push(format!("{}{rel} ({n} rows)", table.location.url));
-        }
-    }
+    let (remaining, files) = deep::remaining(table, events).await?;
     Ok(if remaining.is_empty() {
         ok(format!(
-            "deep: table {name}: no erased subject in {} files (key columns scanned with DataFusion)",
-            files.len()
+            "deep: table {name}: no erased subject in {files} files (match columns scanned with \
+             DataFusion, matched by SQL independently of purge)"
         ))
     } else {
+        let named: Vec<String> = remaining
+            .iter()
+            .map(|(rel, n)| format!("{}{rel} ({n} rows)", table.location.url))
+            .collect();
         fail(format!(
             "deep: table {name}: erased subjects still present in {}",
-            remaining.join(", ")
+            named.join(", ")
         ))
     })
 }

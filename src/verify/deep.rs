@@ -1,0 +1,409 @@
+//! `verify --deep`: a second, independent implementation of "which rows match an erased
+//! subject", so that a matching bug in `plan` (which `purge` carries out) cannot hide from the
+//! auditor's check. It shares no matching code with `plan`: each file's match and redact columns
+//! are read with DataFusion, and every rule is a SQL semi-join of the file's key values against
+//! the rule's subjects, with the conversion of subject ids to the column's type and the
+//! normalisation written as SQL expressions:
+//!
+//! - integers: `TRY_CAST(id AS <the column's integer type>)` (an id that does not convert is
+//!   NULL and matches nothing);
+//! - strings (any string type, dictionary-encoded too): the id itself, both sides through
+//!   `lower` / `btrim(.., ' ')` when the rule normalises;
+//! - binary: the id's bytes; fixed-size binary of 16 bytes: a UUID in text form (hex, dashes
+//!   allowed) decoded, else (any size) the id's bytes when their length is the column's;
+//! - struct paths with `get_field`, list columns (at any level of the path) with `unnest`:
+//!   a row matches when any element does; composite keys join on every column (their ids are
+//!   JSON arrays, split here into one text column per key column).
+//!
+//! A row counts once however many rules or elements match it; with `action = "redact"` a row
+//! counts only while one of its redacted columns still holds a value.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+
+use crate::error::{Error, Result};
+use crate::events::Events;
+use crate::plan::Table;
+use crate::spec::{Action, MatchSpec, Normalize};
+
+/// The row number column added to each file's key columns.
+const ROW: &str = "__lakepurge_row";
+
+/// Counts, per file of `table`, the rows that still match a subject of `events`; returns the
+/// files (relative paths) with their counts, and the number of files scanned.
+pub async fn remaining(table: &Table, events: &Events) -> Result<(Vec<(String, u64)>, usize)> {
+    let name = &table.spec.name;
+    let ctx = SessionContext::new();
+    ctx.register_object_store(&table.location.store_url(), table.location.store.clone());
+    let subjects = register_subjects(&ctx, table, events)?;
+    let files = table.list().await?;
+    let mut out = Vec::new();
+    for meta in &files {
+        let rel = table.location.relative(&meta.location);
+        let url = table.location.object_url(&meta.location);
+        let n = count_file(&ctx, table, &subjects, &url)
+            .await
+            .map_err(|e| Error::query(format!("deep verify, table {name}: {rel}"), e))?;
+        if n > 0 {
+            out.push((rel, n));
+        }
+    }
+    Ok((out, files.len()))
+}
+
+/// The subjects of each rule as a table `subjects_<rule>` of text columns `p0`, `p1`, ...: the
+/// raw ids of the rule's subject type, or for a composite key the parts of each JSON array (an
+/// id that is not an array of that many strings or numbers matches nothing). `None` for a
+/// rule with no subject.
+fn register_subjects(
+    ctx: &SessionContext,
+    table: &Table,
+    events: &Events,
+) -> Result<Vec<Option<String>>> {
+    let mut names = Vec::new();
+    for (r, rule) in table.spec.matches.iter().enumerate() {
+        let Some(subjects) = events.by_type.get(&rule.subject_type) else {
+            names.push(None);
+            continue;
+        };
+        let width = rule.key_paths().len();
+        let mut parts: Vec<Vec<Option<String>>> = vec![Vec::new(); width];
+        for batch in subjects.batches(None)? {
+            for id in batch?.ids.iter().flatten() {
+                if width == 1 {
+                    parts[0].push(Some(id.to_string()));
+                } else if let Some(split) = split_composite(id, width) {
+                    for (k, p) in split.into_iter().enumerate() {
+                        parts[k].push(Some(p));
+                    }
+                }
+            }
+        }
+        let fields: Vec<Field> = (0..width)
+            .map(|k| Field::new(format!("p{k}"), DataType::Utf8, true))
+            .collect();
+        let columns: Vec<ArrayRef> = parts
+            .into_iter()
+            .map(|p| Arc::new(StringArray::from(p)) as ArrayRef)
+            .collect();
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+            .map_err(|e| Error::arrow(format!("deep verify, table {}", table.spec.name), e))?;
+        let mem = MemTable::try_new(batch.schema(), vec![vec![batch]])
+            .map_err(|e| Error::query(format!("deep verify, table {}", table.spec.name), e))?;
+        let name = format!("subjects_{r}");
+        ctx.register_table(name.as_str(), Arc::new(mem))
+            .map_err(|e| Error::query(format!("deep verify, table {}", table.spec.name), e))?;
+        names.push(Some(name));
+    }
+    Ok(names)
+}
+
+/// A composite subject id (a JSON array of `width` strings or numbers) split into its parts.
+fn split_composite(id: &str, width: usize) -> Option<Vec<String>> {
+    let values: Vec<serde_json::Value> = serde_json::from_str(id).ok()?;
+    if values.len() != width {
+        return None;
+    }
+    values
+        .into_iter()
+        .map(|v| match v {
+            serde_json::Value::String(s) => Some(s),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The rows of one file that still match, counted with SQL.
+async fn count_file(
+    ctx: &SessionContext,
+    table: &Table,
+    subjects: &[Option<String>],
+    url: &str,
+) -> datafusion::error::Result<u64> {
+    let spec = &table.spec;
+    let df = ctx
+        .read_parquet(url, ParquetReadOptions::default().file_extension(""))
+        .await?;
+    let schema = df.schema().as_arrow().clone();
+    // The file's match and redact columns, each row numbered.
+    let mut roots: Vec<String> = spec
+        .matches
+        .iter()
+        .flat_map(|m| m.key_paths().into_iter().map(|p| p[0].clone()))
+        .chain(redacted(spec))
+        .filter(|c| schema.field_with_name(c).is_ok())
+        .collect();
+    roots.sort();
+    roots.dedup();
+    let projected: Vec<&str> = roots.iter().map(String::as_str).collect();
+    let batches = df.select_columns(&projected)?.collect().await?;
+    let mut numbered = Vec::with_capacity(batches.len());
+    let mut next = 0u64;
+    for b in batches {
+        let rows: UInt64Array = (next..next + b.num_rows() as u64).collect();
+        next += b.num_rows() as u64;
+        let mut fields: Vec<Field> = b.schema().fields().iter().map(|f| (**f).clone()).collect();
+        fields.push(Field::new(ROW, DataType::UInt64, false));
+        let mut columns = b.columns().to_vec();
+        columns.push(Arc::new(rows));
+        numbered.push(RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            columns,
+        )?);
+    }
+    let Some(first) = numbered.first() else {
+        return Ok(0);
+    };
+    let mem = MemTable::try_new(first.schema(), vec![numbered])?;
+    ctx.deregister_table("keys")?;
+    ctx.register_table("keys", Arc::new(mem))?;
+    let keys_schema = schema.clone();
+
+    let mut matches = Vec::new();
+    for (rule, subjects) in spec.matches.iter().zip(subjects) {
+        let Some(subjects) = subjects else {
+            continue;
+        };
+        if let Some(sql) = rule_sql(rule, subjects, &keys_schema).map_err(|m| {
+            datafusion::error::DataFusionError::Plan(format!("match {}: {m}", rule.label()))
+        })? {
+            matches.push(sql);
+        }
+    }
+    if matches.is_empty() {
+        return Ok(0);
+    }
+    let union = matches.join(" UNION ALL ");
+    let still = redacted(spec)
+        .filter(|c| keys_schema.field_with_name(c).is_ok())
+        .map(|c| format!("k.{} IS NOT NULL", ident(&c)))
+        .collect::<Vec<_>>();
+    let sql = if spec.action == Action::Redact {
+        // Rows whose redacted columns are all null already do not count.
+        let still = if still.is_empty() {
+            "FALSE".to_string()
+        } else {
+            still.join(" OR ")
+        };
+        format!(
+            "SELECT count(DISTINCT m.r) AS n FROM ({union}) m JOIN keys k ON k.{row} = m.r \
+             WHERE {still}",
+            row = ident(ROW)
+        )
+    } else {
+        format!("SELECT count(DISTINCT m.r) AS n FROM ({union}) m")
+    };
+    let out = ctx.sql(&sql).await?.collect().await?;
+    let n = out
+        .first()
+        .filter(|b| b.num_rows() > 0)
+        .and_then(|b| {
+            arrow::compute::cast(b.column(0), &DataType::UInt64)
+                .ok()
+                .map(|a| {
+                    arrow::array::AsArray::as_primitive::<arrow::datatypes::UInt64Type>(&a).value(0)
+                })
+        })
+        .unwrap_or(0);
+    Ok(n)
+}
+
+fn redacted(spec: &crate::spec::TableSpec) -> impl Iterator<Item = String> + '_ {
+    spec.redact
+        .iter()
+        .filter(move |_| spec.action == Action::Redact)
+        .cloned()
+}
+
+/// A quoted SQL identifier.
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A quoted SQL string literal.
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// The SQL giving the row numbers (column `r`) of the rows that match `rule`, or `None` when a
+/// key column is not in this file (the file cannot hold a match for the rule).
+fn rule_sql(
+    rule: &MatchSpec,
+    subjects: &str,
+    schema: &Schema,
+) -> std::result::Result<Option<String>, String> {
+    let paths = rule.key_paths();
+    let mut conditions = Vec::new();
+    let mut keys = Vec::new();
+    // Each key column: a subquery of (row, value) pairs with lists unnested.
+    let mut from = String::new();
+    for (k, path) in paths.iter().enumerate() {
+        let Ok(root) = schema.field_with_name(&path[0]) else {
+            return Ok(None);
+        };
+        let (values, leaf) = walk(path, root.data_type())?;
+        let (compare, convert) = conversion(&leaf, rule.normalize, &format!("p{k}"))?;
+        let alias = format!("c{k}");
+        if k == 0 {
+            write!(from, "({values}) {alias}").ok();
+        } else {
+            write!(from, " JOIN ({values}) {alias} ON {alias}.r = c0.r").ok();
+        }
+        conditions.push(format!(
+            "{} = s.k{k}",
+            compare.replace("{v}", &format!("{alias}.v"))
+        ));
+        keys.push(format!("{convert} AS k{k}"));
+    }
+    Ok(Some(format!(
+        "SELECT c0.r AS r FROM {from} JOIN (SELECT DISTINCT {keys} FROM {subjects}) s ON {on}",
+        keys = keys.join(", "),
+        on = conditions.join(" AND ")
+    )))
+}
+
+/// Follows `path` from the file's column through struct fields (`get_field`) and lists
+/// (`unnest`, every element a value of its row) down to a leaf that is not a list. Returns the
+/// SQL of (row `r`, value `v`) pairs and the leaf's type.
+fn walk(path: &[String], root: &DataType) -> std::result::Result<(String, DataType), String> {
+    let mut sql = format!(
+        "SELECT {row} AS r, {col} AS v FROM keys",
+        row = ident(ROW),
+        col = ident(&path[0])
+    );
+    let mut ty = root.clone();
+    let mut rest = path[1..].iter();
+    loop {
+        ty = match ty {
+            DataType::List(f) | DataType::LargeList(f) => {
+                sql = format!("SELECT r, unnest(v) AS v FROM ({sql})");
+                f.data_type().clone()
+            }
+            DataType::Struct(fields) => {
+                let Some(segment) = rest.next() else {
+                    return Err(format!("{} is a struct, not a key column", path.join(".")));
+                };
+                let field = fields
+                    .iter()
+                    .find(|f| f.name() == segment)
+                    .ok_or_else(|| format!("no field {segment:?} in {}", path.join(".")))?;
+                sql = format!(
+                    "SELECT r, get_field(v, {}) AS v FROM ({sql})",
+                    literal(segment)
+                );
+                field.data_type().clone()
+            }
+            leaf => {
+                if let Some(segment) = rest.next() {
+                    return Err(format!(
+                        "{segment:?} of {} is not in a struct",
+                        path.join(".")
+                    ));
+                }
+                return Ok((sql, leaf));
+            }
+        };
+    }
+}
+
+/// For a key column of type `ty`: the SQL comparing its value `{v}`, and the SQL converting the
+/// subject id in column `id` to the same type (NULL when it cannot convert).
+fn conversion(
+    ty: &DataType,
+    normalize: Option<Normalize>,
+    id: &str,
+) -> std::result::Result<(String, String), String> {
+    let norm = |x: String| match normalize {
+        None => x,
+        Some(Normalize::Lowercase) => format!("lower({x})"),
+        Some(Normalize::Trim) => format!("btrim({x}, ' ')"),
+        Some(Normalize::LowercaseTrim) => format!("lower(btrim({x}, ' '))"),
+    };
+    if normalize.is_some()
+        && !matches!(
+            ty,
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Dictionary(..)
+        )
+    {
+        return Err(format!("normalize needs a string column, not {ty}"));
+    }
+    let sql_int = |t: &DataType| -> Option<&'static str> {
+        Some(match t {
+            DataType::Int8 => "TINYINT",
+            DataType::Int16 => "SMALLINT",
+            DataType::Int32 => "INT",
+            DataType::Int64 => "BIGINT",
+            DataType::UInt8 => "TINYINT UNSIGNED",
+            DataType::UInt16 => "SMALLINT UNSIGNED",
+            DataType::UInt32 => "INT UNSIGNED",
+            DataType::UInt64 => "BIGINT UNSIGNED",
+            _ => return None,
+        })
+    };
+    Ok(match ty {
+        DataType::Dictionary(_, value) => {
+            let (compare, convert) = conversion(value, normalize, id)?;
+            // The dictionary's values, as the value type.
+            let cast = match value.as_ref() {
+                t if sql_int(t).is_some() => {
+                    format!("CAST({{v}} AS {})", sql_int(t).unwrap_or("BIGINT"))
+                }
+                DataType::Binary | DataType::LargeBinary | DataType::BinaryView => {
+                    "CAST({v} AS BYTEA)".to_string()
+                }
+                DataType::FixedSizeBinary(_) => "CAST({v} AS BYTEA)".to_string(),
+                _ => "CAST({v} AS VARCHAR)".to_string(),
+            };
+            (compare.replace("{v}", &cast), convert)
+        }
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+            (norm("CAST({v} AS VARCHAR)".into()), norm(ident(id)))
+        }
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => (
+            "CAST({v} AS BYTEA)".into(),
+            format!("CAST({} AS BYTEA)", ident(id)),
+        ),
+        DataType::FixedSizeBinary(n) => {
+            let p = ident(id);
+            let hex = format!("replace({p}, '-', '')");
+            let uuid = if *n == 16 {
+                format!(
+                    "WHEN length({hex}) = 32 AND ltrim(lower({hex}), '0123456789abcdef') = '' \
+                     THEN decode({hex}, 'hex') "
+                )
+            } else {
+                String::new()
+            };
+            (
+                "CAST({v} AS BYTEA)".into(),
+                format!("CASE {uuid}WHEN octet_length({p}) = {n} THEN CAST({p} AS BYTEA) END"),
+            )
+        }
+        t => match sql_int(t) {
+            Some(sql) => ("{v}".into(), format!("TRY_CAST({} AS {sql})", ident(id))),
+            None => return Err(format!("type {t} cannot hold a subject id")),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn composite_ids_split_into_their_parts() {
+        assert_eq!(
+            split_composite(r#"["acme", 42]"#, 2),
+            Some(vec!["acme".to_string(), "42".to_string()])
+        );
+        assert_eq!(split_composite(r#"["acme"]"#, 2), None);
+        assert_eq!(split_composite(r#"["acme", null]"#, 2), None);
+        assert_eq!(split_composite("acme", 2), None);
+    }
+}
