@@ -4,6 +4,7 @@
 use parquet::basic::Type as PhysicalType;
 use parquet::data_type::AsBytes;
 use parquet::errors::{ParquetError, Result};
+use parquet::file::metadata::ColumnIndexBuilder;
 use parquet::file::page_index::column_index::{ColumnIndexMetaData, PrimitiveColumnIndex};
 use parquet::file::statistics::{Statistics, ValueStatistics};
 
@@ -184,6 +185,18 @@ pub(super) struct IndexEntry {
 }
 
 impl IndexEntry {
+    /// Appends this page's entry to the new column index: bounds kept (the caller checked
+    /// them), or none when the page holds only nulls now; `erased_nulls` fewer nulls.
+    pub(super) fn append_to(self, b: &mut ColumnIndexBuilder, now_null: bool, erased_nulls: i64) {
+        let null_page = self.null_page || now_null;
+        let (min, max) = if null_page {
+            (Vec::new(), Vec::new())
+        } else {
+            (self.min, self.max)
+        };
+        b.append(null_page, min, max, self.null_count - erased_nulls);
+    }
+
     pub(super) fn of(ci: &ColumnIndexMetaData, k: usize) -> Option<IndexEntry> {
         fn prim<T: AsBytes>(i: &PrimitiveColumnIndex<T>, k: usize) -> (Vec<u8>, Vec<u8>) {
             let bytes = |v: Option<&T>| v.map(|v| v.as_bytes().to_vec()).unwrap_or_default();

@@ -28,6 +28,23 @@ pub(super) struct Records<'a> {
     pub(super) current: Option<u64>,
 }
 
+impl Records<'_> {
+    /// For a flat column, the erased rows of the page holding rows `first_row` to
+    /// `first_row + page_rows`, as positions within the page; moves past them.
+    pub(super) fn flat_page(&mut self, first_row: u64, page_rows: u64) -> Vec<usize> {
+        let lo = self.next;
+        while self.next < self.erased.len()
+            && u64::from(self.erased[self.next]) < first_row + page_rows
+        {
+            self.next += 1;
+        }
+        self.erased[lo..self.next]
+            .iter()
+            .map(|r| (u64::from(*r) - first_row) as usize)
+            .collect()
+    }
+}
+
 impl Rows<'_, '_> {
     /// For level `i` (repetition level `rep`): whether its record is erased, and whether the
     /// level starts a record.

@@ -88,16 +88,6 @@ impl Dictionary {
     }
 }
 
-/// The data pages of a column chunk, and what decoding them needs.
-pub(super) struct ChunkPages<'a> {
-    pub(super) chunk: &'a Bytes,
-    pub(super) pages: &'a [RawPage],
-    pub(super) levels: (i16, i16),
-    pub(super) width: Option<usize>,
-    /// The dictionary's size.
-    pub(super) entries: usize,
-}
-
 /// Maps each dictionary index to its index once the entries in `scrub` (ascending) are
 /// dropped; dropped entries map to `u32::MAX` (no kept row uses them).
 pub(super) fn index_map(entries: usize, scrub: &[usize]) -> Vec<u32> {

@@ -43,6 +43,7 @@ use parquet::errors::{ParquetError, Result};
 use parquet::file::metadata::{ColumnChunkMetaData, ColumnIndexBuilder, PageEncodingStats};
 use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use parquet::file::page_index::offset_index::{OffsetIndexMetaData, PageLocation};
+use parquet::file::statistics::Statistics;
 use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
 
 use std::collections::BTreeMap;
@@ -101,9 +102,92 @@ pub(super) fn splice_chunk(
     bloom: Option<&Sbbf>,
     index: Option<PageIndex<'_>>,
 ) -> Result<Option<Spliced>> {
+    let Some(width) = value_width(column)? else {
+        return Ok(None);
+    };
+    let Some(pages) = parse_pages(&chunk, column)? else {
+        return Ok(None);
+    };
+    let mut codec = create_codec(
+        column.compression(),
+        &CodecOptionsBuilder::default().build(),
+    )?;
+    let dict = match pages.first() {
+        Some(p) if p.header.dict.is_some() => {
+            Some(Dictionary::decode(&chunk, p, width, codec.as_mut())?)
+        }
+        _ => None,
+    };
+    if dict.is_some() != column.dictionary_page_offset().is_some() {
+        return Ok(None);
+    }
+    let (dict_page, data_pages) = pages.split_at(usize::from(dict.is_some()));
+    if index.is_some_and(|ix| ix.offsets.page_locations.len() != data_pages.len()) {
+        return Ok(None);
+    }
     let descr = column.column_descr();
-    let ty = descr.physical_type();
-    let width = match ty {
+    let c = ChunkPages {
+        chunk: &chunk,
+        pages: data_pages,
+        levels: (descr.max_rep_level(), descr.max_def_level()),
+        width,
+        entries: dict.as_ref().map_or(0, |d| d.entries.len()),
+        ty: descr.physical_type(),
+        dict: dict.as_ref(),
+        column_index: index.and_then(|ix| ix.columns),
+    };
+    let Some(mut cut) = cut_pages(&c, erased, bloom, column.statistics(), codec.as_mut())? else {
+        return Ok(None);
+    };
+    // Pages that disagree with the row group: leave the chunk to the whole re-encode, whose
+    // reader judges the file.
+    let past_end = erased.last().is_some_and(|r| u64::from(*r) >= cut.held);
+    if cut.held != num_rows || past_end {
+        return Ok(None);
+    }
+    if !chunk_bounds_hold(&c, &cut, column.statistics(), codec.as_mut())? {
+        return Ok(None);
+    }
+    let Some(scrub) = scrub_dictionary(&c, &mut cut, codec.as_mut())? else {
+        return Ok(None);
+    };
+    let Some(written) = write_pages(
+        &c,
+        dict_page.first(),
+        cut.plans,
+        &cut.rows_in,
+        &scrub,
+        codec.as_mut(),
+    )?
+    else {
+        return Ok(None);
+    };
+    let Some(metadata) = chunk_metadata(column, &written, cut.erased_nulls)? else {
+        return Ok(None);
+    };
+    Ok(Some(Spliced {
+        close: ColumnCloseResult {
+            bytes_written: written.bytes.len() as u64,
+            rows_written: num_rows - erased.len() as u64,
+            metadata,
+            bloom_filter: cut.bloom,
+            column_index: written.column_index,
+            offset_index: index.map(|_| OffsetIndexMetaData {
+                page_locations: written.locations,
+                unencoded_byte_array_data_bytes: None,
+            }),
+        },
+        bytes: written.bytes,
+        pages_copied: written.pages_copied,
+        pages_rewritten: written.pages_rewritten,
+    }))
+}
+
+/// The byte width of a PLAIN value of the column (`None` inside for BYTE_ARRAY), or `None` for
+/// booleans, which page surgery leaves to the whole re-encode.
+fn value_width(column: &ColumnChunkMetaData) -> Result<Option<Option<usize>>> {
+    let descr = column.column_descr();
+    Ok(Some(match descr.physical_type() {
         PhysicalType::BOOLEAN => return Ok(None),
         PhysicalType::INT32 | PhysicalType::FLOAT => Some(4),
         PhysicalType::INT64 | PhysicalType::DOUBLE => Some(8),
@@ -120,11 +204,14 @@ pub(super) fn splice_chunk(
                 })?,
         ),
         PhysicalType::BYTE_ARRAY => None,
-    };
-    let (max_rep, max_def) = (descr.max_rep_level(), descr.max_def_level());
+    }))
+}
 
-    // The page headers. A page surgery cannot handle means no surgery.
-    let mut pages = Vec::new();
+/// The chunk's pages, header by header; `None` if one is of a kind page surgery cannot handle.
+fn parse_pages(chunk: &Bytes, column: &ColumnChunkMetaData) -> Result<Option<Vec<RawPage>>> {
+    let descr = column.column_descr();
+    let (max_rep, max_def) = (descr.max_rep_level(), descr.max_def_level());
+    let mut pages: Vec<RawPage> = Vec::new();
     let mut pos = 0usize;
     let mut values_seen = 0u64;
     while pos < chunk.len() {
@@ -141,9 +228,7 @@ pub(super) fn splice_chunk(
                     && (max_def == 0 || d.v2 || d.def_encoding == ENCODING_RLE)
                     && (max_rep == 0 || d.v2 || d.rep_encoding == ENCODING_RLE)
                     && (d.encoding == ENCODING_PLAIN
-                        || pages
-                            .first()
-                            .is_some_and(|p: &RawPage| p.header.dict.is_some()))
+                        || pages.first().is_some_and(|p| p.header.dict.is_some()))
             }
             (None, Some(d)) => {
                 pages.is_empty()
@@ -162,48 +247,98 @@ pub(super) fn splice_chunk(
         });
         pos = end;
     }
-    let mut codec = create_codec(
-        column.compression(),
-        &CodecOptionsBuilder::default().build(),
-    )?;
-    let dict = match pages.first() {
-        Some(p) if p.header.dict.is_some() => {
-            Some(Dictionary::decode(&chunk, p, width, codec.as_mut())?)
-        }
-        _ => None,
-    };
-    if dict.is_some() != column.dictionary_page_offset().is_some() {
-        return Ok(None);
-    }
-    let data_pages = &pages[usize::from(dict.is_some())..];
-    if index.is_some_and(|ix| ix.offsets.page_locations.len() != data_pages.len()) {
-        return Ok(None);
-    }
-    let column_index = index.and_then(|ix| ix.columns);
-    let entries = dict.as_ref().map_or(0, |d| d.entries.len());
-    let stats = column.statistics();
+    Ok(Some(pages))
+}
 
-    // Pass 1: cut the pages holding erased rows. Other pages are read only for a bloom filter
-    // (every kept value) or, below, for the dictionary check.
-    let mut new_bloom = bloom.map(|b| Sbbf::new_with_num_of_bytes(b.num_blocks() * 32));
-    let mut referenced = vec![false; entries];
-    let mut erased_entries = vec![false; entries];
-    let mut unread = Vec::new();
-    let mut plans = Vec::with_capacity(data_pages.len());
+/// What pass 1 found over the data pages.
+struct CutPages {
+    /// Per data page: copy it, or the cut to write.
+    plans: Vec<Plan>,
+    /// Per data page: the records starting in it.
+    rows_in: Vec<u64>,
+    /// Dictionary entries kept rows use, and entries erased rows use.
+    referenced: Vec<bool>,
+    erased_entries: Vec<bool>,
+    /// Dictionary-encoded pages copied without being read (for the dictionary check).
+    unread: Vec<usize>,
+    /// The new bloom filter, from every kept value (when the chunk had one).
+    bloom: Option<Sbbf>,
+    /// Erased values that could be the chunk's min / max, and that equal it.
+    erased_hits: (u64, u64),
+    erased_equal: (u64, u64),
+    /// Erased rows that were null.
+    erased_nulls: u64,
+    /// The records the pages hold.
+    held: u64,
+}
+
+impl CutPages {
+    /// Records a decoded page and its cut: the dictionary entries its rows use, its kept
+    /// values in the new bloom filter, its erased values that could be the chunk's min or max
+    /// (the bound may stay only if a kept value equals it, counted over the whole chunk in
+    /// [`chunk_bounds_hold`]), and what pass 2 does with it.
+    fn add(&mut self, c: &ChunkPages<'_>, bounds: Option<&Bounds<'_>>, page: Decoded, cut: Cut) {
+        self.rows_in.push(cut.records_started);
+        for i in &cut.kept_indices {
+            self.referenced[*i as usize] = true;
+        }
+        for i in &cut.erased_indices {
+            self.erased_entries[*i as usize] = true;
+        }
+        if let (Some(b), Values::Plain(values)) = (self.bloom.as_mut(), &page.values) {
+            for r in &cut.each_kept {
+                b.insert(&values[r.clone()]);
+            }
+        }
+        if let Some(bounds) = bounds {
+            let hits = erased_counts(&page, &cut, c.dict, |v| bounds.hits(v, c.ty));
+            let equal = erased_counts(&page, &cut, c.dict, |v| bounds.equals(v, c.ty));
+            self.erased_hits = (self.erased_hits.0 + hits.0, self.erased_hits.1 + hits.1);
+            self.erased_equal = (self.erased_equal.0 + equal.0, self.erased_equal.1 + equal.1);
+        }
+        self.erased_nulls += cut.erased_nulls;
+        self.plans.push(if cut.erased_levels == 0 {
+            Plan::Copy
+        } else {
+            Plan::Cut(Box::new((page, cut)))
+        });
+    }
+}
+
+/// Pass 1: cuts the pages holding erased rows. Other pages are read only for a bloom filter
+/// (every kept value) or, later, for the dictionary check. `None` when a page's own bounds in
+/// the column index cannot be kept (the chunk then goes to the whole re-encode).
+fn cut_pages(
+    c: &ChunkPages<'_>,
+    erased: &[u32],
+    bloom: Option<&Sbbf>,
+    stats: Option<&Statistics>,
+    mut codec: Option<&mut Box<dyn Codec>>,
+) -> Result<Option<CutPages>> {
+    let mut out = CutPages {
+        plans: Vec::with_capacity(c.pages.len()),
+        rows_in: Vec::with_capacity(c.pages.len()),
+        referenced: vec![false; c.entries],
+        erased_entries: vec![false; c.entries],
+        unread: Vec::new(),
+        bloom: bloom.map(|b| Sbbf::new_with_num_of_bytes(b.num_blocks() * 32)),
+        erased_hits: (0, 0),
+        erased_equal: (0, 0),
+        erased_nulls: 0,
+        held: 0,
+    };
     // Records: a flat column has one level per record, so a page's records come from its
     // header; a nested column starts a record at each repetition level 0 (a v1 page may begin
     // inside one), so its pages are all read to know which records they hold.
-    let nested = max_rep > 0;
+    let nested = c.levels.0 > 0;
     let chunk_bounds = stats.map(Bounds::of);
-    let (mut chunk_erased_hits, mut chunk_erased_equal) = ((0u64, 0u64), (0u64, 0u64));
     let mut records = Records {
         erased,
         next: 0,
         current: None,
     };
-    let mut rows_in = Vec::with_capacity(data_pages.len());
-    let (mut first_row, mut erased_nulls) = (0u64, 0u64);
-    for (k, p) in data_pages.iter().enumerate() {
+    let mut first_row = 0u64;
+    for (k, p) in c.pages.iter().enumerate() {
         let Some(d) = &p.header.data else {
             return Ok(None);
         };
@@ -213,23 +348,14 @@ pub(super) fn splice_chunk(
             // One level per record: the level count is the row count (v2 headers also carry
             // num_rows, which some writers got wrong).
             let page_rows = u64::from(d.num_values);
-            let lo = records.next;
-            while records.next < erased.len()
-                && u64::from(erased[records.next]) < first_row + page_rows
-            {
-                records.next += 1;
-            }
-            let here: Vec<usize> = erased[lo..records.next]
-                .iter()
-                .map(|r| (u64::from(*r) - first_row) as usize)
-                .collect();
+            let here = records.flat_page(first_row, page_rows);
             first_row += page_rows;
-            if here.is_empty() && new_bloom.is_none() {
+            if here.is_empty() && out.bloom.is_none() {
                 if d.encoding != ENCODING_PLAIN {
-                    unread.push(k);
+                    out.unread.push(k);
                 }
-                rows_in.push(page_rows);
-                plans.push(Plan::Copy);
+                out.rows_in.push(page_rows);
+                out.plans.push(Plan::Copy);
                 continue;
             }
             Some(here)
@@ -238,205 +364,187 @@ pub(super) fn splice_chunk(
             Some(here) => Rows::Flat { here, next: 0 },
             None => Rows::Nested(&mut records),
         };
-        let Some(page) = decode(&chunk, p, (max_rep, max_def), codec.as_mut())? else {
+        let Some(page) = decode(c.chunk, p, c.levels, codec.as_deref_mut())? else {
             return Ok(None);
         };
-        let cut = Cut::new(
-            &page,
-            &mut rows,
-            d.num_values as usize,
-            width,
-            max_def,
-            new_bloom.is_some(),
-            entries,
-        )?;
-        rows_in.push(cut.records_started);
-        for i in &cut.kept_indices {
-            referenced[*i as usize] = true;
+        let n = d.num_values as usize;
+        let each = out.bloom.is_some();
+        let cut = Cut::new(&page, &mut rows, n, c.width, c.levels.1, each, c.entries)?;
+        if !page_bounds_hold(c, k, n, &page, &cut)? {
+            return Ok(None);
         }
-        for i in &cut.erased_indices {
-            erased_entries[*i as usize] = true;
-        }
-        if let (Some(b), Values::Plain(values)) = (new_bloom.as_mut(), &page.values) {
-            for r in &cut.each_kept {
-                b.insert(&values[r.clone()]);
-            }
-        }
-        // The page's own bounds in the column index are held to the same rule, within the
-        // page.
-        if let Some(ci) = column_index.filter(|_| cut.erased_levels > 0) {
-            let Some(entry) = IndexEntry::of(ci, k) else {
-                return Ok(None);
-            };
-            let bounds = Bounds {
-                min: Some(&entry.min[..]),
-                max: Some(&entry.max[..]),
-                min_exact: false,
-                max_exact: false,
-            };
-            let n = d.num_values as usize;
-            let erased_hits = erased_counts(&page, &cut, dict.as_ref(), |v| bounds.hits(v, ty));
-            let erased_equal = erased_counts(&page, &cut, dict.as_ref(), |v| bounds.equals(v, ty));
-            let all_equal = page_hits(&page, n, width, max_def, dict.as_ref(), |v| {
-                bounds.equals(v, ty)
-            })?;
-            if !entry.null_page && !kept_hold(erased_hits, erased_equal, all_equal) {
-                return Ok(None);
-            }
-        }
-        // Erased values that could be the chunk's min or max: the bound may stay only if a
-        // kept value equals it (counted over the whole chunk below).
-        if let Some(bounds) = &chunk_bounds {
-            let hits = erased_counts(&page, &cut, dict.as_ref(), |v| bounds.hits(v, ty));
-            let equal = erased_counts(&page, &cut, dict.as_ref(), |v| bounds.equals(v, ty));
-            chunk_erased_hits = (chunk_erased_hits.0 + hits.0, chunk_erased_hits.1 + hits.1);
-            chunk_erased_equal = (
-                chunk_erased_equal.0 + equal.0,
-                chunk_erased_equal.1 + equal.1,
-            );
-        }
-        erased_nulls += cut.erased_nulls;
-        plans.push(if cut.erased_levels == 0 {
-            Plan::Copy
-        } else {
-            Plan::Cut(Box::new((page, cut)))
-        });
+        out.add(c, chunk_bounds.as_ref(), page, cut);
     }
-    let held = if nested {
+    out.held = if nested {
         records.current.map_or(0, |r| r + 1)
     } else {
         first_row
     };
-    // Pages that disagree with the row group: leave the chunk to the whole re-encode, whose
-    // reader judges the file.
-    let past_end = erased.last().is_some_and(|r| u64::from(*r) >= held);
-    if held != num_rows || past_end {
+    Ok(Some(out))
+}
+
+/// Whether data page `k`'s own bounds in the column index may stay after its cut (the same
+/// rule as for the chunk's statistics, within the page).
+fn page_bounds_hold(
+    c: &ChunkPages<'_>,
+    k: usize,
+    n: usize,
+    page: &Decoded,
+    cut: &Cut,
+) -> Result<bool> {
+    let Some(ci) = c.column_index.filter(|_| cut.erased_levels > 0) else {
+        return Ok(true);
+    };
+    let Some(entry) = IndexEntry::of(ci, k) else {
+        return Ok(false);
+    };
+    let bounds = Bounds {
+        min: Some(&entry.min[..]),
+        max: Some(&entry.max[..]),
+        min_exact: false,
+        max_exact: false,
+    };
+    let erased_hits = erased_counts(page, cut, c.dict, |v| bounds.hits(v, c.ty));
+    let erased_equal = erased_counts(page, cut, c.dict, |v| bounds.equals(v, c.ty));
+    let all_equal = page_hits(page, n, c.width, c.levels.1, c.dict, |v| {
+        bounds.equals(v, c.ty)
+    })?;
+    Ok(entry.null_page || kept_hold(erased_hits, erased_equal, all_equal))
+}
+
+/// Whether the chunk's min/max may stay: each bound an erased value could have produced is
+/// still held by a kept value equal to it. Pages cut in pass 1 are still decoded; the others
+/// are decompressed again (only when an erased value hit a bound).
+fn chunk_bounds_hold(
+    c: &ChunkPages<'_>,
+    cut: &CutPages,
+    stats: Option<&Statistics>,
+    mut codec: Option<&mut Box<dyn Codec>>,
+) -> Result<bool> {
+    let Some(bounds) = stats.map(Bounds::of).filter(|_| cut.erased_hits != (0, 0)) else {
+        return Ok(true);
+    };
+    let mut all_equal = (0u64, 0u64);
+    for (p, plan) in c.pages.iter().zip(&cut.plans) {
+        let Some(d) = &p.header.data else {
+            return Ok(false);
+        };
+        let decoded;
+        let page = match plan {
+            Plan::Cut(cut) => &cut.0,
+            Plan::Copy => {
+                let Some(page) = decode(c.chunk, p, c.levels, codec.as_deref_mut())? else {
+                    return Ok(false);
+                };
+                decoded = page;
+                &decoded
+            }
+        };
+        let n = d.num_values as usize;
+        let equal = page_hits(page, n, c.width, c.levels.1, c.dict, |v| {
+            bounds.equals(v, c.ty)
+        })?;
+        all_equal = (all_equal.0 + equal.0, all_equal.1 + equal.1);
+    }
+    Ok(kept_hold(cut.erased_hits, cut.erased_equal, all_equal))
+}
+
+/// Dictionary entries that only erased rows used must not stay in the file: finds them
+/// (reading the unread pages' indices as long as one is in doubt), adds the kept entries to
+/// the new bloom filter, and renumbers the pages for a dictionary without them (see
+/// [`renumber`]). Returns the entries to drop (ascending), or `None` when a page cannot be
+/// renumbered.
+fn scrub_dictionary(
+    c: &ChunkPages<'_>,
+    cut: &mut CutPages,
+    mut codec: Option<&mut Box<dyn Codec>>,
+) -> Result<Option<Vec<usize>>> {
+    let Some(dict) = c.dict else {
+        return Ok(Some(Vec::new()));
+    };
+    let mut decoded_unread = Vec::new();
+    for k in std::mem::take(&mut cut.unread) {
+        let pending = (0..c.entries).any(|i| cut.erased_entries[i] && !cut.referenced[i]);
+        if !pending {
+            break;
+        }
+        let Some(page) = decode(c.chunk, &c.pages[k], c.levels, codec.as_deref_mut())? else {
+            return Ok(None);
+        };
+        if let Values::Dict { indices, .. } = &page.values {
+            for i in indices {
+                *cut.referenced
+                    .get_mut(*i as usize)
+                    .ok_or_else(|| bad_index(*i, c.entries))? = true;
+            }
+        }
+        decoded_unread.push((k, page));
+    }
+    let scrub: Vec<usize> = (0..c.entries)
+        .filter(|i| cut.erased_entries[*i] && !cut.referenced[*i])
+        .collect();
+    if let Some(b) = cut.bloom.as_mut() {
+        for i in (0..c.entries).filter(|i| cut.referenced[*i]) {
+            b.insert(dict.entry(i as u32));
+        }
+    }
+    if !scrub.is_empty() && !renumber(c, &scrub, &mut cut.plans, decoded_unread, codec)? {
         return Ok(None);
     }
-    if let Some(bounds) = chunk_bounds
-        .as_ref()
-        .filter(|_| chunk_erased_hits != (0, 0))
+    Ok(Some(scrub))
+}
+
+/// The chunk written by pass 2, with what its metadata needs.
+struct Written {
+    bytes: Bytes,
+    num_values: i64,
+    uncompressed: i64,
+    data_page_offset: i64,
+    encoding_counts: BTreeMap<(i32, i32), i32>,
+    locations: Vec<PageLocation>,
+    column_index: Option<ColumnIndexMetaData>,
+    pages_copied: usize,
+    pages_rewritten: usize,
+}
+
+/// Pass 2: writes the chunk, the dictionary page (without the `scrub` entries) and the data
+/// pages as `plans` say, copied or cut; rebuilds the page index (page locations always, page
+/// bounds when the original chunk has them with null counts).
+fn write_pages(
+    c: &ChunkPages<'_>,
+    dict_page: Option<&RawPage>,
+    plans: Vec<Plan>,
+    rows_in: &[u64],
+    scrub: &[usize],
+    mut codec: Option<&mut Box<dyn Codec>>,
+) -> Result<Option<Written>> {
+    let mut out = TrackedWrite::new(Vec::with_capacity(compress_bound(c.chunk.len())));
+    let mut w = Written {
+        bytes: Bytes::new(),
+        num_values: 0,
+        uncompressed: 0,
+        data_page_offset: 0,
+        encoding_counts: BTreeMap::new(),
+        locations: Vec::new(),
+        column_index: None,
+        pages_copied: 0,
+        pages_rewritten: 0,
+    };
+    if let Some(first) = dict_page
+        && !write_dictionary_page(c, first, scrub, &mut out, &mut w, codec.as_deref_mut())?
     {
-        // Pages cut in pass 1 are still decoded; the others are decompressed again.
-        let mut all_equal = (0u64, 0u64);
-        for (p, plan) in data_pages.iter().zip(&plans) {
-            let Some(d) = &p.header.data else {
-                return Ok(None);
-            };
-            let decoded;
-            let page = match plan {
-                Plan::Cut(cut) => &cut.0,
-                Plan::Copy => {
-                    let Some(page) = decode(&chunk, p, (max_rep, max_def), codec.as_mut())? else {
-                        return Ok(None);
-                    };
-                    decoded = page;
-                    &decoded
-                }
-            };
-            let n = d.num_values as usize;
-            let equal = page_hits(page, n, width, max_def, dict.as_ref(), |v| {
-                bounds.equals(v, ty)
-            })?;
-            all_equal = (all_equal.0 + equal.0, all_equal.1 + equal.1);
-        }
-        if !kept_hold(chunk_erased_hits, chunk_erased_equal, all_equal) {
-            return Ok(None);
-        }
+        return Ok(None);
     }
-
-    // Dictionary entries that only erased rows used must not stay in the file: they are
-    // dropped, and the indices after them renumbered (see [`renumber`]).
-    let mut scrub = Vec::new();
-    let mut decoded_unread = Vec::new();
-    if let Some(dict) = &dict {
-        let pending =
-            |referenced: &[bool]| (0..entries).any(|i| erased_entries[i] && !referenced[i]);
-        for k in unread {
-            if !pending(&referenced) {
-                break;
-            }
-            let Some(page) = decode(&chunk, &data_pages[k], (max_rep, max_def), codec.as_mut())?
-            else {
-                return Ok(None);
-            };
-            if let Values::Dict { indices, .. } = &page.values {
-                for i in indices {
-                    *referenced
-                        .get_mut(*i as usize)
-                        .ok_or_else(|| bad_index(*i, entries))? = true;
-                }
-            }
-            decoded_unread.push((k, page));
-        }
-        scrub = (0..entries)
-            .filter(|i| erased_entries[*i] && !referenced[*i])
-            .collect();
-        if let Some(b) = new_bloom.as_mut() {
-            for i in (0..entries).filter(|i| referenced[*i]) {
-                b.insert(dict.entry(i as u32));
-            }
-        }
-    }
-    if !scrub.is_empty() {
-        let chunk_pages = ChunkPages {
-            chunk: &chunk,
-            pages: data_pages,
-            levels: (max_rep, max_def),
-            width,
-            entries,
-        };
-        if !renumber(
-            &chunk_pages,
-            &scrub,
-            &mut plans,
-            decoded_unread,
-            codec.as_mut(),
-        )? {
-            return Ok(None);
-        }
-    }
-
-    // Pass 2: write the chunk.
-    let mut out = TrackedWrite::new(Vec::with_capacity(compress_bound(chunk.len())));
-    let (mut num_values, mut uncompressed) = (0i64, 0i64);
-    let (mut pages_copied, mut pages_rewritten) = (0, 0);
-    let mut encoding_counts: BTreeMap<(i32, i32), i32> = BTreeMap::new();
-    let mut data_page_offset = 0i64;
-    if let (Some(dict), Some(first)) = (&dict, pages.first()) {
-        let Some(h) = &first.header.dict else {
-            return Ok(None);
-        };
-        if scrub.is_empty() {
-            out.write_all(&chunk[first.start..first.end])?;
-            uncompressed += (first.header.header_len + first.header.uncompressed) as i64;
-            pages_copied += 1;
-        } else {
-            let Some(page) = dict.without(&scrub, width, h, codec.as_mut())? else {
-                return Ok(None);
-            };
-            uncompressed += SerializedPageWriter::new(&mut out)
-                .write_page(page)?
-                .uncompressed_size as i64;
-            pages_rewritten += 1;
-        }
-        *encoding_counts
-            .entry((PAGE_DICTIONARY, h.encoding))
-            .or_default() += 1;
-        data_page_offset = out.bytes_written() as i64;
-    }
-    // The page index, when the file has one: page locations always, page bounds when the
-    // original chunk has them with null counts.
-    let mut locations = Vec::new();
-    let mut bounds_index = column_index
-        .filter(|ci| (0..data_pages.len()).all(|k| ci.null_count(k).is_some()))
+    let mut bounds_index = c
+        .column_index
+        .filter(|ci| (0..c.pages.len()).all(|k| ci.null_count(k).is_some()))
         .map(|ci| {
-            let mut b = ColumnIndexBuilder::new(ty);
+            let mut b = ColumnIndexBuilder::new(c.ty);
             b.set_boundary_order(ci.get_boundary_order().unwrap_or(BoundaryOrder::UNORDERED));
             (ci, b)
         });
     let mut kept_rows = 0i64;
-    for (k, (p, plan)) in data_pages.iter().zip(plans).enumerate() {
+    for (k, (p, plan)) in c.pages.iter().zip(plans).enumerate() {
         let Some(d) = &p.header.data else {
             return Ok(None);
         };
@@ -458,39 +566,16 @@ pub(super) fn splice_chunk(
             let Some(entry) = IndexEntry::of(ci, k) else {
                 return Ok(None);
             };
-            let null_page = entry.null_page || now_null;
-            let (min, max) = if null_page {
-                (Vec::new(), Vec::new())
-            } else {
-                (entry.min, entry.max)
-            };
-            b.append(null_page, min, max, entry.null_count - entry_nulls);
+            entry.append_to(b, now_null, entry_nulls);
         }
-        match plan {
-            Plan::Copy => {
-                out.write_all(&chunk[p.start..p.end])?;
-                num_values += i64::from(d.num_values);
-                uncompressed += (p.header.header_len + p.header.uncompressed) as i64;
-                pages_copied += 1;
-            }
-            Plan::Cut(cut) => {
-                let (page, cut) = *cut;
-                pages_rewritten += 1;
-                let kept_levels = d.num_values as usize - cut.erased_levels;
-                if kept_levels == 0 {
-                    continue; // every row of the page is erased: the page goes
-                }
-                let compressed =
-                    cut.build(&page, d, kept_levels, (max_rep, max_def), codec.as_mut())?;
-                num_values += kept_levels as i64;
-                uncompressed += SerializedPageWriter::new(&mut out)
-                    .write_page(compressed)?
-                    .uncompressed_size as i64;
-            }
+        if !write_data_page(c, p, d, plan, &mut out, &mut w, codec.as_deref_mut())? {
+            continue; // every row of the page is erased: the page goes
         }
-        *encoding_counts.entry((page_type, d.encoding)).or_default() += 1;
+        *w.encoding_counts
+            .entry((page_type, d.encoding))
+            .or_default() += 1;
         if page_kept {
-            locations.push(PageLocation {
+            w.locations.push(PageLocation {
                 offset: page_start as i64,
                 compressed_page_size: (out.bytes_written() - page_start) as i32,
                 first_row_index: kept_rows,
@@ -498,21 +583,95 @@ pub(super) fn splice_chunk(
         }
         kept_rows += kept_here;
     }
-    let offset_index = index.map(|_| OffsetIndexMetaData {
-        page_locations: locations,
-        unencoded_byte_array_data_bytes: None,
-    });
-    let column_index = bounds_index.map(|(_, b)| b.build()).transpose()?;
-    let bytes = Bytes::from(out.into_inner().map_err(|e| general(e.to_string()))?);
+    w.column_index = bounds_index.map(|(_, b)| b.build()).transpose()?;
+    w.bytes = Bytes::from(out.into_inner().map_err(|e| general(e.to_string()))?);
+    Ok(Some(w))
+}
 
+/// Writes data page `p` to `out` as `plan` says: copied, or cut and compressed again.
+/// `false` when the cut left nothing of it (the page goes).
+fn write_data_page(
+    c: &ChunkPages<'_>,
+    p: &RawPage,
+    d: &DataHeader,
+    plan: Plan,
+    out: &mut TrackedWrite<Vec<u8>>,
+    w: &mut Written,
+    codec: Option<&mut Box<dyn Codec>>,
+) -> Result<bool> {
+    match plan {
+        Plan::Copy => {
+            out.write_all(&c.chunk[p.start..p.end])?;
+            w.num_values += i64::from(d.num_values);
+            w.uncompressed += (p.header.header_len + p.header.uncompressed) as i64;
+            w.pages_copied += 1;
+        }
+        Plan::Cut(cut) => {
+            let (page, cut) = *cut;
+            w.pages_rewritten += 1;
+            let kept_levels = d.num_values as usize - cut.erased_levels;
+            if kept_levels == 0 {
+                return Ok(false);
+            }
+            let compressed = cut.build(&page, d, kept_levels, c.levels, codec)?;
+            w.num_values += kept_levels as i64;
+            w.uncompressed += SerializedPageWriter::new(out)
+                .write_page(compressed)?
+                .uncompressed_size as i64;
+        }
+    }
+    Ok(true)
+}
+
+/// Writes the dictionary page to `out`: copied, or without the `scrub` entries. `false` when
+/// it cannot be written (no entry would remain).
+fn write_dictionary_page(
+    c: &ChunkPages<'_>,
+    page: &RawPage,
+    scrub: &[usize],
+    out: &mut TrackedWrite<Vec<u8>>,
+    w: &mut Written,
+    codec: Option<&mut Box<dyn Codec>>,
+) -> Result<bool> {
+    let (Some(dict), Some(h)) = (c.dict, &page.header.dict) else {
+        return Ok(false);
+    };
+    if scrub.is_empty() {
+        out.write_all(&c.chunk[page.start..page.end])?;
+        w.uncompressed += (page.header.header_len + page.header.uncompressed) as i64;
+        w.pages_copied += 1;
+    } else {
+        let Some(new) = dict.without(scrub, c.width, h, codec)? else {
+            return Ok(false);
+        };
+        w.uncompressed += SerializedPageWriter::new(out)
+            .write_page(new)?
+            .uncompressed_size as i64;
+        w.pages_rewritten += 1;
+    }
+    *w.encoding_counts
+        .entry((PAGE_DICTIONARY, h.encoding))
+        .or_default() += 1;
+    w.data_page_offset = out.bytes_written() as i64;
+    Ok(true)
+}
+
+/// The new chunk's metadata: the original's, with sizes, offsets, counts, statistics (without
+/// the erased nulls; the bounds were checked) and page encoding counts of the written chunk;
+/// offsets of indexes and filters are set by the file writer.
+fn chunk_metadata(
+    column: &ColumnChunkMetaData,
+    w: &Written,
+    erased_nulls: u64,
+) -> Result<Option<ColumnChunkMetaData>> {
     let mut builder = column
         .clone()
         .into_builder()
-        .set_num_values(num_values)
-        .set_total_compressed_size(bytes.len() as i64)
-        .set_total_uncompressed_size(uncompressed)
-        .set_data_page_offset(data_page_offset)
-        .set_dictionary_page_offset(dict.as_ref().map(|_| 0))
+        .set_num_values(w.num_values)
+        .set_total_compressed_size(w.bytes.len() as i64)
+        .set_total_uncompressed_size(w.uncompressed)
+        .set_data_page_offset(w.data_page_offset)
+        .set_dictionary_page_offset(column.dictionary_page_offset().map(|_| 0))
         .set_index_page_offset(None)
         .set_unencoded_byte_array_data_bytes(None)
         .set_repetition_level_histogram(None)
@@ -523,42 +682,45 @@ pub(super) fn splice_chunk(
         .set_offset_index_length(None)
         .set_column_index_offset(None)
         .set_column_index_length(None);
-    if let Some(stats) = stats {
+    if let Some(stats) = column.statistics() {
         builder = builder.set_statistics(without_erased(stats, erased_nulls));
     }
     if column.page_encoding_stats().is_some() {
         let mut counts = Vec::new();
-        for ((page_type, enc), count) in encoding_counts {
-            let page_type = match page_type {
+        for ((page_type, enc), count) in &w.encoding_counts {
+            let page_type = match *page_type {
                 PAGE_DATA => PageType::DATA_PAGE,
                 PAGE_DATA_V2 => PageType::DATA_PAGE_V2,
                 _ => PageType::DICTIONARY_PAGE,
             };
-            let Some(encoding) = encoding(enc) else {
+            let Some(encoding) = encoding(*enc) else {
                 return Ok(None);
             };
             counts.push(PageEncodingStats {
                 page_type,
                 encoding,
-                count,
+                count: *count,
             });
         }
         builder = builder.set_page_encoding_stats(counts);
     }
-    let metadata = builder.build()?;
-    Ok(Some(Spliced {
-        close: ColumnCloseResult {
-            bytes_written: bytes.len() as u64,
-            rows_written: num_rows - erased.len() as u64,
-            metadata,
-            bloom_filter: new_bloom,
-            column_index,
-            offset_index,
-        },
-        bytes,
-        pages_copied,
-        pages_rewritten,
-    }))
+    Ok(Some(builder.build()?))
+}
+
+/// The data pages of a column chunk, and what reading and judging them needs.
+struct ChunkPages<'a> {
+    chunk: &'a Bytes,
+    pages: &'a [RawPage],
+    /// (max repetition level, max definition level).
+    levels: (i16, i16),
+    /// See [`value_width`].
+    width: Option<usize>,
+    /// The dictionary's size (0 without one).
+    entries: usize,
+    ty: PhysicalType,
+    dict: Option<&'a Dictionary>,
+    /// The chunk's column index entries, where the file has a page index.
+    column_index: Option<&'a ColumnIndexMetaData>,
 }
 
 /// Holds a page header's sizes, which come from the untrusted file and size allocations, to
