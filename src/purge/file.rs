@@ -222,7 +222,8 @@ async fn sha256_of_object(object: &store::ObjectVersion) -> Result<String> {
     })
 }
 
-/// Purges one file, journaling before and after the commit.
+/// Purges one file, journaling before and after the commit. A file that changed while it
+/// was purged is read again and redone, up to [`CONFLICT_RETRIES`] times.
 async fn purge_file(
     table: &Table,
     matcher: &Matcher<'_>,
@@ -230,223 +231,313 @@ async fn purge_file(
     attempt: &Attempt<'_>,
     entry: &mut Entry,
 ) -> Result<()> {
-    let name = &table.spec.name;
-    let rel = entry.path.clone();
-    let location = &planned.location;
-    let store = &table.location.store;
     for try_no in 0..=CONFLICT_RETRIES {
-        // A large file is read by ranges, one row group at a time; the rest is read whole.
-        let ranged = planned.size >= attempt.large_file;
-        let got = if ranged {
-            store.head(location).await.map(|meta| (meta, None))
-        } else {
-            match store.get(location).await {
-                Ok(g) => {
-                    let meta = g.meta.clone();
-                    g.bytes().await.map(|b| (meta, Some(b)))
-                }
-                Err(e) => Err(e),
-            }
-        };
-        let (meta, whole) = match got {
-            Ok(got) => got,
-            Err(object_store::Error::NotFound { .. }) => {
-                tracing::warn!(table = %name, file = %rel, "file deleted by another writer: recorded, not recreated");
-                entry.vanished = true;
-                return attempt.journal.put(entry).await;
-            }
-            Err(e) => return Err(Error::store(format!("reading {location}"), e)),
-        };
-        let read = ReadVersion {
-            e_tag: meta.e_tag.clone(),
-            version: meta.version.clone(),
-        };
-        let size = meta.size;
-        // The plan's rows still hold when the object is the version the plan read; otherwise
-        // (changed since, or a retry after a conflict) its key columns are read again.
-        let fp = if planned.etag.is_some() && planned.etag == read.e_tag {
-            planned.clone()
-        } else if let Some(bytes) = &whole {
-            let reader = BytesReader {
-                bytes: bytes.clone(),
-            };
-            matcher.scan(reader, name, &rel).await?
-        } else {
-            let reader =
-                plan::StoreReader::new(store::ObjectVersion::new(Arc::clone(store), meta.clone()));
-            match matcher.scan(reader, name, &rel).await {
-                Err(e) if e.is_conflict() => continue,
-                other => other?,
-            }
-        };
-        if !fp.affected() {
-            return Ok(());
-        }
-        // The ids of the events that matched, read from the spilled event ids.
-        let (ids, counts) = (attempt.events.event_ids.clone(), fp.per_event.clone());
-        let per_event = tokio::task::spawn_blocking(move || ids.name_counts(&counts))
-            .await
-            .map_err(|e| Error::Internal(format!("naming the events of {rel}: {e}")))??;
-        let erased = fp.erased.clone();
-        let shown = format!("{}{}", table.location.url, rel);
-        let redacting = table.spec.action == Action::Redact;
-        let mode = if redacting {
-            rewrite::Mode::Redact(table.spec.redact.clone())
-        } else {
-            rewrite::Mode::Delete
-        };
-        // A large file goes up in parts while it is written (see `commit`); the rest is
-        // written to memory and put in one conditional request.
-        let output = if !redacting && fp.rows_matched == fp.rows {
-            Output::Nothing
-        } else if size >= attempt.large_file {
-            Output::InParts
-        } else {
-            Output::Whole
-        };
-        // CPU work runs off the async runtime: the original's hash alongside the rewrite, the
-        // new file's hash right after it.
-        let rewriting = match whole {
-            Some(bytes) => {
-                let original = bytes.clone();
-                let before_sha = tokio::task::spawn_blocking(move || {
-                    Ok::<_, Error>(manifest::sha256_hex(&original))
-                });
-                let rewriting =
-                    rewrite_file(bytes, store, location, erased, mode, shown, output).await;
-                (before_sha, rewriting)
-            }
-            None => {
-                let runtime = tokio::runtime::Handle::current();
-                let version = store::ObjectVersion::new(Arc::clone(store), meta.clone());
-                let object = RangedObject::new(version.clone(), runtime.clone());
-                let before_sha = tokio::task::spawn_blocking(move || {
-                    runtime.block_on(sha256_of_object(&version))
-                });
-                let rewriting =
-                    rewrite_file(object.clone(), store, location, erased, mode, shown, output)
-                        .await
-                        .map_err(|e| match object.failure() {
-                            Some(
-                                object_store::Error::Precondition { .. }
-                                | object_store::Error::NotFound { .. },
-                            ) => Error::Conflict {
-                                path: location.to_string(),
-                            },
-                            // A storage error under a read, not corrupt data.
-                            Some(failure) => Error::store(format!("reading {location}"), failure),
-                            None => e,
-                        });
-                (before_sha, rewriting)
-            }
-        };
-        let (before_sha, (rewritten, new_file, upload)) = match rewriting {
-            (before_sha, Ok(done)) => (before_sha, done),
-            (before_sha, Err(e)) => {
-                before_sha.abort();
-                match e {
-                    Error::Conflict { .. } if try_no < CONFLICT_RETRIES => {
-                        tracing::warn!(table = %name, file = %rel, try_no, "file changed while purging: reading it again");
-                        continue;
-                    }
-                    e => return Err(e),
-                }
-            }
-        };
-        let before_sha = match before_sha.await {
-            Ok(Ok(sha)) => sha,
-            Ok(Err(e)) => {
-                if let Some(upload) = upload {
-                    upload.abort().await;
-                }
-                match e {
-                    Error::Conflict { .. } if try_no < CONFLICT_RETRIES => continue,
-                    e => return Err(e),
-                }
-            }
-            Err(e) => return Err(Error::Internal(format!("hashing {rel}: {e}"))),
-        };
-
-        let mut record = FileRecord {
-            path: rel.clone(),
-            rows_removed: if redacting { 0 } else { fp.rows_matched },
-            rows_redacted: if redacting { fp.rows_matched } else { 0 },
-            before: FileVersion {
-                size,
-                sha256: before_sha,
-                rows: fp.rows,
-                etag: read.e_tag.clone(),
-            },
-            after: new_file.map(|(sha256, size)| FileVersion {
-                size,
-                sha256,
-                rows: rewritten.rows,
-                etag: None,
-            }),
-            per_event,
-        };
-        entry.pending = Some(record.clone());
-        if let Err(e) = attempt.journal.put(entry).await {
-            if let Some(upload) = upload {
-                upload.abort().await;
-            }
-            return Err(e);
-        }
-        attempt.crash_if(
-            &attempt.intents,
-            attempt.failpoint.after_intent,
-            "after_intent",
-        );
-
-        let result = match (upload, &rewritten.bytes) {
-            (Some(upload), _) => upload
-                .complete_if(store.as_ref(), &read)
-                .await
-                .map(|w| w.e_tag),
-            (None, Some(new)) => commit::replace(store.as_ref(), location, new.clone(), &read)
-                .await
-                .map(|w| w.e_tag),
-            (None, None) => commit::delete(store.as_ref(), location, &read)
-                .await
-                .map(|()| None),
-        };
-        match result {
-            Ok(etag) => {
-                attempt.crash_if(
-                    &attempt.commits,
-                    attempt.failpoint.after_commit,
-                    "after_commit",
-                );
-                if let Some(a) = record.after.as_mut() {
-                    a.etag = etag;
-                }
-                tracing::info!(
-                    table = %name,
-                    file = %rel,
-                    rows_removed = record.rows_removed,
-                    deleted = record.after.is_none(),
-                    row_groups_copied = rewritten.row_groups_copied,
-                    row_groups_rewritten = rewritten.row_groups_rewritten,
-                    chunks_spliced = rewritten.chunks_spliced,
-                    pages_copied = rewritten.pages_copied,
-                    pages_rewritten = rewritten.pages_rewritten,
-                    read_by_ranges = ranged,
-                    "file purged"
-                );
-                entry.pending = None;
-                entry.done.push(record);
-                attempt.journal.put(entry).await?;
-                return Ok(());
-            }
-            Err(Error::Conflict { .. }) if try_no < CONFLICT_RETRIES => {
-                entry.pending = None;
-                attempt.journal.put(entry).await?;
-                tracing::warn!(table = %name, file = %rel, try_no, "file changed while purging: reading it again");
+        let last = try_no == CONFLICT_RETRIES;
+        match try_file(table, matcher, planned, attempt, entry, last).await {
+            Ok(Try::Done) => return Ok(()),
+            Ok(Try::Again) => {
+                tracing::warn!(table = %table.spec.name, file = %entry.path, try_no, "file changed while purging: reading it again");
             }
             Err(e) => return Err(e),
         }
     }
     Err(Error::Conflict {
-        path: location.to_string(),
+        path: planned.location.to_string(),
     })
+}
+
+/// What one try at a file came to.
+enum Try {
+    /// Purged, found with nothing to erase, or found deleted (journaled).
+    Done,
+    /// The file changed meanwhile: read it again.
+    Again,
+}
+
+/// One try at a file: read the version there now, match it again unless it is the version the
+/// plan read, rewrite it while hashing the original, then journal and commit. A conflict is
+/// `Try::Again` unless this is the `last` try.
+async fn try_file(
+    table: &Table,
+    matcher: &Matcher<'_>,
+    planned: &FilePlan,
+    attempt: &Attempt<'_>,
+    entry: &mut Entry,
+    last: bool,
+) -> Result<Try> {
+    let again = |e: Error| match e {
+        Error::Conflict { .. } if !last => Ok(Try::Again),
+        e => Err(e),
+    };
+    // A large file is read by ranges, one row group at a time; the rest is read whole.
+    let ranged = planned.size >= attempt.large_file;
+    let store = &table.location.store;
+    let Some((meta, whole)) = read_version(store, &planned.location, ranged).await? else {
+        tracing::warn!(table = %table.spec.name, file = %entry.path, "file deleted by another writer: recorded, not recreated");
+        entry.vanished = true;
+        attempt.journal.put(entry).await?;
+        return Ok(Try::Done);
+    };
+    let Some(fp) = matched_rows(table, matcher, planned, &meta, whole.as_ref()).await? else {
+        return Ok(Try::Again);
+    };
+    if !fp.affected() {
+        return Ok(Try::Done);
+    }
+    let rewrite = match rewrite_and_hash(table, attempt, &meta, whole, &fp).await {
+        Ok(done) => done,
+        Err(e) => return again(e),
+    };
+    match commit_file(table, attempt, entry, &meta, &fp, rewrite, ranged).await {
+        Ok(()) => Ok(Try::Done),
+        Err(e) => again(e),
+    }
+}
+
+/// The version of the file there now: its metadata, and its bytes unless it is read by ranges;
+/// `None` if it is gone.
+async fn read_version(
+    store: &Arc<dyn object_store::ObjectStore>,
+    location: &object_store::path::Path,
+    ranged: bool,
+) -> Result<Option<(object_store::ObjectMeta, Option<Bytes>)>> {
+    let got = if ranged {
+        store.head(location).await.map(|meta| (meta, None))
+    } else {
+        match store.get(location).await {
+            Ok(g) => {
+                let meta = g.meta.clone();
+                g.bytes().await.map(|b| (meta, Some(b)))
+            }
+            Err(e) => Err(e),
+        }
+    };
+    match got {
+        Ok(got) => Ok(Some(got)),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(Error::store(format!("reading {location}"), e)),
+    }
+}
+
+/// The rows to erase in the version read: the plan's when it is the version the plan read;
+/// otherwise (changed since, or a retry after a conflict) its key columns are read again.
+/// `None` when it changed again while being read.
+async fn matched_rows(
+    table: &Table,
+    matcher: &Matcher<'_>,
+    planned: &FilePlan,
+    meta: &object_store::ObjectMeta,
+    whole: Option<&Bytes>,
+) -> Result<Option<FilePlan>> {
+    let (name, rel) = (&table.spec.name, &planned.path);
+    if planned.etag.is_some() && planned.etag == meta.e_tag {
+        return Ok(Some(planned.clone()));
+    }
+    if let Some(bytes) = whole {
+        let reader = BytesReader {
+            bytes: bytes.clone(),
+        };
+        return matcher.scan(reader, name, rel).await.map(Some);
+    }
+    let version = store::ObjectVersion::new(Arc::clone(&table.location.store), meta.clone());
+    match matcher
+        .scan(plan::StoreReader::new(version), name, rel)
+        .await
+    {
+        Err(e) if e.is_conflict() => Ok(None),
+        other => other.map(Some),
+    }
+}
+
+/// A file rewritten, with the original's sha256 and the events its erased rows matched.
+struct NewVersion {
+    rewritten: rewrite::Rewritten,
+    new_file: Option<(String, u64)>,
+    upload: Option<commit::PartUpload>,
+    before_sha: String,
+    per_event: BTreeMap<String, u64>,
+}
+
+/// Rewrites the version read without the rows `fp` erases, hashing the original alongside
+/// (CPU work runs off the async runtime). A large file goes up in parts while it is written
+/// (see `commit`); the rest is written to memory; a file left with no rows is only checked.
+async fn rewrite_and_hash(
+    table: &Table,
+    attempt: &Attempt<'_>,
+    meta: &object_store::ObjectMeta,
+    whole: Option<Bytes>,
+    fp: &FilePlan,
+) -> Result<NewVersion> {
+    let (store, location, rel) = (&table.location.store, &meta.location, &fp.path);
+    // The ids of the events that matched, read from the spilled event ids.
+    let (ids, counts) = (attempt.events.event_ids.clone(), fp.per_event.clone());
+    let per_event = tokio::task::spawn_blocking(move || ids.name_counts(&counts))
+        .await
+        .map_err(|e| Error::Internal(format!("naming the events of {rel}: {e}")))??;
+    let erased = fp.erased.clone();
+    let shown = format!("{}{}", table.location.url, rel);
+    let redacting = table.spec.action == Action::Redact;
+    let mode = if redacting {
+        rewrite::Mode::Redact(table.spec.redact.clone())
+    } else {
+        rewrite::Mode::Delete
+    };
+    let output = if !redacting && fp.rows_matched == fp.rows {
+        Output::Nothing
+    } else if meta.size >= attempt.large_file {
+        Output::InParts
+    } else {
+        Output::Whole
+    };
+    let (before_sha, rewriting) = match whole {
+        Some(bytes) => {
+            let original = bytes.clone();
+            let before_sha = tokio::task::spawn_blocking(move || {
+                Ok::<_, Error>(manifest::sha256_hex(&original))
+            });
+            let rewriting = rewrite_file(bytes, store, location, erased, mode, shown, output).await;
+            (before_sha, rewriting)
+        }
+        None => {
+            let runtime = tokio::runtime::Handle::current();
+            let version = store::ObjectVersion::new(Arc::clone(store), meta.clone());
+            let object = RangedObject::new(version.clone(), runtime.clone());
+            let before_sha =
+                tokio::task::spawn_blocking(move || runtime.block_on(sha256_of_object(&version)));
+            let rewriting =
+                rewrite_file(object.clone(), store, location, erased, mode, shown, output)
+                    .await
+                    .map_err(|e| match object.failure() {
+                        Some(
+                            object_store::Error::Precondition { .. }
+                            | object_store::Error::NotFound { .. },
+                        ) => Error::Conflict {
+                            path: location.to_string(),
+                        },
+                        // A storage error under a read, not corrupt data.
+                        Some(failure) => Error::store(format!("reading {location}"), failure),
+                        None => e,
+                    });
+            (before_sha, rewriting)
+        }
+    };
+    let (rewritten, new_file, upload) = match rewriting {
+        Ok(done) => done,
+        Err(e) => {
+            before_sha.abort();
+            return Err(e);
+        }
+    };
+    let before_sha = match before_sha.await {
+        Ok(Ok(sha)) => sha,
+        Ok(Err(e)) => {
+            if let Some(upload) = upload {
+                upload.abort().await;
+            }
+            return Err(e);
+        }
+        Err(e) => return Err(Error::Internal(format!("hashing {rel}: {e}"))),
+    };
+    Ok(NewVersion {
+        rewritten,
+        new_file,
+        upload,
+        before_sha,
+        per_event,
+    })
+}
+
+/// Journals the rewrite as pending, replaces or deletes the file conditionally on the version
+/// read, and journals it as done. A conflict is journaled as not pending and returned.
+async fn commit_file(
+    table: &Table,
+    attempt: &Attempt<'_>,
+    entry: &mut Entry,
+    meta: &object_store::ObjectMeta,
+    fp: &FilePlan,
+    r: NewVersion,
+    ranged: bool,
+) -> Result<()> {
+    let (store, location) = (&table.location.store, &meta.location);
+    let redacting = table.spec.action == Action::Redact;
+    let read = ReadVersion {
+        e_tag: meta.e_tag.clone(),
+        version: meta.version.clone(),
+    };
+    let mut record = FileRecord {
+        path: fp.path.clone(),
+        rows_removed: if redacting { 0 } else { fp.rows_matched },
+        rows_redacted: if redacting { fp.rows_matched } else { 0 },
+        before: FileVersion {
+            size: meta.size,
+            sha256: r.before_sha,
+            rows: fp.rows,
+            etag: read.e_tag.clone(),
+        },
+        after: r.new_file.map(|(sha256, size)| FileVersion {
+            size,
+            sha256,
+            rows: r.rewritten.rows,
+            etag: None,
+        }),
+        per_event: r.per_event,
+    };
+    entry.pending = Some(record.clone());
+    if let Err(e) = attempt.journal.put(entry).await {
+        if let Some(upload) = r.upload {
+            upload.abort().await;
+        }
+        return Err(e);
+    }
+    attempt.crash_if(
+        &attempt.intents,
+        attempt.failpoint.after_intent,
+        "after_intent",
+    );
+    let result = match (r.upload, &r.rewritten.bytes) {
+        (Some(upload), _) => upload
+            .complete_if(store.as_ref(), &read)
+            .await
+            .map(|w| w.e_tag),
+        (None, Some(new)) => commit::replace(store.as_ref(), location, new.clone(), &read)
+            .await
+            .map(|w| w.e_tag),
+        (None, None) => commit::delete(store.as_ref(), location, &read)
+            .await
+            .map(|()| None),
+    };
+    let etag = match result {
+        Ok(etag) => etag,
+        Err(e @ Error::Conflict { .. }) => {
+            entry.pending = None;
+            attempt.journal.put(entry).await?;
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
+    attempt.crash_if(
+        &attempt.commits,
+        attempt.failpoint.after_commit,
+        "after_commit",
+    );
+    if let Some(a) = record.after.as_mut() {
+        a.etag = etag;
+    }
+    let w = &r.rewritten;
+    tracing::info!(
+        table = %table.spec.name,
+        file = %record.path,
+        rows_removed = record.rows_removed,
+        deleted = record.after.is_none(),
+        row_groups_copied = w.row_groups_copied,
+        row_groups_rewritten = w.row_groups_rewritten,
+        chunks_spliced = w.chunks_spliced,
+        pages_copied = w.pages_copied,
+        pages_rewritten = w.pages_rewritten,
+        read_by_ranges = ranged,
+        "file purged"
+    );
+    entry.pending = None;
+    entry.done.push(record);
+    attempt.journal.put(entry).await
 }
