@@ -135,9 +135,56 @@ pub fn rewrite_to<S: Source, W: std::io::Write + Send>(
             row_groups.len()
         ))));
     }
-    // Leaf columns whose values are nulled in matched rows (redact), or none (delete).
+    let deleting = matches!(mode, Mode::Delete);
+    let kept: u64 = row_groups
+        .iter()
+        .zip(erased)
+        .map(|(rg, e)| rg.num_rows() as u64 - if deleting { e.len() as u64 } else { 0 })
+        .sum();
+    let mut done = Rewritten {
+        bytes: None,
+        rows: kept,
+        row_groups_copied: 0,
+        row_groups_rewritten: 0,
+        chunks_spliced: 0,
+        pages_copied: 0,
+        pages_rewritten: 0,
+    };
+    if kept == 0 {
+        return Ok(done);
+    }
+    let f = FileRewrite {
+        file: &file,
+        reader: &reader,
+        metadata,
+        path,
+        deleting,
+        redacted: redacted_columns(metadata, mode),
+        keep_page_index: keeps_page_index(metadata),
+    };
+    let props = Arc::new(writer_properties(metadata, f.keep_page_index));
+    let schema = metadata.file_metadata().schema_descr().root_schema_ptr();
+    let mut writer = SerializedFileWriter::new(out, schema, props).map_err(perr)?;
+    for (i, rg) in row_groups.iter().enumerate() {
+        let erased_here = &erased[i];
+        if deleting && erased_here.len() as i64 == rg.num_rows() && rg.num_rows() > 0 {
+            continue;
+        }
+        f.row_group(i, erased_here, &mut writer, &mut done)?;
+        if erased_here.is_empty() {
+            done.row_groups_copied += 1;
+        } else {
+            done.row_groups_rewritten += 1;
+        }
+    }
+    writer.close().map_err(perr)?;
+    Ok(done)
+}
+
+/// The leaf columns whose values are nulled in matched rows (redact), or none (delete).
+fn redacted_columns(metadata: &ParquetMetaData, mode: &Mode) -> Vec<bool> {
     let schema_descr = metadata.file_metadata().schema_descr();
-    let redacted: Vec<bool> = (0..schema_descr.num_columns())
+    (0..schema_descr.num_columns())
         .map(|j| match mode {
             Mode::Delete => false,
             Mode::Redact(columns) => {
@@ -145,150 +192,176 @@ pub fn rewrite_to<S: Source, W: std::io::Write + Send>(
                 columns.iter().any(|c| column.path().parts()[0] == *c)
             }
         })
-        .collect();
-    let deleting = matches!(mode, Mode::Delete);
-    let kept: u64 = row_groups
-        .iter()
-        .zip(erased)
-        .map(|(rg, e)| rg.num_rows() as u64 - if deleting { e.len() as u64 } else { 0 })
-        .sum();
-    if kept == 0 {
-        return Ok(Rewritten {
-            bytes: None,
-            rows: 0,
-            row_groups_copied: 0,
-            row_groups_rewritten: 0,
-            chunks_spliced: 0,
-            pages_copied: 0,
-            pages_rewritten: 0,
-        });
-    }
+        .collect()
+}
 
-    // Page indexes of copied chunks are kept only when every chunk of the file has one: the
-    // writer cannot mix chunks with and without an offset index.
-    let keep_page_index = metadata.offset_index().is_some_and(|oi| {
+/// Whether the page indexes of copied chunks are kept: only when every chunk of the file has
+/// one (the writer cannot mix chunks with and without an offset index).
+fn keeps_page_index(metadata: &ParquetMetaData) -> bool {
+    metadata.offset_index().is_some_and(|oi| {
         oi.iter().all(|rg| {
             rg.len() == metadata.file_metadata().schema_descr().num_columns()
                 && rg.iter().all(|c| !c.page_locations.is_empty())
         })
-    });
-    let props = Arc::new(writer_properties(metadata, keep_page_index));
-    let schema = metadata.file_metadata().schema_descr().root_schema_ptr();
-    let mut copied = 0;
-    let mut rewritten = 0;
-    let (mut spliced, mut pages_copied, mut pages_rewritten) = (0, 0, 0);
-    {
-        let mut writer = SerializedFileWriter::new(out, schema, props).map_err(perr)?;
-        for (i, rg) in row_groups.iter().enumerate() {
-            let erased_here = &erased[i];
-            if deleting && erased_here.len() as i64 == rg.num_rows() && rg.num_rows() > 0 {
+    })
+}
+
+/// The original file being rewritten, and what applies to all its row groups.
+struct FileRewrite<'a, S: Source> {
+    file: &'a S,
+    reader: &'a SerializedFileReader<S>,
+    metadata: &'a ParquetMetaData,
+    /// The file, for messages.
+    path: &'a str,
+    deleting: bool,
+    redacted: Vec<bool>,
+    keep_page_index: bool,
+}
+
+impl<S: Source> FileRewrite<'_, S> {
+    fn perr(&self, e: ParquetError) -> Error {
+        Error::parquet(self.path, e)
+    }
+
+    /// Writes row group `i` without the rows in `erased`, chunk by chunk: untouched chunks (all
+    /// of a row group without matched rows; under redact, those of columns not redacted) as
+    /// raw bytes, the others by page surgery where the chunk allows it, else re-encoded whole.
+    fn row_group<W: std::io::Write + Send>(
+        &self,
+        i: usize,
+        erased: &[u32],
+        writer: &mut SerializedFileWriter<W>,
+        done: &mut Rewritten,
+    ) -> Result<()> {
+        let rg = self.metadata.row_group(i);
+        let chunks = rg.columns().iter().map(|c| {
+            let (start, len) = c.byte_range();
+            start..start.saturating_add(len)
+        });
+        let span = chunks.reduce(|a, b| a.start.min(b.start)..a.end.max(b.end));
+        if let Some(span) = span.filter(|s| s.end <= self.file.len()) {
+            self.file.prefetch(span).map_err(|e| self.perr(e))?;
+        }
+        let rg_reader = self.reader.get_row_group(i).map_err(|e| self.perr(e))?;
+        let mut rg_writer = writer.next_row_group().map_err(|e| self.perr(e))?;
+        for (j, column) in rg.columns().iter().enumerate() {
+            if erased.is_empty() || !(self.deleting || self.redacted[j]) {
+                let close = ColumnCloseResult {
+                    bytes_written: column.compressed_size() as u64,
+                    rows_written: rg.num_rows() as u64,
+                    metadata: column.clone(),
+                    bloom_filter: rg_reader.get_column_bloom_filter(j).cloned(),
+                    column_index: self.column_index(i, j).cloned(),
+                    offset_index: self.offset_index(i, j).cloned(),
+                };
+                rg_writer
+                    .append_column(self.file, close)
+                    .map_err(|e| self.perr(e))?;
                 continue;
             }
-            let chunks = rg.columns().iter().map(|c| {
-                let (start, len) = c.byte_range();
-                start..start.saturating_add(len)
-            });
-            let span = chunks.reduce(|a, b| a.start.min(b.start)..a.end.max(b.end));
-            if let Some(span) = span.filter(|s| s.end <= file.len()) {
-                file.prefetch(span).map_err(perr)?;
-            }
-            let rg_reader = reader.get_row_group(i).map_err(perr)?;
-            let mut rg_writer = writer.next_row_group().map_err(perr)?;
-            for (j, column) in rg.columns().iter().enumerate() {
-                // Untouched chunks are copied as raw bytes: every chunk of a row group without
-                // matched rows, and under redact the chunks of columns that are not redacted.
-                if erased_here.is_empty() || !(deleting || redacted[j]) {
-                    let close = ColumnCloseResult {
-                        bytes_written: column.compressed_size() as u64,
-                        rows_written: rg.num_rows() as u64,
-                        metadata: column.clone(),
-                        bloom_filter: rg_reader.get_column_bloom_filter(j).cloned(),
-                        column_index: metadata
-                            .column_index()
-                            .filter(|_| keep_page_index)
-                            .and_then(|ci| ci.get(i)?.get(j).cloned())
-                            .filter(|ci| !matches!(ci, ColumnIndexMetaData::NONE)),
-                        offset_index: metadata
-                            .offset_index()
-                            .filter(|_| keep_page_index)
-                            .and_then(|oi| oi.get(i)?.get(j).cloned()),
-                    };
-                    rg_writer.append_column(&file, close).map_err(perr)?;
-                    continue;
-                }
-                let at = || format!("{path} (row group {i}, column {})", column.column_path());
-                // Page surgery where the chunk allows it (see `pages`); else a whole re-encode.
-                let index = metadata
-                    .offset_index()
-                    .filter(|_| keep_page_index)
-                    .and_then(|oi| oi.get(i)?.get(j))
-                    .map(|offsets| pages::PageIndex {
-                        offsets,
-                        columns: metadata
-                            .column_index()
-                            .and_then(|ci| ci.get(i)?.get(j))
-                            .filter(|ci| !matches!(ci, ColumnIndexMetaData::NONE)),
-                    });
-                if deleting && (index.is_some() || !keep_page_index) {
-                    let bloom = rg_reader.get_column_bloom_filter(j);
-                    let rows = rg.num_rows() as u64;
-                    let (start, len) = column.byte_range();
-                    if start.checked_add(len).is_none_or(|end| end > file.len()) {
-                        return Err(Error::corrupt(
-                            at(),
-                            ParquetError::General(
-                                "column chunk extends past the end of the file".into(),
-                            ),
-                        ));
-                    }
-                    let chunk = file.get_bytes(start, len as usize).map_err(perr)?;
-                    let result =
-                        pages::splice_chunk(chunk, column, rows, erased_here, bloom, index)
-                            .map_err(|e| Error::corrupt(at(), e))?;
-                    if let Some(s) = result {
-                        spliced += 1;
-                        pages_copied += s.pages_copied;
-                        pages_rewritten += s.pages_rewritten;
-                        rg_writer.append_column(&s.bytes, s.close).map_err(perr)?;
-                        continue;
-                    }
-                }
-                let column_reader = rg_reader.get_column_reader(j).map_err(perr)?;
-                let mut column_writer =
-                    rg_writer.next_column().map_err(perr)?.ok_or_else(|| {
-                        perr(ParquetError::General(format!("no writer for column {j}")))
-                    })?;
-                let descr = column.column_descr_ptr();
-                let edit = if deleting { Edit::Drop } else { Edit::Null };
-                copy_kept(
-                    column_reader,
-                    &mut column_writer,
-                    erased_here,
-                    edit,
-                    descr.max_def_level(),
-                    descr.max_rep_level(),
+            let at = || {
+                format!(
+                    "{} (row group {i}, column {})",
+                    self.path,
+                    column.column_path()
                 )
-                .map_err(|e| Error::corrupt(at(), e))?;
-                column_writer.close().map_err(perr)?;
+            };
+            if let Some(s) = self.splice(i, j, erased, rg_reader.as_ref(), &at)? {
+                done.chunks_spliced += 1;
+                done.pages_copied += s.pages_copied;
+                done.pages_rewritten += s.pages_rewritten;
+                rg_writer
+                    .append_column(&s.bytes, s.close)
+                    .map_err(|e| self.perr(e))?;
+                continue;
             }
-            if erased_here.is_empty() {
-                copied += 1;
+            let column_reader = rg_reader.get_column_reader(j).map_err(|e| self.perr(e))?;
+            let mut column_writer = rg_writer
+                .next_column()
+                .map_err(|e| self.perr(e))?
+                .ok_or_else(|| {
+                    self.perr(ParquetError::General(format!("no writer for column {j}")))
+                })?;
+            let descr = column.column_descr_ptr();
+            let edit = if self.deleting {
+                Edit::Drop
             } else {
-                rewritten += 1;
-            }
-            rg_writer.close().map_err(perr)?;
+                Edit::Null
+            };
+            let levels = (descr.max_def_level(), descr.max_rep_level());
+            copy_kept(
+                column_reader,
+                &mut column_writer,
+                erased,
+                edit,
+                levels.0,
+                levels.1,
+            )
+            .map_err(|e| Error::corrupt(at(), e))?;
+            column_writer.close().map_err(|e| self.perr(e))?;
         }
-        writer.close().map_err(perr)?;
+        rg_writer.close().map_err(|e| self.perr(e))?;
+        Ok(())
     }
-    Ok(Rewritten {
-        bytes: None,
-        rows: kept,
-        row_groups_copied: copied,
-        row_groups_rewritten: rewritten,
-        chunks_spliced: spliced,
-        pages_copied,
-        pages_rewritten,
-    })
+
+    /// The kept column index of chunk (`i`, `j`), if the file's page index is kept.
+    fn column_index(&self, i: usize, j: usize) -> Option<&ColumnIndexMetaData> {
+        self.metadata
+            .column_index()
+            .filter(|_| self.keep_page_index)
+            .and_then(|ci| ci.get(i)?.get(j))
+            .filter(|ci| !matches!(ci, ColumnIndexMetaData::NONE))
+    }
+
+    /// The kept offset index of chunk (`i`, `j`), if the file's page index is kept.
+    fn offset_index(
+        &self,
+        i: usize,
+        j: usize,
+    ) -> Option<&parquet::file::page_index::offset_index::OffsetIndexMetaData> {
+        self.metadata
+            .offset_index()
+            .filter(|_| self.keep_page_index)
+            .and_then(|oi| oi.get(i)?.get(j))
+    }
+
+    /// Page surgery on chunk (`i`, `j`) (see [`pages`]), when deleting and the chunk allows
+    /// it; `None` leaves the chunk to the whole re-encode.
+    fn splice(
+        &self,
+        i: usize,
+        j: usize,
+        erased: &[u32],
+        rg_reader: &dyn parquet::file::reader::RowGroupReader,
+        at: &dyn Fn() -> String,
+    ) -> Result<Option<pages::Spliced>> {
+        let index = self.offset_index(i, j).map(|offsets| pages::PageIndex {
+            offsets,
+            columns: self.column_index(i, j),
+        });
+        if !self.deleting || (index.is_none() && self.keep_page_index) {
+            return Ok(None);
+        }
+        let rg = self.metadata.row_group(i);
+        let column = rg.column(j);
+        let (start, len) = column.byte_range();
+        if start
+            .checked_add(len)
+            .is_none_or(|end| end > self.file.len())
+        {
+            return Err(Error::corrupt(
+                at(),
+                ParquetError::General("column chunk extends past the end of the file".into()),
+            ));
+        }
+        let chunk = self
+            .file
+            .get_bytes(start, len as usize)
+            .map_err(|e| self.perr(e))?;
+        let bloom = rg_reader.get_column_bloom_filter(j);
+        pages::splice_chunk(chunk, column, rg.num_rows() as u64, erased, bloom, index)
+            .map_err(|e| Error::corrupt(at(), e))
+    }
 }
 
 /// Writer properties that reproduce the original file's per-column choices. Without a page
