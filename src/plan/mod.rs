@@ -128,6 +128,33 @@ impl FilePlan {
     pub fn affected(&self) -> bool {
         self.rows_matched > 0
     }
+
+    /// The plan of a file with `metadata` before anything matched (`file` relative to the
+    /// table); where it is and its version are filled in by the caller.
+    pub fn unmatched(file: &str, metadata: &ParquetMetaData) -> FilePlan {
+        let row_groups = metadata.row_groups();
+        FilePlan {
+            path: file.to_string(),
+            location: Path::default(),
+            size: 0,
+            etag: None,
+            rows: row_groups
+                .iter()
+                .map(|rg| rg.num_rows().max(0) as u64)
+                .sum(),
+            pruned: false,
+            erased: vec![Vec::new(); row_groups.len()],
+            rows_matched: 0,
+            bytes_read: 0,
+            rows_skipped_by_page_index: 0,
+            per_event: BTreeMap::new(),
+            largest_row_group: row_groups
+                .iter()
+                .map(|rg| rg.compressed_size().max(0) as u64)
+                .max()
+                .unwrap_or(0),
+        }
+    }
 }
 
 /// What the plan found in one table.

@@ -11,7 +11,6 @@ use arrow::array::{
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, Schema};
 use futures::StreamExt;
-use object_store::path::Path;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, RowSelection};
 use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
@@ -49,6 +48,80 @@ pub struct ResolvedKey {
     pub compare_type: DataType,
     /// The path goes through a list: any element may match.
     pub through_list: bool,
+}
+
+/// The rows a scan reads of its selected row groups, and how a position in what was read maps
+/// back to a row of a row group.
+struct ReadRows {
+    /// The rows read, as ranges over the selected row groups taken as one run of rows.
+    kept: Vec<Range<usize>>,
+    /// The rows of the selected row groups, and those not read.
+    total: usize,
+    skipped: u64,
+    /// Per kept range: where it starts in what is read, and in the run of rows.
+    segments: Vec<(u64, u64)>,
+    /// Where each selected row group starts in the run of rows.
+    starts: Vec<u64>,
+}
+
+impl ReadRows {
+    fn new(
+        kept: Vec<Range<usize>>,
+        selected: &[usize],
+        row_groups: &[parquet::file::metadata::RowGroupMetaData],
+    ) -> Self {
+        let mut starts = Vec::with_capacity(selected.len());
+        let mut total = 0u64;
+        for &i in selected {
+            starts.push(total);
+            total += row_groups[i].num_rows() as u64;
+        }
+        let mut segments = Vec::with_capacity(kept.len());
+        let mut read = 0u64;
+        for r in &kept {
+            segments.push((read, r.start as u64));
+            read += r.len() as u64;
+        }
+        ReadRows {
+            kept,
+            total: total as usize,
+            skipped: total - read,
+            segments,
+            starts,
+        }
+    }
+
+    /// The selected row group (its index in the selection) and the row within it of the
+    /// `read`th row read.
+    fn locate(&self, read: u64) -> (usize, u32) {
+        let seg = self.segments.partition_point(|&(o, _)| o <= read) - 1;
+        let pos = self.segments[seg].1 + (read - self.segments[seg].0);
+        let k = self.starts.partition_point(|&s| s <= pos) - 1;
+        (k, (pos - self.starts[k]) as u32)
+    }
+}
+
+/// The file's metadata with its page index loaded, and a reader builder over it.
+async fn with_page_index<R>(
+    mut reader: R,
+    metadata: &ParquetMetaData,
+    table: &str,
+    file: &str,
+) -> Result<(Arc<ParquetMetaData>, ParquetRecordBatchStreamBuilder<R>)>
+where
+    R: AsyncFileReader + Unpin + Send + 'static,
+{
+    let failed = |e| read_error(table, file, "cannot read the page index", e);
+    let mut loader = ParquetMetaDataReader::new_with_metadata(metadata.clone())
+        .with_page_index_policy(PageIndexPolicy::Optional);
+    loader.load_page_index(&mut reader).await.map_err(failed)?;
+    let metadata = Arc::new(loader.finish().map_err(failed)?);
+    let with_index =
+        ArrowReaderMetadata::try_new(Arc::clone(&metadata), Default::default()).map_err(failed)?;
+    Ok((
+        metadata,
+        ParquetRecordBatchStreamBuilder::new_with_metadata(reader, with_index),
+    ))
 }
 
 /// Test hook (`LAKEPURGE_FAILPOINT=broken_matcher`, see `purge::failpoint`): every matcher of
@@ -190,52 +263,11 @@ impl<'e> Matcher<'e> {
         let schema = Arc::clone(builder.schema());
         let lookups = self.lookups_for(&schema, table, file)?;
 
-        let row_groups = metadata.row_groups();
-        let rows: u64 = row_groups
-            .iter()
-            .map(|rg| rg.num_rows().max(0) as u64)
-            .sum();
-        let mut plan = FilePlan {
-            path: file.to_string(),
-            location: Path::default(),
-            size: 0,
-            etag: None,
-            rows,
-            pruned: false,
-            erased: vec![Vec::new(); row_groups.len()],
-            rows_matched: 0,
-            bytes_read: 0,
-            rows_skipped_by_page_index: 0,
-            per_event: BTreeMap::new(),
-            largest_row_group: row_groups
-                .iter()
-                .map(|rg| rg.compressed_size().max(0) as u64)
-                .max()
-                .unwrap_or(0),
-        };
-        // Row groups that statistics, then bloom filters, cannot rule out for at least one rule.
+        let mut plan = FilePlan::unmatched(file, &metadata);
         let mut builder = builder;
-        let mut selected: Vec<usize> = Vec::new();
-        for (i, rg) in row_groups.iter().enumerate() {
-            if rg.num_rows() <= 0 {
-                continue;
-            }
-            let mut may_match = false;
-            for (r, rule) in self.rules.iter().enumerate() {
-                let lookup = &lookups[r];
-                if lookup.keys.is_empty() || stats_rule_out(lookup, &rule.paths, rg, &metadata) {
-                    continue;
-                }
-                if bloom_rule_out(&mut builder, lookup, &rule.paths, &metadata, i).await {
-                    continue;
-                }
-                may_match = true;
-                break;
-            }
-            if may_match {
-                selected.push(i);
-            }
-        }
+        let selected = self
+            .select_row_groups(&mut builder, &lookups, &metadata)
+            .await;
         if selected.is_empty() {
             plan.pruned = true;
             return Ok(plan);
@@ -248,24 +280,53 @@ impl<'e> Matcher<'e> {
                 .any(|c| c.column_index_offset().is_some() && c.offset_index_offset().is_some())
         });
         if has_page_index {
-            let mut index_reader = index_reader;
-            let mut loader = ParquetMetaDataReader::new_with_metadata((*metadata).clone())
-                .with_page_index_policy(PageIndexPolicy::Optional);
-            let loaded = match loader.load_page_index(&mut index_reader).await {
-                Ok(()) => loader.finish(),
-                Err(e) => Err(e),
-            };
-            let loaded =
-                loaded.map_err(|e| read_error(table, file, "cannot read the page index", e))?;
-            metadata = Arc::new(loaded);
-            let with_index =
-                ArrowReaderMetadata::try_new(Arc::clone(&metadata), Default::default())
-                    .map_err(|e| read_error(table, file, "cannot read the page index", e))?;
-            builder = ParquetRecordBatchStreamBuilder::new_with_metadata(index_reader, with_index);
+            (metadata, builder) = with_page_index(index_reader, &metadata, table, file).await?;
         }
         let row_groups = metadata.row_groups();
 
-        let parquet_schema = builder.parquet_schema();
+        let mask = self.key_columns(builder.parquet_schema());
+        let rows = ReadRows::new(
+            self.kept_rows(&lookups, &metadata, &selected),
+            &selected,
+            row_groups,
+        );
+        plan.rows_skipped_by_page_index = rows.skipped;
+        let mut builder = builder
+            .with_projection(mask)
+            .with_row_groups(selected.clone())
+            .with_batch_size(8192);
+        if rows.skipped > 0 {
+            builder = builder.with_row_selection(RowSelection::from_consecutive_ranges(
+                rows.kept.iter().cloned(),
+                rows.total,
+            ));
+        }
+        let mut stream = builder
+            .build()
+            .map_err(|e| read_error(table, file, "cannot read key columns", e))?;
+        let mut offset = 0u64;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(|e| read_error(table, file, "cannot read key columns", e))?;
+            let mut hits = self.match_batch(&batch, &lookups, table, file)?;
+            self.drop_already_redacted(&batch, &mut hits);
+            for (row, evs) in hits {
+                let (k, row) = rows.locate(offset + row as u64);
+                plan.erased[selected[k]].push(row);
+                plan.rows_matched += 1;
+                for e in evs {
+                    *plan.per_event.entry(e).or_default() += 1;
+                }
+            }
+            offset += batch.num_rows() as u64;
+        }
+        Ok(plan)
+    }
+
+    /// The projection of a file's schema to the top-level columns the rules (and redact) read.
+    fn key_columns(
+        &self,
+        parquet_schema: &parquet::schema::types::SchemaDescriptor,
+    ) -> ProjectionMask {
         let roots: BTreeSet<usize> = self
             .key_roots()
             .into_iter()
@@ -277,67 +338,58 @@ impl<'e> Matcher<'e> {
                     .position(|f| f.name() == name)
             })
             .collect();
-        let mask = ProjectionMask::roots(parquet_schema, roots);
-        // Within the selected row groups, the rows of pages the page index rules out for every
-        // rule are not read; `segments` maps the rows read back to their positions.
+        ProjectionMask::roots(parquet_schema, roots)
+    }
+
+    /// Within the `selected` row groups (taken as one run of rows), the rows to read: those of
+    /// pages the page index cannot rule out for some rule.
+    fn kept_rows(
+        &self,
+        lookups: &[Arc<Lookup>],
+        metadata: &ParquetMetaData,
+        selected: &[usize],
+    ) -> Vec<Range<usize>> {
         let mut kept: Vec<Range<usize>> = Vec::new();
         let mut at = 0usize;
-        for &i in &selected {
-            let n = row_groups[i].num_rows() as usize;
-            match self.page_rows(&lookups, &metadata, i) {
+        for &i in selected {
+            let n = metadata.row_group(i).num_rows() as usize;
+            match self.page_rows(lookups, metadata, i) {
                 Some(ranges) => kept.extend(ranges.into_iter().map(|r| at + r.start..at + r.end)),
                 None => kept.push(at..at + n),
             }
             at += n;
         }
-        let read_rows: usize = kept.iter().map(|r| r.len()).sum();
-        plan.rows_skipped_by_page_index = (at - read_rows) as u64;
-        let mut segments: Vec<(u64, u64)> = Vec::with_capacity(kept.len());
-        let mut out = 0u64;
-        for r in &kept {
-            segments.push((out, r.start as u64));
-            out += r.len() as u64;
-        }
-        let mut builder = builder
-            .with_projection(mask)
-            .with_row_groups(selected.clone())
-            .with_batch_size(8192);
-        if read_rows < at {
-            builder = builder
-                .with_row_selection(RowSelection::from_consecutive_ranges(kept.into_iter(), at));
-        }
-        let mut stream = builder
-            .build()
-            .map_err(|e| read_error(table, file, "cannot read key columns", e))?;
+        kept
+    }
 
-        // Map positions in the selected rows back to (row group, row).
-        let starts: Vec<u64> = selected
-            .iter()
-            .scan(0u64, |acc, &i| {
-                let s = *acc;
-                *acc += row_groups[i].num_rows() as u64;
-                Some(s)
-            })
-            .collect();
-        let mut offset = 0u64;
-        while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(|e| read_error(table, file, "cannot read key columns", e))?;
-            let mut hits = self.match_batch(&batch, &lookups, table, file)?;
-            self.drop_already_redacted(&batch, &mut hits);
-            for (row, evs) in hits {
-                let read = offset + row as u64;
-                let seg = segments.partition_point(|&(o, _)| o <= read) - 1;
-                let pos = segments[seg].1 + (read - segments[seg].0);
-                let k = starts.partition_point(|&s| s <= pos) - 1;
-                plan.erased[selected[k]].push((pos - starts[k]) as u32);
-                plan.rows_matched += 1;
-                for e in evs {
-                    *plan.per_event.entry(e).or_default() += 1;
-                }
+    /// The row groups that statistics, then bloom filters, cannot rule out for at least one
+    /// rule.
+    async fn select_row_groups<R>(
+        &self,
+        builder: &mut ParquetRecordBatchStreamBuilder<R>,
+        lookups: &[Arc<Lookup>],
+        metadata: &ParquetMetaData,
+    ) -> Vec<usize>
+    where
+        R: AsyncFileReader + Unpin + Send + 'static,
+    {
+        let mut selected = Vec::new();
+        for (i, rg) in metadata.row_groups().iter().enumerate() {
+            if rg.num_rows() <= 0 {
+                continue;
             }
-            offset += batch.num_rows() as u64;
+            for (rule, lookup) in self.rules.iter().zip(lookups) {
+                if lookup.keys.is_empty() || stats_rule_out(lookup, &rule.paths, rg, metadata) {
+                    continue;
+                }
+                if bloom_rule_out(builder, lookup, &rule.paths, metadata, i).await {
+                    continue;
+                }
+                selected.push(i);
+                break;
+            }
         }
-        Ok(plan)
+        selected
     }
 
     /// The rows of row group `i` that the page index cannot rule out for some rule (ascending,

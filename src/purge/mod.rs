@@ -155,44 +155,7 @@ async fn run(job: &Job, run_id: &str, clock: &dyn Clock, opts: &Options<'_>) -> 
         .map(|t| (t.spec.name.as_str(), &t.location))
         .collect();
     let _locks = store::TableLocks::acquire(&named).await?;
-    let pinned = journal.snapshot().await?;
-    let mut events = match &pinned {
-        Some(snap) => {
-            tracing::info!(
-                run_id,
-                "resuming: applying the event snapshot pinned by the first attempt"
-            );
-            pinned_events(job, run_id, snap).await?
-        }
-        None => events::load(job).await?,
-    };
-    let mut plans = plan::plan_tables(&tables, &events).await?;
-    let snapshot = match pinned {
-        Some(snap) => snap,
-        None => {
-            let fresh = Snapshot {
-                started_at: clock.now(),
-                files: events.files.clone(),
-                digest: events.digest.clone(),
-                tables: plans
-                    .iter()
-                    .map(|p| TableCounts {
-                        name: p.name.clone(),
-                        files_listed: p.files_listed,
-                        files_pruned: p.files_pruned,
-                        ids_unconvertible: p.ids_unconvertible,
-                    })
-                    .collect(),
-            };
-            let snap = journal.pin(fresh.clone()).await?;
-            if snap != fresh {
-                // A concurrent attempt pinned first: apply its snapshot.
-                events = pinned_events(job, run_id, &snap).await?;
-                plans = plan::plan_tables(&tables, &events).await?;
-            }
-            snap
-        }
-    };
+    let (events, plans, snapshot) = plan_pinned(job, run_id, clock, &tables, &journal).await?;
 
     let mut entries = journal.entries().await?;
     for ((table_name, _), entry) in entries.iter_mut() {
@@ -237,46 +200,16 @@ async fn run(job: &Job, run_id: &str, clock: &dyn Clock, opts: &Options<'_>) -> 
         return Ok(Outcome::ShardDone { shard, files_done });
     }
 
-    let records: Vec<TableRecord> = tables
-        .iter()
-        .zip(&plans)
-        .map(|(t, p)| table_record(t, p, &snapshot, &entries))
-        .collect();
-    let mut per_event: BTreeMap<String, u64> = BTreeMap::new();
-    for f in records.iter().flat_map(|t| &t.files) {
-        for (e, n) in &f.per_event {
-            *per_event.entry(e.clone()).or_default() += n;
-        }
-    }
-    let history = manifest::all(&folder).await?;
-    let previous = history.last();
-    let mut manifest = Manifest {
-        format_version: manifest::FORMAT_VERSION,
-        job: job.name.clone(),
-        run_id: run_id.to_string(),
-        status: "complete".into(),
-        started_at: snapshot.started_at.clone(),
-        finished_at: clock.now(),
-        engine: Engine {
-            name: "lakepurge".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-        },
-        spec_sha256: job.spec_sha256.clone(),
-        previous_sha256: previous.map(|p| p.sha256.clone()),
-        sequence: previous.map_or(1, |p| p.manifest.sequence + 1),
-        events: EventsRecord {
-            location: events.location.clone(),
-            count: events.count() as u64,
-            skipped: events.skipped,
-            rows: events.rows,
-            max_requested_at: events.max_requested_at.clone(),
-            digest: events.digest.clone(),
-            files: events.files.clone(),
-        },
-        tables: records,
-        per_event,
-        signature: None,
+    let run = RunRecord {
+        job,
+        run_id,
+        snapshot: &snapshot,
+        events: &events,
+        tables: &tables,
+        plans: &plans,
+        entries: &entries,
     };
+    let mut manifest = run.manifest(&folder, clock).await?;
     if let Some(key) = opts.signing_key {
         manifest.sign(key);
     }
@@ -294,6 +227,111 @@ async fn run(job: &Job, run_id: &str, clock: &dyn Clock, opts: &Options<'_>) -> 
         tracing::warn!(run_id, error = %e, "could not delete the run journal; the next run of this id deletes it");
     }
     Ok(Outcome::Completed(stored))
+}
+
+/// Reads the events and plans every table: on the first attempt, pins the event snapshot and
+/// the start-of-run counts in the journal; on a later one (or when a concurrent attempt pinned
+/// first), applies exactly the pinned event files.
+async fn plan_pinned(
+    job: &Job,
+    run_id: &str,
+    clock: &dyn Clock,
+    tables: &[Table],
+    journal: &Journal,
+) -> Result<(Events, Vec<TablePlan>, Snapshot)> {
+    if let Some(snap) = journal.snapshot().await? {
+        tracing::info!(
+            run_id,
+            "resuming: applying the event snapshot pinned by the first attempt"
+        );
+        let events = pinned_events(job, run_id, &snap).await?;
+        let plans = plan::plan_tables(tables, &events).await?;
+        return Ok((events, plans, snap));
+    }
+    let events = events::load(job).await?;
+    let plans = plan::plan_tables(tables, &events).await?;
+    let fresh = Snapshot {
+        started_at: clock.now(),
+        files: events.files.clone(),
+        digest: events.digest.clone(),
+        tables: plans
+            .iter()
+            .map(|p| TableCounts {
+                name: p.name.clone(),
+                files_listed: p.files_listed,
+                files_pruned: p.files_pruned,
+                ids_unconvertible: p.ids_unconvertible,
+            })
+            .collect(),
+    };
+    let snap = journal.pin(fresh.clone()).await?;
+    if snap == fresh {
+        return Ok((events, plans, snap));
+    }
+    // A concurrent attempt pinned first: apply its snapshot.
+    let events = pinned_events(job, run_id, &snap).await?;
+    let plans = plan::plan_tables(tables, &events).await?;
+    Ok((events, plans, snap))
+}
+
+/// What a completed run's manifest is made of.
+struct RunRecord<'a> {
+    job: &'a Job,
+    run_id: &'a str,
+    snapshot: &'a Snapshot,
+    events: &'a Events,
+    tables: &'a [Table],
+    plans: &'a [TablePlan],
+    entries: &'a BTreeMap<(String, String), Entry>,
+}
+
+impl RunRecord<'_> {
+    /// The run's manifest, built from the journal (so it accounts for every attempt) and
+    /// chained to the job's previous manifest in `folder`.
+    async fn manifest(&self, folder: &store::Location, clock: &dyn Clock) -> Result<Manifest> {
+        let records: Vec<TableRecord> = self
+            .tables
+            .iter()
+            .zip(self.plans)
+            .map(|(t, p)| table_record(t, p, self.snapshot, self.entries))
+            .collect();
+        let mut per_event: BTreeMap<String, u64> = BTreeMap::new();
+        for f in records.iter().flat_map(|t| &t.files) {
+            for (e, n) in &f.per_event {
+                *per_event.entry(e.clone()).or_default() += n;
+            }
+        }
+        let history = manifest::all(folder).await?;
+        let previous = history.last();
+        let events = self.events;
+        Ok(Manifest {
+            format_version: manifest::FORMAT_VERSION,
+            job: self.job.name.clone(),
+            run_id: self.run_id.to_string(),
+            status: "complete".into(),
+            started_at: self.snapshot.started_at.clone(),
+            finished_at: clock.now(),
+            engine: Engine {
+                name: "lakepurge".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+            },
+            spec_sha256: self.job.spec_sha256.clone(),
+            previous_sha256: previous.map(|p| p.sha256.clone()),
+            sequence: previous.map_or(1, |p| p.manifest.sequence + 1),
+            events: EventsRecord {
+                location: events.location.clone(),
+                count: events.count() as u64,
+                skipped: events.skipped,
+                rows: events.rows,
+                max_requested_at: events.max_requested_at.clone(),
+                digest: events.digest.clone(),
+                files: events.files.clone(),
+            },
+            tables: records,
+            per_event,
+            signature: None,
+        })
+    }
 }
 
 /// A bar over the affected files of this attempt (hidden unless `show`).
