@@ -486,6 +486,29 @@ pub async fn load_snapshot(job: &Job, snapshot: Option<&[EventFile]>) -> Result<
         return Ok(events);
     }
 
+    let ctx = session(&loc)?;
+    let df = events_frame(&ctx, spec, &loc, &listed).await?;
+    let shown = loc.url.to_string();
+    let qerr = |e| Error::events(&shown, e);
+    ctx.register_table("events", df.into_view()).map_err(qerr)?;
+    read_stats(&ctx, spec, &loc, &listed, &mut events).await?;
+    (events.event_ids, events.digest, events.by_type) = spill_distinct(&ctx, &shown).await?;
+    drop(ctx);
+    give_back_freed_memory();
+    tracing::info!(
+        location = %loc,
+        files = events.files.len(),
+        rows = events.rows,
+        skipped = events.skipped,
+        events = events.event_ids.len(),
+        "read erasure events"
+    );
+    Ok(events)
+}
+
+/// A DataFusion session for the event query, within its own memory pool
+/// (`LAKEPURGE_EVENTS_MEMORY`, at least 32 MiB): past it, DISTINCT and the sort spill.
+fn session(loc: &Location) -> Result<SessionContext> {
     let memory = std::env::var("LAKEPURGE_EVENTS_MEMORY")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -495,7 +518,7 @@ pub async fn load_snapshot(job: &Job, snapshot: Option<&[EventFile]>) -> Result<
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(pool))
         .build_arc()
-        .map_err(|e| Error::events(&loc, e))?;
+        .map_err(|e| Error::events(loc, e))?;
     // A few partitions, each holding back 1 MiB (not DataFusion's 10 MB) of the pool for the
     // merge of its spilled sort runs, so a small pool still spills rather than failing.
     let partitions = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
@@ -503,52 +526,67 @@ pub async fn load_snapshot(job: &Job, snapshot: Option<&[EventFile]>) -> Result<
     config.options_mut().execution.sort_spill_reservation_bytes = 1 << 20;
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     ctx.register_object_store(&loc.store_url(), Arc::clone(&loc.store));
-    let shown = loc.url.to_string();
-    let qerr = |e| Error::events(&shown, e);
-    // Each read is projected to the standard column names once: the NDJSON reads (plain and
-    // gzip) are projected apart, then united.
-    let df = match spec.format {
-        EventFormat::Parquet => {
-            let urls: Vec<String> = listed
-                .iter()
-                .map(|(m, _)| loc.object_url(&m.location))
-                .collect();
-            let df = ctx
-                .read_parquet(urls, ParquetReadOptions::default().file_extension(""))
-                .await
-                .map_err(qerr)?;
-            project_columns(df, spec, &shown)?
-        }
-        EventFormat::Ndjson => {
-            let mut united: Option<DataFrame> = None;
-            for compression in [FileCompressionType::UNCOMPRESSED, FileCompressionType::GZIP] {
-                let urls: Vec<String> = listed
-                    .iter()
-                    .filter(|(m, _)| {
-                        is_event_file(spec.format, m.location.as_ref()) == Some(compression)
-                    })
-                    .map(|(m, _)| loc.object_url(&m.location))
-                    .collect();
-                if urls.is_empty() {
-                    continue;
-                }
-                let opts = JsonReadOptions::default()
-                    .file_extension("")
-                    .file_compression_type(compression);
-                let frame = match ctx.read_json(urls, opts).await {
-                    Ok(frame) => project_columns(frame, spec, &shown)?,
-                    Err(e) => return Err(ndjson_error(&ctx, &loc, &listed, e).await),
-                };
-                united = Some(match united {
-                    None => frame,
-                    Some(acc) => acc.union(frame).map_err(|e| Error::events(&shown, e))?,
-                });
-            }
-            united.ok_or_else(|| Error::events(&shown, "no NDJSON files"))?
-        }
-    };
-    ctx.register_table("events", df.into_view()).map_err(qerr)?;
+    Ok(ctx)
+}
 
+/// The event files as one DataFrame with the standard column names. Each read is projected
+/// once: the NDJSON reads (plain and gzip) are projected apart, then united.
+async fn events_frame(
+    ctx: &SessionContext,
+    spec: &EventsSpec,
+    loc: &Location,
+    listed: &[(ObjectMeta, EventFile)],
+) -> Result<DataFrame> {
+    let shown = loc.url.to_string();
+    let urls = |compression: Option<FileCompressionType>| -> Vec<String> {
+        listed
+            .iter()
+            .filter(|(m, _)| {
+                compression.is_none()
+                    || is_event_file(spec.format, m.location.as_ref()) == compression
+            })
+            .map(|(m, _)| loc.object_url(&m.location))
+            .collect()
+    };
+    if spec.format == EventFormat::Parquet {
+        let df = ctx
+            .read_parquet(urls(None), ParquetReadOptions::default().file_extension(""))
+            .await
+            .map_err(|e| Error::events(&shown, e))?;
+        return project_columns(df, spec, &shown);
+    }
+    let mut united: Option<DataFrame> = None;
+    for compression in [FileCompressionType::UNCOMPRESSED, FileCompressionType::GZIP] {
+        let urls = urls(Some(compression));
+        if urls.is_empty() {
+            continue;
+        }
+        let opts = JsonReadOptions::default()
+            .file_extension("")
+            .file_compression_type(compression);
+        let frame = match ctx.read_json(urls, opts).await {
+            Ok(frame) => project_columns(frame, spec, &shown)?,
+            Err(e) => return Err(ndjson_error(ctx, loc, listed, e).await),
+        };
+        united = Some(match united {
+            None => frame,
+            Some(acc) => acc.union(frame).map_err(|e| Error::events(&shown, e))?,
+        });
+    }
+    united.ok_or_else(|| Error::events(&shown, "no NDJSON files"))
+}
+
+/// Counts the event rows, those skipped (a null or empty id or type) and the latest request
+/// time into `events`. The first query reads every row: a malformed NDJSON line shows up here,
+/// and is named with its file.
+async fn read_stats(
+    ctx: &SessionContext,
+    spec: &EventsSpec,
+    loc: &Location,
+    listed: &[(ObjectMeta, EventFile)],
+    events: &mut Events,
+) -> Result<()> {
+    let shown = loc.url.to_string();
     let stats = ctx
         .sql(
             "SELECT count(*) AS n, \
@@ -557,16 +595,15 @@ pub async fn load_snapshot(job: &Job, snapshot: Option<&[EventFile]>) -> Result<
              CAST(max(requested_at) AS VARCHAR) AS max_requested_at FROM events",
         )
         .await
-        .map_err(qerr)?
+        .map_err(|e| Error::events(&shown, e))?
         .collect()
         .await;
-    // The first query reads every row: a malformed NDJSON line shows up here.
     let stats = match stats {
         Ok(stats) => stats,
         Err(e) if spec.format == EventFormat::Ndjson => {
-            return Err(ndjson_error(&ctx, &loc, &listed, e).await);
+            return Err(ndjson_error(ctx, loc, listed, e).await);
         }
-        Err(e) => return Err(qerr(e)),
+        Err(e) => return Err(Error::events(&shown, e)),
     };
     if let Some(batch) = stats.first() {
         events.rows = int_at(batch, 0, &shown)?;
@@ -574,10 +611,17 @@ pub async fn load_snapshot(job: &Job, snapshot: Option<&[EventFile]>) -> Result<
         let max = string_column(batch, 2, &shown)?;
         events.max_requested_at = max.first().cloned().flatten();
     }
+    Ok(())
+}
 
-    // Distinct (event, type, subject) rows in event id order, streamed: DataFusion spills the
-    // DISTINCT and the sort to temporary files past its memory pool, and each batch goes on
-    // to the spilled files as it comes (event ids once each, subjects by type).
+/// Distinct (event, type, subject) rows in event id order, streamed: DataFusion spills the
+/// DISTINCT and the sort to temporary files past its memory pool, and each batch goes on to
+/// the spilled files as it comes (event ids once each, subjects by type).
+async fn spill_distinct(
+    ctx: &SessionContext,
+    shown: &str,
+) -> Result<(EventIds, String, BTreeMap<String, Subjects>)> {
+    let qerr = |e| Error::events(shown, e);
     let mut stream = ctx
         .sql(
             "SELECT DISTINCT event_id, subject_type, subject_id FROM events \
@@ -590,7 +634,7 @@ pub async fn load_snapshot(job: &Job, snapshot: Option<&[EventFile]>) -> Result<
         .await
         .map_err(qerr)?;
     let aerr = |e| Error::arrow(format!("events at {shown}"), e);
-    let mut spill = Spiller::new(&shown)?;
+    let mut spill = Spiller::new(shown)?;
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(qerr)?;
         let cols = (0..3)
@@ -604,19 +648,7 @@ pub async fn load_snapshot(job: &Job, snapshot: Option<&[EventFile]>) -> Result<
             spill.push(cols[0].value(row), cols[1].value(row), cols[2].value(row))?;
         }
     }
-    (events.event_ids, events.digest, events.by_type) = spill.finish()?;
-    drop(stream);
-    drop(ctx);
-    give_back_freed_memory();
-    tracing::info!(
-        location = %loc,
-        files = events.files.len(),
-        rows = events.rows,
-        skipped = events.skipped,
-        events = events.event_ids.len(),
-        "read erasure events"
-    );
-    Ok(events)
+    spill.finish()
 }
 
 /// The error of a failed read of several NDJSON files, naming the file at fault: each file is
