@@ -136,9 +136,8 @@ fn batch(columns: Vec<(&str, ArrayRef)>) -> Result<RecordBatch> {
     .map_err(|e| Error::arrow("demo data", e))
 }
 
-/// Writes the sample warehouse, events and specs under `dir`; returns the job file.
-pub fn write_sample(dir: &Path) -> Result<PathBuf> {
-    let wh = dir.join("warehouse");
+/// The users table: 1000 users with emails in mixed case, and a file of only erased users.
+fn write_users(wh: &Path) -> Result<()> {
     let ids: Vec<i64> = (1..=1000).collect();
     let users = batch(vec![
         (
@@ -171,7 +170,11 @@ pub fn write_sample(dir: &Path) -> Result<PathBuf> {
         ("country", Arc::new(StringArray::from(vec!["DE", "DE"]))),
     ])?;
     write_parquet(&wh.join("users/part-00001.parquet"), &erased_only, 250)?;
+    Ok(())
+}
 
+/// The messages table, partitioned by day: a struct (`sender.id`) and a list (`recipients`).
+fn write_messages(wh: &Path) -> Result<()> {
     let n = 400i64;
     let sender_fields = Fields::from(vec![
         Field::new("id", DataType::Int64, true),
@@ -209,7 +212,11 @@ pub fn write_sample(dir: &Path) -> Result<PathBuf> {
         &messages,
         100,
     )?;
+    Ok(())
+}
 
+/// The sessions table, keyed by a composite (`tenant_id`, `user_id`).
+fn write_sessions(wh: &Path) -> Result<()> {
     let sessions = batch(vec![
         (
             "tenant_id",
@@ -222,7 +229,15 @@ pub fn write_sample(dir: &Path) -> Result<PathBuf> {
         ("started", Arc::new(Int64Array::from(vec![1, 2, 3, 4]))),
     ])?;
     write_parquet(&wh.join("sessions/part-00000.parquet"), &sessions, 100)?;
+    Ok(())
+}
 
+/// Writes the sample warehouse, events and specs under `dir`; returns the job file.
+pub fn write_sample(dir: &Path) -> Result<PathBuf> {
+    let wh = dir.join("warehouse");
+    write_users(&wh)?;
+    write_messages(&wh)?;
+    write_sessions(&wh)?;
     write_file(
         &dir.join("events/dt=2026-11-24/events.json"),
         concat!(

@@ -152,36 +152,14 @@ pub(super) fn build_lookup(
         None => None,
     };
     if let [DataType::Int64] = types {
-        // One Int64 key: sorted keys and their events, no row format, built batch by batch
-        // (pairs sorted in place, then split: ~16 bytes a key at the peak).
-        let mut pairs: Vec<(i64, u32)> = Vec::with_capacity(rule.subjects.map_or(0, |s| s.len()));
-        let mut unconvertible = 0u64;
-        for batch in batches.into_iter().flatten() {
-            let batch = batch?;
-            let col = convert_ids(&batch.ids, &DataType::Int64).map_err(aerr)?;
-            let col = col.as_primitive::<arrow::datatypes::Int64Type>();
-            for i in 0..col.len() {
-                if col.is_valid(i) {
-                    pairs.push((col.value(i), batch.events.value(i)));
-                } else {
-                    unconvertible += 1;
-                }
-            }
-        }
-        report_unconvertible(&label, unconvertible);
-        pairs.sort_unstable();
-        pairs.dedup();
-        let key_events: Vec<u32> = pairs.iter().map(|p| p.1).collect();
-        // Collected in place (same alignment), then shrunk.
-        let mut keys: Vec<i64> = pairs.into_iter().map(|p| p.0).collect();
-        keys.shrink_to_fit();
-        let keys = Arc::new(keys);
-        return Ok(Lookup {
+        let capacity = rule.subjects.map_or(0, |s| s.len());
+        return int_lookup(
+            batches.into_iter().flatten(),
+            capacity,
             converter,
-            sorted: sortable.then(|| SortedKeys::Ints(Arc::clone(&keys))),
-            keys: KeyIndex::ints(keys, key_events),
-            unconvertible,
-        });
+            sortable,
+            &label,
+        );
     }
     // Any other key types: the ids are gathered, converted and encoded in Arrow's row format.
     let mut ids = Vec::new();
@@ -242,6 +220,46 @@ pub(super) fn build_lookup(
         keys,
         unconvertible,
         sorted,
+    })
+}
+
+/// The lookup of one Int64 key: sorted keys and their events, no row format, built batch by
+/// batch (pairs sorted in place, then split: ~16 bytes a key at the peak).
+fn int_lookup(
+    batches: impl Iterator<Item = Result<crate::events::SubjectBatch>>,
+    capacity: usize,
+    converter: RowConverter,
+    sortable: bool,
+    label: &str,
+) -> Result<Lookup> {
+    let aerr = |e| Error::arrow(format!("match {label}: converting subject ids"), e);
+    let mut pairs: Vec<(i64, u32)> = Vec::with_capacity(capacity);
+    let mut unconvertible = 0u64;
+    for batch in batches {
+        let batch = batch?;
+        let col = convert_ids(&batch.ids, &DataType::Int64).map_err(aerr)?;
+        let col = col.as_primitive::<arrow::datatypes::Int64Type>();
+        for i in 0..col.len() {
+            if col.is_valid(i) {
+                pairs.push((col.value(i), batch.events.value(i)));
+            } else {
+                unconvertible += 1;
+            }
+        }
+    }
+    report_unconvertible(label, unconvertible);
+    pairs.sort_unstable();
+    pairs.dedup();
+    let key_events: Vec<u32> = pairs.iter().map(|p| p.1).collect();
+    // Collected in place (same alignment), then shrunk.
+    let mut keys: Vec<i64> = pairs.into_iter().map(|p| p.0).collect();
+    keys.shrink_to_fit();
+    let keys = Arc::new(keys);
+    Ok(Lookup {
+        converter,
+        sorted: sortable.then(|| SortedKeys::Ints(Arc::clone(&keys))),
+        keys: KeyIndex::ints(keys, key_events),
+        unconvertible,
     })
 }
 

@@ -112,7 +112,31 @@ struct Attempt<'a> {
     progress: indicatif::ProgressBar,
 }
 
-impl Attempt<'_> {
+impl<'a> Attempt<'a> {
+    /// The state of an attempt with `opts`, over `events` and the tables' `plans`.
+    fn new(
+        journal: Journal,
+        events: &'a Events,
+        opts: &Options<'_>,
+        plans: &[TablePlan],
+    ) -> Attempt<'a> {
+        Attempt {
+            journal,
+            events,
+            failpoint: opts.failpoint,
+            intents: AtomicUsize::new(0),
+            commits: AtomicUsize::new(0),
+            shard: opts.shard,
+            concurrency: opts.concurrency.unwrap_or_else(default_concurrency),
+            budget: Budget::new(
+                opts.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT),
+                resident_bytes().unwrap_or(0),
+            ),
+            large_file: opts.large_file.unwrap_or_else(commit::multipart_threshold),
+            progress: progress_bar(opts.progress, plans, opts.shard),
+        }
+    }
+
     fn crash_if(&self, counter: &AtomicUsize, at: Option<usize>, what: &str) {
         let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
         if at == Some(n) {
@@ -164,21 +188,7 @@ async fn run(job: &Job, run_id: &str, clock: &dyn Clock, opts: &Options<'_>) -> 
         }
     }
 
-    let attempt = Attempt {
-        journal,
-        events: &events,
-        failpoint: opts.failpoint,
-        intents: AtomicUsize::new(0),
-        commits: AtomicUsize::new(0),
-        shard: opts.shard,
-        concurrency: opts.concurrency.unwrap_or_else(default_concurrency),
-        budget: Budget::new(
-            opts.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT),
-            resident_bytes().unwrap_or(0),
-        ),
-        large_file: opts.large_file.unwrap_or_else(commit::multipart_threshold),
-        progress: progress_bar(opts.progress, &plans, opts.shard),
-    };
+    let attempt = Attempt::new(journal, &events, opts, &plans);
     let mut failures = Vec::new();
     for (table, tplan) in tables.iter().zip(&plans) {
         if let Err(e) = file::purge_table(table, tplan, &attempt, &mut entries).await {

@@ -143,26 +143,11 @@ async fn count_file(
     roots.dedup();
     let projected: Vec<&str> = roots.iter().map(String::as_str).collect();
     let batches = df.select_columns(&projected)?.collect().await?;
-    let mut numbered = Vec::with_capacity(batches.len());
-    let mut next = 0u64;
-    for b in batches {
-        let rows: UInt64Array = (next..next + b.num_rows() as u64).collect();
-        next += b.num_rows() as u64;
-        let mut fields: Vec<Field> = b.schema().fields().iter().map(|f| (**f).clone()).collect();
-        fields.push(Field::new(ROW, DataType::UInt64, false));
-        let mut columns = b.columns().to_vec();
-        columns.push(Arc::new(rows));
-        numbered.push(RecordBatch::try_new(
-            Arc::new(Schema::new(fields)),
-            columns,
-        )?);
-    }
-    let Some(first) = numbered.first() else {
+    let Some(keys) = numbered(batches)? else {
         return Ok(0);
     };
-    let mem = MemTable::try_new(first.schema(), vec![numbered])?;
     ctx.deregister_table("keys")?;
-    ctx.register_table("keys", Arc::new(mem))?;
+    ctx.register_table("keys", Arc::new(keys))?;
     let keys_schema = schema.clone();
 
     let mut matches = Vec::new();
@@ -212,6 +197,28 @@ async fn count_file(
         })
         .unwrap_or(0);
     Ok(n)
+}
+
+/// The batches as one table with each row numbered (column [`ROW`]); `None` for no batch.
+fn numbered(batches: Vec<RecordBatch>) -> datafusion::error::Result<Option<MemTable>> {
+    let mut out = Vec::with_capacity(batches.len());
+    let mut next = 0u64;
+    for b in batches {
+        let rows: UInt64Array = (next..next + b.num_rows() as u64).collect();
+        next += b.num_rows() as u64;
+        let mut fields: Vec<Field> = b.schema().fields().iter().map(|f| (**f).clone()).collect();
+        fields.push(Field::new(ROW, DataType::UInt64, false));
+        let mut columns = b.columns().to_vec();
+        columns.push(Arc::new(rows));
+        out.push(RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            columns,
+        )?);
+    }
+    let Some(first) = out.first() else {
+        return Ok(None);
+    };
+    Ok(Some(MemTable::try_new(first.schema(), vec![out])?))
 }
 
 fn redacted(spec: &crate::spec::TableSpec) -> impl Iterator<Item = String> + '_ {
