@@ -87,6 +87,17 @@ pub enum Error {
     Conflict { path: String },
 }
 
+/// The column names of `schema`, comma-separated: what a message lists when a column is
+/// missing.
+pub(crate) fn column_names(schema: &arrow::datatypes::Schema) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Whether the first I/O error in `error`'s source chain is one a retry cannot fix. Errors
 /// without one (an HTTP failure, a closed connection) are not.
 fn permanent_io(error: &(dyn std::error::Error + 'static)) -> bool {

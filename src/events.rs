@@ -751,12 +751,7 @@ fn project_columns(df: DataFrame, spec: &EventsSpec, shown: &str) -> Result<Data
                     shown,
                     format!(
                         "missing column {name:?} (events.{standard}); the dataset has: {}",
-                        schema
-                            .fields()
-                            .iter()
-                            .map(|f| f.name().as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        crate::error::column_names(schema.as_arrow())
                     ),
                 )
             })?;

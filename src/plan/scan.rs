@@ -576,12 +576,7 @@ pub fn resolve_key(
     let first = schema.field_with_name(&path[0]).map_err(|_| {
         format!(
             "match column {shown:?} does not exist (columns: {})",
-            schema
-                .fields()
-                .iter()
-                .map(|f| f.name().as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            crate::error::column_names(schema)
         )
     })?;
     let mut ty = first.data_type().clone();

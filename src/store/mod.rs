@@ -204,45 +204,28 @@ fn store_for(
     if let Some(store) = stores.get(&key) {
         return Ok((Arc::clone(store), prefix));
     }
+    let built = |b: Result<Arc<dyn ObjectStore>, object_store::Error>| {
+        b.map_err(|e| redact_error(&e.to_string(), options))
+    };
     let store: Arc<dyn ObjectStore> = match url.scheme() {
         "file" => Arc::new(LocalStore::new()),
         "memory" => Arc::new(InMemory::new()),
         "s3" | "s3a" => {
-            let mut b = object_store::aws::AmazonS3Builder::from_env()
+            let b = object_store::aws::AmazonS3Builder::from_env()
                 .with_url(url.as_str())
                 .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch);
-            for (k, v) in options {
-                let key = k.parse().map_err(|e| format!("storage_options.{k}: {e}"))?;
-                b = b.with_config(key, v);
-            }
-            Arc::new(
-                b.build()
-                    .map_err(|e| redact_error(&e.to_string(), options))?,
-            )
+            let b = configured(b, options, |b, k, v| b.with_config(k, v))?;
+            built(b.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>))?
         }
         "gs" => {
-            let mut b =
-                object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(url.as_str());
-            for (k, v) in options {
-                let key = k.parse().map_err(|e| format!("storage_options.{k}: {e}"))?;
-                b = b.with_config(key, v);
-            }
-            Arc::new(
-                b.build()
-                    .map_err(|e| redact_error(&e.to_string(), options))?,
-            )
+            let b = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(url.as_str());
+            let b = configured(b, options, |b, k, v| b.with_config(k, v))?;
+            built(b.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>))?
         }
         "az" | "abfs" | "abfss" | "azure" => {
-            let mut b =
-                object_store::azure::MicrosoftAzureBuilder::from_env().with_url(url.as_str());
-            for (k, v) in options {
-                let key = k.parse().map_err(|e| format!("storage_options.{k}: {e}"))?;
-                b = b.with_config(key, v);
-            }
-            Arc::new(
-                b.build()
-                    .map_err(|e| redact_error(&e.to_string(), options))?,
-            )
+            let b = object_store::azure::MicrosoftAzureBuilder::from_env().with_url(url.as_str());
+            let b = configured(b, options, |b, k, v| b.with_config(k, v))?;
+            built(b.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>))?
         }
         other => {
             return Err(format!(
@@ -253,6 +236,24 @@ fn store_for(
     let store: Arc<dyn ObjectStore> = Arc::new(CountingStore::new(store));
     stores.insert(key, Arc::clone(&store));
     Ok((store, prefix))
+}
+
+/// A store builder with the `storage_options` applied through its `with_config`; a key the
+/// builder does not know is an error naming it.
+fn configured<B, K>(
+    mut builder: B,
+    options: &BTreeMap<String, String>,
+    with_config: impl Fn(B, K, &str) -> B,
+) -> std::result::Result<B, String>
+where
+    K: std::str::FromStr,
+    K::Err: fmt::Display,
+{
+    for (k, v) in options {
+        let key = k.parse().map_err(|e| format!("storage_options.{k}: {e}"))?;
+        builder = with_config(builder, key, v);
+    }
+    Ok(builder)
 }
 
 /// Removes option values (which may be secrets) from an error message.
