@@ -33,6 +33,7 @@ use crate::spec::{Job, TableSpec};
 use crate::store::{Location, ObjectVersion};
 
 mod convert;
+pub mod format;
 mod lookup;
 mod prune;
 mod reader;
@@ -74,14 +75,43 @@ impl Table {
             .collect()
     }
 
-    /// Lists the table's data files. A location with none is a table with zero files (a purge
-    /// may have erased every row of it): a warning, so that the other tables go on.
+    /// Lists the table's data files, in path order. A location with none is a table with zero
+    /// files (a purge may have erased every row of it): a warning, so that the other tables go
+    /// on. A location that is, holds or lies inside a table format with a log is refused (see
+    /// [`format`]).
     pub async fn list(&self) -> Result<Vec<ObjectMeta>> {
-        let files = self.location.list_files().await?;
+        use futures::TryStreamExt;
+        format::refuse_inside(self).await?;
+        let mut files: Vec<ObjectMeta> = self.data_files().try_collect().await?;
+        files.sort_by(|a, b| a.location.cmp(&b.location));
         if files.is_empty() {
             self.warn_no_files();
         }
         Ok(files)
+    }
+
+    /// The table's data files as the store lists them, page by page (no order, nothing
+    /// collected): every object whose path has no segment starting with `_` or `.` (hidden,
+    /// temporary or metadata objects). An object of a table format's log is an error.
+    pub fn data_files(&self) -> futures::stream::BoxStream<'static, Result<ObjectMeta>> {
+        use futures::TryStreamExt;
+        let table = self.clone();
+        self.location
+            .store
+            .list(Some(&self.location.prefix))
+            .map_err({
+                let url = self.location.url.clone();
+                move |e| Error::store(format!("listing {url}"), e)
+            })
+            .try_filter_map(move |m| {
+                let rel = table.location.relative(&m.location);
+                let found = match format::format_of(&rel) {
+                    Some((f, root)) => Err(format::refused(&table, f, &root)),
+                    None => Ok(crate::store::is_data_file(&rel).then_some(m)),
+                };
+                futures::future::ready(found)
+            })
+            .boxed()
     }
 
     /// The warning for a location with no data files (a mistyped location is noticed).
@@ -208,9 +238,9 @@ pub async fn plan_table(table: &Table, events: &Events) -> Result<TablePlan> {
     };
     let concurrency = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
     let matcher_ref = &matcher;
+    format::refuse_inside(table).await?;
     let mut scans = table
-        .location
-        .list_data_files()
+        .data_files()
         .map(|listed| async move {
             let meta = listed?;
             let size = meta.size;

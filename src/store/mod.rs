@@ -17,7 +17,6 @@ use std::fmt;
 use std::path::Path as FsPath;
 use std::sync::{Arc, LazyLock, Mutex};
 
-use futures::stream::BoxStream;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore};
@@ -116,20 +115,8 @@ impl Location {
         root
     }
 
-    /// Lists the data files under this location: every object whose name does not start with
-    /// `_` or `.` (hidden, temporary or metadata objects), in path order.
-    /// The data files under this location as the store lists them, page by page (no order,
-    /// nothing collected).
-    pub fn list_data_files(&self) -> BoxStream<'static, Result<ObjectMeta>> {
-        use futures::{StreamExt, TryStreamExt};
-        let (base, url) = (self.clone(), self.url.clone());
-        self.store
-            .list(Some(&self.prefix))
-            .try_filter(move |m| futures::future::ready(is_data_file(&base.relative(&m.location))))
-            .map_err(move |e| Error::store(format!("listing {url}"), e))
-            .boxed()
-    }
-
+    /// Every object under this location whose path has no segment starting with `_` or `.`,
+    /// in path order.
     pub async fn list_files(&self) -> Result<Vec<ObjectMeta>> {
         use futures::TryStreamExt;
         let mut files: Vec<ObjectMeta> = self

@@ -11,6 +11,7 @@ mod crash;
 mod deep;
 mod faults;
 mod fixtures;
+mod formats;
 mod ops;
 mod regressions;
 mod rewrite;
