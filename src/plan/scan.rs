@@ -1,5 +1,5 @@
 //! Matching one file: its footer, what pruning leaves of it, its key columns read and looked
-//! up. Also the same matching over batches any reader read (`count_matches`).
+//! up.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;

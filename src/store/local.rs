@@ -46,8 +46,9 @@ fn temp_target(rel: &str) -> Option<String> {
 }
 
 /// Deletes temporary objects an interrupted run left under `location` (see [`TEMP_PREFIX`])
-/// for the files `owned` accepts (a shard cleans only its own files' temporaries). Two purges
-/// of different runs must not work on the same table at the same time.
+/// for the files `owned` accepts (a shard cleans only its own files' temporaries). A purge
+/// calls it under the table's lock ([`TableLocks`]), so no other lakepurge process is writing
+/// one of them.
 pub async fn clean_temporaries(location: &Location, owned: impl Fn(&str) -> bool) -> Result<usize> {
     use futures::TryStreamExt;
     let stale: Vec<Path> = location

@@ -56,22 +56,28 @@ pub async fn remaining(table: &Table, events: &Events) -> Result<(Vec<(String, u
     Ok((out, files.len()))
 }
 
-/// The subjects of each rule as a table `subjects_<rule>` of text columns `p0`, `p1`, ...: the
+/// The subjects of each rule as a table `subjects_<n>` of text columns `p0`, `p1`, ...: the
 /// raw ids of the rule's subject type, or for a composite key the parts of each JSON array (an
-/// id that is not an array of that many strings or numbers matches nothing). `None` for a
-/// rule with no subject.
+/// id that is not an array of that many strings or numbers matches nothing); rules of the same
+/// subject type and width share one. `None` for a rule with no subject.
 fn register_subjects(
     ctx: &SessionContext,
     table: &Table,
     events: &Events,
 ) -> Result<Vec<Option<String>>> {
     let mut names = Vec::new();
-    for (r, rule) in table.spec.matches.iter().enumerate() {
+    // One table per subject type and key width, whatever the number of rules using it.
+    let mut registered: std::collections::BTreeMap<(&str, usize), String> = Default::default();
+    for rule in &table.spec.matches {
         let Some(subjects) = events.by_type.get(&rule.subject_type) else {
             names.push(None);
             continue;
         };
         let width = rule.key_paths().len();
+        if let Some(name) = registered.get(&(rule.subject_type.as_str(), width)) {
+            names.push(Some(name.clone()));
+            continue;
+        }
         let mut parts: Vec<Vec<Option<String>>> = vec![Vec::new(); width];
         for batch in subjects.batches(None)? {
             for id in batch?.ids.iter().flatten() {
@@ -95,9 +101,10 @@ fn register_subjects(
             .map_err(|e| Error::arrow(format!("deep verify, table {}", table.spec.name), e))?;
         let mem = MemTable::try_new(batch.schema(), vec![vec![batch]])
             .map_err(|e| Error::query(format!("deep verify, table {}", table.spec.name), e))?;
-        let name = format!("subjects_{r}");
+        let name = format!("subjects_{}", registered.len());
         ctx.register_table(name.as_str(), Arc::new(mem))
             .map_err(|e| Error::query(format!("deep verify, table {}", table.spec.name), e))?;
+        registered.insert((rule.subject_type.as_str(), width), name.clone());
         names.push(Some(name));
     }
     Ok(names)
