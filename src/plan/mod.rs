@@ -141,8 +141,9 @@ pub struct FilePlan {
     #[serde(skip)]
     pub erased: Vec<Vec<u32>>,
     pub rows_matched: u64,
-    /// Bytes planning read of this file.
+    /// Bytes planning read of this file, and the requests it took.
     pub bytes_read: u64,
+    pub requests: u64,
     /// Rows of read row groups that the page index ruled out.
     #[serde(skip)]
     pub rows_skipped_by_page_index: u64,
@@ -176,6 +177,7 @@ impl FilePlan {
             erased: vec![Vec::new(); row_groups.len()],
             rows_matched: 0,
             bytes_read: 0,
+            requests: 0,
             rows_skipped_by_page_index: 0,
             per_event: BTreeMap::new(),
             largest_row_group: row_groups
@@ -202,6 +204,8 @@ pub struct TablePlan {
     /// Size of the listed files, and the bytes planning read of them (footers, key columns).
     pub table_bytes: u64,
     pub bytes_read: u64,
+    /// Requests planning made to the store (reads of footers, indexes and key columns).
+    pub requests: u64,
     /// Rows of row groups that had to be read but that the page index ruled out (not read).
     pub rows_skipped_by_page_index: u64,
     /// The affected files, in path order.
@@ -233,6 +237,7 @@ pub async fn plan_table(table: &Table, events: &Events) -> Result<TablePlan> {
         ids_unconvertible: 0,
         table_bytes: 0,
         bytes_read: 0,
+        requests: 0,
         rows_skipped_by_page_index: 0,
         files: Vec::new(),
     };
@@ -255,6 +260,7 @@ pub async fn plan_table(table: &Table, events: &Events) -> Result<TablePlan> {
             continue;
         };
         plan.bytes_read += fp.bytes_read;
+        plan.requests += fp.requests;
         plan.files_pruned += u64::from(fp.pruned);
         plan.rows_skipped_by_page_index += fp.rows_skipped_by_page_index;
         if fp.affected() {
@@ -288,10 +294,11 @@ async fn scan_listed(
             Arc::clone(&table.location.store),
             meta.clone(),
         ));
-        let bytes_read = Arc::clone(&reader.bytes_read);
+        let (bytes_read, requests) = (Arc::clone(&reader.bytes_read), Arc::clone(&reader.requests));
         match matcher.scan(reader, &table.spec.name, &rel).await {
             Ok(mut fp) => {
                 fp.bytes_read = bytes_read.load(std::sync::atomic::Ordering::Relaxed);
+                fp.requests = requests.load(std::sync::atomic::Ordering::Relaxed);
                 fp.location = meta.location.clone();
                 fp.size = meta.size;
                 fp.etag = meta.e_tag.clone();

@@ -384,6 +384,65 @@ fn plan_reads_footers_and_key_columns_only() {
         t["table_bytes"].as_u64().unwrap(),
     );
     assert!(read * 4 < size, "plan read {read} of {size} bytes");
+    // The footer (with the 64 KiB before it), then the key column in one request.
+    assert_eq!(t["requests"], 2, "{t}");
+}
+
+#[test]
+fn small_files_are_planned_in_one_request_each() {
+    use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+    let ws = tempfile::tempdir().unwrap();
+    let table = ws.path().join("small");
+    std::fs::create_dir_all(&table).unwrap();
+    // 20 small files whose key ranges all hold the erased id (statistics cannot prune them);
+    // only two hold it.
+    for f in 0..20i64 {
+        let ids: Vec<i64> = (0..300).map(|i| i * 2 + f % 2).collect();
+        let batch = RecordBatch::try_from_iter(vec![
+            (
+                "user_id",
+                std::sync::Arc::new(Int64Array::from(ids.clone())) as ArrayRef,
+            ),
+            (
+                "note",
+                std::sync::Arc::new(StringArray::from_iter_values(
+                    ids.iter().map(|i| format!("note {i}")),
+                )),
+            ),
+        ])
+        .unwrap();
+        let file = std::fs::File::create(table.join(format!("part-{f:02}.parquet"))).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+    }
+    write_events(
+        &ws.path().join("events/e.json"),
+        &[("ev-1", "user_id", serde_json::json!("101"))],
+    );
+    let job = ws.path().join("job.toml");
+    write(
+        &job,
+        &user_id_job(
+            "small",
+            &file_url(&ws.path().join("manifests")),
+            &file_url(&ws.path().join("events")),
+            &file_url(&table),
+        ),
+    );
+    let plan = lakepurge(&["plan", "--job", job.to_str().unwrap(), "--json"]);
+    assert_eq!(plan.code, 0);
+    let p: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    let t = &p["tables"][0];
+    assert_eq!(
+        (t["files_listed"].as_u64(), t["files_pruned"].as_u64()),
+        (Some(20), Some(0))
+    );
+    assert_eq!(t["rows_matched"], 10, "{t}");
+    // One request a file: the footer read brings the whole file, and the key column is served
+    // from it. Never more bytes than the files hold.
+    assert_eq!(t["requests"], 20, "{t}");
+    assert!(t["bytes_read"].as_u64() <= t["table_bytes"].as_u64(), "{t}");
 }
 
 /// Two files whose key ranges both cover the erased id; only one holds it.
