@@ -423,10 +423,7 @@ fn file_whose_schema_differs_from_its_siblings() {
                 std::sync::Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef,
             )])
             .unwrap();
-            let file = std::fs::File::create(d.join("warehouse/users/part-00002.parquet")).unwrap();
-            let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
-            w.write(&batch).unwrap();
-            w.close().unwrap();
+            write_parquet(&d.join("warehouse/users/part-00002.parquet"), &batch);
         },
         "r1",
         &[

@@ -409,3 +409,13 @@ pub fn assert_dictionaries_distinct(path: &Path) {
         }
     }
 }
+
+/// Writes `batch` as a Parquet file at `path` (parquet-rs, default properties), making its
+/// folder.
+pub fn write_parquet(path: &Path, batch: &RecordBatch) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let file = File::create(path).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    w.write(batch).unwrap();
+    w.close().unwrap();
+}

@@ -355,10 +355,7 @@ fn plan_reads_footers_and_key_columns_only() {
         ),
     ])
     .unwrap();
-    let file = std::fs::File::create(table.join("part-0.parquet")).unwrap();
-    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
+    write_parquet(&table.join("part-0.parquet"), &batch);
     write_events(
         &ws.path().join("events/e.json"),
         &[("ev-1", "user_id", serde_json::json!("77"))],
@@ -393,7 +390,6 @@ fn small_files_are_planned_in_one_request_each() {
     use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
     let ws = tempfile::tempdir().unwrap();
     let table = ws.path().join("small");
-    std::fs::create_dir_all(&table).unwrap();
     // 20 small files whose key ranges all hold the erased id (statistics cannot prune them);
     // only two hold it.
     for f in 0..20i64 {
@@ -411,10 +407,7 @@ fn small_files_are_planned_in_one_request_each() {
             ),
         ])
         .unwrap();
-        let file = std::fs::File::create(table.join(format!("part-{f:02}.parquet"))).unwrap();
-        let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
-        w.write(&batch).unwrap();
-        w.close().unwrap();
+        write_parquet(&table.join(format!("part-{f:02}.parquet")), &batch);
     }
     write_events(
         &ws.path().join("events/e.json"),

@@ -10,15 +10,6 @@ use serde_json::json;
 
 use crate::common::*;
 
-/// Writes `batch` as a Parquet file at `path` (parquet-rs, default properties).
-fn write_parquet(path: &Path, batch: &RecordBatch) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let file = std::fs::File::create(path).unwrap();
-    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
-    w.write(batch).unwrap();
-    w.close().unwrap();
-}
-
 /// A table file of `users` (user ids), one row each, with a second column.
 fn users_file(path: &Path, users: &[i64]) {
     let batch = RecordBatch::try_from_iter(vec![
