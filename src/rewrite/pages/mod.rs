@@ -43,7 +43,6 @@ use parquet::errors::{ParquetError, Result};
 use parquet::file::metadata::{ColumnChunkMetaData, ColumnIndexBuilder, PageEncodingStats};
 use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use parquet::file::page_index::offset_index::{OffsetIndexMetaData, PageLocation};
-use parquet::file::statistics::Statistics;
 use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
 
 use std::collections::BTreeMap;
@@ -136,7 +135,9 @@ pub(super) fn splice_chunk(
         dict: dict.as_ref(),
         column_index: index.and_then(|ix| ix.columns),
     };
-    let Some(mut cut) = cut_pages(&c, erased, bloom, column.statistics(), codec.as_mut())? else {
+    // The chunk's min/max, which an erased value must not stay in.
+    let chunk_bounds = column.statistics().map(Bounds::of);
+    let Some(mut cut) = cut_pages(&c, erased, bloom, chunk_bounds.as_ref(), codec.as_mut())? else {
         return Ok(None);
     };
     // Pages that disagree with the row group: leave the chunk to the whole re-encode, whose
@@ -145,7 +146,7 @@ pub(super) fn splice_chunk(
     if cut.held != num_rows || past_end {
         return Ok(None);
     }
-    if !chunk_bounds_hold(&c, &cut, column.statistics(), codec.as_mut())? {
+    if !chunk_bounds_hold(&c, &cut, chunk_bounds.as_ref(), codec.as_mut())? {
         return Ok(None);
     }
     let Some(scrub) = scrub_dictionary(&c, &mut cut, codec.as_mut())? else {
@@ -312,7 +313,7 @@ fn cut_pages(
     c: &ChunkPages<'_>,
     erased: &[u32],
     bloom: Option<&Sbbf>,
-    stats: Option<&Statistics>,
+    chunk_bounds: Option<&Bounds<'_>>,
     mut codec: Option<&mut Box<dyn Codec>>,
 ) -> Result<Option<CutPages>> {
     let mut out = CutPages {
@@ -331,7 +332,6 @@ fn cut_pages(
     // header; a nested column starts a record at each repetition level 0 (a v1 page may begin
     // inside one), so its pages are all read to know which records they hold.
     let nested = c.levels.0 > 0;
-    let chunk_bounds = stats.map(Bounds::of);
     let mut records = Records {
         erased,
         next: 0,
@@ -373,7 +373,7 @@ fn cut_pages(
         if !page_bounds_hold(c, k, n, &page, &cut)? {
             return Ok(None);
         }
-        out.add(c, chunk_bounds.as_ref(), page, cut);
+        out.add(c, chunk_bounds, page, cut);
     }
     out.held = if nested {
         records.current.map_or(0, |r| r + 1)
@@ -418,10 +418,10 @@ fn page_bounds_hold(
 fn chunk_bounds_hold(
     c: &ChunkPages<'_>,
     cut: &CutPages,
-    stats: Option<&Statistics>,
+    bounds: Option<&Bounds<'_>>,
     mut codec: Option<&mut Box<dyn Codec>>,
 ) -> Result<bool> {
-    let Some(bounds) = stats.map(Bounds::of).filter(|_| cut.erased_hits != (0, 0)) else {
+    let Some(bounds) = bounds.filter(|_| cut.erased_hits != (0, 0)) else {
         return Ok(true);
     };
     let mut all_equal = (0u64, 0u64);
