@@ -79,21 +79,31 @@ pub fn format_of(relative: &str) -> Option<(Format, String)> {
     None
 }
 
-/// The error for `table` found to be (or hold) a table of `format` rooted at `root`.
+/// The error for `table` found to be (or hold) a table of `format` rooted at `root` (relative
+/// to the location).
 pub fn refused(table: &Table, format: Format, root: &str) -> Error {
     let at = match root {
         "" => table.location.url.to_string(),
         root => format!("{}{root}/", table.location.url),
     };
+    refusal(
+        table,
+        format,
+        &format!("{at} is a {} table", format.name()),
+        &at,
+    )
+}
+
+/// The error for `table`, whose `what` (the table of `format` at `at`, a folder URL ending in
+/// `/`) has a log lakepurge must not bypass.
+fn refusal(table: &Table, format: Format, what: &str, at: &str) -> Error {
     Error::table(
         &table.spec.name,
         &table.location,
         format!(
-            "{at} is a {} table (its log: {at}{}); lakepurge never rewrites such a table's files \
-             behind its log, which would corrupt it and leave the erased rows in its history. \
-             Leave it out of this job, or register the table itself with its format once \
-             lakepurge supports it",
-            format.name(),
+            "{what} (its log: {at}{}); lakepurge never rewrites such a table's files behind its \
+             log, which would corrupt it and leave the erased rows in its history. Leave it out \
+             of this job, or register the table itself with its format once lakepurge supports it",
             format.log()
         ),
     )
@@ -158,18 +168,11 @@ fn refused_above(table: &Table, format: Format, root: &str) -> Error {
     } else {
         format!("/{root}/")
     });
-    Error::table(
-        &table.spec.name,
-        &table.location,
-        format!(
-            "the location is inside the {} table at {url} (its log: {url}{}); lakepurge never \
-             rewrites such a table's files behind its log, which would corrupt it and leave the \
-             erased rows in its history. Leave it out of this job, or register the table itself \
-             with its format once lakepurge supports it",
-            format.name(),
-            format.log()
-        ),
-    )
+    let what = format!(
+        "the location is inside the {} table at {url}",
+        format.name()
+    );
+    refusal(table, format, &what, url.as_str())
 }
 
 #[cfg(test)]
