@@ -78,6 +78,16 @@ pub enum Error {
         source: arrow::error::ArrowError,
     },
 
+    /// delta-rs failed reading or committing a Delta table's log (other than a storage error
+    /// or a conflict, which have their own variants).
+    #[error("table {table}: {context}: {source}")]
+    Delta {
+        table: String,
+        context: String,
+        #[source]
+        source: Box<deltalake_core::DeltaTableError>,
+    },
+
     /// A bug: a task panicked or an invariant broke.
     #[error("internal error: {0}")]
     Internal(String),
@@ -140,6 +150,7 @@ impl Error {
             | Error::Query { .. }
             | Error::Arrow { .. }
             | Error::Internal(_)
+            | Error::Delta { .. }
             | Error::Conflict { .. } => 1,
         }
     }

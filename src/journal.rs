@@ -60,6 +60,27 @@ pub struct Entry {
     /// The file held erased rows when planned but another writer deleted it first.
     #[serde(default)]
     pub vanished: bool,
+    /// A Delta table's commit (the entry of its log, see `purge::delta`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<DeltaCommit>,
+}
+
+/// A purge's commit to a Delta table, journaled before it is made.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DeltaCommit {
+    /// The run's application transaction id in the log.
+    pub app_id: String,
+    /// The log version the changes were planned on.
+    pub read_version: u64,
+    /// The version committed, once known to be in the log.
+    pub version: Option<u64>,
+    /// The files the commit removes (relative to the table).
+    pub removed: Vec<String>,
+    /// How many of them were deleted after the commit (`old_files = "delete"`).
+    pub old_files_deleted: u64,
+    /// The manifest records of the commit's files.
+    pub files: Vec<FileRecord>,
 }
 
 pub struct Journal {

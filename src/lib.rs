@@ -2,12 +2,14 @@
 //!
 //! The pipeline, one module a stage: [`spec`] → [`events`] → [`plan`] → [`rewrite`] →
 //! [`commit`] → [`manifest`] → [`verify`]. [`purge`] runs the stages for a job, keeping its
-//! [`journal`] so a crashed run resumes; [`cmd`] holds the other commands (validate, trace,
+//! [`journal`] so a crashed run resumes; [`delta`] is where Delta Lake tables differ (files
+//! from the log, new paths, one transaction per table); [`cmd`] holds the other commands (validate, trace,
 //! demo); [`store`] gives every stage its object store ([`store::fault`] injects failures in
 //! tests); [`error`] says whose fault a failure is.
 
 pub mod cmd;
 pub mod commit;
+pub mod delta;
 pub mod error;
 pub mod events;
 pub mod journal;

@@ -95,7 +95,32 @@ pub struct TableRecord {
     /// lakepurge rewrote them (recorded, never recreated).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files_vanished: Vec<String>,
+    /// A Delta table: the commit the purge made, and what became of the files it removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<DeltaRecord>,
     pub files: Vec<FileRecord>,
+}
+
+/// A Delta table's side of a run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DeltaRecord {
+    /// The log version the run planned on.
+    pub read_version: u64,
+    /// The version the run committed (none when no file held an erased row).
+    pub version: Option<u64>,
+    /// The application transaction id of the commit (`txn.appId`).
+    pub app_id: String,
+    /// `old_files` policy: `delete` or `keep`.
+    pub old_files: crate::spec::OldFiles,
+    /// Files the commit removed that were deleted, and that remain (they hold erased rows and
+    /// are served by time travel until VACUUM removes them after the table's
+    /// `delta.deletedFileRetentionDuration`).
+    pub old_files_deleted: u64,
+    pub old_files_remaining: u64,
+    /// With `keep`: the retention after which VACUUM may delete them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -103,6 +128,10 @@ pub struct TableRecord {
 pub struct FileRecord {
     /// Relative to the table location.
     pub path: String,
+    /// A Delta table: where the rewritten file is (relative to the table); the file at `path`
+    /// is removed from the table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_path: Option<String>,
     pub rows_removed: u64,
     /// `action = "redact"`: rows kept with their redacted columns set to null.
     #[serde(default)]

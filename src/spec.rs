@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
@@ -47,6 +47,7 @@ struct JobSection {
     tables: Option<String>,
     #[serde(default)]
     storage_options: BTreeMap<String, String>,
+    old_files: Option<OldFiles>,
 }
 
 /// The `[events]` section: where the erasure-event dataset is and what its columns are called.
@@ -92,6 +93,20 @@ pub enum EventFormat {
 pub enum TableFormat {
     #[default]
     Parquet,
+    /// A Delta Lake table: files come from its log, and a purge is one transaction in it.
+    Delta,
+}
+
+/// What happens to the files a Delta purge commit removed (they still hold the erased rows,
+/// and time travel to earlier versions serves them until VACUUM).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OldFiles {
+    /// Deleted right after the commit (time travel to earlier versions then fails for them).
+    #[default]
+    Delete,
+    /// Left for VACUUM; the manifest says how many still hold erased rows.
+    Keep,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -120,6 +135,8 @@ pub struct TableSpec {
     pub redact: Vec<String>,
     #[serde(default)]
     pub storage_options: BTreeMap<String, String>,
+    /// `format = "delta"` only; when absent, the job's `old_files` (default `delete`).
+    pub old_files: Option<OldFiles>,
     /// The file this table was declared in (the job file for inline tables).
     #[serde(skip)]
     pub source: PathBuf,
@@ -241,6 +258,7 @@ impl Job {
         for t in &mut tables {
             t.source = path.to_path_buf();
         }
+        let job_old_files = parsed.job.old_files;
         if let Some(folder) = &parsed.job.tables {
             let folder_path = dir.join(folder);
             let entries = std::fs::read_dir(&folder_path).map_err(|e| {
@@ -269,8 +287,11 @@ impl Job {
             }
         }
         let mut seen = BTreeSet::new();
-        for t in &tables {
+        for t in &mut tables {
             check_table(t)?;
+            if t.format == TableFormat::Delta {
+                t.old_files = t.old_files.or(job_old_files).or(Some(OldFiles::default()));
+            }
             if !seen.insert(t.name.clone()) {
                 return Err(Error::spec(
                     t.source.display(),
@@ -318,6 +339,20 @@ fn check_table(t: &TableSpec) -> Result<()> {
     }
     if t.matches.is_empty() {
         return Err(err("needs at least one [[match]] rule".into()));
+    }
+    if t.format != TableFormat::Delta && t.old_files.is_some() {
+        return Err(err(
+            "old_files: only allowed with format = \"delta\" (it says what happens to the files \
+             a Delta commit removed)"
+                .into(),
+        ));
+    }
+    if t.format == TableFormat::Delta && !t.partitioning.is_empty() {
+        return Err(err(
+            "partitioning: not used with format = \"delta\" (the partition values come from \
+             the table's log); remove it"
+                .into(),
+        ));
     }
     for (i, m) in t.matches.iter().enumerate() {
         let at = format!("match[{i}]");

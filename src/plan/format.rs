@@ -43,6 +43,20 @@ impl Format {
         }
     }
 
+    /// What to do instead.
+    fn advice(self, root: &str) -> String {
+        match self {
+            Format::Delta => format!(
+                "Register the table's root ({root}) with format = \"delta\": lakepurge then \
+                 purges it through its log"
+            ),
+            Format::Iceberg | Format::Hudi => format!(
+                "lakepurge cannot purge {} tables yet: leave it out of this job",
+                self.name()
+            ),
+        }
+    }
+
     /// The format a folder named `name` holding `children` (file names) is the log of.
     fn of_folder<'a>(name: &str, mut children: impl Iterator<Item = &'a str>) -> Option<Format> {
         match name {
@@ -102,9 +116,9 @@ fn refusal(table: &Table, format: Format, what: &str, at: &str) -> Error {
         &table.location,
         format!(
             "{what} (its log: {at}{}); lakepurge never rewrites such a table's files behind its \
-             log, which would corrupt it and leave the erased rows in its history. Leave it out \
-             of this job, or register the table itself with its format once lakepurge supports it",
-            format.log()
+             log, which would corrupt it and leave the erased rows in its history. {}",
+            format.log(),
+            format.advice(at)
         ),
     )
 }
@@ -113,6 +127,9 @@ fn refusal(table: &Table, format: Format, what: &str, at: &str) -> Error {
 /// one listing with a delimiter per folder, from the location up to the store's root. (Tables
 /// deeper inside the location show in its listing, see [`format_of`].)
 pub async fn refuse_inside(table: &Table) -> Result<()> {
+    if table.spec.format == crate::spec::TableFormat::Delta {
+        return Ok(()); // its files come from its log, never from a listing
+    }
     let store = &table.location.store;
     let parts: Vec<String> = table
         .location

@@ -29,7 +29,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::events::Events;
-use crate::spec::{Job, TableSpec};
+use crate::spec::{Job, TableFormat, TableSpec};
 use crate::store::{Location, ObjectVersion};
 
 mod convert;
@@ -81,13 +81,31 @@ impl Table {
     /// [`format`]).
     pub async fn list(&self) -> Result<Vec<ObjectMeta>> {
         use futures::TryStreamExt;
-        format::refuse_inside(self).await?;
-        let mut files: Vec<ObjectMeta> = self.data_files().try_collect().await?;
+        let (files, _) = self.files().await?;
+        let mut files: Vec<ObjectMeta> = files.try_collect().await?;
         files.sort_by(|a, b| a.location.cmp(&b.location));
         if files.is_empty() {
             self.warn_no_files();
         }
         Ok(files)
+    }
+
+    /// The table's data files: a Delta table's from the current snapshot of its log (with its
+    /// version), a Parquet table's as listed (after refusing a table format's location).
+    pub async fn files(
+        &self,
+    ) -> Result<(
+        futures::stream::BoxStream<'static, Result<ObjectMeta>>,
+        Option<u64>,
+    )> {
+        if self.spec.format == TableFormat::Delta {
+            let snapshot = crate::delta::load(self).await?;
+            let files: Vec<Result<ObjectMeta>> =
+                snapshot.files.into_iter().map(|f| Ok(f.meta)).collect();
+            return Ok((futures::stream::iter(files).boxed(), Some(snapshot.version)));
+        }
+        format::refuse_inside(self).await?;
+        Ok((self.data_files(), None))
     }
 
     /// The table's data files as the store lists them, page by page (no order, nothing
@@ -208,6 +226,9 @@ pub struct TablePlan {
     pub requests: u64,
     /// Rows of row groups that had to be read but that the page index ruled out (not read).
     pub rows_skipped_by_page_index: u64,
+    /// A Delta table: the version of its log that was planned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta_version: Option<u64>,
     /// The affected files, in path order.
     #[serde(skip)]
     pub files: Vec<FilePlan>,
@@ -239,13 +260,14 @@ pub async fn plan_table(table: &Table, events: &Events) -> Result<TablePlan> {
         bytes_read: 0,
         requests: 0,
         rows_skipped_by_page_index: 0,
+        delta_version: None,
         files: Vec::new(),
     };
     let concurrency = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
     let matcher_ref = &matcher;
-    format::refuse_inside(table).await?;
-    let mut scans = table
-        .data_files()
+    let (files, delta_version) = table.files().await?;
+    plan.delta_version = delta_version;
+    let mut scans = files
         .map(|listed| async move {
             let meta = listed?;
             let size = meta.size;

@@ -147,7 +147,7 @@ async fn rewrite_in_parts<S: rewrite::Source + Send>(
 
 /// What rewriting a file gave: the rewrite, the new file's sha256 and size (none when every
 /// row went), and the upload in parts to complete, if it went up in parts.
-type Rewrite = (
+pub(super) type Rewrite = (
     rewrite::Rewritten,
     Option<(String, u64)>,
     Option<commit::PartUpload>,
@@ -155,7 +155,7 @@ type Rewrite = (
 
 /// How a file's new version is produced.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Output {
+pub(super) enum Output {
     /// Into memory, put in one request.
     Whole,
     /// Into an upload in parts, as it is written.
@@ -165,7 +165,7 @@ enum Output {
 }
 
 /// Rewrites `input` on a blocking thread into `output`.
-async fn rewrite_file<S: rewrite::Source + Send>(
+pub(super) async fn rewrite_file<S: rewrite::Source + Send>(
     input: S,
     store: &Arc<dyn object_store::ObjectStore>,
     location: &object_store::path::Path,
@@ -349,6 +349,26 @@ async fn matched_rows(
     }
 }
 
+/// The ids of the events whose subjects the file's erased rows matched, with their row counts
+/// (read from the spilled event ids, off the async runtime).
+pub(super) async fn event_names(
+    attempt: &Attempt<'_>,
+    fp: &FilePlan,
+) -> Result<BTreeMap<String, u64>> {
+    let (ids, counts) = (attempt.events.event_ids.clone(), fp.per_event.clone());
+    tokio::task::spawn_blocking(move || ids.name_counts(&counts))
+        .await
+        .map_err(|e| Error::Internal(format!("naming the events of {}: {e}", fp.path)))?
+}
+
+/// What the table's rewrite does to matched rows, and whether it redacts (rows stay).
+pub(super) fn rewrite_mode(table: &Table) -> (rewrite::Mode, bool) {
+    match table.spec.action {
+        Action::Redact => (rewrite::Mode::Redact(table.spec.redact.clone()), true),
+        Action::Delete => (rewrite::Mode::Delete, false),
+    }
+}
+
 /// A file rewritten, with the original's sha256 and the events its erased rows matched.
 struct NewVersion {
     rewritten: rewrite::Rewritten,
@@ -369,19 +389,10 @@ async fn rewrite_and_hash(
     fp: &FilePlan,
 ) -> Result<NewVersion> {
     let (store, location, rel) = (&table.location.store, &meta.location, &fp.path);
-    // The ids of the events that matched, read from the spilled event ids.
-    let (ids, counts) = (attempt.events.event_ids.clone(), fp.per_event.clone());
-    let per_event = tokio::task::spawn_blocking(move || ids.name_counts(&counts))
-        .await
-        .map_err(|e| Error::Internal(format!("naming the events of {rel}: {e}")))??;
+    let per_event = event_names(attempt, fp).await?;
     let erased = fp.erased.clone();
     let shown = format!("{}{}", table.location.url, rel);
-    let redacting = table.spec.action == Action::Redact;
-    let mode = if redacting {
-        rewrite::Mode::Redact(table.spec.redact.clone())
-    } else {
-        rewrite::Mode::Delete
-    };
+    let (mode, redacting) = rewrite_mode(table);
     let output = if !redacting && fp.rows_matched == fp.rows {
         Output::Nothing
     } else if meta.size >= attempt.large_file {
@@ -466,6 +477,7 @@ async fn commit_file(
     };
     let mut record = FileRecord {
         path: fp.path.clone(),
+        new_path: None,
         rows_removed: if redacting { 0 } else { fp.rows_matched },
         rows_redacted: if redacting { fp.rows_matched } else { 0 },
         before: FileVersion {

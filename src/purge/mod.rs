@@ -30,12 +30,13 @@ use crate::commit;
 use crate::error::{Error, Result};
 use crate::events::{self, Events};
 use crate::journal::{Entry, Journal, Snapshot, TableCounts};
-use crate::manifest::{self, Engine, EventsRecord, FileRecord, Manifest, TableRecord};
+use crate::manifest::{self, DeltaRecord, Engine, EventsRecord, FileRecord, Manifest, TableRecord};
 use crate::plan::{self, Table, TablePlan};
-use crate::spec::{Job, check_name};
+use crate::spec::{Job, OldFiles, TableFormat, check_name};
 use crate::store;
 
 mod budget;
+mod delta;
 pub mod failpoint;
 mod file;
 pub mod shard;
@@ -97,8 +98,17 @@ pub fn default_concurrency() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get()) + 1
 }
 
+/// Who a run is: what a Delta commit records of it.
+struct RunId {
+    job: String,
+    run_id: String,
+    /// Where the run's manifest will be.
+    manifest: String,
+}
+
 /// State shared by the files of one attempt.
 struct Attempt<'a> {
+    run: RunId,
     journal: Journal,
     events: &'a Events,
     failpoint: Failpoint,
@@ -115,12 +125,14 @@ struct Attempt<'a> {
 impl<'a> Attempt<'a> {
     /// The state of an attempt with `opts`, over `events` and the tables' `plans`.
     fn new(
+        run: RunId,
         journal: Journal,
         events: &'a Events,
         opts: &Options<'_>,
         plans: &[TablePlan],
     ) -> Attempt<'a> {
         Attempt {
+            run,
             journal,
             events,
             failpoint: opts.failpoint,
@@ -188,14 +200,13 @@ async fn run(job: &Job, run_id: &str, clock: &dyn Clock, opts: &Options<'_>) -> 
         }
     }
 
-    let attempt = Attempt::new(journal, &events, opts, &plans);
-    let mut failures = Vec::new();
-    for (table, tplan) in tables.iter().zip(&plans) {
-        if let Err(e) = file::purge_table(table, tplan, &attempt, &mut entries).await {
-            tracing::error!(table = %table.spec.name, error = %e, "table failed");
-            failures.push((table.spec.name.clone(), e));
-        }
-    }
+    let run = RunId {
+        job: job.name.clone(),
+        run_id: run_id.to_string(),
+        manifest: folder.object_url(&manifest::path(&folder, run_id)),
+    };
+    let attempt = Attempt::new(run, journal, &events, opts, &plans);
+    let failures = purge_tables(&tables, &plans, &attempt, &mut entries).await;
     attempt.progress.finish_and_clear();
     if !failures.is_empty() {
         return Ok(Outcome::Failed { failures });
@@ -237,6 +248,28 @@ async fn run(job: &Job, run_id: &str, clock: &dyn Clock, opts: &Options<'_>) -> 
         tracing::warn!(run_id, error = %e, "could not delete the run journal; the next run of this id deletes it");
     }
     Ok(Outcome::Completed(stored))
+}
+
+/// Purges every table (a Delta table through its log); a table that fails is named with its
+/// error and the others go on.
+async fn purge_tables(
+    tables: &[Table],
+    plans: &[TablePlan],
+    attempt: &Attempt<'_>,
+    entries: &mut BTreeMap<(String, String), Entry>,
+) -> Vec<(String, Error)> {
+    let mut failures = Vec::new();
+    for (table, tplan) in tables.iter().zip(plans) {
+        let purged = match table.spec.format {
+            TableFormat::Delta => delta::purge_table(table, tplan, attempt, entries).await,
+            TableFormat::Parquet => file::purge_table(table, tplan, attempt, entries).await,
+        };
+        if let Err(e) = purged {
+            tracing::error!(table = %table.spec.name, error = %e, "table failed");
+            failures.push((table.spec.name.clone(), e));
+        }
+    }
+    failures
 }
 
 /// Reads the events and plans every table: on the first attempt, pins the event snapshot and
@@ -416,7 +449,38 @@ fn table_record(
             .filter(|e| e.table == table.spec.name && e.vanished)
             .map(|e| e.path.clone())
             .collect(),
+        delta: tplan
+            .delta_version
+            .map(|planned| delta_record(table, planned, entries)),
         files,
+    }
+}
+
+/// The manifest record of a Delta table's commit: from the journal, or the version planned
+/// when no file needed a commit.
+fn delta_record(
+    table: &Table,
+    planned: u64,
+    entries: &BTreeMap<(String, String), Entry>,
+) -> DeltaRecord {
+    let commit = entries
+        .get(&(table.spec.name.clone(), delta::LOG_ENTRY.to_string()))
+        .and_then(|e| e.delta.as_ref())
+        .filter(|c| c.version.is_some());
+    let policy = table.spec.old_files.unwrap_or_default();
+    let removed = commit.map_or(0, |c| c.removed.len() as u64);
+    let deleted = commit.map_or(0, |c| c.old_files_deleted);
+    DeltaRecord {
+        read_version: commit.map_or(planned, |c| c.read_version),
+        version: commit.and_then(|c| c.version),
+        app_id: commit.map_or_else(String::new, |c| c.app_id.clone()),
+        old_files: policy,
+        old_files_deleted: deleted,
+        old_files_remaining: removed.saturating_sub(deleted),
+        retention: (policy == OldFiles::Keep && removed > 0).then(|| {
+            "until VACUUM, after the table's delta.deletedFileRetentionDuration (default 7 days)"
+                .to_string()
+        }),
     }
 }
 

@@ -117,8 +117,14 @@ pub async fn verify(arg: &str, opts: &Options<'_>) -> Result<Report> {
                 path: arg.to_string(),
                 message: format!("table {} location: {msg}", t.name),
             })?;
+        if let Some(d) = &t.delta {
+            checks.extend(delta_checks(&loc, t, d).await?);
+        }
         for f in &t.files {
-            checks.push(check_file(&loc, &t.name, &t.location, f, &later).await?);
+            checks.push(match &t.delta {
+                Some(_) => check_delta_file(&loc, t, f, &later).await?,
+                None => check_file(&loc, &t.name, &t.location, f, &later).await?,
+            });
         }
     }
     if let Some(job) = opts.deep {
@@ -247,21 +253,9 @@ async fn check_file(
     f: &manifest::FileRecord,
     later: &[&Stored],
 ) -> Result<Check> {
-    let path = loc.child(&f.path);
     let shown = format!("{}{}", loc.url, f.path);
     // The file's sha256 as it is now, streamed (a large file is never held whole).
-    let current = match loc.store.head(&path).await {
-        Ok(meta) => {
-            let version = ObjectVersion::new(std::sync::Arc::clone(&loc.store), meta);
-            Some(
-                hash_object(&version)
-                    .await
-                    .map_err(|e| Error::store(format!("reading {shown}"), e))?,
-            )
-        }
-        Err(object_store::Error::NotFound { .. }) => None,
-        Err(e) => return Err(Error::store(format!("reading {shown}"), e)),
-    };
+    let current = current_sha(loc, &loc.child(&f.path), &shown).await?;
     // A later run that started from this run's result accounts for whatever is there now.
     let superseded_by = f.after.as_ref().and_then(|after| {
         later.iter().find(|s| {
@@ -312,6 +306,147 @@ async fn check_file(
             ))
         }
     })
+}
+
+/// The sha256 of the object at `path` as it is now (streamed), or `None` if it is gone.
+async fn current_sha(loc: &Location, path: &Path, shown: &str) -> Result<Option<String>> {
+    match loc.store.head(path).await {
+        Ok(meta) => {
+            let version = ObjectVersion::new(std::sync::Arc::clone(&loc.store), meta);
+            hash_object(&version)
+                .await
+                .map(Some)
+                .map_err(|e| Error::store(format!("reading {shown}"), e))
+        }
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(Error::store(format!("reading {shown}"), e)),
+    }
+}
+
+/// A file of a Delta table the purge removed from the table, and rewrote to `new_path` unless
+/// every row went: with `old_files = "delete"` the old file is gone, and the new file has its
+/// recorded content (a later run may have rewritten it in turn).
+async fn check_delta_file(
+    loc: &Location,
+    t: &manifest::TableRecord,
+    f: &manifest::FileRecord,
+    later: &[&Stored],
+) -> Result<Check> {
+    let table = &t.name;
+    let old_shown = format!("{}{}", loc.url, f.path);
+    let delete_policy = t
+        .delta
+        .as_ref()
+        .is_some_and(|d| d.old_files == crate::spec::OldFiles::Delete);
+    if delete_policy
+        && current_sha(loc, &loc.child(&f.path), &old_shown)
+            .await?
+            .is_some()
+    {
+        return Ok(fail(format!(
+            "table {table}: {old_shown} was removed by the purge commit (old_files = delete) but \
+             is still there, with the erased rows"
+        )));
+    }
+    let Some(new_path) = &f.new_path else {
+        return Ok(ok(format!(
+            "table {table}: {} (every row erased) is out of the table{}",
+            f.path,
+            if delete_policy {
+                " and deleted"
+            } else {
+                "; kept until VACUUM (old_files = keep)"
+            }
+        )));
+    };
+    let shown = format!("{}{new_path}", loc.url);
+    let after_sha = f.after.as_ref().map(|a| a.sha256.as_str());
+    let superseded = later.iter().find(|s| {
+        s.manifest.tables.iter().any(|lt| {
+            lt.location == t.location
+                && lt
+                    .files
+                    .iter()
+                    .any(|lf| lf.path == *new_path && Some(lf.before.sha256.as_str()) == after_sha)
+        })
+    });
+    Ok(
+        match current_sha(loc, &loc.child(new_path), &shown).await? {
+            Some(sha) if Some(sha.as_str()) == after_sha => ok(format!(
+                "table {table}: {} was rewritten to {new_path}, which has its purged content",
+                f.path
+            )),
+            _ if superseded.is_some() => ok(format!(
+                "table {table}: {new_path} was purged again by a later run"
+            )),
+            Some(_) => fail(format!(
+                "table {table}: {shown} changed since the purge and no later manifest accounts for it"
+            )),
+            None if delete_policy => fail(format!("table {table}: {shown} is missing")),
+            None => ok(format!(
+                "table {table}: {new_path} is no longer there (removed since, e.g. by VACUUM after a              later commit)"
+            )),
+        },
+    )
+}
+
+/// A Delta table's commit: the log version the manifest names holds the run's transaction,
+/// exactly the removes and adds of the manifest's files, and no subject id (the commit holds
+/// nothing but paths, sizes, statistics and lakepurge's own metadata).
+async fn delta_checks(
+    loc: &Location,
+    t: &manifest::TableRecord,
+    d: &manifest::DeltaRecord,
+) -> Result<Vec<Check>> {
+    let table = &t.name;
+    let Some(version) = d.version else {
+        return Ok(vec![ok(format!(
+            "table {table}: Delta log version {} planned, nothing to commit",
+            d.read_version
+        ))]);
+    };
+    let path = loc.child(&format!("_delta_log/{version:020}.json"));
+    let shown = format!("{}_delta_log/{version:020}.json", loc.url);
+    let bytes = match loc.store.get(&path).await {
+        Ok(g) => g
+            .bytes()
+            .await
+            .map_err(|e| Error::store(format!("reading {shown}"), e))?,
+        Err(object_store::Error::NotFound { .. }) => {
+            return Ok(vec![fail(format!(
+                "table {table}: the purge commit {shown} is missing from the log"
+            ))]);
+        }
+        Err(e) => return Err(Error::store(format!("reading {shown}"), e)),
+    };
+    let found = crate::delta::commit::summarize(&bytes);
+    let mut expected_removes: Vec<String> = t.files.iter().map(|f| f.path.clone()).collect();
+    let mut expected_adds: Vec<String> =
+        t.files.iter().filter_map(|f| f.new_path.clone()).collect();
+    expected_removes.sort();
+    expected_adds.sort();
+    let mut out = Vec::new();
+    out.push(if found.txn_app_ids.contains(&d.app_id)
+        && found.removes == expected_removes
+        && found.adds == expected_adds
+    {
+        ok(format!(
+            "table {table}: Delta commit {version} is in the log with the run's transaction,              {} removes and {} adds as recorded",
+            found.removes.len(),
+            found.adds.len()
+        ))
+    } else {
+        fail(format!(
+            "table {table}: Delta log version {version} is not the purge commit the manifest              records (transaction {}: {}, removes {:?} vs {:?}, adds {:?} vs {:?})",
+            d.app_id,
+            found.txn_app_ids.contains(&d.app_id),
+            found.removes,
+            expected_removes,
+            found.adds,
+            expected_adds
+        ))
+    });
+    Ok(out)
 }
 
 /// Scans every file of one table for rows that still match, with the independent SQL matching

@@ -9,6 +9,7 @@ mod cloud;
 mod common;
 mod crash;
 mod deep;
+mod delta;
 mod faults;
 mod fixtures;
 mod formats;

@@ -1,0 +1,221 @@
+//! Delta Lake tables (`format = "delta"`), through delta-rs: the files of the log's current
+//! snapshot (what `plan` scans, never a listing), the statistics of a new file's `add` from its
+//! own footer ([`stats`]), and a purge's changes to a table as one transaction ([`commit`]).
+//!
+//! Everything else (matching, the Parquet-level rewrite) is what plain Parquet tables get. A
+//! Delta file is never replaced in place: its rewrite goes to a new path next to it, and the
+//! commit removes the old path and adds the new one. What lakepurge cannot purge faithfully is
+//! refused with exit 2 before anything is written: files with deletion vectors (their
+//! soft-deleted rows are still in the Parquet file) and column mapping (Parquet column names
+//! differ from the table's).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use deltalake_core::kernel::{Add, Remove};
+use deltalake_core::logstore::{LogStoreRef, StorageConfig, default_logstore};
+use deltalake_core::{DeltaTable, DeltaTableError};
+use object_store::ObjectMeta;
+use object_store::prefix::PrefixStore;
+
+use crate::error::{Error, Result};
+use crate::plan::Table;
+
+pub mod commit;
+pub mod stats;
+
+/// The table's log read at one version: the files a purge may rewrite, and what it needs to
+/// commit against that version.
+pub struct Snapshot {
+    pub table: DeltaTable,
+    pub version: u64,
+    pub files: Vec<DeltaFile>,
+    pub partition_columns: Vec<String>,
+    /// The table's properties (`delta.*` keys), as its metadata holds them.
+    pub configuration: HashMap<String, String>,
+}
+
+/// One file of the snapshot.
+#[derive(Debug, Clone)]
+pub struct DeltaFile {
+    /// The path relative to the table root, decoded (what the object's key ends with).
+    pub path: String,
+    /// Where the object is, and the size the log records (no etag: Delta files never change).
+    pub meta: ObjectMeta,
+    /// The `remove` action that takes this file out of the table.
+    pub remove: Remove,
+    pub partition_values: HashMap<String, Option<String>>,
+}
+
+impl Snapshot {
+    /// The snapshot's file at `path` (relative to the table), if it is still in the table.
+    pub fn file(&self, path: &str) -> Option<&DeltaFile> {
+        self.files.iter().find(|f| f.path == path)
+    }
+
+    /// The log store commits go through.
+    pub fn log_store(&self) -> LogStoreRef {
+        self.table.log_store()
+    }
+}
+
+/// An error of delta-rs about `table`: a storage failure underneath stays a storage error (exit
+/// 1, retried); a log that cannot be read as a Delta table is bad input (exit 2).
+pub fn error(table: &Table, what: &str, e: DeltaTableError) -> Error {
+    match e {
+        DeltaTableError::ObjectStore { source } => {
+            Error::store(format!("{what} of Delta table {}", table.location), source)
+        }
+        DeltaTableError::NotATable(_) => Error::table(
+            &table.spec.name,
+            &table.location,
+            "format = \"delta\" but there is no Delta log (_delta_log/) here: give the table's \
+             root folder, or format = \"parquet\" for a plain Parquet table",
+        ),
+        e => Error::Delta {
+            table: table.spec.name.clone(),
+            context: format!("{what} at {}", table.location),
+            source: Box::new(e),
+        },
+    }
+}
+
+/// A log store over the table's own store (so `file://` gets lakepurge's conditional writes
+/// and every store the same code), rooted at the table's location.
+fn log_store(table: &Table) -> LogStoreRef {
+    let root = Arc::clone(&table.location.store);
+    let prefixed: Arc<dyn object_store::ObjectStore> = Arc::new(PrefixStore::new(
+        Arc::clone(&root),
+        table.location.prefix.clone(),
+    ));
+    default_logstore(
+        prefixed,
+        root,
+        &table.location.url,
+        &StorageConfig::default(),
+    )
+}
+
+/// Reads the table's log at its latest version. Refuses (exit 2) what lakepurge cannot purge
+/// faithfully.
+pub async fn load(table: &Table) -> Result<Snapshot> {
+    let mut delta = DeltaTable::new(log_store(table));
+    delta
+        .load()
+        .await
+        .map_err(|e| error(table, "reading the log", e))?;
+    let state = delta
+        .snapshot()
+        .map_err(|e| error(table, "reading the log", e))?;
+    let metadata = state.metadata();
+    let configuration = metadata.configuration().clone();
+    refuse_column_mapping(table, &configuration)?;
+    let mut files = Vec::new();
+    for view in state.log_data().iter() {
+        let path = view.path().to_string();
+        if view.deletion_vector_descriptor().is_some() {
+            return Err(Error::table(
+                &table.spec.name,
+                format!("{}{path}", table.location.url),
+                "the file has a deletion vector: its soft-deleted rows are still in the Parquet \
+                 file, and lakepurge does not apply deletion vectors. Purge the table after an \
+                 OPTIMIZE/REORG that materializes them (REORG TABLE ... APPLY (PURGE)), or \
+                 disable delta.enableDeletionVectors",
+            ));
+        }
+        let location = table.location.child(&path);
+        files.push(DeltaFile {
+            meta: ObjectMeta {
+                location,
+                last_modified: view.modification_datetime().unwrap_or_default(),
+                size: u64::try_from(view.size()).unwrap_or(0),
+                e_tag: None,
+                version: None,
+            },
+            remove: view.remove_action(true),
+            partition_values: view.partition_values_map(),
+            path,
+        });
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(Snapshot {
+        version: state.version(),
+        partition_columns: metadata.partition_columns().to_vec(),
+        configuration,
+        files,
+        table: delta,
+    })
+}
+
+/// Column mapping (`delta.columnMapping.mode` = `name` or `id`) gives Parquet columns physical
+/// names unlike the table's: match rules would not find them. Refused, not guessed.
+fn refuse_column_mapping(table: &Table, configuration: &HashMap<String, String>) -> Result<()> {
+    match configuration
+        .get("delta.columnMapping.mode")
+        .map(String::as_str)
+    {
+        None | Some("none") => Ok(()),
+        Some(mode) => Err(Error::table(
+            &table.spec.name,
+            &table.location,
+            format!(
+                "the Delta table uses column mapping (delta.columnMapping.mode = {mode}): its \
+                 Parquet files name columns differently from the table, which lakepurge does \
+                 not support yet"
+            ),
+        )),
+    }
+}
+
+/// The `add` of a new file written next to `old` at `path` (relative to the table, decoded),
+/// `size` bytes, with `stats` (JSON) from its own footer.
+pub fn add_for(old: &DeltaFile, path: &str, size: u64, stats: String) -> Add {
+    Add {
+        // Decoded, as delta-rs holds paths: it percent-encodes them when writing the log.
+        path: path.to_string(),
+        partition_values: old.partition_values.clone(),
+        size: i64::try_from(size).unwrap_or(i64::MAX),
+        modification_time: chrono::Utc::now().timestamp_millis(),
+        data_change: true,
+        stats: Some(stats),
+        tags: None,
+        deletion_vector: None,
+        base_row_id: None,
+        default_row_commit_version: None,
+        clustering_provider: None,
+    }
+}
+
+/// The path a purge run writes the rewrite of `old` to: next to it (same partition folder),
+/// named after the run and the old path, so a resumed run writes the same name again.
+pub fn new_path(old: &str, run_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(run_id.as_bytes());
+    h.update([0]);
+    h.update(old.as_bytes());
+    let id = hex::encode(&h.finalize()[..16]);
+    match old.rsplit_once('/') {
+        Some((dir, _)) => format!("{dir}/part-{id}-lakepurge.parquet"),
+        None => format!("part-{id}-lakepurge.parquet"),
+    }
+}
+
+/// The application id of a run's transaction in the table's log.
+pub fn app_id(job: &str, run_id: &str) -> String {
+    format!("lakepurge:{job}:{run_id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_paths_stay_in_the_partition_folder_and_are_stable() {
+        let a = new_path("dt=2026-11-24/part-0.parquet", "run-1");
+        assert!(a.starts_with("dt=2026-11-24/part-"), "{a}");
+        assert_eq!(a, new_path("dt=2026-11-24/part-0.parquet", "run-1"));
+        assert_ne!(a, new_path("dt=2026-11-24/part-0.parquet", "run-2"));
+        assert!(!new_path("x.parquet", "r").contains('/'));
+    }
+}

@@ -1,0 +1,352 @@
+//! Purging a Delta table: each affected file of the log's current snapshot is rewritten (the
+//! same Parquet-level rewrite as plain tables) to a new path next to it, then all of the
+//! table's changes are committed as one transaction (see [`crate::delta::commit`]), then,
+//! with `old_files = "delete"`, the files the commit removed are deleted.
+//!
+//! Crash safety, through the run journal's entry for the table's log: the changes are journaled
+//! before the commit; an attempt that finds them looks for the run's transaction in the log
+//! and, if it is there, only finishes the deletions; if not, it plans again from the current
+//! snapshot and commits anew (the new files' names depend on the run and the old path only, so
+//! they are written again in place of any a crash left behind, which no snapshot names). A
+//! conflicting commit by another writer (it removed a file this purge read) means planning
+//! again from the new version, up to [`CONFLICT_RETRIES`] times.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use object_store::ObjectStoreExt;
+use parquet::file::metadata::ParquetMetaDataReader;
+
+use super::Attempt;
+use super::budget::Budget;
+use super::file::{Output, event_names, rewrite_file, rewrite_mode};
+use crate::delta::{self, DeltaFile, Snapshot, commit};
+use crate::error::{Error, Result};
+use crate::journal::{DeltaCommit, Entry};
+use crate::manifest::{self, FileRecord, FileVersion};
+use crate::plan::{self, FilePlan, Table, TablePlan};
+use crate::spec::OldFiles;
+
+/// The journal entry path of a Delta table's commit (no data file has this name).
+pub const LOG_ENTRY: &str = "_delta_log";
+
+/// How many times the table is planned again after a conflicting commit.
+const CONFLICT_RETRIES: usize = 3;
+
+pub(super) async fn purge_table(
+    table: &Table,
+    tplan: &TablePlan,
+    attempt: &Attempt<'_>,
+    entries: &mut BTreeMap<(String, String), Entry>,
+) -> Result<()> {
+    if let Some(shard) = attempt.shard {
+        tracing::info!(table = %table.spec.name, %shard, "Delta table: purged by the final unsharded run, in one commit");
+        return Ok(());
+    }
+    let key = (table.spec.name.clone(), LOG_ENTRY.to_string());
+    let mut entry = entries.remove(&key).unwrap_or_else(|| Entry {
+        table: table.spec.name.clone(),
+        path: LOG_ENTRY.into(),
+        ..Entry::default()
+    });
+    let result = purge(table, tplan, attempt, &mut entry).await;
+    entries.insert(key, entry);
+    result
+}
+
+async fn purge(
+    table: &Table,
+    tplan: &TablePlan,
+    attempt: &Attempt<'_>,
+    entry: &mut Entry,
+) -> Result<()> {
+    let app_id = delta::app_id(&attempt.run.job, &attempt.run.run_id);
+    let mut snapshot = delta::load(table).await?;
+    settle_earlier_commit(table, &snapshot, &app_id, attempt, entry).await?;
+    if entry.delta.as_ref().is_some_and(|c| c.version.is_some()) {
+        return delete_old_files(table, attempt, entry).await;
+    }
+    let mut replanned;
+    let mut tplan = tplan;
+    for try_no in 0..=CONFLICT_RETRIES {
+        if tplan.delta_version != Some(snapshot.version) {
+            replanned = plan::plan_table(table, attempt.events).await?;
+            tplan = &replanned;
+            if tplan.delta_version != Some(snapshot.version) {
+                snapshot = delta::load(table).await?;
+                continue;
+            }
+        }
+        if tplan.files.is_empty() {
+            return Ok(());
+        }
+        let (files, changes) = rewrite_files(table, tplan, &snapshot, attempt, &app_id).await?;
+        entry.delta = Some(DeltaCommit {
+            app_id: app_id.clone(),
+            read_version: snapshot.version,
+            version: None,
+            removed: files.iter().map(|f| f.path.clone()).collect(),
+            old_files_deleted: 0,
+            files: files.clone(),
+        });
+        attempt.journal.put(entry).await?;
+        attempt.crash_if(
+            &attempt.intents,
+            attempt.failpoint.after_intent,
+            "after_intent",
+        );
+        match commit::commit(table, &snapshot, changes).await? {
+            commit::Committed::Version(version) => {
+                attempt.crash_if(
+                    &attempt.commits,
+                    attempt.failpoint.after_commit,
+                    "after_commit",
+                );
+                tracing::info!(table = %table.spec.name, version, files = files.len(), "Delta commit made");
+                if let Some(c) = entry.delta.as_mut() {
+                    c.version = Some(version);
+                }
+                entry.done = files;
+                attempt.journal.put(entry).await?;
+                return delete_old_files(table, attempt, entry).await;
+            }
+            commit::Committed::Conflict(why) => {
+                tracing::warn!(table = %table.spec.name, try_no, conflict = %why, "another writer's commit conflicts: planning the table again");
+                delete_unreferenced(table, &files).await;
+                entry.delta = None;
+                attempt.journal.put(entry).await?;
+                snapshot = delta::load(table).await?;
+            }
+        }
+    }
+    Err(Error::Conflict {
+        path: format!("{}{LOG_ENTRY}/", table.location.url),
+    })
+}
+
+/// An earlier attempt journaled a commit: if the run's transaction is in the log, it was made
+/// (the entry is completed); if not, it never will be and is forgotten (planned anew).
+async fn settle_earlier_commit(
+    table: &Table,
+    snapshot: &Snapshot,
+    app_id: &str,
+    attempt: &Attempt<'_>,
+    entry: &mut Entry,
+) -> Result<()> {
+    let Some(pending) = entry.delta.as_mut().filter(|c| c.version.is_none()) else {
+        return Ok(());
+    };
+    let found = commit::find(table, snapshot, app_id, pending.read_version).await?;
+    tracing::info!(table = %table.spec.name, committed = found.is_some(), "resolved a Delta commit left pending by an earlier attempt");
+    match found {
+        Some(version) => {
+            pending.version = Some(version);
+            entry.done = pending.files.clone();
+        }
+        None => {
+            // The files it wrote are in no snapshot: deleted, not left for VACUUM.
+            delete_unreferenced(table, &pending.files).await;
+            entry.delta = None;
+        }
+    }
+    attempt.journal.put(entry).await
+}
+
+/// The changes of a commit: removes and adds.
+fn empty_changes(app_id: &str, attempt: &Attempt<'_>) -> commit::Changes {
+    commit::Changes {
+        removes: Vec::new(),
+        adds: Vec::new(),
+        app_id: app_id.to_string(),
+        job: attempt.run.job.clone(),
+        run_id: attempt.run.run_id.clone(),
+        manifest: attempt.run.manifest.clone(),
+    }
+}
+
+/// Rewrites every affected file of the plan to its new path, several at once; returns their
+/// manifest records and the commit's actions.
+async fn rewrite_files(
+    table: &Table,
+    tplan: &TablePlan,
+    snapshot: &Snapshot,
+    attempt: &Attempt<'_>,
+    app_id: &str,
+) -> Result<(Vec<FileRecord>, commit::Changes)> {
+    use futures::{StreamExt, TryStreamExt};
+    let tasks = tplan
+        .files
+        .iter()
+        .filter(|f| f.affected())
+        .map(|fp| async move {
+            let old = snapshot.file(&fp.path).ok_or_else(|| {
+                Error::Internal(format!(
+                    "table {}: planned file {} is not in version {} of the log",
+                    table.spec.name, fp.path, snapshot.version
+                ))
+            })?;
+            let _reserved = attempt
+                .budget
+                .reserve(Budget::need(fp, u64::MAX), &fp.path)
+                .await?;
+            rewrite_one(table, fp, old, snapshot, attempt).await
+        });
+    let done: Vec<(FileRecord, DeltaFile, Option<deltalake_core::kernel::Add>)> =
+        futures::stream::iter(tasks)
+            .buffered(attempt.concurrency.max(1))
+            .try_collect()
+            .await?;
+    let mut changes = empty_changes(app_id, attempt);
+    let mut records = Vec::with_capacity(done.len());
+    for (record, old, add) in done {
+        changes.removes.push(old.remove);
+        changes.adds.extend(add);
+        records.push(record);
+    }
+    Ok((records, changes))
+}
+
+/// Rewrites one file to its new path: returns its record, the old file and the new file's
+/// `add` (none when every row went).
+async fn rewrite_one(
+    table: &Table,
+    fp: &FilePlan,
+    old: &DeltaFile,
+    snapshot: &Snapshot,
+    attempt: &Attempt<'_>,
+) -> Result<(FileRecord, DeltaFile, Option<deltalake_core::kernel::Add>)> {
+    let store = &table.location.store;
+    let shown = format!("{}{}", table.location.url, fp.path);
+    let bytes = read_whole(table, old, &shown).await?;
+    let per_event = event_names(attempt, fp).await?;
+    let (mode, redacting) = rewrite_mode(table);
+    let output = if !redacting && fp.rows_matched == fp.rows {
+        Output::Nothing
+    } else {
+        Output::Whole
+    };
+    let before_sha = manifest::sha256_hex(&bytes);
+    let new_rel = delta::new_path(&fp.path, &attempt.run.run_id);
+    let new_location = table.location.child(&new_rel);
+    let (rewritten, new_file, _) = rewrite_file(
+        bytes,
+        store,
+        &new_location,
+        fp.erased.clone(),
+        mode,
+        shown.clone(),
+        output,
+    )
+    .await?;
+    let mut add = None;
+    let after = match (&rewritten.bytes, new_file) {
+        (Some(new), Some((sha256, size))) => {
+            let footer = ParquetMetaDataReader::new()
+                .parse_and_finish(new)
+                .map_err(|e| Error::parquet(format!("{shown} (rewritten)"), e))?;
+            let stats = delta::stats::stats_json(&footer, &snapshot.configuration);
+            store
+                .put(&new_location, new.clone().into())
+                .await
+                .map_err(|e| Error::store(format!("writing {}{new_rel}", table.location.url), e))?;
+            add = Some(delta::add_for(old, &new_rel, size, stats));
+            Some(FileVersion {
+                size,
+                sha256,
+                rows: rewritten.rows,
+                etag: None,
+            })
+        }
+        _ => None,
+    };
+    let record = FileRecord {
+        path: fp.path.clone(),
+        new_path: after.as_ref().map(|_| new_rel),
+        rows_removed: if redacting { 0 } else { fp.rows_matched },
+        rows_redacted: if redacting { fp.rows_matched } else { 0 },
+        before: FileVersion {
+            size: old.meta.size,
+            sha256: before_sha,
+            rows: fp.rows,
+            etag: None,
+        },
+        after,
+        per_event,
+    };
+    Ok((record, old.clone(), add))
+}
+
+/// A Delta file's bytes; its size must be the one its `add` records.
+async fn read_whole(table: &Table, file: &DeltaFile, shown: &str) -> Result<Bytes> {
+    let bytes = table
+        .location
+        .store
+        .get(&file.meta.location)
+        .await
+        .map_err(|e| Error::store(format!("reading {shown}"), e))?
+        .bytes()
+        .await
+        .map_err(|e| Error::store(format!("reading {shown}"), e))?;
+    if bytes.len() as u64 != file.meta.size {
+        return Err(Error::table(
+            &table.spec.name,
+            shown,
+            format!(
+                "the file is {} bytes but the Delta log records {}: it was changed behind the log",
+                bytes.len(),
+                file.meta.size
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// With `old_files = "delete"`, deletes the files the run's commit removed (each once; gone
+/// already is fine), and journals how many.
+async fn delete_old_files(table: &Table, attempt: &Attempt<'_>, entry: &mut Entry) -> Result<()> {
+    if table.spec.old_files.unwrap_or_default() != OldFiles::Delete {
+        return Ok(());
+    }
+    let Some(c) = entry.delta.as_mut() else {
+        return Ok(());
+    };
+    if c.old_files_deleted as usize == c.removed.len() {
+        return Ok(());
+    }
+    for path in &c.removed {
+        match table
+            .location
+            .store
+            .delete(&table.location.child(path))
+            .await
+        {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => {
+                return Err(Error::store(
+                    format!(
+                        "deleting {}{path} (removed by the purge commit)",
+                        table.location.url
+                    ),
+                    e,
+                ));
+            }
+        }
+    }
+    c.old_files_deleted = c.removed.len() as u64;
+    tracing::info!(table = %table.spec.name, files = c.old_files_deleted, "deleted the files the purge commit removed");
+    attempt.journal.put(entry).await
+}
+
+/// Deletes new files a commit that did not happen would have added (no snapshot names them).
+async fn delete_unreferenced(table: &Table, files: &[FileRecord]) {
+    for path in files.iter().filter_map(|f| f.new_path.as_ref()) {
+        if let Err(e) = table
+            .location
+            .store
+            .delete(&table.location.child(path))
+            .await
+        {
+            tracing::warn!(table = %table.spec.name, file = %path, error = %e, "could not delete a file no commit added");
+        }
+    }
+}

@@ -1,0 +1,449 @@
+//! `format = "delta"`: Delta Lake tables written by the `deltalake` Python package (partitioned,
+//! several commits, a checkpoint, nested and list columns) are purged through their log. After
+//! a purge the package's reader sees exactly the oracle's rows at the latest version, its
+//! history shows one commit for the run with no subject id in it, the files the commit removed
+//! are gone (so no reachable version serves an erased row), a second run commits nothing, and
+//! a crash around the commit or another writer's commit before it still gives one commit.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+/// Writes a Delta table at `argv[1]`: five commits over three partitions (one file holds only
+/// user 900099), a checkpoint after the fourth. `user_id` is 900000 + seq % 7 otherwise.
+pub(crate) const WRITE_DELTA: &str = r#"
+import sys
+import pyarrow as pa
+from deltalake import write_deltalake, DeltaTable
+out = sys.argv[1]
+profile = pa.struct([("city", pa.string()), ("score", pa.int32())])
+def batch(start, n, dt, user=None):
+    seqs = list(range(start, start + n))
+    users = [user if user else 900000 + s % 7 for s in seqs]
+    return pa.table({
+        "user_id": pa.array(users, pa.int64()),
+        "seq": pa.array(seqs, pa.int64()),
+        "email": pa.array([f"u{u}@example.com" for u in users]),
+        "profile": pa.array([{"city": f"c{s % 3}", "score": s} for s in seqs], profile),
+        "tags": pa.array([[f"t{s % 2}", f"u{u}"] for s, u in zip(seqs, users)], pa.list_(pa.string())),
+        "at": pa.array([1_700_000_000_000_000 + s * 1_001 for s in seqs], pa.timestamp("us", tz="UTC")),
+        "dt": pa.array([dt] * n),
+    })
+write_deltalake(out, batch(0, 40, "2026-11-01"), partition_by=["dt"])
+write_deltalake(out, batch(40, 40, "2026-11-02"), partition_by=["dt"], mode="append")
+write_deltalake(out, batch(80, 5, "2026-11-02", user=900099), partition_by=["dt"], mode="append")
+write_deltalake(out, batch(85, 30, "2026-11-03"), partition_by=["dt"], mode="append")
+DeltaTable(out).create_checkpoint()
+write_deltalake(out, batch(115, 10, "2026-11-01"), partition_by=["dt"], mode="append")
+"#;
+
+/// Reads the table at `argv[1]` with the `deltalake` package (every version), polars, and each
+/// file of the latest snapshot with pyarrow (plain and with dictionary reads); prints JSON.
+const READ_DELTA: &str = r#"
+import sys, json
+import pyarrow.parquet as pq
+import polars as pl
+from deltalake import DeltaTable
+p = sys.argv[1]
+dt = DeltaTable(p)
+t = dt.to_pyarrow_table()
+versions = {}
+for v in range(dt.version() + 1):
+    try:
+        old = DeltaTable(p, version=v).to_pyarrow_table()
+        versions[v] = sorted(set(old.column("user_id").to_pylist()))
+    except Exception as e:
+        versions[v] = "unreadable: " + type(e).__name__
+files = dt.file_uris()
+file_rows = 0
+for f in files:
+    file_rows += pq.read_table(f).num_rows
+    assert pq.read_table(f, read_dictionary=["email"]).num_rows == pq.read_table(f).num_rows
+print(json.dumps({
+    "version": dt.version(),
+    "seqs": sorted(t.column("seq").to_pylist()),
+    "users": sorted(set(t.column("user_id").to_pylist())),
+    "profiles": sorted(r["score"] for r in t.column("profile").to_pylist()),
+    "polars_rows": pl.read_delta(p).height,
+    "file_rows": file_rows,
+    "files": len(files),
+    "history": dt.history(),
+    "versions": versions,
+}, default=str))
+"#;
+
+/// The subjects every test erases: one in every mixed file (the largest id there, so that it
+/// was each file's max), and the only subject of one file (which is emptied).
+pub(crate) const ERASED: [i64; 2] = [900006, 900099];
+
+pub(crate) fn read_delta(table: &Path) -> Value {
+    serde_json::from_str(&run_python("reading the Delta table", READ_DELTA, &[table])).unwrap()
+}
+
+/// The seqs the oracle keeps of the table `WRITE_DELTA` writes.
+pub(crate) fn oracle() -> Vec<i64> {
+    (0..125)
+        .filter(|s| !(80..85).contains(s) && s % 7 != 6)
+        .collect()
+}
+
+/// A workspace with the Delta table at `wh/users`, events erasing [`ERASED`], and a job with
+/// `extra` lines in its table section; returns the job path.
+fn setup(ws: &Path, extra: &str) -> String {
+    let table = ws.join("wh/users");
+    std::fs::create_dir_all(&table).unwrap();
+    run_python("writing a Delta table", WRITE_DELTA, &[&table]);
+    delta_job(
+        ws,
+        &file_url(&ws.join("manifests")),
+        &file_url(&ws.join("events")),
+        &file_url(&table),
+        extra,
+    )
+}
+
+/// Events erasing [`ERASED`] under `ws/events/`, and a job at `ws/job.toml` whose Delta table
+/// is at `table` (with `extra` lines), its manifests and events at the URLs given.
+pub(crate) fn delta_job(
+    ws: &Path,
+    manifests: &str,
+    events: &str,
+    table: &str,
+    extra: &str,
+) -> String {
+    write_events(
+        &ws.join("events/e.json"),
+        &[
+            ("ev-1", "user_id", json!(ERASED[0].to_string())),
+            ("ev-2", "user_id", json!(ERASED[1].to_string())),
+        ],
+    );
+    let job = ws.join("job.toml");
+    let text = user_id_job("lake", manifests, events, table).replace(
+        "[[table.match]]",
+        &format!("format = \"delta\"\n{extra}\n[[table.match]]"),
+    );
+    write(&job, &text);
+    job.display().to_string()
+}
+
+/// The commit file of `version`.
+pub(crate) fn commit_text(table: &Path, version: u64) -> String {
+    std::fs::read_to_string(table.join(format!("_delta_log/{version:020}.json"))).unwrap()
+}
+
+/// The actions of a commit file.
+pub(crate) fn actions(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The history entries of lakepurge commits of `run_id`.
+pub(crate) fn lakepurge_commits(read: &Value, run_id: &str) -> usize {
+    read["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["lakepurge"]["runId"] == json!(run_id))
+        .count()
+}
+
+/// What every purged table must show: the oracle's rows through every reader, no erased subject
+/// in any version that can still be read, and the run's commit clean of subject ids with
+/// statistics from the new files.
+pub(crate) fn check_purged(table: &Path, read: &Value, version: u64) {
+    let seqs: Vec<i64> = serde_json::from_value(read["seqs"].clone()).unwrap();
+    assert_eq!(seqs, oracle(), "latest version's rows");
+    assert_eq!(read["polars_rows"], json!(oracle().len()));
+    assert_eq!(read["file_rows"], json!(oracle().len()));
+    assert_eq!(read["profiles"], json!(oracle()), "nested struct values");
+    for (v, users) in read["versions"].as_object().unwrap() {
+        if let Some(users) = users.as_array() {
+            for erased in ERASED {
+                assert!(
+                    !users.contains(&json!(erased)),
+                    "version {v} still serves user {erased}"
+                );
+            }
+        }
+    }
+    let text = commit_text(table, version);
+    for erased in ERASED {
+        assert!(
+            !text.contains(&erased.to_string()),
+            "the purge commit names subject {erased}: {text}"
+        );
+    }
+    for action in actions(&text) {
+        if let Some(path) = action["remove"]["path"].as_str() {
+            assert!(
+                !table.join(path).exists(),
+                "removed file {path} still there"
+            );
+        }
+        if let Some(add) = action["add"].as_object() {
+            let stats: Value = serde_json::from_str(add["stats"].as_str().unwrap()).unwrap();
+            let n = stats["numRecords"].as_u64().unwrap();
+            assert!(n > 0);
+            assert!(
+                stats["maxValues"]["user_id"].as_i64().unwrap() < ERASED[0],
+                "{stats}"
+            );
+            assert_eq!(stats["nullCount"]["profile"]["city"], json!(0), "{stats}");
+            assert!(stats["minValues"]["at"].as_str().unwrap().ends_with('Z'));
+            let path = table.join(add["path"].as_str().unwrap());
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().len(),
+                add["size"].as_u64().unwrap(),
+                "the add's size"
+            );
+        }
+    }
+}
+
+#[test]
+fn delta_table_is_purged_through_its_log() {
+    let ws = tempfile::tempdir().unwrap();
+    let job = setup(ws.path(), "");
+    let table = ws.path().join("wh/users");
+    let before = read_delta(&table);
+    let start = before["version"].as_u64().unwrap();
+    let planned = lakepurge(&["plan", "--job", &job, "--json"]);
+    assert_eq!(planned.code, 0);
+    let plan: Value = serde_json::from_str(&planned.stdout).unwrap();
+    assert_eq!(plan["tables"][0]["delta_version"], json!(start));
+
+    let run = lakepurge(&["purge", "--job", &job, "--run-id", "r1"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let after = read_delta(&table);
+    assert_eq!(after["version"], json!(start + 1), "one commit");
+    check_purged(&table, &after, start + 1);
+    let last = &after["history"][0];
+    assert_eq!(last["operation"], json!("DELETE"));
+    assert_eq!(last["lakepurge"]["job"], json!("lake"));
+    assert!(
+        last["engineInfo"]
+            .as_str()
+            .unwrap()
+            .starts_with("lakepurge/")
+    );
+    assert_eq!(lakepurge_commits(&after, "r1"), 1);
+    // The rewrite of the file of 900099 alone removed it and added nothing.
+    let acts = actions(&commit_text(&table, start + 1));
+    let removes = acts.iter().filter(|a| a.get("remove").is_some()).count();
+    let adds = acts.iter().filter(|a| a.get("add").is_some()).count();
+    assert_eq!(removes, adds + 1, "{acts:?}");
+
+    let manifest = read_json(&ws.path().join("manifests/lake/r1.json"));
+    let t = &manifest["tables"][0];
+    assert_eq!(t["delta"]["version"], json!(start + 1));
+    assert_eq!(t["delta"]["old_files"], json!("delete"));
+    assert_eq!(t["delta"]["old_files_deleted"], json!(removes));
+    assert_eq!(t["files_deleted"], json!(1));
+    assert_eq!(t["rows_removed"], json!(125 - oracle().len()));
+    for f in t["files"].as_array().unwrap() {
+        if let Some(new) = f["new_path"].as_str() {
+            assert_eq!(
+                sha256_file(&table.join(new)),
+                f["after"]["sha256"].as_str().unwrap()
+            );
+        }
+    }
+    let manifest_path = ws.path().join("manifests/lake/r1.json");
+    let verified = lakepurge(&[
+        "verify",
+        manifest_path.to_str().unwrap(),
+        "--deep",
+        "--job",
+        &job,
+    ]);
+    assert_eq!(verified.code, 0, "{}", verified.all_output());
+    assert!(
+        verified.stdout.contains("Delta commit"),
+        "{}",
+        verified.stdout
+    );
+
+    // The same run id again: nothing; a new run id: no commit, no file touched.
+    let files_before = tree_hashes(&table);
+    assert_eq!(
+        lakepurge(&["purge", "--job", &job, "--run-id", "r1"]).code,
+        0
+    );
+    let again = lakepurge(&["purge", "--job", &job, "--run-id", "r2"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(
+        tree_hashes(&table),
+        files_before,
+        "a second run changed the table"
+    );
+    let second = read_json(&ws.path().join("manifests/lake/r2.json"));
+    assert_eq!(second["tables"][0]["files"], json!([]));
+    assert_eq!(second["tables"][0]["delta"]["version"], Value::Null);
+
+    // An old file put back (from a backup, say) is found by verify.
+    let removed: Vec<String> = acts
+        .iter()
+        .filter_map(|a| a["remove"]["path"].as_str().map(String::from))
+        .collect();
+    std::fs::write(table.join(&removed[0]), b"restored").unwrap();
+    let verified = lakepurge(&["verify", manifest_path.to_str().unwrap()]);
+    assert_eq!(verified.code, 3, "{}", verified.all_output());
+    assert!(
+        verified.stdout.contains("still there"),
+        "{}",
+        verified.stdout
+    );
+}
+
+#[test]
+fn delta_old_files_kept_on_request_and_said_so() {
+    let ws = tempfile::tempdir().unwrap();
+    let job = setup(ws.path(), "old_files = \"keep\"");
+    let table = ws.path().join("wh/users");
+    let start = read_delta(&table)["version"].as_u64().unwrap();
+    let run = lakepurge(&["purge", "--job", &job, "--run-id", "r1"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let after = read_delta(&table);
+    let seqs: Vec<i64> = serde_json::from_value(after["seqs"].clone()).unwrap();
+    assert_eq!(seqs, oracle());
+    // Time travel still serves the erased rows from the kept files, and the manifest says so.
+    let v = after["versions"][start.to_string()].clone();
+    assert!(v.as_array().unwrap().contains(&json!(ERASED[0])), "{v}");
+    let manifest = read_json(&ws.path().join("manifests/lake/r1.json"));
+    let d = &manifest["tables"][0]["delta"];
+    assert_eq!(d["old_files"], json!("keep"));
+    assert_eq!(d["old_files_deleted"], json!(0));
+    assert!(d["old_files_remaining"].as_u64().unwrap() > 0, "{d}");
+    assert!(d["retention"].as_str().unwrap().contains("VACUUM"));
+    let m = ws.path().join("manifests/lake/r1.json");
+    let verified = lakepurge(&["verify", m.to_str().unwrap(), "--deep", "--job", &job]);
+    assert_eq!(verified.code, 0, "{}", verified.all_output());
+}
+
+#[test]
+fn delta_crash_around_the_commit_resumes_to_one_commit() {
+    for point in ["after_intent=1", "after_commit=1"] {
+        let ws = tempfile::tempdir().unwrap();
+        let job = setup(ws.path(), "");
+        let table = ws.path().join("wh/users");
+        let start = read_delta(&table)["version"].as_u64().unwrap();
+        let crashed = lakepurge_env(
+            &["purge", "--job", &job, "--run-id", "r1"],
+            &[("LAKEPURGE_FAILPOINT", point)],
+        );
+        assert_ne!(crashed.code, 0, "{point}: the failpoint did not fire");
+        assert!(crashed.stderr.contains("failpoint"), "{point}");
+        let resumed = lakepurge(&["purge", "--job", &job, "--run-id", "r1"]);
+        assert_eq!(resumed.code, 0, "{point}: {}", resumed.stderr);
+        let after = read_delta(&table);
+        assert_eq!(lakepurge_commits(&after, "r1"), 1, "{point}");
+        assert_eq!(after["version"], json!(start + 1), "{point}");
+        check_purged(&table, &after, start + 1);
+        let m = ws.path().join("manifests/lake/r1.json");
+        let verified = lakepurge(&["verify", m.to_str().unwrap(), "--deep", "--job", &job]);
+        assert_eq!(verified.code, 0, "{point}: {}", verified.all_output());
+        // No file is left that the table does not name, but those of versions before the purge
+        // that the commit did not remove.
+        let named: BTreeSet<String> = (0..=start + 1)
+            .flat_map(|v| {
+                actions(&commit_text(&table, v))
+                    .into_iter()
+                    .filter_map(|a| a["add"]["path"].as_str().map(String::from))
+            })
+            .collect();
+        for (file, _) in tree_hashes(&table) {
+            if file.ends_with(".parquet") && !file.starts_with("_delta_log") {
+                assert!(named.contains(&file), "{point}: stray file {file}");
+            }
+        }
+    }
+}
+
+/// Another writer commits between the plan (a crashed first attempt) and the commit: it
+/// appends rows of an erased subject and deletes rows of a file the purge had planned to
+/// rewrite. The resumed run plans again from the new version: the appended rows are erased
+/// too, and the other writer's delete is not undone.
+#[test]
+fn delta_writer_between_plan_and_commit() {
+    let ws = tempfile::tempdir().unwrap();
+    let job = setup(ws.path(), "");
+    let table = ws.path().join("wh/users");
+    let crashed = lakepurge_env(
+        &["purge", "--job", &job, "--run-id", "r1"],
+        &[("LAKEPURGE_FAILPOINT", "after_intent=1")],
+    );
+    assert_ne!(crashed.code, 0);
+    let other = "import sys\nimport pyarrow as pa\nfrom deltalake import DeltaTable, write_deltalake\n\
+        p = sys.argv[1]\nDeltaTable(p).delete(\"seq = 1\")\n\
+        import pyarrow.compute as pc\n\
+        src = DeltaTable(p).to_pyarrow_table()\n\
+        extra = src.filter(pc.is_in(src['seq'], pa.array([0, 6, 13], pa.int64())))\n\
+        extra = extra.set_column(1, 'seq', pa.array([1000, 1006, 1013], pa.int64()))\n\
+        write_deltalake(p, extra, partition_by=['dt'], mode='append')\n";
+    run_python("another writer", other, &[&table]);
+    let resumed = lakepurge(&["purge", "--job", &job, "--run-id", "r1"]);
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    let after = read_delta(&table);
+    assert_eq!(lakepurge_commits(&after, "r1"), 1);
+    let seqs: Vec<i64> = serde_json::from_value(after["seqs"].clone()).unwrap();
+    // seq 6 and 13 are of user 900006: their copies 1006 and 1013 are erased as well.
+    let mut expected: Vec<i64> = oracle().into_iter().filter(|s| *s != 1).collect();
+    expected.push(1000);
+    assert_eq!(seqs, expected);
+    let users: Vec<i64> = serde_json::from_value(after["users"].clone()).unwrap();
+    assert!(!users.contains(&ERASED[0]) && !users.contains(&ERASED[1]));
+}
+
+#[test]
+fn delta_table_misregistered_is_refused() {
+    let ws = tempfile::tempdir().unwrap();
+    // A plain Parquet folder registered as Delta: exit 2, nothing written.
+    let plain = ws.path().join("wh/plain");
+    std::fs::create_dir_all(&plain).unwrap();
+    run_python(
+        "writing a Parquet file",
+        "import sys, pyarrow as pa, pyarrow.parquet as pq\n\
+         pq.write_table(pa.table({'user_id': pa.array([1], pa.int64())}), sys.argv[1] + '/p.parquet')\n",
+        &[&plain],
+    );
+    write_events(
+        &ws.path().join("events/e.json"),
+        &[("ev-1", "user_id", json!("1"))],
+    );
+    let job = ws.path().join("job.toml");
+    let text = user_id_job(
+        "lake",
+        &file_url(&ws.path().join("manifests")),
+        &file_url(&ws.path().join("events")),
+        &file_url(&plain),
+    )
+    .replace("[[table.match]]", "format = \"delta\"\n[[table.match]]");
+    write(&job, &text);
+    let before = tree_hashes(&plain);
+    for args in [
+        vec!["validate"],
+        vec!["plan"],
+        vec!["purge", "--run-id", "r1"],
+    ] {
+        let mut full = args.clone();
+        full.splice(1..1, ["--job", job.to_str().unwrap()]);
+        let run = lakepurge(&full);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains("no Delta log"), "{}", run.stderr);
+    }
+    assert_eq!(tree_hashes(&plain), before);
+    assert!(!ws.path().join("manifests").exists());
+    // old_files on a Parquet table is a spec error naming the field.
+    write(
+        &job,
+        &text.replace("format = \"delta\"", "old_files = \"keep\""),
+    );
+    let run = lakepurge(&["validate", "--job", job.to_str().unwrap()]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("old_files"), "{}", run.stderr);
+}
