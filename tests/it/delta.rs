@@ -447,3 +447,80 @@ fn delta_table_misregistered_is_refused() {
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("old_files"), "{}", run.stderr);
 }
+
+/// Runs validate, plan and purge of the one-table Delta job `job`: each exits 2 saying
+/// `said`, and nothing under `table` changes.
+fn assert_refused(ws: &Path, job: &str, table: &Path, said: &str) {
+    let before = tree_hashes(table);
+    for args in [
+        vec!["validate", "--job", job],
+        vec!["plan", "--job", job],
+        vec!["purge", "--job", job, "--run-id", "r1"],
+    ] {
+        let run = lakepurge(&args);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains(said), "{args:?}: {}", run.stderr);
+    }
+    assert_eq!(tree_hashes(table), before, "something was written");
+    assert!(!ws.join("manifests").exists());
+}
+
+/// Column mapping (written by the `deltalake` package itself): the Parquet columns have
+/// physical names (`col-<uuid>`) unlike the table's, so the table is refused, not guessed at.
+#[test]
+fn delta_column_mapping_is_refused() {
+    let ws = tempfile::tempdir().unwrap();
+    let table = ws.path().join("wh/users");
+    run_python(
+        "writing a column-mapped Delta table",
+        "import sys, pyarrow as pa\nfrom deltalake import write_deltalake\n\
+         write_deltalake(sys.argv[1], pa.table({'user_id': pa.array([1, 900006], pa.int64())}),\n\
+         \x20   configuration={'delta.columnMapping.mode': 'name'})\n",
+        &[&table],
+    );
+    let job = delta_job(
+        ws.path(),
+        &file_url(&ws.path().join("manifests")),
+        &file_url(&ws.path().join("events")),
+        &file_url(&table),
+        "",
+    );
+    assert_refused(ws.path(), &job, &table, "column mapping");
+}
+
+/// Deletion vectors: no writer of them runs here (delta-rs and the `deltalake` package rewrite
+/// files instead), so the commit a Spark DELETE would make — the protocol upgraded to the
+/// `deletionVectors` feature and a file re-added with a vector — is appended as Spark writes it.
+/// The file still holds its soft-deleted rows, so the table is refused, naming the file.
+#[test]
+fn delta_deletion_vectors_are_refused() {
+    let ws = tempfile::tempdir().unwrap();
+    let table = ws.path().join("wh/users");
+    let script = r#"
+import sys, json, os
+import pyarrow as pa
+from deltalake import write_deltalake
+p = sys.argv[1]
+write_deltalake(p, pa.table({"user_id": pa.array([1, 900006, 3], pa.int64())}))
+log0 = open(os.path.join(p, "_delta_log", "00000000000000000000.json")).read().splitlines()
+add = [json.loads(l)["add"] for l in log0 if '"add"' in l][0]
+dv = {"storageType": "i", "pathOrInlineDv": "wi5b=000010000siXQKl0rr91000f55c8Xg0@@D72lkbi5=-{L", "sizeInBytes": 40, "cardinality": 1}
+actions = [
+    {"commitInfo": {"timestamp": 1, "operation": "DELETE", "engineInfo": "Apache-Spark/3.5.0 Delta-Lake/3.2.0"}},
+    {"protocol": {"minReaderVersion": 3, "minWriterVersion": 7, "readerFeatures": ["deletionVectors"], "writerFeatures": ["deletionVectors"]}},
+    {"remove": {"path": add["path"], "dataChange": True, "deletionTimestamp": 1, "extendedFileMetadata": True, "partitionValues": {}, "size": add["size"]}},
+    {"add": {"path": add["path"], "partitionValues": {}, "size": add["size"], "modificationTime": 1, "dataChange": True, "deletionVector": dv}},
+]
+with open(os.path.join(p, "_delta_log", "00000000000000000001.json"), "w") as f:
+    f.write("\n".join(json.dumps(a) for a in actions) + "\n")
+"#;
+    run_python("writing a Delta table with a deletion vector", script, &[&table]);
+    let job = delta_job(
+        ws.path(),
+        &file_url(&ws.path().join("manifests")),
+        &file_url(&ws.path().join("events")),
+        &file_url(&table),
+        "",
+    );
+    assert_refused(ws.path(), &job, &table, "deletion vector");
+}
