@@ -514,7 +514,11 @@ actions = [
 with open(os.path.join(p, "_delta_log", "00000000000000000001.json"), "w") as f:
     f.write("\n".join(json.dumps(a) for a in actions) + "\n")
 "#;
-    run_python("writing a Delta table with a deletion vector", script, &[&table]);
+    run_python(
+        "writing a Delta table with a deletion vector",
+        script,
+        &[&table],
+    );
     let job = delta_job(
         ws.path(),
         &file_url(&ws.path().join("manifests")),
@@ -523,4 +527,63 @@ with open(os.path.join(p, "_delta_log", "00000000000000000001.json"), "w") as f:
         "",
     );
     assert_refused(ws.path(), &job, &table, "deletion vector");
+}
+
+/// delta-rs's conflict checking, as a purge commit meets it: committing on a snapshot that
+/// another writer has since appended to succeeds after the append (a blind append does not
+/// conflict); one on a snapshot whose files another writer has since removed (the purge read
+/// them all) is a conflict (the purge then plans again), never a commit that would bring a
+/// removed file back.
+#[tokio::test(flavor = "multi_thread")]
+async fn delta_commit_conflicts_with_a_removal_not_with_an_append() {
+    use lakepurge::delta::commit::{Changes, Committed, commit};
+    let ws = tempfile::tempdir().unwrap();
+    let job = setup(ws.path(), "");
+    let path = ws.path().join("wh/users");
+    let job = lakepurge::spec::Job::load(Path::new(&job)).unwrap();
+    let table = &lakepurge::plan::Table::resolve_all(&job).unwrap()[0];
+    let snapshot = lakepurge::delta::load(table).await.unwrap();
+    let changes = |snapshot: &lakepurge::delta::Snapshot, app: &str| Changes {
+        removes: vec![snapshot.files[0].remove.clone()],
+        adds: Vec::new(),
+        app_id: app.into(),
+        job: "lake".into(),
+        run_id: app.into(),
+        manifest: String::new(),
+    };
+    run_python(
+        "appending",
+        "import sys, pyarrow as pa\nfrom deltalake import DeltaTable, write_deltalake\n\
+         t = DeltaTable(sys.argv[1]).to_pyarrow_table().slice(0, 3)\n\
+         write_deltalake(sys.argv[1], t, mode='append', partition_by=['dt'])\n",
+        &[&path],
+    );
+    match commit(table, &snapshot, changes(&snapshot, "t1"))
+        .await
+        .unwrap()
+    {
+        Committed::Version(v) => assert_eq!(v, snapshot.version + 2),
+        Committed::Conflict(why) => panic!("a blind append conflicted: {why}"),
+    }
+    let snapshot = lakepurge::delta::load(table).await.unwrap();
+    // Another writer's DELETE rewrites every file holding user 900001: all of them.
+    run_python(
+        "deleting",
+        "import sys\nfrom deltalake import DeltaTable\nDeltaTable(sys.argv[1]).delete('user_id = 900001')\n",
+        &[&path],
+    );
+    let before = commit_text(&path, snapshot.version + 1);
+    match commit(table, &snapshot, changes(&snapshot, "t2"))
+        .await
+        .unwrap()
+    {
+        Committed::Conflict(_) => {}
+        Committed::Version(v) => panic!("committed version {v} over a removal it read"),
+    }
+    assert!(
+        !path
+            .join(format!("_delta_log/{:020}.json", snapshot.version + 2))
+            .exists()
+    );
+    assert_eq!(commit_text(&path, snapshot.version + 1), before);
 }
