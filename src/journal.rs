@@ -98,6 +98,7 @@ impl Journal {
                 url,
                 store: manifests.store.clone(),
                 prefix,
+                versions: manifests.versions.clone(),
             },
         }
     }

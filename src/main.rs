@@ -236,8 +236,12 @@ async fn cmd_validate(job: &Job) -> Result<u8, Error> {
     let s = validate::validate(job).await?;
     println!("events: {} files, {} rows", s.event_files, s.event_rows);
     for t in &s.tables {
+        let versions = match t.versioning {
+            Some(v) => format!(", object versioning {v}"),
+            None => String::new(),
+        };
         println!(
-            "table {}: {} files at {}: match columns ok",
+            "table {}: {} files at {}: match columns ok{versions}",
             t.name, t.files, t.location
         );
     }
@@ -283,6 +287,11 @@ async fn cmd_plan(job: &Job, json: bool) -> Result<u8, Error> {
             p.rows_matched,
             format!("{} / {}", p.bytes_read, p.table_bytes)
         );
+    }
+    for p in plans.iter().filter(|p| p.versioning.is_some()) {
+        if let Some(v) = p.versioning {
+            println!("table {}: object versioning {v}", p.name);
+        }
     }
     Ok(0)
 }

@@ -95,6 +95,14 @@ pub struct TableRecord {
     /// lakepurge rewrote them (recorded, never recreated).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files_vanished: Vec<String>,
+    /// On a versioned bucket: the bucket's versioning, and the noncurrent versions the run
+    /// deleted and left (they hold erased rows) over the table's files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versioning: Option<crate::store::Versioning>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versions_deleted: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versions_remaining: Option<u64>,
     /// A Delta table: the commit the purge made, and what became of the files it removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta: Option<DeltaRecord>,
@@ -141,6 +149,9 @@ pub struct FileRecord {
     pub after: Option<FileVersion>,
     /// Removed (or redacted) rows per event id (a row matching several events counts for each).
     pub per_event: BTreeMap<String, u64>,
+    /// On a versioned bucket: the object's old versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_versions: Option<OldVersionsRecord>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -150,6 +161,24 @@ pub struct FileVersion {
     pub sha256: String,
     pub rows: u64,
     pub etag: Option<String>,
+    /// The object's version id, on a versioned bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// What became of a purged object's noncurrent versions on a versioned bucket: the version
+/// read and every older one held the erased rows.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OldVersionsRecord {
+    pub policy: crate::spec::OldVersions,
+    /// The version ids deleted (`delete`).
+    pub deleted: Vec<String>,
+    /// Versions that still hold erased rows (`keep`).
+    pub remaining: u64,
+    /// Journal only: deletions decided but not all made yet (a resumed run finishes them).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
 }
 
 impl Manifest {
@@ -276,6 +305,7 @@ pub fn folder(job: &Job) -> Result<Location> {
         url,
         store: base.store,
         prefix,
+        versions: base.versions,
     })
 }
 

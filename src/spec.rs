@@ -48,6 +48,7 @@ struct JobSection {
     #[serde(default)]
     storage_options: BTreeMap<String, String>,
     old_files: Option<OldFiles>,
+    old_versions: Option<OldVersions>,
 }
 
 /// The `[events]` section: where the erasure-event dataset is and what its columns are called.
@@ -97,6 +98,18 @@ pub enum TableFormat {
     Delta,
 }
 
+/// What happens to the noncurrent versions of purged objects on versioned buckets (they hold
+/// the erased rows, readable by version id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OldVersions {
+    /// Deleted by version id once the replacement or deletion committed.
+    #[default]
+    Delete,
+    /// Left; the manifest and `verify` say how many still hold erased rows.
+    Keep,
+}
+
 /// What happens to the files a Delta purge commit removed (they still hold the erased rows,
 /// and time travel to earlier versions serves them until VACUUM).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
@@ -137,6 +150,8 @@ pub struct TableSpec {
     pub storage_options: BTreeMap<String, String>,
     /// `format = "delta"` only; when absent, the job's `old_files` (default `delete`).
     pub old_files: Option<OldFiles>,
+    /// When absent, the job's `old_versions` (default `delete`).
+    pub old_versions: Option<OldVersions>,
     /// The file this table was declared in (the job file for inline tables).
     #[serde(skip)]
     pub source: PathBuf,
@@ -258,7 +273,7 @@ impl Job {
         for t in &mut tables {
             t.source = path.to_path_buf();
         }
-        let job_old_files = parsed.job.old_files;
+        let (job_old_files, job_old_versions) = (parsed.job.old_files, parsed.job.old_versions);
         if let Some(folder) = &parsed.job.tables {
             let folder_path = dir.join(folder);
             let entries = std::fs::read_dir(&folder_path).map_err(|e| {
@@ -289,6 +304,7 @@ impl Job {
         let mut seen = BTreeSet::new();
         for t in &mut tables {
             check_table(t)?;
+            t.old_versions = t.old_versions.or(job_old_versions);
             if t.format == TableFormat::Delta {
                 t.old_files = t.old_files.or(job_old_files).or(Some(OldFiles::default()));
             }

@@ -20,6 +20,9 @@ pub struct TableSummary {
     pub name: String,
     pub location: String,
     pub files: u64,
+    /// On S3: whether the bucket keeps object versions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub versioning: Option<crate::store::Versioning>,
 }
 
 #[derive(Debug, Serialize)]
@@ -64,6 +67,7 @@ pub async fn validate(job: &Job) -> Result<Summary> {
             name: table.spec.name.clone(),
             location: table.location.url.to_string(),
             files: files.len() as u64,
+            versioning: table.versioning().await,
         });
     }
     Ok(Summary {

@@ -132,6 +132,19 @@ impl Table {
             .boxed()
     }
 
+    /// Whether the table's bucket keeps object versions (S3), if the store tells: a store that
+    /// refuses to say is a warning, not an error (old versions are then left alone).
+    pub async fn versioning(&self) -> Option<crate::store::Versioning> {
+        let calls = self.location.versions.as_ref()?;
+        match calls.status().await {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::warn!(table = %self.spec.name, error = %e, "cannot tell whether the bucket keeps object versions: old versions are left alone");
+                None
+            }
+        }
+    }
+
     /// The warning for a location with no data files (a mistyped location is noticed).
     pub fn warn_no_files(&self) {
         tracing::warn!(
@@ -226,6 +239,9 @@ pub struct TablePlan {
     pub requests: u64,
     /// Rows of row groups that had to be read but that the page index ruled out (not read).
     pub rows_skipped_by_page_index: u64,
+    /// On S3: the bucket's versioning (`None` elsewhere, or when the store would not tell).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub versioning: Option<crate::store::Versioning>,
     /// A Delta table: the version of its log that was planned.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delta_version: Option<u64>,
@@ -261,6 +277,7 @@ pub async fn plan_table(table: &Table, events: &Events) -> Result<TablePlan> {
         requests: 0,
         rows_skipped_by_page_index: 0,
         delta_version: None,
+        versioning: table.versioning().await,
         files: Vec::new(),
     };
     let concurrency = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);

@@ -255,6 +255,7 @@ async fn rewrite_one(
                 sha256,
                 rows: rewritten.rows,
                 etag: None,
+                version: None,
             })
         }
         _ => None,
@@ -269,9 +270,11 @@ async fn rewrite_one(
             sha256: before_sha,
             rows: fp.rows,
             etag: None,
+            version: None,
         },
         after,
         per_event,
+        old_versions: None,
     };
     Ok((record, old.clone(), add))
 }
@@ -314,12 +317,8 @@ async fn delete_old_files(table: &Table, attempt: &Attempt<'_>, entry: &mut Entr
         return Ok(());
     }
     for path in &c.removed {
-        match table
-            .location
-            .store
-            .delete(&table.location.child(path))
-            .await
-        {
+        let location = table.location.child(path);
+        match table.location.store.delete(&location).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => {
                 return Err(Error::store(
@@ -329,6 +328,17 @@ async fn delete_old_files(table: &Table, attempt: &Attempt<'_>, entry: &mut Entr
                     ),
                     e,
                 ));
+            }
+        }
+        // On a versioned bucket the delete leaves the file's bytes as a noncurrent version:
+        // Delta never rewrites a path, so every data version of it held the erased rows.
+        if let Some(v) = attempt.versioned.get(&table.spec.name)
+            && v.policy == crate::spec::OldVersions::Delete
+        {
+            for version in v.calls.list(&location).await? {
+                if !version.delete_marker {
+                    v.calls.delete(&location, &version.id).await?;
+                }
             }
         }
     }

@@ -9,6 +9,11 @@
 pub struct Failpoint {
     pub after_intent: Option<usize>,
     pub after_commit: Option<usize>,
+    /// Right after the Nth file's old versions to delete are journaled, before any is deleted.
+    pub before_version_delete: Option<usize>,
+    /// `skip_version_delete`: each file's oldest old version to delete is left, though the
+    /// manifest records it deleted (so a test can show `verify` finds it).
+    pub skip_version_delete: bool,
     /// `broken_matcher`: the plan ignores each table's last match rule (see
     /// `plan::break_matcher_for_tests`).
     pub broken_matcher: bool,
@@ -17,6 +22,12 @@ pub struct Failpoint {
 impl Failpoint {
     /// Parses `after_intent=N`, `after_commit=N` or `broken_matcher`.
     pub fn parse(s: &str) -> std::result::Result<Failpoint, String> {
+        if s == "skip_version_delete" {
+            return Ok(Failpoint {
+                skip_version_delete: true,
+                ..Failpoint::default()
+            });
+        }
         if s == "broken_matcher" {
             return Ok(Failpoint {
                 broken_matcher: true,
@@ -36,6 +47,10 @@ impl Failpoint {
             }),
             "after_commit" => Ok(Failpoint {
                 after_commit: Some(n),
+                ..Failpoint::default()
+            }),
+            "before_version_delete" => Ok(Failpoint {
+                before_version_delete: Some(n),
                 ..Failpoint::default()
             }),
             _ => Err(format!("failpoint {s:?}: unknown point {what:?}")),

@@ -458,6 +458,23 @@ async fn rewrite_and_hash(
     })
 }
 
+/// The log line of a purged file: what was removed and how much of it was copied.
+fn log_purged(table: &Table, record: &FileRecord, w: &rewrite::Rewritten, ranged: bool) {
+    tracing::info!(
+        table = %table.spec.name,
+        file = %record.path,
+        rows_removed = record.rows_removed,
+        deleted = record.after.is_none(),
+        row_groups_copied = w.row_groups_copied,
+        row_groups_rewritten = w.row_groups_rewritten,
+        chunks_spliced = w.chunks_spliced,
+        pages_copied = w.pages_copied,
+        pages_rewritten = w.pages_rewritten,
+        read_by_ranges = ranged,
+        "file purged"
+    );
+}
+
 /// Journals the rewrite as pending, replaces or deletes the file conditionally on the version
 /// read, and journals it as done. A conflict is journaled as not pending and returned.
 async fn commit_file(
@@ -485,14 +502,17 @@ async fn commit_file(
             sha256: r.before_sha,
             rows: fp.rows,
             etag: read.e_tag.clone(),
+            version: read.version.clone(),
         },
         after: r.new_file.map(|(sha256, size)| FileVersion {
             size,
             sha256,
             rows: r.rewritten.rows,
             etag: None,
+            version: None,
         }),
         per_event: r.per_event,
+        old_versions: None,
     };
     entry.pending = Some(record.clone());
     if let Err(e) = attempt.journal.put(entry).await {
@@ -507,19 +527,16 @@ async fn commit_file(
         "after_intent",
     );
     let result = match (r.upload, &r.rewritten.bytes) {
-        (Some(upload), _) => upload
-            .complete_if(store.as_ref(), &read)
-            .await
-            .map(|w| w.e_tag),
+        (Some(upload), _) => upload.complete_if(store.as_ref(), &read).await.map(Some),
         (None, Some(new)) => commit::replace(store.as_ref(), location, new.clone(), &read)
             .await
-            .map(|w| w.e_tag),
+            .map(Some),
         (None, None) => commit::delete(store.as_ref(), location, &read)
             .await
             .map(|()| None),
     };
-    let etag = match result {
-        Ok(etag) => etag,
+    let written = match result {
+        Ok(written) => written,
         Err(e @ Error::Conflict { .. }) => {
             entry.pending = None;
             attempt.journal.put(entry).await?;
@@ -532,24 +549,13 @@ async fn commit_file(
         attempt.failpoint.after_commit,
         "after_commit",
     );
-    if let Some(a) = record.after.as_mut() {
-        a.etag = etag;
+    if let (Some(a), Some(w)) = (record.after.as_mut(), written) {
+        a.etag = w.e_tag;
+        a.version = w.version;
     }
-    let w = &r.rewritten;
-    tracing::info!(
-        table = %table.spec.name,
-        file = %record.path,
-        rows_removed = record.rows_removed,
-        deleted = record.after.is_none(),
-        row_groups_copied = w.row_groups_copied,
-        row_groups_rewritten = w.row_groups_rewritten,
-        chunks_spliced = w.chunks_spliced,
-        pages_copied = w.pages_copied,
-        pages_rewritten = w.pages_rewritten,
-        read_by_ranges = ranged,
-        "file purged"
-    );
+    log_purged(table, &record, &r.rewritten, ranged);
     entry.pending = None;
     entry.done.push(record);
-    attempt.journal.put(entry).await
+    attempt.journal.put(entry).await?;
+    super::versions::settle(table, attempt, entry).await
 }

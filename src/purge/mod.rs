@@ -40,6 +40,7 @@ mod delta;
 pub mod failpoint;
 mod file;
 pub mod shard;
+mod versions;
 
 pub use budget::DEFAULT_MEMORY_LIMIT;
 use budget::{Budget, resident_bytes};
@@ -109,6 +110,9 @@ struct RunId {
 /// State shared by the files of one attempt.
 struct Attempt<'a> {
     run: RunId,
+    /// The tables on versioned buckets (see [`versions`]).
+    versioned: BTreeMap<String, versions::Versioned>,
+    version_deletions: AtomicUsize,
     journal: Journal,
     events: &'a Events,
     failpoint: Failpoint,
@@ -126,6 +130,7 @@ impl<'a> Attempt<'a> {
     /// The state of an attempt with `opts`, over `events` and the tables' `plans`.
     fn new(
         run: RunId,
+        versioned: BTreeMap<String, versions::Versioned>,
         journal: Journal,
         events: &'a Events,
         opts: &Options<'_>,
@@ -133,6 +138,8 @@ impl<'a> Attempt<'a> {
     ) -> Attempt<'a> {
         Attempt {
             run,
+            versioned,
+            version_deletions: AtomicUsize::new(0),
             journal,
             events,
             failpoint: opts.failpoint,
@@ -205,7 +212,9 @@ async fn run(job: &Job, run_id: &str, clock: &dyn Clock, opts: &Options<'_>) -> 
         run_id: run_id.to_string(),
         manifest: folder.object_url(&manifest::path(&folder, run_id)),
     };
-    let attempt = Attempt::new(run, journal, &events, opts, &plans);
+    let versioned = versions::versioned_tables(&tables, &plans);
+    let attempt = Attempt::new(run, versioned, journal, &events, opts, &plans);
+    versions::resume(&tables, &attempt, &mut entries).await?;
     let failures = purge_tables(&tables, &plans, &attempt, &mut entries).await;
     attempt.progress.finish_and_clear();
     if !failures.is_empty() {
@@ -452,6 +461,21 @@ fn table_record(
         delta: tplan
             .delta_version
             .map(|planned| delta_record(table, planned, entries)),
+        versioning: tplan.versioning,
+        versions_deleted: tplan.versioning.map(|_| {
+            files
+                .iter()
+                .filter_map(|f| f.old_versions.as_ref())
+                .map(|o| o.deleted.len() as u64)
+                .sum()
+        }),
+        versions_remaining: tplan.versioning.map(|_| {
+            files
+                .iter()
+                .filter_map(|f| f.old_versions.as_ref())
+                .map(|o| o.remaining)
+                .sum()
+        }),
         files,
     }
 }

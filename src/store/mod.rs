@@ -29,11 +29,13 @@ pub mod direct_io;
 pub mod fault;
 pub mod local;
 pub mod read;
+pub mod versions;
 
 pub use counting::{BYTES_READ, BYTES_WRITTEN, CountingStore};
 pub use direct_io::{DIRECT_IO_ALIGN, aligned_buffer};
 pub use local::{LocalStore, TEMP_PREFIX, TEMP_SUFFIX, TableLocks, clean_temporaries};
 pub use read::{ObjectVersion, RangedObject, hash_object};
+pub use versions::{S3Versions, Versioning};
 
 /// A resolved location: the store that holds it, the URL it was given as and its prefix.
 #[derive(Clone)]
@@ -43,6 +45,8 @@ pub struct Location {
     pub store: Arc<dyn ObjectStore>,
     /// The prefix of the location inside `store`.
     pub prefix: Path,
+    /// On S3: the calls object_store lacks, to find and delete object versions.
+    pub versions: Option<Arc<S3Versions>>,
 }
 
 impl fmt::Debug for Location {
@@ -57,8 +61,15 @@ impl fmt::Display for Location {
     }
 }
 
+/// A store and, on S3, its version calls.
+#[derive(Clone)]
+struct Built {
+    store: Arc<dyn ObjectStore>,
+    versions: Option<Arc<S3Versions>>,
+}
+
 /// The shared stores of this process, keyed by scheme, authority and options.
-static STORES: LazyLock<Mutex<BTreeMap<String, Arc<dyn ObjectStore>>>> =
+static STORES: LazyLock<Mutex<BTreeMap<String, Built>>> =
     LazyLock::new(|| Mutex::new(BTreeMap::new()));
 
 impl Location {
@@ -70,8 +81,13 @@ impl Location {
         options: &BTreeMap<String, String>,
     ) -> std::result::Result<Self, String> {
         let url = to_url(location, base_dir)?;
-        let (store, prefix) = store_for(&url, options)?;
-        Ok(Location { url, store, prefix })
+        let (Built { store, versions }, prefix) = store_for(&url, options)?;
+        Ok(Location {
+            url,
+            store,
+            prefix,
+            versions,
+        })
     }
 
     /// The location of `relative` (a `/`-separated path) under this location.
@@ -148,7 +164,13 @@ pub fn register(url: &str, store: Arc<dyn ObjectStore>) -> std::result::Result<(
     STORES
         .lock()
         .map_err(|_| "store registry poisoned".to_string())?
-        .insert(key, store);
+        .insert(
+            key,
+            Built {
+                store,
+                versions: None,
+            },
+        );
     Ok(())
 }
 
@@ -173,7 +195,7 @@ fn to_url(location: &str, base_dir: &FsPath) -> std::result::Result<Url, String>
 fn store_for(
     url: &Url,
     options: &BTreeMap<String, String>,
-) -> std::result::Result<(Arc<dyn ObjectStore>, Path), String> {
+) -> std::result::Result<(Built, Path), String> {
     let key = format!(
         "{}://{}?{}",
         url.scheme(),
@@ -188,9 +210,10 @@ fn store_for(
     let mut stores = STORES
         .lock()
         .map_err(|_| "store registry poisoned".to_string())?;
-    if let Some(store) = stores.get(&key) {
-        return Ok((Arc::clone(store), prefix));
+    if let Some(built) = stores.get(&key) {
+        return Ok((built.clone(), prefix));
     }
+    let mut versions = None;
     let built = |b: Result<Arc<dyn ObjectStore>, object_store::Error>| {
         b.map_err(|e| redact_error(&e.to_string(), options))
     };
@@ -202,7 +225,13 @@ fn store_for(
                 .with_url(url.as_str())
                 .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch);
             let b = configured(b, options, |b, k, v| b.with_config(k, v))?;
-            built(b.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>))?
+            let s3 = b
+                .clone()
+                .build()
+                .map_err(|e| redact_error(&e.to_string(), options))?;
+            let bucket = url.host_str().unwrap_or_default();
+            versions = S3Versions::new(&b, bucket, Arc::clone(s3.credentials())).map(Arc::new);
+            Arc::new(s3)
         }
         "gs" => {
             let b = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(url.as_str());
@@ -220,9 +249,12 @@ fn store_for(
             ));
         }
     };
-    let store: Arc<dyn ObjectStore> = Arc::new(CountingStore::new(store));
-    stores.insert(key, Arc::clone(&store));
-    Ok((store, prefix))
+    let built = Built {
+        store: Arc::new(CountingStore::new(store)),
+        versions,
+    };
+    stores.insert(key, built.clone());
+    Ok((built, prefix))
 }
 
 /// A store builder with the `storage_options` applied through its `with_config`; a key the

@@ -125,6 +125,7 @@ pub async fn verify(arg: &str, opts: &Options<'_>) -> Result<Report> {
                 Some(_) => check_delta_file(&loc, t, f, &later).await?,
                 None => check_file(&loc, &t.name, &t.location, f, &later).await?,
             });
+            checks.extend(check_old_versions(&loc, &t.name, f).await?);
         }
     }
     if let Some(job) = opts.deep {
@@ -306,6 +307,60 @@ async fn check_file(
             ))
         }
     })
+}
+
+/// A file whose old versions the purge deleted: a read of each by version id finds nothing. A
+/// version that can be read again is a FAIL naming the file and the version. Old versions kept
+/// (`old_versions = "keep"`) are a warning line: they still hold erased rows.
+async fn check_old_versions(
+    loc: &Location,
+    table: &str,
+    f: &manifest::FileRecord,
+) -> Result<Vec<Check>> {
+    let Some(old) = &f.old_versions else {
+        return Ok(Vec::new());
+    };
+    let shown = format!("{}{}", loc.url, f.path);
+    let mut out = Vec::new();
+    if old.remaining > 0 {
+        out.push(ok(format!(
+            "WARN table {table}: {shown}: {} old versions still hold erased rows \
+             (old_versions = keep)",
+            old.remaining
+        )));
+    }
+    if old.deleted.is_empty() {
+        return Ok(out);
+    }
+    let path = loc.child(&f.path);
+    let mut readable = Vec::new();
+    for id in &old.deleted {
+        let opts = object_store::GetOptions {
+            version: Some(id.clone()),
+            head: true,
+            ..Default::default()
+        };
+        match loc.store.get_opts(&path, opts).await {
+            Ok(_) => readable.push(id.clone()),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => {
+                return Err(Error::store(format!("reading {shown} version {id}"), e));
+            }
+        }
+    }
+    out.push(if readable.is_empty() {
+        ok(format!(
+            "table {table}: {}: the {} old versions deleted are gone",
+            f.path,
+            old.deleted.len()
+        ))
+    } else {
+        fail(format!(
+            "table {table}: {shown}: old versions recorded as deleted can still be read: {}",
+            readable.join(", ")
+        ))
+    });
+    Ok(out)
 }
 
 /// The sha256 of the object at `path` as it is now (streamed), or `None` if it is gone.

@@ -1,0 +1,178 @@
+//! The old versions of a purged object on a versioned bucket (`old_versions`).
+//!
+//! Once a file's replacement or deletion has committed, its key's versions are listed: the
+//! version the purge read and every older data version held the erased rows. With `delete`
+//! their ids are journaled (in the file's record, `pending`), then each is deleted by id, then
+//! the record is journaled as settled; a resumed run finishes what a crash left pending. Newer
+//! versions (another writer's, and the purge's own new version) are never touched; delete
+//! markers hold no data and stay. With `keep` nothing is deleted and the record counts the
+//! versions that still hold erased rows.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use object_store::path::Path;
+
+use super::Attempt;
+use crate::error::Result;
+use crate::journal::Entry;
+use crate::manifest::{FileRecord, OldVersionsRecord};
+use crate::plan::{Table, TablePlan};
+use crate::spec::OldVersions;
+use crate::store::{S3Versions, Versioning, versions::Version};
+
+/// A table on a versioned bucket, and its policy.
+pub(super) struct Versioned {
+    pub calls: Arc<S3Versions>,
+    pub policy: OldVersions,
+}
+
+/// The tables of the run whose buckets keep versions (versioning on, or suspended with
+/// versions from before), by name.
+pub(super) fn versioned_tables(
+    tables: &[Table],
+    plans: &[TablePlan],
+) -> BTreeMap<String, Versioned> {
+    tables
+        .iter()
+        .zip(plans)
+        .filter(|(_, p)| {
+            matches!(
+                p.versioning,
+                Some(Versioning::Enabled | Versioning::Suspended)
+            )
+        })
+        .filter_map(|(t, _)| {
+            Some((
+                t.spec.name.clone(),
+                Versioned {
+                    calls: t.location.versions.clone()?,
+                    policy: t.spec.old_versions.unwrap_or_default(),
+                },
+            ))
+        })
+        .collect()
+}
+
+/// The data versions that held the erased rows: the one read (`read`) and every older one,
+/// from a listing of the key (newest first). None if the version read is not listed.
+fn held_erased(listed: &[Version], read: &str) -> Vec<String> {
+    match listed.iter().position(|v| v.id == read) {
+        Some(at) => listed[at..]
+            .iter()
+            .filter(|v| !v.delete_marker)
+            .map(|v| v.id.clone())
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
+/// The fate of a committed record's old versions, if not decided yet: the versions that held
+/// erased rows are listed, to delete (`pending`) or to count. `false` if nothing changed.
+async fn decide(v: &Versioned, path: &Path, record: &mut FileRecord) -> Result<bool> {
+    if record.old_versions.is_some() {
+        return Ok(false);
+    }
+    let Some(read) = record.before.version.clone() else {
+        return Ok(false);
+    };
+    let held = held_erased(&v.calls.list(path).await?, &read);
+    let keep = v.policy == OldVersions::Keep;
+    record.old_versions = Some(OldVersionsRecord {
+        policy: v.policy,
+        remaining: if keep { held.len() as u64 } else { 0 },
+        pending: !keep,
+        deleted: if keep { Vec::new() } else { held },
+    });
+    Ok(true)
+}
+
+/// Deletes the versions a record has pending. `false` if it had none.
+async fn delete_pending(
+    v: &Versioned,
+    path: &Path,
+    record: &mut FileRecord,
+    skip_oldest: bool,
+) -> Result<bool> {
+    let Some(old) = record.old_versions.as_mut().filter(|o| o.pending) else {
+        return Ok(false);
+    };
+    let skipped = usize::from(skip_oldest && !old.deleted.is_empty());
+    for id in &old.deleted[..old.deleted.len() - skipped] {
+        v.calls.delete(path, id).await?;
+    }
+    tracing::info!(file = %path, versions = old.deleted.len(), "deleted the old versions that held erased rows");
+    old.pending = false;
+    Ok(true)
+}
+
+/// Settles the old versions of every committed record of `entry` (a file of `table`): decides
+/// their fate, journals it, deletes what is to go, journals that. Called after each commit,
+/// and for every entry when a run resumes (a crash may have come between any two steps).
+pub(super) async fn settle(table: &Table, attempt: &Attempt<'_>, entry: &mut Entry) -> Result<()> {
+    let Some(v) = attempt.versioned.get(&table.spec.name) else {
+        return Ok(());
+    };
+    let path = table.location.child(&entry.path);
+    let mut decided = false;
+    for record in entry.done.iter_mut() {
+        decided |= decide(v, &path, record).await?;
+    }
+    if decided {
+        attempt.journal.put(entry).await?;
+        attempt.crash_if(
+            &attempt.version_deletions,
+            attempt.failpoint.before_version_delete,
+            "before_version_delete",
+        );
+    }
+    let mut deleted = false;
+    for record in entry.done.iter_mut() {
+        let skip = attempt.failpoint.skip_version_delete;
+        deleted |= delete_pending(v, &path, record, skip).await?;
+    }
+    if deleted {
+        attempt.journal.put(entry).await?;
+    }
+    Ok(())
+}
+
+/// On resuming a run: settles the old versions of every file an earlier attempt committed.
+pub(super) async fn resume(
+    tables: &[Table],
+    attempt: &Attempt<'_>,
+    entries: &mut BTreeMap<(String, String), Entry>,
+) -> Result<()> {
+    for ((table_name, _), entry) in entries.iter_mut() {
+        if let Some(table) = tables.iter().find(|t| &t.spec.name == table_name) {
+            settle(table, attempt, entry).await?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(id: &str, delete_marker: bool) -> Version {
+        Version {
+            id: id.into(),
+            delete_marker,
+        }
+    }
+
+    #[test]
+    fn the_version_read_and_older_data_versions_held_the_rows() {
+        // Another writer's v5 and the purge's own v4 are newer than the version read (v3).
+        let listed = [
+            v("v5", false),
+            v("v4", false),
+            v("v3", false),
+            v("m", true),
+            v("v1", false),
+        ];
+        assert_eq!(held_erased(&listed, "v3"), vec!["v3", "v1"]);
+        assert!(held_erased(&listed, "gone").is_empty());
+    }
+}
