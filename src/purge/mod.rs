@@ -516,7 +516,7 @@ async fn resolve_pending(table: &Table, entry: &mut Entry, journal: &Journal) ->
     let path = table.location.child(&entry.path);
     let current = match table.location.store.get(&path).await {
         Ok(g) => {
-            let etag = g.meta.e_tag.clone();
+            let etag = (g.meta.e_tag.clone(), g.meta.version.clone());
             let bytes = g
                 .bytes()
                 .await
@@ -527,10 +527,11 @@ async fn resolve_pending(table: &Table, entry: &mut Entry, journal: &Journal) ->
         Err(e) => return Err(Error::store(format!("reading {path}"), e)),
     };
     let committed = match (&pending.after, current) {
-        (Some(after), Some((sha, etag))) if sha == after.sha256 => {
+        (Some(after), Some((sha, (etag, version)))) if sha == after.sha256 => {
             let mut record = pending.clone();
             if let Some(a) = record.after.as_mut() {
                 a.etag = etag;
+                a.version = version;
             }
             Some(record)
         }

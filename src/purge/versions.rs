@@ -55,12 +55,15 @@ pub(super) fn versioned_tables(
 }
 
 /// The data versions that held the erased rows: the one read (`read`) and every older one,
-/// from a listing of the key (newest first). None if the version read is not listed.
-fn held_erased(listed: &[Version], read: &str) -> Vec<String> {
+/// from a listing of the key (newest first), never the purge's own new version (`current`).
+/// None if the version read is not listed. With versioning suspended a put replaces the
+/// `null` version in place: the version read is then the new one, and only older ones held the
+/// erased rows.
+fn held_erased(listed: &[Version], read: &str, current: Option<&str>) -> Vec<String> {
     match listed.iter().position(|v| v.id == read) {
         Some(at) => listed[at..]
             .iter()
-            .filter(|v| !v.delete_marker)
+            .filter(|v| !v.delete_marker && Some(v.id.as_str()) != current)
             .map(|v| v.id.clone())
             .collect(),
         None => Vec::new(),
@@ -76,7 +79,8 @@ async fn decide(v: &Versioned, path: &Path, record: &mut FileRecord) -> Result<b
     let Some(read) = record.before.version.clone() else {
         return Ok(false);
     };
-    let held = held_erased(&v.calls.list(path).await?, &read);
+    let current = record.after.as_ref().and_then(|a| a.version.as_deref());
+    let held = held_erased(&v.calls.list(path).await?, &read, current);
     let keep = v.policy == OldVersions::Keep;
     record.old_versions = Some(OldVersionsRecord {
         policy: v.policy,
@@ -172,7 +176,10 @@ mod tests {
             v("m", true),
             v("v1", false),
         ];
-        assert_eq!(held_erased(&listed, "v3"), vec!["v3", "v1"]);
-        assert!(held_erased(&listed, "gone").is_empty());
+        assert_eq!(held_erased(&listed, "v3", Some("v4")), vec!["v3", "v1"]);
+        assert!(held_erased(&listed, "gone", Some("v4")).is_empty());
+        // Versioning suspended: the rewrite replaced the `null` version in place.
+        let listed = [v("null", false), v("v1", false)];
+        assert_eq!(held_erased(&listed, "null", Some("null")), vec!["v1"]);
     }
 }

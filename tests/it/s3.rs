@@ -586,3 +586,33 @@ fn s3_versioned_bucket_newer_versions_of_another_writer_are_kept() {
     let m = manifest_of(&moto, "r1");
     assert_eq!(m["tables"][0]["versions_deleted"], serde_json::json!(6));
 }
+
+/// Versioning suspended after versions were kept: a put replaces the `null` version in place.
+/// The purge's new `null` version stays (it is the one read, replaced), and the versions kept
+/// from before the suspension, which hold the erased rows, go.
+#[test]
+fn s3_suspended_versioning_keeps_the_new_null_version() {
+    let (moto, _ws, job) = versioned_setup("");
+    moto.boto(
+        "import io, pyarrow as pa, pyarrow.parquet as pq\n\
+         c.put_bucket_versioning(Bucket='lake', VersioningConfiguration={'Status': 'Suspended'})\n\
+         buf = io.BytesIO()\n\
+         pq.write_table(pa.table({'user_id': pa.array([3, 9], pa.int64()), 'v': ['3', '9']}), buf)\n\
+         c.put_object(Bucket='lake', Key='warehouse/t/a.parquet', Body=buf.getvalue())\n",
+        &[],
+    );
+    let run = moto.lakepurge(&["purge", "--job", &job, "--run-id", "r1"], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let now = versions_now(&moto);
+    let a: Vec<&serde_json::Value> = now["a.parquet"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| !v[1].is_null())
+        .collect();
+    assert_eq!(a.len(), 1, "{now}");
+    assert_eq!(a[0][0], serde_json::json!("null"));
+    assert_eq!(a[0][1], serde_json::json!([9]));
+    let m = manifest_of(&moto, "r1");
+    assert_eq!(m["tables"][0]["versioning"], serde_json::json!("suspended"));
+}
