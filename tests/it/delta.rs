@@ -96,11 +96,16 @@ fn setup(ws: &Path, extra: &str) -> String {
     let table = ws.join("wh/users");
     std::fs::create_dir_all(&table).unwrap();
     run_python("writing a Delta table", WRITE_DELTA, &[&table]);
+    local_delta_job(ws, &table, extra)
+}
+
+/// [`delta_job`] with the manifests and events in `ws` and the table at `table`, all local.
+fn local_delta_job(ws: &Path, table: &Path, extra: &str) -> String {
     delta_job(
         ws,
         &file_url(&ws.join("manifests")),
         &file_url(&ws.join("events")),
-        &file_url(&table),
+        &file_url(table),
         extra,
     )
 }
@@ -478,13 +483,7 @@ fn delta_column_mapping_is_refused() {
          \x20   configuration={'delta.columnMapping.mode': 'name'})\n",
         &[&table],
     );
-    let job = delta_job(
-        ws.path(),
-        &file_url(&ws.path().join("manifests")),
-        &file_url(&ws.path().join("events")),
-        &file_url(&table),
-        "",
-    );
+    let job = local_delta_job(ws.path(), &table, "");
     assert_refused(ws.path(), &job, &table, "column mapping");
 }
 
@@ -519,13 +518,7 @@ with open(os.path.join(p, "_delta_log", "00000000000000000001.json"), "w") as f:
         script,
         &[&table],
     );
-    let job = delta_job(
-        ws.path(),
-        &file_url(&ws.path().join("manifests")),
-        &file_url(&ws.path().join("events")),
-        &file_url(&table),
-        "",
-    );
+    let job = local_delta_job(ws.path(), &table, "");
     assert_refused(ws.path(), &job, &table, "deletion vector");
 }
 
