@@ -29,8 +29,8 @@ pub mod stats;
 pub struct Snapshot {
     pub table: DeltaTable,
     pub version: u64,
+    /// In path order.
     pub files: Vec<DeltaFile>,
-    pub partition_columns: Vec<String>,
     /// The table's properties (`delta.*` keys), as its metadata holds them.
     pub configuration: HashMap<String, String>,
 }
@@ -50,7 +50,11 @@ pub struct DeltaFile {
 impl Snapshot {
     /// The snapshot's file at `path` (relative to the table), if it is still in the table.
     pub fn file(&self, path: &str) -> Option<&DeltaFile> {
-        self.files.iter().find(|f| f.path == path)
+        let at = self
+            .files
+            .binary_search_by(|f| f.path.as_str().cmp(path))
+            .ok()?;
+        self.files.get(at)
     }
 
     /// The log store commits go through.
@@ -140,7 +144,6 @@ pub async fn load(table: &Table) -> Result<Snapshot> {
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(Snapshot {
         version: state.version(),
-        partition_columns: metadata.partition_columns().to_vec(),
         configuration,
         files,
         table: delta,
