@@ -456,21 +456,7 @@ pub async fn load(job: &Job) -> Result<Events> {
 /// Like [`load`], restricted to the event files of `snapshot` when given (the files a manifest
 /// recorded); a file of the snapshot that is gone is an error naming it.
 pub async fn load_snapshot(job: &Job, snapshot: Option<&[EventFile]>) -> Result<Events> {
-    let spec = &job.events;
-    let loc = location(job)?;
-    let mut listed = list(spec, &loc).await?;
-    if let Some(files) = snapshot {
-        listed.retain(|(_, f)| files.iter().any(|s| s.path == f.path));
-        if let Some(missing) = files
-            .iter()
-            .find(|s| !listed.iter().any(|(_, f)| f.path == s.path))
-        {
-            return Err(Error::events(
-                &loc,
-                format!("event file {} of the snapshot is gone", missing.path),
-            ));
-        }
-    }
+    let (loc, listed) = snapshot_files(job, snapshot).await?;
     let mut events = Events {
         location: loc.url.to_string(),
         files: listed.iter().map(|(_, f)| f.clone()).collect(),
@@ -479,19 +465,15 @@ pub async fn load_snapshot(job: &Job, snapshot: Option<&[EventFile]>) -> Result<
     if listed.is_empty() {
         tracing::warn!(
             location = %loc,
-            format = ?spec.format,
+            format = ?job.events.format,
             "no event files at the events location: nothing to erase (check events.location \
              and events.format)"
         );
         return Ok(events);
     }
-
-    let ctx = session(&loc)?;
-    let df = events_frame(&ctx, spec, &loc, &listed).await?;
+    let ctx = query(&job.events, &loc, &listed).await?;
     let shown = loc.url.to_string();
-    let qerr = |e| Error::events(&shown, e);
-    ctx.register_table("events", df.into_view()).map_err(qerr)?;
-    read_stats(&ctx, spec, &loc, &listed, &mut events).await?;
+    read_stats(&ctx, &job.events, &loc, &listed, &mut events).await?;
     (events.event_ids, events.digest, events.by_type) = spill_distinct(&ctx, &shown).await?;
     drop(ctx);
     give_back_freed_memory();
@@ -505,6 +487,63 @@ pub async fn load_snapshot(job: &Job, snapshot: Option<&[EventFile]>) -> Result<
     );
     Ok(events)
 }
+
+/// The events location of `job` and its event files, restricted to `snapshot` when given (a
+/// file of the snapshot that is gone is an error naming it).
+pub async fn snapshot_files(
+    job: &Job,
+    snapshot: Option<&[EventFile]>,
+) -> Result<(Location, Vec<(ObjectMeta, EventFile)>)> {
+    let loc = location(job)?;
+    let mut listed = list(&job.events, &loc).await?;
+    if let Some(files) = snapshot {
+        listed.retain(|(_, f)| files.iter().any(|s| s.path == f.path));
+        if let Some(missing) = files
+            .iter()
+            .find(|s| !listed.iter().any(|(_, f)| f.path == s.path))
+        {
+            return Err(Error::events(
+                &loc,
+                format!("event file {} of the snapshot is gone", missing.path),
+            ));
+        }
+    }
+    Ok((loc, listed))
+}
+
+/// A DataFusion session over the event files `listed` (at least one), registered as the view
+/// `events` with the standard column names (`event_id`, `subject_type`, `subject_id`,
+/// `requested_at`): for the queries of `status` and the confirmations.
+pub async fn query(
+    spec: &EventsSpec,
+    loc: &Location,
+    listed: &[(ObjectMeta, EventFile)],
+) -> Result<SessionContext> {
+    let ctx = session(loc)?;
+    let df = events_frame(&ctx, spec, loc, listed).await?;
+    ctx.register_table("events", df.into_view())
+        .map_err(|e| Error::events(&loc.url, e))?;
+    Ok(ctx)
+}
+
+/// The error of a query over the events view that failed reading the files: bad input named
+/// with its file (an NDJSON file whose column types disagree with the others...).
+pub async fn read_error(
+    ctx: &SessionContext,
+    spec: &EventsSpec,
+    loc: &Location,
+    listed: &[(ObjectMeta, EventFile)],
+    error: datafusion::error::DataFusionError,
+) -> Error {
+    match spec.format {
+        EventFormat::Ndjson => ndjson_error(ctx, loc, listed, error).await,
+        EventFormat::Parquet => Error::events(&loc.url, error),
+    }
+}
+
+/// The condition a usable event row meets (the others are skipped as malformed).
+pub const USABLE: &str = "event_id IS NOT NULL AND subject_type IS NOT NULL \
+                          AND subject_id IS NOT NULL AND btrim(subject_id) <> ''";
 
 /// A DataFusion session for the event query, within its own memory pool
 /// (`LAKEPURGE_EVENTS_MEMORY`, at least 32 MiB): past it, DISTINCT and the sort spill.
@@ -623,11 +662,10 @@ async fn spill_distinct(
 ) -> Result<(EventIds, String, BTreeMap<String, Subjects>)> {
     let qerr = |e| Error::events(shown, e);
     let mut stream = ctx
-        .sql(
+        .sql(&format!(
             "SELECT DISTINCT event_id, subject_type, subject_id FROM events \
-             WHERE event_id IS NOT NULL AND subject_type IS NOT NULL AND subject_id IS NOT NULL \
-             AND btrim(subject_id) <> '' ORDER BY event_id",
-        )
+             WHERE {USABLE} ORDER BY event_id"
+        ))
         .await
         .map_err(qerr)?
         .execute_stream()

@@ -90,16 +90,8 @@ pub struct Journal {
 impl Journal {
     /// The journal of `run_id` in the job's manifest folder.
     pub fn new(manifests: &Location, run_id: &str) -> Journal {
-        let prefix = manifests.child(run_id);
-        let mut url = manifests.url.clone();
-        url.set_path(&format!("{}{run_id}/", manifests.url.path()));
         Journal {
-            folder: Location {
-                url,
-                store: manifests.store.clone(),
-                prefix,
-                versions: manifests.versions.clone(),
-            },
+            folder: manifests.folder(run_id),
         }
     }
 

@@ -1,7 +1,8 @@
 //! lakepurge: a batch erasure engine for Parquet warehouses in object storage.
 //!
 //! The pipeline, one module a stage: [`spec`] → [`events`] → [`plan`] → [`rewrite`] →
-//! [`commit`] → [`manifest`] → [`verify`]. [`purge`] runs the stages for a job, keeping its
+//! [`commit`] → [`manifest`] (with the [`confirm`]ations the erasure pipeline reads back) →
+//! [`verify`]. [`purge`] runs the stages for a job, keeping its
 //! [`journal`] so a crashed run resumes; [`delta`] is where Delta Lake tables differ (files
 //! from the log, new paths, one transaction per table); [`cmd`] holds the other commands (validate, trace,
 //! demo); [`store`] gives every stage its object store ([`store::fault`] injects failures in
@@ -9,6 +10,7 @@
 
 pub mod cmd;
 pub mod commit;
+pub mod confirm;
 pub mod delta;
 pub mod error;
 pub mod events;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use lakepurge::cmd::{demo, trace, validate};
+use lakepurge::cmd::{demo, status, trace, validate};
 use lakepurge::purge::{Outcome, SystemClock};
 use lakepurge::spec::Job;
 use lakepurge::{Error, events, plan, purge, verify};
@@ -95,6 +95,16 @@ enum Command {
         #[arg(long)]
         job: PathBuf,
         event_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Requests confirmed and pending, by age; exit 3 when one is older than --sla.
+    Status {
+        #[arg(long)]
+        job: PathBuf,
+        /// Fail (exit 3) when a pending request is older than this, e.g. 25d or 36h.
+        #[arg(long, value_parser = parse_sla)]
+        sla: Option<std::time::Duration>,
         #[arg(long)]
         json: bool,
     },
@@ -219,6 +229,7 @@ async fn run(command: Command, log_format: LogFormat, quiet: bool) -> Result<u8,
             event_id,
             json,
         } => cmd_trace(&Job::load(&job)?, &event_id, json).await,
+        Command::Status { job, sla, json } => cmd_status(&Job::load(&job)?, sla, json).await,
         Command::Keygen { out } => {
             let (secret, public) = lakepurge::manifest::keygen(&out)?;
             println!(
@@ -367,6 +378,30 @@ async fn cmd_trace(job: &Job, event_id: &str, json: bool) -> Result<u8, Error> {
     Ok(0)
 }
 
+async fn cmd_status(job: &Job, sla: Option<std::time::Duration>, json: bool) -> Result<u8, Error> {
+    // `LAKEPURGE_NOW` (RFC 3339) fixes the clock, for tests.
+    let now = match std::env::var("LAKEPURGE_NOW") {
+        Ok(v) => chrono::DateTime::parse_from_rfc3339(&v)
+            .map_err(|e| Error::Usage(format!("LAKEPURGE_NOW {v:?}: expected RFC 3339: {e}")))?
+            .with_timezone(&chrono::Utc),
+        Err(_) => chrono::Utc::now(),
+    };
+    let s = status::status(job, now, sla).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&s).map_err(|e| Error::Internal(e.to_string()))?
+        );
+    } else {
+        print!("{}", status::render(&s));
+    }
+    Ok(if s.late.as_ref().is_some_and(|l| l.count > 0) {
+        3
+    } else {
+        0
+    })
+}
+
 async fn cmd_verify(manifest: &str, json: bool, opts: &verify::Options<'_>) -> Result<u8, Error> {
     let report = verify::verify(manifest, opts).await?;
     if json {
@@ -400,6 +435,19 @@ fn tune_allocator() {
         libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
+}
+
+/// An SLA: a duration such as 25d, 36h or 2w (above zero).
+fn parse_sla(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?}: expected a duration such as 25d or 36h: {e}"))
+        .and_then(|d| {
+            if d.is_zero() {
+                Err(format!("{s:?}: expected a duration above zero"))
+            } else {
+                Ok(d)
+            }
+        })
 }
 
 /// A size in bytes: a number with an optional unit (B, K/KB/KiB, M/MB/MiB, G/GB/GiB; all

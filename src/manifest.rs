@@ -37,6 +37,9 @@ pub struct Manifest {
     pub events: EventsRecord,
     pub tables: Vec<TableRecord>,
     pub per_event: BTreeMap<String, u64>,
+    /// The confirmations this run wrote for the erasure pipeline (see [`crate::confirm`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmations: Option<ConfirmationsRecord>,
     /// ed25519 signature over the manifest serialised without this field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<Signature>,
@@ -50,6 +53,20 @@ pub struct Signature {
     pub public_key: String,
     /// Hex of the 64-byte signature.
     pub value: String,
+}
+
+/// The run's file of the confirmations dataset.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmationsRecord {
+    /// The dataset (a folder of `run_id=<id>/part-0.parquet` files).
+    pub location: String,
+    /// The run's file, none when the run confirmed no event (every event it applied was
+    /// confirmed by an earlier run).
+    pub file: Option<String>,
+    /// Events the run is the first to confirm: the file's rows.
+    pub rows: u64,
+    pub sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -393,6 +410,15 @@ async fn manifest_paths(folder: &Location) -> Result<Vec<Path>> {
             let rel = folder.relative(p);
             !rel.contains('/') && rel.ends_with(".json") && !rel.starts_with('.')
         })
+        .collect())
+}
+
+/// The run ids with a manifest in `folder`: the job's completed runs (a listing, no reads).
+pub async fn run_ids(folder: &Location) -> Result<std::collections::BTreeSet<String>> {
+    Ok(manifest_paths(folder)
+        .await?
+        .iter()
+        .filter_map(|p| folder.relative(p).strip_suffix(".json").map(str::to_string))
         .collect())
 }
 

@@ -20,6 +20,9 @@ pub struct Job {
     /// Where manifests go, as written (resolved against `dir`).
     pub manifests: String,
     pub manifests_storage_options: BTreeMap<String, String>,
+    /// Where the confirmations dataset goes, as written (default: `<manifests>/<job>/confirmations/`);
+    /// it uses the `[job]` storage options, like the manifests.
+    pub confirmations: Option<String>,
     pub events: EventsSpec,
     pub tables: Vec<TableSpec>,
     /// The folder of the job file: relative locations resolve against it.
@@ -44,6 +47,7 @@ struct JobFile {
 struct JobSection {
     name: String,
     manifests: String,
+    confirmations: Option<String>,
     tables: Option<String>,
     #[serde(default)]
     storage_options: BTreeMap<String, String>,
@@ -328,6 +332,7 @@ impl Job {
             name: parsed.job.name,
             manifests: parsed.job.manifests,
             manifests_storage_options: parsed.job.storage_options,
+            confirmations: parsed.job.confirmations,
             events: parsed.events,
             tables,
             dir,

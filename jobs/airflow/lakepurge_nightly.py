@@ -1,4 +1,5 @@
-"""lakepurge nightly: validate -> plan -> purge shards (dynamic task mapping) -> final purge -> verify.
+"""lakepurge nightly: validate -> plan -> purge shards (dynamic task mapping) -> final purge -> verify
+-> status (fails when an erasure request is older than the SLA).
 
 Configured by environment (of the Airflow worker):
   LAKEPURGE_BIN     the lakepurge binary (default: lakepurge on PATH)
@@ -6,6 +7,9 @@ Configured by environment (of the Airflow worker):
   LAKEPURGE_SHARDS  how many purge shards run in parallel (default 1)
   LAKEPURGE_MEMORY_LIMIT  the memory each purge task may hold, e.g. 1GiB (default:
                     lakepurge's own, 2GiB); size it to the worker
+  LAKEPURGE_SLA     how old a pending erasure request may get before the status task fails
+                    (default 25d, inside GDPR's one month); a failed task pages whoever the
+                    DAG's alerting pages
 
 The run id is the logical date ({{ ds }}), so a retried or re-triggered task of the same day
 resumes the same run: purge is idempotent per run id. Every shard shares the event snapshot the
@@ -24,6 +28,7 @@ LAKEPURGE_BIN = os.environ.get("LAKEPURGE_BIN", "lakepurge")
 LAKEPURGE_JOB = os.environ.get("LAKEPURGE_JOB", "/opt/lakepurge/jobs/nightly.toml")
 LAKEPURGE_SHARDS = int(os.environ.get("LAKEPURGE_SHARDS", "1"))
 LAKEPURGE_MEMORY_LIMIT = os.environ.get("LAKEPURGE_MEMORY_LIMIT", "")
+LAKEPURGE_SLA = os.environ.get("LAKEPURGE_SLA", "25d")
 
 BIN = shlex.quote(LAKEPURGE_BIN)
 JOB = shlex.quote(LAKEPURGE_JOB)
@@ -64,4 +69,11 @@ with DAG(
         bash_command=f"{BIN} {LOGS} verify --job {JOB} --run-id {RUN_ID}",
     )
 
-    validate >> plan >> purge_shards >> purge_final >> verify
+    # Exit 3 (a pending request older than the SLA) fails the task: no retry makes it younger.
+    status = BashOperator(
+        task_id="status",
+        bash_command=f"{BIN} {LOGS} status --job {JOB} --sla {shlex.quote(LAKEPURGE_SLA)}",
+        retries=0,
+    )
+
+    validate >> plan >> purge_shards >> purge_final >> verify >> status

@@ -17,14 +17,24 @@ pub struct Failpoint {
     /// `broken_matcher`: the plan ignores each table's last match rule (see
     /// `plan::break_matcher_for_tests`).
     pub broken_matcher: bool,
+    /// `after_confirmations`: abort right after the run's confirmations are written, before
+    /// its manifest.
+    pub after_confirmations: bool,
 }
 
 impl Failpoint {
-    /// Parses `after_intent=N`, `after_commit=N` or `broken_matcher`.
+    /// Parses `after_intent=N`, `after_commit=N`, `before_version_delete=N`,
+    /// `skip_version_delete`, `broken_matcher` or `after_confirmations`.
     pub fn parse(s: &str) -> std::result::Result<Failpoint, String> {
         if s == "skip_version_delete" {
             return Ok(Failpoint {
                 skip_version_delete: true,
+                ..Failpoint::default()
+            });
+        }
+        if s == "after_confirmations" {
+            return Ok(Failpoint {
+                after_confirmations: true,
                 ..Failpoint::default()
             });
         }

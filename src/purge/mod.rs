@@ -10,7 +10,8 @@
 //!    rewrite agrees with the version it replaces), rewritten, recorded as pending, replaced or
 //!    deleted conditionally on that version, and recorded as done. A file that changed
 //!    meanwhile is read again and redone; one deleted meanwhile is skipped, not resurrected.
-//! 5. The manifest, built from the journal (so it accounts for every attempt), is written last;
+//! 5. The confirmations of the run's events (see [`crate::confirm`]) are written, then the
+//!    manifest, built from the journal (so it accounts for every attempt), is written last;
 //!    then the journal is deleted.
 //!
 //! A table that fails (storage errors) is reported and the other tables complete; the run then
@@ -27,6 +28,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use object_store::ObjectStoreExt;
 
 use crate::commit;
+use crate::confirm;
 use crate::error::{Error, Result};
 use crate::events::{self, Events};
 use crate::journal::{Entry, Journal, Snapshot, TableCounts};
@@ -174,6 +176,11 @@ pub async fn purge(
 ) -> Result<Outcome> {
     use tracing::Instrument;
     check_name("run id", run_id).map_err(Error::Usage)?;
+    if job.confirmations.is_none() && run_id == confirm::DEFAULT_FOLDER {
+        return Err(Error::Usage(format!(
+            "run id {run_id:?} is the name of the job's confirmations folder: choose another"
+        )));
+    }
     let span = tracing::info_span!("run", run_id, job = %job.name);
     run(job, run_id, clock, opts).instrument(span).await
 }
@@ -240,6 +247,13 @@ async fn run(job: &Job, run_id: &str, clock: &dyn Clock, opts: &Options<'_>) -> 
         entries: &entries,
     };
     let mut manifest = run.manifest(&folder, clock).await?;
+    let manifest_url = folder.object_url(&manifest::path(&folder, run_id));
+    let confirmed = confirm::write(job, &manifest, &manifest_url, &manifest.finished_at).await?;
+    manifest.confirmations = Some(confirmed);
+    if opts.failpoint.after_confirmations {
+        eprintln!("lakepurge: failpoint after_confirmations: aborting");
+        std::process::abort();
+    }
     if let Some(key) = opts.signing_key {
         manifest.sign(key);
     }
@@ -381,6 +395,7 @@ impl RunRecord<'_> {
             },
             tables: records,
             per_event,
+            confirmations: None,
             signature: None,
         })
     }

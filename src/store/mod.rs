@@ -106,6 +106,18 @@ impl Location {
         Path::from_iter(parts)
     }
 
+    /// The location of the folder `name` (one segment) under this location, in the same store.
+    pub fn folder(&self, name: &str) -> Location {
+        let mut url = self.url.clone();
+        url.set_path(&format!("{}{name}/", self.url.path()));
+        Location {
+            url,
+            store: self.store.clone(),
+            prefix: self.child(name),
+            versions: self.versions.clone(),
+        }
+    }
+
     /// `path` relative to this location's prefix, `/`-separated.
     pub fn relative(&self, path: &Path) -> String {
         match path.prefix_match(&self.prefix) {

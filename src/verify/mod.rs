@@ -6,7 +6,8 @@
 //! edited, missing or reordered one is named); per file `before.rows − rows_removed =
 //! after.rows`, table and per-event sums; each rewritten file still has its recorded sha256
 //! unless a later manifest of the job accounts for a newer version, and each deleted file is
-//! still gone (a file restored from backup is named). `--deep` re-reads the event snapshot the
+//! still gone (a file restored from backup is named); the run's confirmations agree with the
+//! manifest and confirm no event twice (see [`confirmations`]). `--deep` re-reads the event snapshot the
 //! manifest covers (its digest must match) and scans every table of the job, files added since
 //! included, reading key columns only, for any row that still matches; each such file is named
 //! with its count. The verdict is PASS or FAIL (exit 0 or 3); a manifest that cannot be read at
@@ -25,6 +26,7 @@ use crate::plan::Table;
 use crate::spec::Job;
 use crate::store::{Location, ObjectVersion, hash_object};
 
+mod confirmations;
 pub mod deep;
 
 /// One check and its result.
@@ -128,6 +130,7 @@ pub async fn verify(arg: &str, opts: &Options<'_>) -> Result<Report> {
             checks.extend(check_old_versions(&loc, &t.name, f).await?);
         }
     }
+    checks.extend(confirmations::checks(&folder, m).await?);
     if let Some(job) = opts.deep {
         checks.extend(deep(job, m).await?);
     }

@@ -8,7 +8,8 @@ use std::process::Command;
 
 use crate::common::*;
 
-fn airflow(home: &Path, env: &[(&str, String)], args: &[&str]) {
+/// Runs `airflow ARGS`; returns its exit status and output.
+fn airflow_run(home: &Path, env: &[(&str, String)], args: &[&str]) -> (bool, String) {
     let bin = airflow_bin();
     let out = Command::new(&bin)
         .args(args)
@@ -28,13 +29,20 @@ fn airflow(home: &Path, env: &[(&str, String)], args: &[&str]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "airflow {}:\n{log}", args.join(" "));
+    (out.status.success(), log)
+}
+
+/// Runs `airflow ARGS`, which must succeed (a DAG run: every task).
+fn airflow(home: &Path, env: &[(&str, String)], args: &[&str]) -> String {
+    let (ok, log) = airflow_run(home, env, args);
+    assert!(ok, "airflow {}:\n{log}", args.join(" "));
     if args[0] == "dags" {
         assert!(
             log.contains("state=success"),
             "the DAG run did not succeed:\n{log}"
         );
     }
+    log
 }
 
 #[test]
@@ -61,10 +69,14 @@ fn nightly_dag_with_three_shards_under_real_airflow() {
         ("LAKEPURGE_MEMORY_LIMIT", "256MiB".to_string()),
     ];
     airflow(&home, &env, &["db", "migrate"]);
-    airflow(
+    let log = airflow(
         &home,
         &env,
         &["dags", "test", "lakepurge_nightly", "2026-11-25"],
+    );
+    assert!(
+        log.contains("SLA 25d: OK"),
+        "the status task did not run or not OK:\n{log}"
     );
 
     assert_eq!(
@@ -84,4 +96,27 @@ fn nightly_dag_with_three_shards_under_real_airflow() {
             .unwrap(),
     ]);
     assert_eq!(v.code, 0);
+
+    // A request that arrived after the run and is already older than the SLA fails the status
+    // task (exit 3).
+    write_events(
+        &ws.path().join("events/late.json"),
+        &[("ev-late", "user_id", serde_json::json!("123456789"))],
+    );
+    let mut env = env.to_vec();
+    env.push(("LAKEPURGE_SLA", "1d".to_string()));
+    // `airflow tasks test` exits 0 whatever the task did: its log says how the task ended.
+    let (_, log) = airflow_run(
+        &home,
+        &env,
+        &["tasks", "test", "lakepurge_nightly", "status", "2026-11-25"],
+    );
+    assert!(
+        log.contains("Command exited with return code 3") && log.contains("Task failed"),
+        "the status task did not fail with a late request:\n{log}"
+    );
+    assert!(
+        log.contains("LATE: 1 pending events are older: ev-late"),
+        "{log}"
+    );
 }

@@ -154,6 +154,11 @@ async fn a_failing_table_is_reported_the_others_complete_and_the_rerun_resumes()
             .await
             .is_err()
     );
+    let confirmations = ObjPath::from("manifests/demo/confirmations/run_id=r1/part-0.parquet");
+    assert!(
+        s.faults.head(&confirmations).await.is_err(),
+        "a failed run confirmed events"
+    );
 
     // The storage recovers; the same run id resumes and accounts for both attempts.
     s.faults.clear();
@@ -167,6 +172,10 @@ async fn a_failing_table_is_reported_the_others_complete_and_the_rerun_resumes()
     assert_eq!(table(m, "chat.messages").files.len(), 1);
     assert_eq!(table(m, "web.sessions").rows_removed, 1);
     assert_eq!(table(m, "crm.users").rows_removed, 5);
+    // Completed, the run confirms its 7 events in its file (the 8th row is malformed).
+    let confirmed = m.confirmations.as_ref().unwrap();
+    assert_eq!(confirmed.rows, 7);
+    assert!(s.faults.head(&confirmations).await.is_ok());
     assert_eq!(
         m.per_event.values().sum::<u64>(),
         m.tables

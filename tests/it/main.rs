@@ -7,6 +7,7 @@ mod azure;
 mod cli;
 mod cloud;
 mod common;
+mod confirm;
 mod crash;
 mod deep;
 mod delta;

@@ -1,0 +1,342 @@
+//! `status`: the events of the event dataset against the job's confirmations (DataFusion),
+//! for the operators: how many are confirmed, how many are pending and for how long, and with
+//! an SLA, which are late. Read-only; event ids only, never a subject id.
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Int64Type};
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::confirm;
+use crate::error::{Error, Result};
+use crate::events::{self, USABLE};
+use crate::manifest;
+use crate::spec::Job;
+
+/// Late event ids listed at most (the count is always whole).
+pub const LATE_LISTED: usize = 1000;
+
+const DAY: i64 = 86_400_000_000;
+
+/// Pending events by the age of their request.
+#[derive(Debug, Default, Serialize, PartialEq)]
+pub struct Ages {
+    pub under_1d: u64,
+    pub from_1d_to_7d: u64,
+    pub from_7d_to_30d: u64,
+    pub over_30d: u64,
+    /// No usable `requested_at`.
+    pub unknown: u64,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Oldest {
+    pub event_id: String,
+    pub requested_at: String,
+    pub age_seconds: i64,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Late {
+    pub sla_seconds: u64,
+    pub count: u64,
+    /// The oldest first, at most [`LATE_LISTED`].
+    pub event_ids: Vec<String>,
+}
+
+/// What `status` reports.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Status {
+    pub job: String,
+    pub now: String,
+    /// Rows of the event dataset, and those skipped as malformed (no event id, subject type
+    /// or subject id).
+    pub rows: u64,
+    pub skipped_rows: u64,
+    /// Distinct usable events.
+    pub events: u64,
+    pub confirmed: u64,
+    pub erased: u64,
+    pub no_data: u64,
+    pub pending: u64,
+    pub pending_by_age: Ages,
+    pub oldest_pending: Option<Oldest>,
+    pub late: Option<Late>,
+}
+
+impl Status {
+    /// The status of a job with no event.
+    fn empty(
+        job: &Job,
+        now: chrono::DateTime<chrono::Utc>,
+        sla: Option<std::time::Duration>,
+    ) -> Status {
+        Status {
+            job: job.name.clone(),
+            now: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            rows: 0,
+            skipped_rows: 0,
+            events: 0,
+            confirmed: 0,
+            erased: 0,
+            no_data: 0,
+            pending: 0,
+            pending_by_age: Ages::default(),
+            oldest_pending: None,
+            late: sla.map(|d| Late {
+                sla_seconds: d.as_secs(),
+                count: 0,
+                event_ids: Vec::new(),
+            }),
+        }
+    }
+}
+
+/// The status of `job`'s events at `now`; with `sla`, the pending events older than it.
+pub async fn status(
+    job: &Job,
+    now: chrono::DateTime<chrono::Utc>,
+    sla: Option<std::time::Duration>,
+) -> Result<Status> {
+    let mut s = Status::empty(job, now, sla);
+    let (loc, listed) = events::snapshot_files(job, None).await?;
+    if listed.is_empty() {
+        return Ok(s);
+    }
+    let ctx = events::query(&job.events, &loc, &listed).await?;
+    let shown = loc.url.to_string();
+    let qerr = |e| Error::query(&shown, e);
+    let runs = manifest::run_ids(&manifest::folder(job)?).await?;
+    let confirmed = confirm::dataset(&ctx, &confirm::location(job)?, &job.name, &runs).await?;
+    if let Some(c) = &confirmed {
+        ctx.register_table("confirmed", c.clone().into_view())
+            .map_err(qerr)?;
+    }
+    // The first query reads every row: a file that does not read is bad input, named.
+    let counts = match collect(
+        &ctx,
+        &format!(
+            "SELECT count(*), sum(CASE WHEN {USABLE} THEN 0 ELSE 1 END), \
+             count(DISTINCT CASE WHEN {USABLE} THEN event_id END) FROM events"
+        ),
+        &shown,
+    )
+    .await
+    {
+        Ok(counts) => counts,
+        Err(Error::Query { source, .. }) => {
+            return Err(events::read_error(&ctx, &job.events, &loc, &listed, *source).await);
+        }
+        Err(e) => return Err(e),
+    };
+    [s.rows, s.skipped_rows, s.events] = [int(&counts, 0), int(&counts, 1), int(&counts, 2)];
+    if confirmed.is_some() {
+        let by_status = collect(
+            &ctx,
+            &format!(
+                "SELECT c.status, count(*) FROM \
+                 (SELECT DISTINCT event_id FROM events WHERE {USABLE}) e JOIN \
+                 (SELECT event_id, min(status) AS status FROM confirmed GROUP BY event_id) c \
+                 ON e.event_id = c.event_id GROUP BY c.status"
+            ),
+            &shown,
+        )
+        .await?;
+        for (status, n) in by_status {
+            match status.as_str() {
+                "erased" => s.erased += n,
+                _ => s.no_data += n,
+            }
+            s.confirmed += n;
+        }
+    }
+    let mut pending = confirm::unconfirmed(&ctx, confirmed)
+        .await?
+        .execute_stream()
+        .await
+        .map_err(qerr)?;
+    let mut late_all = Vec::new();
+    while let Some(batch) = pending.next().await {
+        tally_pending(&mut s, &batch.map_err(qerr)?, now, &mut late_all, &shown)?;
+    }
+    if let Some(late) = s.late.as_mut() {
+        late_all.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        late.event_ids = late_all.into_iter().map(|(_, id)| id).collect();
+    }
+    Ok(s)
+}
+
+/// Counts a batch of pending events (`event_id`, `subject_type`, `requested_at`) into `s`,
+/// keeping (age, id) of the late ones (at most [`LATE_LISTED`], the oldest).
+fn tally_pending(
+    s: &mut Status,
+    batch: &RecordBatch,
+    now: chrono::DateTime<chrono::Utc>,
+    late_listed: &mut Vec<(i64, String)>,
+    shown: &str,
+) -> Result<()> {
+    let aerr = |e| Error::arrow(format!("events at {shown}"), e);
+    let ids = arrow::compute::cast(batch.column(0), &DataType::Utf8).map_err(aerr)?;
+    let ids = ids.as_string::<i32>();
+    let requested = confirm::requested_at_utc(batch.column(2)).map_err(aerr)?;
+    let now_us = now.timestamp_micros();
+    for i in 0..batch.num_rows() {
+        s.pending += 1;
+        if requested.is_null(i) {
+            s.pending_by_age.unknown += 1;
+            continue;
+        }
+        let age = now_us - requested.value(i);
+        let ages = &mut s.pending_by_age;
+        match age {
+            a if a < DAY => ages.under_1d += 1,
+            a if a < 7 * DAY => ages.from_1d_to_7d += 1,
+            a if a < 30 * DAY => ages.from_7d_to_30d += 1,
+            _ => ages.over_30d += 1,
+        }
+        if s.oldest_pending
+            .as_ref()
+            .is_none_or(|o| age > o.age_seconds * 1_000_000)
+        {
+            let at = chrono::DateTime::from_timestamp_micros(requested.value(i))
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_default();
+            s.oldest_pending = Some(Oldest {
+                event_id: ids.value(i).to_string(),
+                requested_at: at,
+                age_seconds: age / 1_000_000,
+            });
+        }
+        if let Some(late) = s
+            .late
+            .as_mut()
+            .filter(|l| age > l.sla_seconds as i64 * 1_000_000)
+        {
+            late.count += 1;
+            late_listed.push((age, ids.value(i).to_string()));
+            if late_listed.len() > 2 * LATE_LISTED {
+                late_listed.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+                late_listed.truncate(LATE_LISTED);
+            }
+        }
+    }
+    if late_listed.len() > LATE_LISTED {
+        late_listed.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        late_listed.truncate(LATE_LISTED);
+    }
+    Ok(())
+}
+
+/// The rows of a query of (text, count) or of one row of counts, as (first column, second).
+async fn collect(
+    ctx: &datafusion::prelude::SessionContext,
+    sql: &str,
+    shown: &str,
+) -> Result<Vec<(String, u64)>> {
+    let qerr = |e| Error::query(shown, e);
+    let batches = ctx
+        .sql(sql)
+        .await
+        .map_err(qerr)?
+        .collect()
+        .await
+        .map_err(qerr)?;
+    let aerr = |e| Error::arrow(format!("events at {shown}"), e);
+    let mut out = Vec::new();
+    for b in &batches {
+        let cols = (0..b.num_columns())
+            .map(|i| {
+                let target = if i == 0 && b.num_columns() == 2 {
+                    DataType::Utf8
+                } else {
+                    DataType::Int64
+                };
+                arrow::compute::cast(b.column(i), &target).map_err(aerr)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for r in 0..b.num_rows() {
+            if b.num_columns() == 2 {
+                let key = cols[0].as_string::<i32>();
+                let n = cols[1].as_primitive::<Int64Type>();
+                out.push((key.value(r).to_string(), n.value(r).max(0) as u64));
+            } else {
+                for c in &cols {
+                    let n = c.as_primitive::<Int64Type>();
+                    let v = if n.is_null(r) { 0 } else { n.value(r) };
+                    out.push((String::new(), v.max(0) as u64));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn int(rows: &[(String, u64)], i: usize) -> u64 {
+    rows.get(i).map_or(0, |r| r.1)
+}
+
+/// A duration as people read it: `41d 3h`.
+pub fn age(seconds: i64) -> String {
+    let (d, h, m) = (
+        seconds / 86_400,
+        seconds % 86_400 / 3600,
+        seconds % 3600 / 60,
+    );
+    match (d, h) {
+        (0, 0) => format!("{m}m"),
+        (0, _) => format!("{h}h {m}m"),
+        (_, 0) => format!("{d}d"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
+/// The report as text lines.
+pub fn render(s: &Status) -> String {
+    let a = &s.pending_by_age;
+    let mut out = format!(
+        "job {}: {} events ({} rows read, {} skipped as malformed), at {}\n\
+         confirmed {:>8}  (erased {}, no_data {})\n\
+         pending   {:>8}  (under 1d {}, 1-7d {}, 7-30d {}, over 30d {}, unknown age {})\n",
+        s.job,
+        s.events,
+        s.rows,
+        s.skipped_rows,
+        s.now,
+        s.confirmed,
+        s.erased,
+        s.no_data,
+        s.pending,
+        a.under_1d,
+        a.from_1d_to_7d,
+        a.from_7d_to_30d,
+        a.over_30d,
+        a.unknown
+    );
+    if let Some(o) = &s.oldest_pending {
+        out += &format!(
+            "oldest pending: {} requested {} ({} ago)\n",
+            o.event_id,
+            o.requested_at,
+            age(o.age_seconds)
+        );
+    }
+    if let Some(l) = &s.late {
+        let sla = age(l.sla_seconds as i64);
+        if l.count == 0 {
+            out += &format!("SLA {sla}: OK, no pending event is older\n");
+        } else {
+            let more = l.count.saturating_sub(l.event_ids.len() as u64);
+            out += &format!(
+                "SLA {sla}: LATE: {} pending events are older: {}{}\n",
+                l.count,
+                l.event_ids.join(", "),
+                if more > 0 {
+                    format!(" (and {more} more)")
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    out
+}

@@ -1,0 +1,313 @@
+//! The checks of a run's confirmations: its file is there with the recorded sha256; its rows
+//! belong to the run and agree with the manifest's files (status, counts, tables); every event
+//! whose rows the run erased is confirmed, by this run or an earlier one; no event is confirmed
+//! twice in the job's dataset.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Int64Type};
+use datafusion::common::JoinType;
+use datafusion::prelude::{SessionContext, col};
+use object_store::ObjectStoreExt;
+
+use super::{Check, fail, ok};
+use crate::confirm::{self, Tally};
+use crate::error::{Error, Result};
+use crate::manifest::{self, ConfirmationsRecord, Manifest};
+use crate::store::Location;
+
+/// Ids named in a failed check at most.
+const NAMED: usize = 5;
+
+/// The checks of `m`'s confirmations; `folder` holds the job's manifests. None for a manifest
+/// that records no confirmations (written before they existed).
+pub async fn checks(folder: &Location, m: &Manifest) -> Result<Vec<Check>> {
+    let Some(rec) = &m.confirmations else {
+        return Ok(Vec::new());
+    };
+    let loc = Location::parse(
+        &rec.location,
+        std::path::Path::new("."),
+        &Default::default(),
+    )
+    .map_err(|msg| Error::Manifest {
+        path: folder.url.to_string(),
+        message: format!("confirmations.location: {msg}"),
+    })?;
+    let tallies = confirm::tallies(m);
+    let mut out = Vec::new();
+    let mut in_file = HashSet::new();
+    if rec.file.is_some() {
+        match read_file(&loc, m, rec).await? {
+            // The events the file should hold are not looked for elsewhere.
+            Err(why) => return Ok(vec![fail(why)]),
+            Ok(batches) => {
+                out.push(ok(format!(
+                    "confirmations: {} rows, sha256 as recorded",
+                    rec.rows
+                )));
+                out.push(agree(&batches, m, &tallies, &mut in_file)?);
+            }
+        }
+    }
+    let ctx = SessionContext::new();
+    let runs = manifest::run_ids(folder).await?;
+    let earlier: BTreeSet<String> = runs.iter().filter(|r| **r != m.run_id).cloned().collect();
+    let missing: Vec<&str> = tallies
+        .keys()
+        .copied()
+        .filter(|e| !in_file.contains(*e))
+        .collect();
+    out.push(confirmed_earlier(&ctx, &loc, m, &earlier, &missing).await?);
+    out.push(once(&ctx, &loc, m, &runs).await?);
+    Ok(out)
+}
+
+/// The run's file, checked against its record: `Err` says what is wrong.
+async fn read_file(
+    loc: &Location,
+    m: &Manifest,
+    rec: &ConfirmationsRecord,
+) -> Result<std::result::Result<Vec<RecordBatch>, String>> {
+    let path = confirm::file_path(loc, &m.run_id);
+    let url = loc.object_url(&path);
+    if rec.file.as_deref() != Some(url.as_str()) {
+        return Ok(Err(format!(
+            "confirmations: the recorded file {} is not the run's file {url}",
+            rec.file.as_deref().unwrap_or("none")
+        )));
+    }
+    let bytes = match loc.store.get(&path).await {
+        Ok(g) => g
+            .bytes()
+            .await
+            .map_err(|e| Error::store(format!("reading {url}"), e))?,
+        Err(object_store::Error::NotFound { .. }) => {
+            return Ok(Err(format!("confirmations: {url} is missing")));
+        }
+        Err(e) => return Err(Error::store(format!("reading {url}"), e)),
+    };
+    let sha = manifest::sha256_hex(&bytes);
+    if rec.sha256.as_deref() != Some(sha.as_str()) {
+        return Ok(Err(format!(
+            "confirmations: {url} has sha256 {sha}, the manifest recorded {}",
+            rec.sha256.as_deref().unwrap_or("none")
+        )));
+    }
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .and_then(|b| b.build())
+        .map_err(|e| Error::parquet(&url, e))?;
+    let batches = reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::arrow(&url, e))?;
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    if rows as u64 != rec.rows {
+        return Ok(Err(format!(
+            "confirmations: {url} has {rows} rows, the manifest recorded {}",
+            rec.rows
+        )));
+    }
+    Ok(Ok(batches))
+}
+
+/// Each row of the run's file belongs to the run, names an event once and agrees with what
+/// the manifest's files record of it. Fills `seen` with the file's event ids.
+fn agree(
+    batches: &[RecordBatch],
+    m: &Manifest,
+    tallies: &BTreeMap<&str, Tally>,
+    seen: &mut HashSet<String>,
+) -> Result<Check> {
+    let mut wrong = Vec::new();
+    for b in batches {
+        let text = |name: &str| -> Result<StringArray> {
+            let c = b
+                .column_by_name(name)
+                .ok_or_else(|| Error::Internal(format!("confirmations: no column {name}")))?;
+            let c = arrow::compute::cast(c, &DataType::Utf8)
+                .map_err(|e| Error::arrow("confirmations", e))?;
+            Ok(c.as_string::<i32>().clone())
+        };
+        let int = |name: &str| -> Result<arrow::array::Int64Array> {
+            let c = b
+                .column_by_name(name)
+                .ok_or_else(|| Error::Internal(format!("confirmations: no column {name}")))?;
+            let c = arrow::compute::cast(c, &DataType::Int64)
+                .map_err(|e| Error::arrow("confirmations", e))?;
+            Ok(c.as_primitive::<Int64Type>().clone())
+        };
+        let (ids, job, run, status) = (
+            text("event_id")?,
+            text("job")?,
+            text("run_id")?,
+            text("status")?,
+        );
+        let (seq, removed, redacted) = (
+            int("manifest_sequence")?,
+            int("rows_removed")?,
+            int("rows_redacted")?,
+        );
+        let tables = b
+            .column_by_name("tables")
+            .and_then(|c| c.as_list_opt::<i32>().cloned())
+            .ok_or_else(|| Error::Internal("confirmations: no list column tables".into()))?;
+        for i in 0..b.num_rows() {
+            let id = ids.value(i);
+            let names: BTreeSet<String> = {
+                let t = tables.value(i);
+                t.as_string_opt::<i32>()
+                    .map(|t| (0..t.len()).map(|k| t.value(k).to_string()).collect())
+                    .unwrap_or_default()
+            };
+            let tally = tallies.get(id);
+            let expected_status = if tally.is_some() { "erased" } else { "no_data" };
+            let good = job.value(i) == m.job
+                && run.value(i) == m.run_id
+                && seq.value(i) == m.sequence as i64
+                && status.value(i) == expected_status
+                && removed.value(i) == tally.map_or(0, |t| t.rows_removed as i64)
+                && redacted.value(i) == tally.map_or(0, |t| t.rows_redacted as i64)
+                && names == tally.map(|t| t.tables.clone()).unwrap_or_default()
+                && seen.insert(id.to_string());
+            if !good {
+                wrong.push(id.to_string());
+            }
+        }
+    }
+    Ok(if wrong.is_empty() {
+        ok(format!(
+            "confirmations: {} events, each once, agree with the manifest's files",
+            seen.len()
+        ))
+    } else {
+        fail(format!(
+            "confirmations: {} rows disagree with the manifest (run, status, counts or tables) \
+             or repeat an event: {}",
+            wrong.len(),
+            named(&wrong)
+        ))
+    })
+}
+
+/// The events whose rows the run erased and that its file does not hold (`missing`) are
+/// confirmed by an earlier completed run.
+async fn confirmed_earlier(
+    ctx: &SessionContext,
+    loc: &Location,
+    m: &Manifest,
+    earlier: &BTreeSet<String>,
+    missing: &[&str],
+) -> Result<Check> {
+    if missing.is_empty() {
+        return Ok(ok(
+            "confirmations: every event with erased rows is confirmed".into(),
+        ));
+    }
+    let qerr = |e| Error::query(&loc.url, e);
+    let wanted = RecordBatch::try_from_iter([(
+        "event_id",
+        Arc::new(StringArray::from(missing.to_vec())) as _,
+    )])
+    .map_err(|e| Error::arrow("confirmations", e))?;
+    let wanted = ctx.read_batch(wanted).map_err(qerr)?;
+    let unconfirmed = match confirm::dataset(ctx, loc, &m.job, earlier).await? {
+        None => missing.iter().map(|s| s.to_string()).collect(),
+        Some(c) => {
+            let c = c
+                .select(vec![col("event_id").alias("confirmed_id")])
+                .map_err(qerr)?;
+            let rows = wanted
+                .join(
+                    c,
+                    JoinType::LeftAnti,
+                    &["event_id"],
+                    &["confirmed_id"],
+                    None,
+                )
+                .map_err(qerr)?
+                .collect()
+                .await
+                .map_err(qerr)?;
+            strings(&rows, 0)?
+        }
+    };
+    Ok(if unconfirmed.is_empty() {
+        ok(format!(
+            "confirmations: every event with erased rows is confirmed ({} by earlier runs)",
+            missing.len()
+        ))
+    } else {
+        fail(format!(
+            "confirmations: {} events with erased rows are confirmed nowhere: {}",
+            unconfirmed.len(),
+            named(&unconfirmed)
+        ))
+    })
+}
+
+/// No event is confirmed twice over the files of the job's completed runs.
+async fn once(
+    ctx: &SessionContext,
+    loc: &Location,
+    m: &Manifest,
+    runs: &BTreeSet<String>,
+) -> Result<Check> {
+    let Some(all) = confirm::dataset(ctx, loc, &m.job, runs).await? else {
+        return Ok(ok(
+            "confirmations: the dataset confirms no event twice".into()
+        ));
+    };
+    let qerr = |e| Error::query(&loc.url, e);
+    ctx.register_table("all_confirmed", all.into_view())
+        .map_err(qerr)?;
+    let rows = ctx
+        .sql("SELECT event_id FROM all_confirmed GROUP BY event_id HAVING count(*) > 1")
+        .await
+        .map_err(qerr)?
+        .collect()
+        .await
+        .map_err(qerr)?;
+    let twice = strings(&rows, 0)?;
+    Ok(if twice.is_empty() {
+        ok("confirmations: the dataset confirms no event twice".into())
+    } else {
+        fail(format!(
+            "confirmations: {} events are confirmed more than once in {}: {}",
+            twice.len(),
+            loc.url,
+            named(&twice)
+        ))
+    })
+}
+
+fn strings(batches: &[RecordBatch], column: usize) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for b in batches {
+        let c = arrow::compute::cast(b.column(column), &DataType::Utf8)
+            .map_err(|e| Error::arrow("confirmations", e))?;
+        let s = c.as_string::<i32>();
+        out.extend(
+            (0..s.len())
+                .filter(|&i| s.is_valid(i))
+                .map(|i| s.value(i).to_string()),
+        );
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The first few of `ids`, for a message.
+fn named(ids: &[String]) -> String {
+    let mut s = ids
+        .iter()
+        .take(NAMED)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if ids.len() > NAMED {
+        s += &format!(" (and {} more)", ids.len() - NAMED);
+    }
+    s
+}
