@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use lakepurge::cmd::{demo, status, trace, validate};
+use lakepurge::cmd::{demo, discover, status, trace, validate};
 use lakepurge::purge::{Outcome, SystemClock};
 use lakepurge::spec::Job;
 use lakepurge::{Error, events, plan, purge, verify};
@@ -108,6 +108,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Where erased subjects still live outside the job's rules: unregistered tables and
+    /// uncovered columns, with evidence (counts) and proposed specs.
+    Discover {
+        #[arg(long)]
+        job: PathBuf,
+        /// A folder or bucket prefix to walk (repeatable).
+        #[arg(long = "root", required = true)]
+        roots: Vec<String>,
+        /// Files read per table, spread over its folders; 0 reads them all.
+        #[arg(long, default_value_t = discover::DEFAULT_FILES_PER_TABLE)]
+        files_per_table: usize,
+        /// Write each proposed table spec to DIR/<table>.toml.
+        #[arg(long)]
+        write: Option<PathBuf>,
+        /// Exit 3 when an unregistered table or an uncovered column holds erased subjects.
+        #[arg(long)]
+        fail_on_findings: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Make an ed25519 key pair for signing manifests: <out>/lakepurge.key and lakepurge.pub.
     Keygen {
         #[arg(long)]
@@ -202,34 +222,28 @@ async fn run(command: Command, log_format: LogFormat, quiet: bool) -> Result<u8,
             public_key,
             deep,
             job,
-        } => {
-            let job = job.map(|j| Job::load(&j)).transpose()?;
-            let manifest = match (manifest, &run_id, &job) {
-                (Some(m), _, _) => m,
-                (None, Some(run_id), Some(job)) => {
-                    let folder = lakepurge::manifest::folder(job)?;
-                    folder.object_url(&lakepurge::manifest::path(&folder, run_id))
-                }
-                _ => {
-                    return Err(Error::Usage(
-                        "verify: give MANIFEST, or --job and --run-id".into(),
-                    ));
-                }
-            };
-            let opts = verify::Options {
-                public_key: public_key
-                    .map(|p| lakepurge::manifest::read_public_key(&p))
-                    .transpose()?,
-                deep: if deep { job.as_ref() } else { None },
-            };
-            cmd_verify(&manifest, json, &opts).await
-        }
+        } => cmd_verify_args(manifest, run_id, json, public_key, deep, job).await,
         Command::Trace {
             job,
             event_id,
             json,
         } => cmd_trace(&Job::load(&job)?, &event_id, json).await,
         Command::Status { job, sla, json } => cmd_status(&Job::load(&job)?, sla, json).await,
+        Command::Discover {
+            job,
+            roots,
+            files_per_table,
+            write,
+            fail_on_findings,
+            json,
+        } => {
+            let opts = discover::Options {
+                roots,
+                files_per_table,
+                write,
+            };
+            cmd_discover(&Job::load(&job)?, &opts, fail_on_findings, json).await
+        }
         Command::Keygen { out } => {
             let (secret, public) = lakepurge::manifest::keygen(&out)?;
             println!(
@@ -271,10 +285,7 @@ async fn cmd_plan(job: &Job, json: bool) -> Result<u8, Error> {
                        "count": events.count(), "digest": events.digest},
             "tables": plans,
         });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&doc).map_err(|e| Error::Internal(e.to_string()))?
-        );
+        print_json(&doc)?;
         return Ok(0);
     }
     println!(
@@ -355,10 +366,7 @@ async fn cmd_purge(job: &Job, run_id: &str, mut opts: purge::Options<'_>) -> Res
 async fn cmd_trace(job: &Job, event_id: &str, json: bool) -> Result<u8, Error> {
     let t = trace::trace(job, event_id).await?;
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&t).map_err(|e| Error::Internal(e.to_string()))?
-        );
+        print_json(&t)?;
         return Ok(0);
     }
     for h in &t.hits {
@@ -378,6 +386,25 @@ async fn cmd_trace(job: &Job, event_id: &str, json: bool) -> Result<u8, Error> {
     Ok(0)
 }
 
+async fn cmd_discover(
+    job: &Job,
+    opts: &discover::Options,
+    fail_on_findings: bool,
+    json: bool,
+) -> Result<u8, Error> {
+    let report = discover::discover(job, opts).await?;
+    if json {
+        print_json(&report)?;
+    } else {
+        print!("{}", discover::render(&report));
+    }
+    Ok(if fail_on_findings && report.findings() > 0 {
+        3
+    } else {
+        0
+    })
+}
+
 async fn cmd_status(job: &Job, sla: Option<std::time::Duration>, json: bool) -> Result<u8, Error> {
     // `LAKEPURGE_NOW` (RFC 3339) fixes the clock, for tests.
     let now = match std::env::var("LAKEPURGE_NOW") {
@@ -388,10 +415,7 @@ async fn cmd_status(job: &Job, sla: Option<std::time::Duration>, json: bool) -> 
     };
     let s = status::status(job, now, sla).await?;
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&s).map_err(|e| Error::Internal(e.to_string()))?
-        );
+        print_json(&s)?;
     } else {
         print!("{}", status::render(&s));
     }
@@ -402,13 +426,41 @@ async fn cmd_status(job: &Job, sla: Option<std::time::Duration>, json: bool) -> 
     })
 }
 
+/// `verify` as given on the command line: MANIFEST, or --job and --run-id.
+async fn cmd_verify_args(
+    manifest: Option<String>,
+    run_id: Option<String>,
+    json: bool,
+    public_key: Option<PathBuf>,
+    deep: bool,
+    job: Option<PathBuf>,
+) -> Result<u8, Error> {
+    let job = job.map(|j| Job::load(&j)).transpose()?;
+    let manifest = match (manifest, &run_id, &job) {
+        (Some(m), _, _) => m,
+        (None, Some(run_id), Some(job)) => {
+            let folder = lakepurge::manifest::folder(job)?;
+            folder.object_url(&lakepurge::manifest::path(&folder, run_id))
+        }
+        _ => {
+            return Err(Error::Usage(
+                "verify: give MANIFEST, or --job and --run-id".into(),
+            ));
+        }
+    };
+    let opts = verify::Options {
+        public_key: public_key
+            .map(|p| lakepurge::manifest::read_public_key(&p))
+            .transpose()?,
+        deep: if deep { job.as_ref() } else { None },
+    };
+    cmd_verify(&manifest, json, &opts).await
+}
+
 async fn cmd_verify(manifest: &str, json: bool, opts: &verify::Options<'_>) -> Result<u8, Error> {
     let report = verify::verify(manifest, opts).await?;
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).map_err(|e| Error::Internal(e.to_string()))?
-        );
+        print_json(&report)?;
     } else {
         for c in &report.checks {
             println!("{} {}", if c.ok { "ok  " } else { "FAIL" }, c.what);
@@ -416,6 +468,13 @@ async fn cmd_verify(manifest: &str, json: bool, opts: &verify::Options<'_>) -> R
         println!("{}", if report.pass { "PASS" } else { "FAIL" });
     }
     Ok(if report.pass { 0 } else { 3 })
+}
+
+/// Prints `value` as pretty JSON on stdout (`--json`).
+fn print_json(value: &impl serde::Serialize) -> Result<(), Error> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Error::Internal(e.to_string()))?;
+    println!("{text}");
+    Ok(())
 }
 
 /// glibc maps every allocation above its mmap threshold afresh and returns it on free, so the

@@ -171,7 +171,7 @@ pub struct MatchSpec {
     pub normalize: Option<Normalize>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Normalize {
     Lowercase,
@@ -182,7 +182,7 @@ pub enum Normalize {
 /// A column as a spec names it: a string is a column name or a dotted path into structs
 /// (`"sender.id"`); an array gives the path's segments one by one, for names that hold a dot
 /// themselves (`["user.id"]` is the top-level column `user.id`).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum ColumnPath {
     Dotted(String),

@@ -26,7 +26,7 @@ pub enum Format {
 }
 
 impl Format {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Format::Delta => "Delta Lake",
             Format::Iceberg => "Iceberg",

@@ -193,6 +193,7 @@ fn to_url(location: &str, base_dir: &FsPath) -> std::result::Result<Url, String>
             let path = base_dir.join(location);
             let abs = std::path::absolute(&path)
                 .map_err(|e| format!("cannot make {} absolute: {e}", path.display()))?;
+            let abs = lexically_normal(&abs);
             Url::from_directory_path(&abs)
                 .map_err(|()| format!("{} is not a valid local path", abs.display()))?
         }
@@ -202,6 +203,23 @@ fn to_url(location: &str, base_dir: &FsPath) -> std::result::Result<Url, String>
         url.set_path(&p);
     }
     Ok(url)
+}
+
+/// `path` without its `.` and `..` components (a `..` removes the component before it, as a
+/// shell's `cd` does with the path as written; symbolic links are not followed).
+fn lexically_normal(path: &FsPath) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 fn store_for(
@@ -305,5 +323,11 @@ mod tests {
         assert!(!is_data_file("_SUCCESS"));
         assert!(!is_data_file("dt=1/.part-0.parquet.crc"));
         assert!(!is_data_file("_temporary/0/part-0.parquet"));
+    }
+
+    #[test]
+    fn relative_locations_may_go_up() {
+        let url = to_url("../wh/./users", FsPath::new("/srv/jobs")).unwrap();
+        assert_eq!(url.as_str(), "file:///srv/wh/users/");
     }
 }

@@ -11,6 +11,7 @@ mod confirm;
 mod crash;
 mod deep;
 mod delta;
+mod discover;
 mod faults;
 mod fixtures;
 mod formats;
