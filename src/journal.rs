@@ -10,6 +10,11 @@
 //!   commit happened: the record is kept), or anything else (it did not: dropped, the file is
 //!   planned again).
 //!
+//! - `shards/<N>/<I>.json`, one per shard `I/N` that ran: its start-of-run counts over the
+//!   files it owns (pinned by its first attempt) and whether it finished. When every shard of
+//!   some `N` finished, the final unsharded step writes the manifest from the journal and these
+//!   counts, reading no table file.
+//!
 //! The journal is deleted once the manifest, which supersedes it, is written.
 
 use std::collections::BTreeMap;
@@ -23,6 +28,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::events::EventFile;
 use crate::manifest::FileRecord;
+use crate::plan::Shard;
 use crate::store::Location;
 
 /// The event snapshot a run applies, pinned by its first attempt.
@@ -45,6 +51,16 @@ pub struct TableCounts {
     pub files_listed: u64,
     pub files_pruned: u64,
     pub ids_unconvertible: u64,
+}
+
+/// A shard's side of a run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ShardRecord {
+    /// The counts of the shard's first plan, over the files it owns.
+    pub tables: Vec<TableCounts>,
+    /// The shard purged all its files.
+    pub done: bool,
 }
 
 /// The journal entry of one table file.
@@ -154,18 +170,100 @@ impl Journal {
         }
     }
 
-    /// Every file entry, keyed by (table, path).
-    pub async fn entries(&self) -> Result<BTreeMap<(String, String), Entry>> {
-        let prefix = self.folder.child("files");
-        let metas: Vec<_> = self
+    fn shard_path(&self, shard: Shard) -> Path {
+        self.folder
+            .child(&format!("shards/{}/{}.json", shard.count, shard.index))
+    }
+
+    /// Pins `fresh` as the record of `shard`, unless an earlier attempt of it pinned one: then
+    /// that one.
+    pub async fn pin_shard(&self, shard: Shard, fresh: ShardRecord) -> Result<ShardRecord> {
+        let path = self.shard_path(shard);
+        let bytes = serde_json::to_vec_pretty(&fresh)
+            .map_err(|e| Error::Internal(format!("serialising a shard record: {e}")))?;
+        let put = self
             .folder
             .store
-            .list(Some(&prefix))
+            .put_opts(
+                &path,
+                PutPayload::from(bytes),
+                PutOptions::from(PutMode::Create),
+            )
+            .await;
+        match put {
+            Ok(_) => Ok(fresh),
+            Err(object_store::Error::AlreadyExists { .. }) => self
+                .read_json::<ShardRecord>(&path)
+                .await?
+                .ok_or_else(|| Error::Internal(format!("shard record {path} vanished"))),
+            Err(e) => Err(Error::store(format!("writing shard record {path}"), e)),
+        }
+    }
+
+    /// Records that `shard` purged all its files.
+    pub async fn shard_done(&self, shard: Shard, mut record: ShardRecord) -> Result<()> {
+        record.done = true;
+        let path = self.shard_path(shard);
+        let bytes = serde_json::to_vec_pretty(&record)
+            .map_err(|e| Error::Internal(format!("serialising a shard record: {e}")))?;
+        self.folder
+            .store
+            .put(&path, PutPayload::from(bytes))
+            .await
+            .map_err(|e| Error::store(format!("writing shard record {path}"), e))?;
+        Ok(())
+    }
+
+    /// The records of every shard `0..N` of some `N` when all of them finished (the largest
+    /// such `N`), else `None`.
+    pub async fn finished_shards(&self) -> Result<Option<Vec<ShardRecord>>> {
+        let metas = self.list(&self.folder.child("shards")).await?;
+        let mut by_count: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        for m in &metas {
+            let rel = self.folder.relative(&m.location);
+            let parsed = rel
+                .strip_prefix("shards/")
+                .and_then(|r| r.strip_suffix(".json"))
+                .and_then(|r| r.split_once('/'))
+                .and_then(|(n, i)| Some((n.parse::<u32>().ok()?, i.parse::<u32>().ok()?)));
+            if let Some((count, index)) = parsed.filter(|(n, i)| i < n) {
+                by_count.entry(count).or_default().push(index);
+            }
+        }
+        for (count, indices) in by_count.into_iter().rev() {
+            if indices.len() != count as usize {
+                continue;
+            }
+            let mut records = Vec::new();
+            for index in 0..count {
+                match self
+                    .read_json::<ShardRecord>(&self.shard_path(Shard { index, count }))
+                    .await?
+                {
+                    Some(r) if r.done => records.push(r),
+                    _ => break,
+                }
+            }
+            if records.len() == count as usize {
+                return Ok(Some(records));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The journal's objects under `prefix`.
+    async fn list(&self, prefix: &Path) -> Result<Vec<object_store::ObjectMeta>> {
+        self.folder
+            .store
+            .list(Some(prefix))
             .try_collect()
             .await
-            .map_err(|e| {
-                Error::store(format!("listing the run journal at {}", self.folder.url), e)
-            })?;
+            .map_err(|e| Error::store(format!("listing the run journal at {}", self.folder.url), e))
+    }
+
+    /// Every file entry, keyed by (table, path).
+    pub async fn entries(&self) -> Result<BTreeMap<(String, String), Entry>> {
+        let metas = self.list(&self.folder.child("files")).await?;
         let mut out = BTreeMap::new();
         // Skip temporary files a write killed mid-way left behind (`.lakepurge-*.tmp`).
         let entries = metas.into_iter().filter(|m| {
@@ -196,15 +294,7 @@ impl Journal {
 
     /// Deletes the journal (after the manifest is written).
     pub async fn clear(&self) -> Result<()> {
-        let metas: Vec<_> = self
-            .folder
-            .store
-            .list(Some(&self.folder.prefix))
-            .try_collect()
-            .await
-            .map_err(|e| {
-                Error::store(format!("listing the run journal at {}", self.folder.url), e)
-            })?;
+        let metas = self.list(&self.folder.prefix).await?;
         for m in metas {
             match self.folder.store.delete(&m.location).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::datatypes::Schema;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStoreExt};
 use parquet::file::metadata::ParquetMetaData;
@@ -38,6 +38,7 @@ mod lookup;
 mod prune;
 mod reader;
 mod scan;
+mod shard;
 
 use convert::*;
 use lookup::*;
@@ -45,6 +46,7 @@ use prune::*;
 pub use reader::{BytesReader, StoreReader};
 use scan::*;
 pub use scan::{Matcher, ResolvedKey, break_matcher_for_tests, resolve_key};
+pub use shard::Shard;
 
 /// A table of the job with its location resolved.
 #[derive(Debug, Clone)]
@@ -80,7 +82,6 @@ impl Table {
     /// on. A location that is, holds or lies inside a table format with a log is refused (see
     /// [`format`]).
     pub async fn list(&self) -> Result<Vec<ObjectMeta>> {
-        use futures::TryStreamExt;
         let (files, _) = self.files().await?;
         let mut files: Vec<ObjectMeta> = files.try_collect().await?;
         files.sort_by(|a, b| a.location.cmp(&b.location));
@@ -112,7 +113,6 @@ impl Table {
     /// collected): every object whose path has no segment starting with `_` or `.` (hidden,
     /// temporary or metadata objects). An object of a table format's log is an error.
     pub fn data_files(&self) -> futures::stream::BoxStream<'static, Result<ObjectMeta>> {
-        use futures::TryStreamExt;
         let table = self.clone();
         self.location
             .store
@@ -250,41 +250,93 @@ pub struct TablePlan {
     pub files: Vec<FilePlan>,
 }
 
+/// Files read at once per table on an object store by default: there a request costs tens of
+/// milliseconds of latency, not bandwidth or CPU, so many are kept in flight.
+pub const OBJECT_STORE_IO_CONCURRENCY: usize = 64;
+
+/// `--io-concurrency`: files read at once per table (0: the default for the store).
+static IO_CONCURRENCY: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Sets the files read at once per table for this process (`--io-concurrency`; 0 restores the
+/// defaults).
+pub fn set_io_concurrency(n: usize) {
+    IO_CONCURRENCY.store(n, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Files read at once when planning (or looking up) the table at `location`: the
+/// `--io-concurrency` given, else [`OBJECT_STORE_IO_CONCURRENCY`] on an object store and twice
+/// the CPUs (at least 4) on local disk, where reads cost CPU and the disk's queue.
+pub fn io_concurrency(location: &Location) -> usize {
+    match IO_CONCURRENCY.load(std::sync::atomic::Ordering::Relaxed) {
+        0 if matches!(location.url.scheme(), "file") => {
+            std::thread::available_parallelism().map_or(4, |n| (n.get() * 2).max(4))
+        }
+        0 => OBJECT_STORE_IO_CONCURRENCY,
+        n => n,
+    }
+}
+
+impl TablePlan {
+    /// The plan of `table` before any file is scanned.
+    pub fn unscanned(table: &Table, versioning: Option<crate::store::Versioning>) -> TablePlan {
+        TablePlan {
+            name: table.spec.name.clone(),
+            location: table.location.url.to_string(),
+            files_listed: 0,
+            files_pruned: 0,
+            files_affected: 0,
+            files_emptied: 0,
+            rows_matched: 0,
+            ids_unconvertible: 0,
+            table_bytes: 0,
+            bytes_read: 0,
+            requests: 0,
+            rows_skipped_by_page_index: 0,
+            delta_version: None,
+            versioning,
+            files: Vec::new(),
+        }
+    }
+}
+
 /// Plans every table of the job against `events`. Reads footers and key columns only.
 pub async fn plan_tables(tables: &[Table], events: &Events) -> Result<Vec<TablePlan>> {
+    plan_shard(tables, events, None).await
+}
+
+/// Plans the files of `shard` (every file when `None`) of every table. A shard reads only the
+/// files it owns (decided from the listing) and skips Delta tables, which the final unsharded
+/// step purges in one commit.
+pub async fn plan_shard(
+    tables: &[Table],
+    events: &Events,
+    shard: Option<Shard>,
+) -> Result<Vec<TablePlan>> {
     let mut plans = Vec::with_capacity(tables.len());
     for table in tables {
-        plans.push(plan_table(table, events).await?);
+        plans.push(plan_table(table, events, shard).await?);
     }
     Ok(plans)
 }
 
-/// Plans one table. The listing streams page by page into the scans (several files at once);
-/// only affected files are kept, in path order.
-pub async fn plan_table(table: &Table, events: &Events) -> Result<TablePlan> {
+/// Plans one table (the files `shard` owns, when given). The listing streams page by page
+/// into the scans (several files at once); only affected files are kept, in path order.
+pub async fn plan_table(table: &Table, events: &Events, shard: Option<Shard>) -> Result<TablePlan> {
     let matcher = Matcher::new(&table.spec, events);
-    let mut plan = TablePlan {
-        name: table.spec.name.clone(),
-        location: table.location.url.to_string(),
-        files_listed: 0,
-        files_pruned: 0,
-        files_affected: 0,
-        files_emptied: 0,
-        rows_matched: 0,
-        ids_unconvertible: 0,
-        table_bytes: 0,
-        bytes_read: 0,
-        requests: 0,
-        rows_skipped_by_page_index: 0,
-        delta_version: None,
-        versioning: table.versioning().await,
-        files: Vec::new(),
-    };
-    let concurrency = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
+    let mut plan = TablePlan::unscanned(table, table.versioning().await);
+    if shard.is_some() && table.spec.format == TableFormat::Delta {
+        return Ok(plan);
+    }
+    let concurrency = io_concurrency(&table.location);
     let matcher_ref = &matcher;
     let (files, delta_version) = table.files().await?;
     plan.delta_version = delta_version;
+    let (name, location) = (table.spec.name.clone(), table.location.clone());
     let mut scans = files
+        .try_filter(move |m| {
+            let mine = shard.is_none_or(|s| s.owns(&name, &location.relative(&m.location)));
+            futures::future::ready(mine)
+        })
         .map(|listed| async move {
             let meta = listed?;
             let size = meta.size;

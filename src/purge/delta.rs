@@ -70,7 +70,7 @@ async fn purge(
     let mut tplan = tplan;
     for try_no in 0..=CONFLICT_RETRIES {
         if tplan.delta_version != Some(snapshot.version) {
-            replanned = plan::plan_table(table, attempt.events).await?;
+            replanned = plan::plan_table(table, attempt.events, None).await?;
             tplan = &replanned;
             if tplan.delta_version != Some(snapshot.version) {
                 snapshot = delta::load(table).await?;

@@ -19,8 +19,8 @@
 
 //!
 //! The run lives here; [`file`] purges one file (read, match again, rewrite, commit, journal),
-//! [`budget`] bounds the memory of the files in flight, [`shard`] splits a run's files over
-//! workers, and [`failpoint`] aborts at exact points for the crash tests.
+//! [`budget`] bounds the memory of the files in flight ([`Shard`] splits a run's files over
+//! workers), and [`failpoint`] aborts at exact points for the crash tests.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,7 +31,7 @@ use crate::commit;
 use crate::confirm;
 use crate::error::{Error, Result};
 use crate::events::{self, Events};
-use crate::journal::{Entry, Journal, Snapshot, TableCounts};
+use crate::journal::{Entry, Journal, ShardRecord, Snapshot, TableCounts};
 use crate::manifest::{self, DeltaRecord, Engine, EventsRecord, FileRecord, Manifest, TableRecord};
 use crate::plan::{self, Table, TablePlan};
 use crate::spec::{Job, OldFiles, TableFormat, check_name};
@@ -41,13 +41,12 @@ mod budget;
 mod delta;
 pub mod failpoint;
 mod file;
-pub mod shard;
 mod versions;
 
+pub use crate::plan::Shard;
 pub use budget::DEFAULT_MEMORY_LIMIT;
 use budget::{Budget, resident_bytes};
 pub use failpoint::Failpoint;
-pub use shard::Shard;
 
 /// What `purge` did.
 #[derive(Debug)]
@@ -205,7 +204,12 @@ async fn run(job: &Job, run_id: &str, clock: &dyn Clock, opts: &Options<'_>) -> 
         .map(|t| (t.spec.name.as_str(), &t.location))
         .collect();
     let _locks = store::TableLocks::acquire(&named).await?;
-    let (events, plans, snapshot) = plan_pinned(job, run_id, clock, &tables, &journal).await?;
+    let Planned {
+        events,
+        plans,
+        snapshot,
+        shard: shard_record,
+    } = plan_pinned(job, run_id, clock, &tables, &journal, opts.shard).await?;
 
     let mut entries = journal.entries().await?;
     for ((table_name, _), entry) in entries.iter_mut() {
@@ -233,6 +237,9 @@ async fn run(job: &Job, run_id: &str, clock: &dyn Clock, opts: &Options<'_>) -> 
             .filter(|e| shard.owns(&e.table, &e.path))
             .map(|e| e.done.len() as u64)
             .sum();
+        if let Some(record) = shard_record {
+            attempt.journal.shard_done(shard, record).await?;
+        }
         tracing::info!(run_id, %shard, files_done, "shard complete");
         return Ok(Outcome::ShardDone { shard, files_done });
     }
@@ -246,18 +253,7 @@ async fn run(job: &Job, run_id: &str, clock: &dyn Clock, opts: &Options<'_>) -> 
         plans: &plans,
         entries: &entries,
     };
-    let mut manifest = run.manifest(&folder, clock).await?;
-    let manifest_url = folder.object_url(&manifest::path(&folder, run_id));
-    let confirmed = confirm::write(job, &manifest, &manifest_url, &manifest.finished_at).await?;
-    manifest.confirmations = Some(confirmed);
-    if opts.failpoint.after_confirmations {
-        eprintln!("lakepurge: failpoint after_confirmations: aborting");
-        std::process::abort();
-    }
-    if let Some(key) = opts.signing_key {
-        manifest.sign(key);
-    }
-    let stored = manifest::write(&folder, &manifest).await?;
+    let stored = run.write(&folder, clock, opts).await?;
     tracing::info!(run_id, manifest = %stored.url, "run complete");
     log_io_totals();
     tracing::info!(
@@ -295,49 +291,130 @@ async fn purge_tables(
     failures
 }
 
-/// Reads the events and plans every table: on the first attempt, pins the event snapshot and
-/// the start-of-run counts in the journal; on a later one (or when a concurrent attempt pinned
-/// first), applies exactly the pinned event files.
+/// What an attempt starts from: the events, the plans and the pinned snapshot (and, for a
+/// shard, its record).
+struct Planned {
+    events: Events,
+    plans: Vec<TablePlan>,
+    snapshot: Snapshot,
+    shard: Option<ShardRecord>,
+}
+
+/// Reads the events and plans the tables: on the first attempt, pins the event snapshot (and
+/// the start-of-run counts, unless a shard plans only its files) in the journal; on a later one
+/// (or when a concurrent attempt pinned first), applies exactly the pinned event files. A
+/// shard plans only its files and pins its own counts; the final unsharded step, once every
+/// shard of the run finished, takes the counts from their records and reads no table file.
 async fn plan_pinned(
     job: &Job,
     run_id: &str,
     clock: &dyn Clock,
     tables: &[Table],
     journal: &Journal,
-) -> Result<(Events, Vec<TablePlan>, Snapshot)> {
-    if let Some(snap) = journal.snapshot().await? {
-        tracing::info!(
-            run_id,
-            "resuming: applying the event snapshot pinned by the first attempt"
-        );
-        let events = pinned_events(job, run_id, &snap).await?;
-        let plans = plan::plan_tables(tables, &events).await?;
-        return Ok((events, plans, snap));
-    }
-    let events = events::load(job).await?;
-    let plans = plan::plan_tables(tables, &events).await?;
-    let fresh = Snapshot {
-        started_at: clock.now(),
-        files: events.files.clone(),
-        digest: events.digest.clone(),
-        tables: plans
-            .iter()
-            .map(|p| TableCounts {
-                name: p.name.clone(),
-                files_listed: p.files_listed,
-                files_pruned: p.files_pruned,
-                ids_unconvertible: p.ids_unconvertible,
-            })
-            .collect(),
+    shard: Option<Shard>,
+) -> Result<Planned> {
+    let pinned = journal.snapshot().await?;
+    let (events, snapshot, fresh_plans) = match pinned {
+        Some(snap) => {
+            tracing::info!(
+                run_id,
+                "resuming: applying the event snapshot pinned by the first attempt"
+            );
+            (pinned_events(job, run_id, &snap).await?, snap, None)
+        }
+        None => {
+            let events = events::load(job).await?;
+            let plans = plan::plan_shard(tables, &events, shard).await?;
+            let fresh = Snapshot {
+                started_at: clock.now(),
+                files: events.files.clone(),
+                digest: events.digest.clone(),
+                tables: if shard.is_some() {
+                    Vec::new()
+                } else {
+                    counts(&plans)
+                },
+            };
+            let snap = journal.pin(fresh.clone()).await?;
+            if snap == fresh {
+                (events, snap, Some(plans))
+            } else {
+                // A concurrent attempt pinned first: apply its snapshot.
+                (pinned_events(job, run_id, &snap).await?, snap, None)
+            }
+        }
     };
-    let snap = journal.pin(fresh.clone()).await?;
-    if snap == fresh {
-        return Ok((events, plans, snap));
+    let plans = match (fresh_plans, shard) {
+        (Some(plans), _) => plans,
+        (None, Some(_)) => plan::plan_shard(tables, &events, shard).await?,
+        (None, None) => match journal.finished_shards().await? {
+            Some(records) => plans_of_shards(tables, &events, &records).await?,
+            None => plan::plan_tables(tables, &events).await?,
+        },
+    };
+    let shard = match shard {
+        Some(s) => {
+            let fresh = ShardRecord {
+                tables: counts(&plans),
+                done: false,
+            };
+            Some(journal.pin_shard(s, fresh).await?)
+        }
+        None => None,
+    };
+    Ok(Planned {
+        events,
+        plans,
+        snapshot,
+        shard,
+    })
+}
+
+/// The start-of-run counts of `plans`.
+fn counts(plans: &[TablePlan]) -> Vec<TableCounts> {
+    plans
+        .iter()
+        .map(|p| TableCounts {
+            name: p.name.clone(),
+            files_listed: p.files_listed,
+            files_pruned: p.files_pruned,
+            ids_unconvertible: p.ids_unconvertible,
+        })
+        .collect()
+}
+
+/// The plans of the final step after every shard finished: nothing left to purge in a
+/// Parquet table (every file belongs to a shard), the counts summed from the shards' records;
+/// a Delta table, which shards leave to this step, is planned.
+async fn plans_of_shards(
+    tables: &[Table],
+    events: &Events,
+    records: &[ShardRecord],
+) -> Result<Vec<TablePlan>> {
+    tracing::info!(
+        shards = records.len(),
+        "every shard finished: the manifest comes from their records, no table file is read"
+    );
+    let mut plans = Vec::with_capacity(tables.len());
+    for table in tables {
+        if table.spec.format == TableFormat::Delta {
+            plans.push(plan::plan_table(table, events, None).await?);
+            continue;
+        }
+        let mut plan = TablePlan::unscanned(table, table.versioning().await);
+        for c in records
+            .iter()
+            .flat_map(|r| &r.tables)
+            .filter(|c| c.name == table.spec.name)
+        {
+            plan.files_listed += c.files_listed;
+            plan.files_pruned += c.files_pruned;
+            // The same ids fail to convert in every shard that saw the column's type.
+            plan.ids_unconvertible = plan.ids_unconvertible.max(c.ids_unconvertible);
+        }
+        plans.push(plan);
     }
-    // A concurrent attempt pinned first: apply its snapshot.
-    let events = pinned_events(job, run_id, &snap).await?;
-    let plans = plan::plan_tables(tables, &events).await?;
-    Ok((events, plans, snap))
+    Ok(plans)
 }
 
 /// What a completed run's manifest is made of.
@@ -352,6 +429,27 @@ struct RunRecord<'a> {
 }
 
 impl RunRecord<'_> {
+    /// Writes the run's confirmations, then its manifest (signed with `opts.signing_key`).
+    async fn write(
+        &self,
+        folder: &store::Location,
+        clock: &dyn Clock,
+        opts: &Options<'_>,
+    ) -> Result<manifest::Stored> {
+        let mut manifest = self.manifest(folder, clock).await?;
+        let url = folder.object_url(&manifest::path(folder, self.run_id));
+        let confirmed = confirm::write(self.job, &manifest, &url, &manifest.finished_at).await?;
+        manifest.confirmations = Some(confirmed);
+        if opts.failpoint.after_confirmations {
+            eprintln!("lakepurge: failpoint after_confirmations: aborting");
+            std::process::abort();
+        }
+        if let Some(key) = opts.signing_key {
+            manifest.sign(key);
+        }
+        manifest::write(folder, &manifest).await
+    }
+
     /// The run's manifest, built from the journal (so it accounts for every attempt) and
     /// chained to the job's previous manifest in `folder`.
     async fn manifest(&self, folder: &store::Location, clock: &dyn Clock) -> Result<Manifest> {

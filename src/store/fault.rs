@@ -40,6 +40,8 @@ struct Faults {
     /// Right after the next metadata read (`head`) of a path containing the substring, another
     /// writer replaces it with these bytes.
     writes_after_head: Vec<(String, Bytes)>,
+    /// The path of every read (a get other than a `head`), in order.
+    reads: Vec<String>,
 }
 
 /// The wrapper. Cheap to clone: clones share their faults.
@@ -117,6 +119,14 @@ impl FaultStore {
         }
     }
 
+    /// The paths read so far (gets other than `head`s), in order; `take` empties the list.
+    pub fn take_reads(&self) -> Vec<String> {
+        self.faults
+            .lock()
+            .map(|mut f| std::mem::take(&mut f.reads))
+            .unwrap_or_default()
+    }
+
     /// How many failures were injected so far.
     pub fn injected(&self) -> usize {
         self.faults.lock().map(|f| f.injected).unwrap_or(0)
@@ -188,6 +198,11 @@ impl ObjectStore for FaultStore {
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
         self.check(Op::Get, location.as_ref()).await?;
+        if !options.head
+            && let Ok(mut f) = self.faults.lock()
+        {
+            f.reads.push(location.to_string());
+        }
         // Only whole-object reads (purge's), not the ranged reads of planning.
         let delete = options.range.is_none()
             && self.faults.lock().ok().is_some_and(|mut f| {

@@ -31,24 +31,63 @@ use crate::events::Events;
 use crate::plan::Table;
 use crate::spec::{Action, MatchSpec, Normalize};
 
+/// Files counted at once at most: each holds its key columns whole in memory while counted.
+const DEEP_FILES_IN_FLIGHT: usize = 16;
+
 /// The row number column added to each file's key columns.
 const ROW: &str = "__lakepurge_row";
 
 /// Counts, per file of `table`, the rows that still match a subject of `events`; returns the
 /// files (relative paths) with their counts, and the number of files scanned.
 pub async fn remaining(table: &Table, events: &Events) -> Result<(Vec<(String, u64)>, usize)> {
+    use futures::StreamExt;
     let name = &table.spec.name;
-    let ctx = SessionContext::new();
-    ctx.register_object_store(&table.location.store_url(), table.location.store.clone());
-    let subjects = register_subjects(&ctx, table, events)?;
+    let qerr = |e| Error::query(format!("deep verify, table {name}"), e);
+    let subjects_ctx = SessionContext::new();
+    let subjects = register_subjects(&subjects_ctx, table, events)?;
+    let mut providers = Vec::new();
+    // Rules of the same subject type and width share a table: each is registered once.
+    let names: std::collections::BTreeSet<&String> = subjects.iter().flatten().collect();
+    for s in names {
+        providers.push((
+            s.clone(),
+            subjects_ctx
+                .table_provider(s.as_str())
+                .await
+                .map_err(qerr)?,
+        ));
+    }
     let files = table.list().await?;
+    // Files are counted at once, each in its own session sharing the subjects' tables.
+    let counts: Vec<Result<(String, u64)>> = futures::stream::iter(&files)
+        .map(|meta| {
+            let (providers, subjects) = (&providers, &subjects);
+            async move {
+                let rel = table.location.relative(&meta.location);
+                let url = table.location.object_url(&meta.location);
+                let ctx = SessionContext::new();
+                ctx.register_object_store(
+                    &table.location.store_url(),
+                    table.location.store.clone(),
+                );
+                let counted = async {
+                    for (s, provider) in providers {
+                        ctx.register_table(s.as_str(), Arc::clone(provider))?;
+                    }
+                    count_file(&ctx, table, subjects, &url).await
+                };
+                let n = counted
+                    .await
+                    .map_err(|e| Error::query(format!("deep verify, table {name}: {rel}"), e))?;
+                Ok((rel, n))
+            }
+        })
+        .buffered(crate::plan::io_concurrency(&table.location).min(DEEP_FILES_IN_FLIGHT))
+        .collect()
+        .await;
     let mut out = Vec::new();
-    for meta in &files {
-        let rel = table.location.relative(&meta.location);
-        let url = table.location.object_url(&meta.location);
-        let n = count_file(&ctx, table, &subjects, &url)
-            .await
-            .map_err(|e| Error::query(format!("deep verify, table {name}: {rel}"), e))?;
+    for c in counts {
+        let (rel, n) = c?;
         if n > 0 {
             out.push((rel, n));
         }

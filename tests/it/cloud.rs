@@ -158,3 +158,88 @@ pub async fn refused_and_kept(
     let body = loc.store.get(path).await.unwrap().bytes().await.unwrap();
     assert_eq!(&body[..], newer, "the newer data was overwritten");
 }
+
+/// The plan over an S3 endpoint that delays every request (`benches/slow_s3.py`, the
+/// benchmark's) equals the plan of the same files on local disk, at every `--io-concurrency`,
+/// and reads each small file in one request.
+#[test]
+fn plan_over_a_delayed_endpoint_equals_the_local_plan() {
+    let ws = tempfile::tempdir().unwrap();
+    lakepurge::cmd::demo::write_sample(ws.path()).unwrap();
+    let root = std::path::absolute(ws.path()).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/slow_s3.py");
+    let server = Server::start("benches/slow_s3.py", |port| {
+        let mut c = std::process::Command::new(python());
+        c.arg(&script)
+            .args(["--root", root.to_str().unwrap(), "--delay-ms", "10"]);
+        c.args(["--port", &port.to_string()]);
+        c
+    });
+    let local_job = root.join("jobs/demo.toml");
+    let local = lakepurge(&["plan", "--job", local_job.to_str().unwrap(), "--json"]);
+    assert_eq!(local.code, 0);
+    // The same job with its tables in the bucket `warehouse` of the endpoint.
+    let remote = root.join("remote");
+    copy_dir(&root.join("jobs"), &remote);
+    let local_url = file_url(&root.join("warehouse"));
+    for entry in std::fs::read_dir(remote.join("tables")).unwrap() {
+        let p = entry.unwrap().path();
+        let text = std::fs::read_to_string(&p)
+            .unwrap()
+            .replace(&local_url, "s3://warehouse/");
+        std::fs::write(&p, text).unwrap();
+    }
+    let remote_job = remote.join("demo.toml");
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "test".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
+        ("AWS_ENDPOINT_URL", server.endpoint()),
+        ("AWS_ALLOW_HTTP", "true".to_string()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let fields = |out: &str| -> Vec<serde_json::Value> {
+        let v: serde_json::Value = serde_json::from_str(out).unwrap();
+        v["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                serde_json::json!([
+                    t["name"],
+                    t["files_listed"],
+                    t["files_pruned"],
+                    t["files_affected"],
+                    t["files_emptied"],
+                    t["rows_matched"],
+                    t["ids_unconvertible"],
+                    t["table_bytes"]
+                ])
+            })
+            .collect()
+    };
+    let expected = fields(&local.stdout);
+    assert!(
+        expected.iter().any(|t| t[3].as_u64().unwrap() > 0),
+        "nothing to find"
+    );
+    for io in ["1", "3", "64"] {
+        let args = [
+            "--io-concurrency",
+            io,
+            "plan",
+            "--job",
+            remote_job.to_str().unwrap(),
+            "--json",
+        ];
+        let over = lakepurge_env(&args, &env);
+        assert_eq!(over.code, 0, "{}", over.stderr);
+        assert_eq!(fields(&over.stdout), expected, "--io-concurrency {io}");
+        let v: serde_json::Value = serde_json::from_str(&over.stdout).unwrap();
+        for t in v["tables"].as_array().unwrap() {
+            // The sample's files are small: one request each, never more bytes than they hold.
+            assert_eq!(t["requests"], t["files_listed"], "{t}");
+            assert!(t["bytes_read"].as_u64() <= t["table_bytes"].as_u64(), "{t}");
+        }
+    }
+}

@@ -17,7 +17,9 @@ fn assert_agree(job: &Path) -> (usize, u64) {
         let events = lakepurge::events::load(&job).await.unwrap();
         let (mut files, mut rows) = (0, 0);
         for table in lakepurge::plan::Table::resolve_all(&job).unwrap() {
-            let plan = lakepurge::plan::plan_table(&table, &events).await.unwrap();
+            let plan = lakepurge::plan::plan_table(&table, &events, None)
+                .await
+                .unwrap();
             let by_plan: BTreeMap<String, u64> = plan
                 .files
                 .iter()

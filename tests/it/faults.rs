@@ -319,3 +319,109 @@ async fn a_file_deleted_by_another_writer_is_recorded_not_resurrected() {
         "the deleted file was recreated"
     );
 }
+
+/// What a manifest says of the tables, without what differs between two stores or runs
+/// (etags, versions, times).
+fn tables_of(m: &lakepurge::manifest::Manifest) -> Vec<serde_json::Value> {
+    m.tables
+        .iter()
+        .map(|t| {
+            let files: Vec<_> = t
+                .files
+                .iter()
+                .map(|f| {
+                    let v =
+                        |x: &lakepurge::manifest::FileVersion| (x.size, x.sha256.clone(), x.rows);
+                    serde_json::json!([
+                        f.path,
+                        f.rows_removed,
+                        v(&f.before),
+                        f.after.as_ref().map(v),
+                        f.per_event
+                    ])
+                })
+                .collect();
+            serde_json::json!([
+                t.name,
+                t.files_listed,
+                t.files_pruned,
+                t.files_rewritten,
+                t.files_deleted,
+                t.rows_removed,
+                t.ids_unconvertible,
+                files
+            ])
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shards_read_only_their_own_files_and_the_final_step_reads_none() {
+    use lakepurge::purge::Shard;
+    let reference = purge_completed(&mem_sample("shards-whole").await)
+        .await
+        .manifest;
+
+    let s = mem_sample("shards-split").await;
+    let tables = lakepurge::plan::Table::resolve_all(&s.job).unwrap();
+    // (table, path relative to it) of a read of a table file; None for other objects.
+    let table_file = |path: &str| {
+        tables.iter().find_map(|t| {
+            let p = ObjPath::from(path);
+            p.prefix_match(&t.location.prefix)
+                .map(|_| (t.spec.name.clone(), t.location.relative(&p)))
+        })
+    };
+    s.faults.take_reads();
+    let mut seen = std::collections::BTreeSet::new();
+    for index in 0..3 {
+        let shard = Shard { index, count: 3 };
+        let opts = purge::Options {
+            shard: Some(shard),
+            ..Default::default()
+        };
+        let out = purge::purge(&s.job, "r1", &SystemClock, &opts)
+            .await
+            .unwrap();
+        assert!(matches!(out, Outcome::ShardDone { .. }), "{out:?}");
+        let read: std::collections::BTreeSet<_> = s
+            .faults
+            .take_reads()
+            .iter()
+            .filter_map(|p| table_file(p))
+            .collect();
+        for (table, path) in &read {
+            assert!(
+                shard.owns(table, path),
+                "shard {shard} read {table} {path}, not its own"
+            );
+            assert!(
+                seen.insert((table.clone(), path.clone())),
+                "{path} read by two shards"
+            );
+        }
+    }
+    let out = purge::purge(&s.job, "r1", &SystemClock, &purge::Options::default())
+        .await
+        .unwrap();
+    let Outcome::Completed(stored) = out else {
+        panic!("{out:?}")
+    };
+    let after: Vec<_> = s
+        .faults
+        .take_reads()
+        .iter()
+        .filter_map(|p| table_file(p))
+        .collect();
+    assert_eq!(after, Vec::new(), "the final step read table files");
+    assert_eq!(tables_of(&stored.manifest), tables_of(&reference));
+    assert_eq!(stored.manifest.per_event, reference.per_event);
+    assert_eq!(stored.manifest.events.digest, reference.events.digest);
+    // Every file of the sample was read by exactly one shard.
+    let listed: usize = reference
+        .tables
+        .iter()
+        .map(|t| t.files_listed as usize)
+        .sum();
+    assert_eq!(seen.len(), listed);
+}

@@ -19,9 +19,6 @@ use crate::plan::{self, Matcher, StoreReader};
 use crate::spec::{Action, MatchSpec, Normalize, TableFormat, TableSpec};
 use crate::store::ObjectVersion;
 
-/// Files read at once.
-const FILES_IN_FLIGHT: usize = 16;
-
 /// Name parts of columns that usually hold personal identifiers.
 const ID_WORDS: &[&str] = &[
     "id",
@@ -102,7 +99,7 @@ struct Opened {
 /// each subject type's text ids are normalised (as the job's rules do).
 pub async fn gather(
     table: &str,
-    store: &Arc<dyn ObjectStore>,
+    root: &crate::store::Location,
     relative: impl Fn(&ObjectMeta) -> String,
     files: Vec<ObjectMeta>,
     events: &Events,
@@ -111,11 +108,13 @@ pub async fn gather(
 ) -> TableEvidence {
     let mut out = TableEvidence::default();
     let sampled = files.len() as u64;
+    let in_flight = plan::io_concurrency(root);
+    let store = &root.store;
     let opened: Vec<Option<Opened>> = futures::stream::iter(files.into_iter().map(|meta| {
         let rel = relative(&meta);
         open(table, Arc::clone(store), meta, rel)
     }))
-    .buffered(FILES_IN_FLIGHT)
+    .buffered(in_flight)
     .collect()
     .await;
     let opened: Vec<Opened> = opened.into_iter().flatten().collect();
@@ -129,7 +128,16 @@ pub async fn gather(
     for column in out.columns.iter().filter(|c| !covered.contains(*c)) {
         for subject_type in events.by_type.keys() {
             let norm = normalize.get(subject_type).copied().flatten();
-            let found = look_up(table, &opened, column, subject_type, norm, events).await;
+            let found = look_up(
+                table,
+                &opened,
+                column,
+                subject_type,
+                norm,
+                events,
+                in_flight,
+            )
+            .await;
             if found.rows > 0 {
                 out.evidence.push(found);
             }
@@ -199,6 +207,7 @@ async fn look_up(
     subject_type: &str,
     normalize: Option<Normalize>,
     events: &Events,
+    in_flight: usize,
 ) -> Evidence {
     let text = files
         .iter()
@@ -219,7 +228,7 @@ async fn look_up(
             }
         }
     })
-    .buffer_unordered(FILES_IN_FLIGHT)
+    .buffer_unordered(in_flight)
     .collect()
     .await;
     Evidence {

@@ -210,7 +210,7 @@ async fn examine(
         .flat_map(|m| m.key_paths())
         .collect();
     let rel = |m: &object_store::ObjectMeta| root.relative(&m.location);
-    let ev = evidence::gather(&name, &root.store, rel, sample, events, normalize, &covered).await;
+    let ev = evidence::gather(&name, root, rel, sample, events, normalize, &covered).await;
     let suspects = ev
         .columns
         .iter()

@@ -1,4 +1,5 @@
-//! `--shard I/N`: which of a run's files a worker purges.
+//! `--shard I/N`: which of a run's files a worker plans and purges. Ownership is decided
+//! from the listing (table name and path), before any read, so a shard reads only its files.
 
 /// `--shard I/N`: a stable subset of the run's files. A file belongs to shard
 /// `hash(table name, path) mod N`, the same on every attempt and every machine.
