@@ -2,7 +2,7 @@
 """The find phase on an object store with latency (issue #18): `lakepurge plan` against
 `pyarrow.dataset` reading the same key column through the same endpoint, in the same run.
 
-    python3 benches/find_s3.py [--scenarios small,many,large] [--delay-ms 25] [--no-build]
+    python3 benches/find_s3.py [--scenarios small,many,large] [--delay-ms 25] [--no-build] [--purge]
 
 Scenarios (generated once under --data, default ~/.cache/lakepurge-bench-s3):
   small  3,000 files x 2,000 rows (one row group each)
@@ -15,6 +15,8 @@ every file's range, so statistics prune nothing and every file's key column must
 The endpoint is benches/slow_s3.py: every request answered after --delay-ms, many at once.
 Per scenario: wall time, requests made (from the endpoint), bytes read against the table's
 bytes, peak RSS (wait4), and the latency floor = requests x delay / requests in flight.
+With --purge, also `lakepurge purge` of a copy of the small table through the endpoint, with
+the default files in flight on an object store and with --concurrency 3 (the local default).
 Writes the table to stdout and appends it to benches/RESULTS.md with --record.
 """
 import argparse
@@ -94,6 +96,32 @@ def stats(port, reset=False):
         return json.loads(r.read() or b"{}")
 
 
+def write_job(work, job_name, table):
+    """A job over the NDJSON events in `work` and the table `s3://bucket/<table>/`."""
+    job = os.path.join(work, "job.toml")
+    with open(job, "w") as f:
+        f.write(f"""[job]
+name = "{job_name}"
+manifests = "{work}/manifests"
+[events]
+location = "{work}/events"
+format = "ndjson"
+[[table]]
+name = "{table}"
+location = "s3://bucket/{table}/"
+[[table.match]]
+column = "user_id"
+subject_type = "user_id"
+""")
+    return job
+
+
+def s3_env(port):
+    return dict(os.environ, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
+                AWS_REGION="us-east-1", AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
+                AWS_ALLOW_HTTP="true", LAKEPURGE_LOG="warn")
+
+
 PYARROW = """
 import sys, pyarrow.dataset as ds, pyarrow.fs as fs
 s3 = fs.S3FileSystem(access_key="test", secret_key="test", region="us-east-1",
@@ -109,24 +137,8 @@ def scenario(name, spec, data, port, delay, pyarrow_max):
     table_bytes = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder) if f.endswith(".parquet"))
     work = tempfile.mkdtemp(prefix=f"find-{name}-")
     events(os.path.join(work, "events"), spec["files"], spec["rows"])
-    job = os.path.join(work, "job.toml")
-    with open(job, "w") as f:
-        f.write(f"""[job]
-name = "find"
-manifests = "{work}/manifests"
-[events]
-location = "{work}/events"
-format = "ndjson"
-[[table]]
-name = "{name}"
-location = "s3://bucket/{name}/"
-[[table.match]]
-column = "user_id"
-subject_type = "user_id"
-""")
-    env = dict(os.environ, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
-               AWS_REGION="us-east-1", AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
-               AWS_ALLOW_HTTP="true", LAKEPURGE_LOG="warn")
+    job = write_job(work, "find", name)
+    env = s3_env(port)
     rows = []
     stats(port, reset=True)
     wall, rss, out = run_measured([BIN, "plan", "--job", job, "--json"], env)
@@ -146,6 +158,36 @@ subject_type = "user_id"
     return rows
 
 
+def purge_scenario(name, spec, data, port, delay):
+    """`lakepurge purge` of a fresh copy of the scenario's table through the endpoint (the
+    affected files are read whole, rewritten and put back conditionally): the default files in
+    flight on an object store against the local default (CPUs + 1)."""
+    import shutil
+
+    rows = []
+    src = os.path.join(data, "bucket", name)
+    for label, extra in [("purge (default: 16 files at once)", []),
+                         ("purge --concurrency 3", ["--concurrency", "3"])]:
+        copy = os.path.join(data, "bucket", f"purge-{name}")
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(src, copy)
+        table_bytes = sum(os.path.getsize(os.path.join(copy, f)) for f in os.listdir(copy) if f.endswith(".parquet"))
+        work = tempfile.mkdtemp(prefix=f"purge-{name}-")
+        events(os.path.join(work, "events"), spec["files"], spec["rows"])
+        job = write_job(work, "purge", f"purge-{name}")
+        env = s3_env(port)
+        stats(port, reset=True)
+        wall, rss, _ = run_measured([BIN, "purge", "--job", job, "--run-id", "bench", *extra], env)
+        s = stats(port)
+        with open(os.path.join(work, "manifests", "purge", "bench.json")) as f:
+            m = json.load(f)
+        rewritten = m["tables"][0]["files_rewritten"]
+        rows.append(dict(scenario=name, tool=label, files=spec["files"], wall=wall,
+                         requests=s["requests"], bytes=s["bytes"], table=table_bytes, rss=rss,
+                         floor=None, affected=rewritten))
+    return rows
+
+
 def mb(n):
     return f"{n / 1e6:.1f} MB"
 
@@ -158,7 +200,7 @@ def table(rows, delay_ms):
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     base = {r["scenario"]: r["wall"] for r in rows if r["tool"] == "pyarrow.dataset"}
     for r in rows:
-        vs = f"{base[r['scenario']] / r['wall']:.1f}x" if r["scenario"] in base else "-"
+        vs = f"{base[r['scenario']] / r['wall']:.1f}x" if r["scenario"] in base and not r["tool"].startswith("purge") else "-"
         floor = f"{r['floor']:.2f} s" if r["floor"] is not None else "-"
         lines.append(
             f"| {r['scenario']} | {r['files']:,} | {r['tool']} | {r['wall']:.2f} s | {vs} | {r['requests']:,} | "
@@ -175,6 +217,7 @@ def main():
     ap.add_argument("--pyarrow-max-files", type=int, default=3000)
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--record", action="store_true", help="append the table to benches/RESULTS.md")
+    ap.add_argument("--purge", action="store_true", help="also purge a copy of the small table")
     args = ap.parse_args()
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "--bin", "lakepurge"], cwd=ROOT, check=True)
@@ -188,13 +231,17 @@ def main():
         for name in args.scenarios.split(","):
             rows += scenario(name, SCENARIOS[name], args.data, port, args.delay_ms / 1000, args.pyarrow_max_files)
             print(table(rows, args.delay_ms), flush=True)
+        if args.purge:
+            rows += purge_scenario("small", SCENARIOS["small"], args.data, port, args.delay_ms / 1000)
+            print(table(rows, args.delay_ms), flush=True)
     finally:
         server.terminate()
     text = table(rows, args.delay_ms)
     if args.record:
         with open(os.path.join(ROOT, "benches", "RESULTS.md"), "a") as f:
             f.write(f"\n## {time.strftime('%Y-%m-%d')}: the find phase over S3 with latency (issue #18)\n\n"
-                    f"Command: `python3 benches/find_s3.py --scenarios {args.scenarios} --delay-ms {args.delay_ms:g}`\n\n"
+                    f"Command: `python3 benches/find_s3.py --scenarios {args.scenarios} --delay-ms {args.delay_ms:g}"
+                    f"{' --purge' if args.purge else ''}`\n\n"
                     + text + "\n")
 
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """A local S3-compatible endpoint with latency, for the find-phase benchmark (issue #18).
 
-Serves a folder as one bucket per top-level subfolder, read-only: ListObjectsV2 (prefix,
-delimiter, max-keys, continuation-token, start-after), HEAD and GET of an object (with Range).
+Serves a folder as one bucket per top-level subfolder: ListObjectsV2 (prefix, delimiter,
+max-keys, continuation-token, start-after), HEAD and GET of an object (with Range), PUT (with
+If-Match / If-None-Match: * conditions, as object_store's conditional writes send them) and
+DELETE; a bucket's versioning status is "never enabled".
 Every request is answered after --delay-ms (default 25), and any number are served at once
 (asyncio), as an object store does; moto answers ~400 requests a second, too few to show
 requests in flight. Authentication is not checked. Counts requests and bytes sent:
@@ -23,7 +25,8 @@ import sys
 import urllib.parse
 from xml.sax.saxutils import escape
 
-STATS = {"requests": 0, "list": 0, "head": 0, "get": 0, "bytes": 0}
+STATS = {"requests": 0, "list": 0, "head": 0, "get": 0, "bytes": 0, "put": 0, "delete": 0,
+         "bytes_in": 0}
 
 
 def etag_of(path, st):
@@ -34,15 +37,17 @@ KEYS = {}
 
 
 def keys_of(root, bucket):
-    """The bucket's keys, sorted (listed once: the folder is served read-only)."""
-    if bucket not in KEYS:
-        base = os.path.join(root, bucket)
+    """The bucket's keys, sorted: listed once, again when a folder appears at its top (PUT and
+    DELETE keep the list up to date themselves)."""
+    base = os.path.join(root, bucket)
+    stamp = os.stat(base).st_mtime_ns if os.path.isdir(base) else 0
+    if KEYS.get(bucket, (None,))[0] != stamp:
         keys = []
         for dirpath, _, files in os.walk(base):
             for f in files:
                 keys.append(os.path.relpath(os.path.join(dirpath, f), base).replace(os.sep, "/"))
-        KEYS[bucket] = sorted(keys)
-    return KEYS[bucket]
+        KEYS[bucket] = (stamp, sorted(keys))
+    return KEYS[bucket][1]
 
 
 def listing(root, bucket, query):
@@ -98,12 +103,53 @@ def respond(status, reason, headers, body, head=False):
     return data if head else data + body
 
 
-def handle(root, method, target, headers):
+def put(root, bucket, key, headers, body):
+    path = os.path.join(root, bucket, key)
+    keys = keys_of(root, bucket)
+    exists = os.path.isfile(path)
+    want = headers.get("if-match")
+    if (want and (not exists or etag_of(path, os.stat(path)) != want)) or \
+            (headers.get("if-none-match") == "*" and exists):
+        STATS["put"] += 1
+        body = b"<Error><Code>PreconditionFailed</Code><Message>condition</Message></Error>"
+        return respond(412, "Precondition Failed", {"Content-Type": "application/xml"}, body)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".slow-s3-tmp"
+    with open(tmp, "wb") as f:
+        f.write(body)
+    os.replace(tmp, path)
+    if not exists:
+        bisect.insort(keys, key)
+    STATS["put"] += 1
+    STATS["bytes_in"] += len(body)
+    return respond(200, "OK", {"ETag": etag_of(path, os.stat(path))}, b"")
+
+
+def delete(root, bucket, key):
+    path = os.path.join(root, bucket, key)
+    keys = keys_of(root, bucket)
+    if os.path.isfile(path):
+        os.remove(path)
+        i = bisect.bisect_left(keys, key)
+        if i < len(keys) and keys[i] == key:
+            keys.pop(i)
+    STATS["delete"] += 1
+    return respond(204, "No Content", {}, b"")
+
+
+def handle(root, method, target, headers, body=b""):
     url = urllib.parse.urlsplit(target)
     query = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=True))
     parts = urllib.parse.unquote(url.path).lstrip("/").split("/", 1)
     bucket = parts[0]
     key = parts[1] if len(parts) > 1 else ""
+    if not key and "versioning" in query:
+        body = b'<VersioningConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"/>'
+        return respond(200, "OK", {"Content-Type": "application/xml"}, body)
+    if method == "PUT":
+        return put(root, bucket, key, headers, body)
+    if method == "DELETE":
+        return delete(root, bucket, key)
     if not key:
         body = listing(root, bucket, query)
         STATS["list"] += 1
@@ -154,8 +200,7 @@ async def serve_connection(reader, writer, root, delay):
                 k, v = line.decode().split(":", 1)
                 headers[k.strip().lower()] = v.strip()
             length = int(headers.get("content-length", "0") or 0)
-            if length:
-                await reader.readexactly(length)
+            body = await reader.readexactly(length) if length else b""
             if target.startswith("/__stats"):
                 writer.write(respond(200, "OK", {"Content-Type": "application/json"}, json.dumps(STATS).encode()))
             elif target.startswith("/__reset"):
@@ -165,7 +210,7 @@ async def serve_connection(reader, writer, root, delay):
             else:
                 STATS["requests"] += 1
                 await asyncio.sleep(delay)
-                writer.write(handle(root, method, target, headers))
+                writer.write(handle(root, method, target, headers, body))
             await writer.drain()
     except (ConnectionResetError, BrokenPipeError, asyncio.IncompleteReadError):
         pass

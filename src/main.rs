@@ -66,7 +66,7 @@ enum Command {
         #[arg(long)]
         shard: Option<String>,
         /// Files rewritten at once (default: one more than the CPUs, so that one file's I/O
-        /// overlaps the others' CPU work).
+        /// overlaps the others' CPU work; at least 16 when a table is on an object store).
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
         concurrency: Option<u16>,
         /// Memory the run may hold, e.g. 512MiB or 2GiB (default 2GiB): the files being

@@ -82,7 +82,8 @@ pub struct Options<'a> {
     pub failpoint: Failpoint,
     /// Process only this shard's files and write no manifest.
     pub shard: Option<Shard>,
-    /// Files in flight at once (default: `default_concurrency`).
+    /// Files in flight at once (default: [`default_concurrency`], at least
+    /// [`OBJECT_STORE_CONCURRENCY`] when a table is on an object store).
     pub concurrency: Option<usize>,
     /// Show a progress bar on stderr (the binary sets it only when stderr is a terminal).
     pub progress: bool,
@@ -98,6 +99,21 @@ pub struct Options<'a> {
 /// the others' CPU work.
 pub fn default_concurrency() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get()) + 1
+}
+
+/// Files worked on at once by default when a table is on an object store: each file's reads
+/// and upload wait on the store's latency, so more overlap the rewrites (the memory budget
+/// still bounds what they hold).
+pub const OBJECT_STORE_CONCURRENCY: usize = 16;
+
+/// The default files in flight for `tables`.
+fn concurrency_for(tables: &[Table]) -> usize {
+    let on_object_store = tables.iter().any(|t| t.location.url.scheme() != "file");
+    if on_object_store {
+        default_concurrency().max(OBJECT_STORE_CONCURRENCY)
+    } else {
+        default_concurrency()
+    }
 }
 
 /// Who a run is: what a Delta commit records of it.
@@ -136,6 +152,7 @@ impl<'a> Attempt<'a> {
         events: &'a Events,
         opts: &Options<'_>,
         plans: &[TablePlan],
+        default: usize,
     ) -> Attempt<'a> {
         Attempt {
             run,
@@ -147,7 +164,7 @@ impl<'a> Attempt<'a> {
             intents: AtomicUsize::new(0),
             commits: AtomicUsize::new(0),
             shard: opts.shard,
-            concurrency: opts.concurrency.unwrap_or_else(default_concurrency),
+            concurrency: opts.concurrency.unwrap_or(default),
             budget: Budget::new(
                 opts.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT),
                 resident_bytes().unwrap_or(0),
@@ -224,7 +241,8 @@ async fn run(job: &Job, run_id: &str, clock: &dyn Clock, opts: &Options<'_>) -> 
         manifest: folder.object_url(&manifest::path(&folder, run_id)),
     };
     let versioned = versions::versioned_tables(&tables, &plans);
-    let attempt = Attempt::new(run, versioned, journal, &events, opts, &plans);
+    let default = concurrency_for(&tables);
+    let attempt = Attempt::new(run, versioned, journal, &events, opts, &plans, default);
     versions::resume(&tables, &attempt, &mut entries).await?;
     let failures = purge_tables(&tables, &plans, &attempt, &mut entries).await;
     attempt.progress.finish_and_clear();
