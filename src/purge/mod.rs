@@ -667,7 +667,16 @@ async fn resolve_pending(table: &Table, entry: &mut Entry, journal: &Journal) ->
             Some(record)
         }
         (None, None) => Some(pending.clone()),
-        _ => None,
+        // Another writer may have replaced the key after the commit: a versioned bucket tells.
+        _ => versions::committed_before_a_newer_write(table, &path, &pending)
+            .await?
+            .map(|version| {
+                let mut record = pending.clone();
+                if let Some(a) = record.after.as_mut() {
+                    a.version = version;
+                }
+                record
+            }),
     };
     tracing::info!(
         table = %table.spec.name,

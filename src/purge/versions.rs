@@ -141,6 +141,55 @@ pub(super) async fn settle(table: &Table, attempt: &Attempt<'_>, entry: &mut Ent
     Ok(())
 }
 
+/// Whether a rewrite left pending by a crash committed although the object is no longer its
+/// result, because another writer replaced (or re-created) the key since. On a versioned
+/// bucket the version right after the one read tells: the purge's commit was conditional on
+/// the version read being current, so its result is the next version, a delete marker for a
+/// deletion or a version holding the new bytes. Returns the new version's id (none for a
+/// deletion) when it committed; `None` when it did not or the bucket keeps no versions.
+pub(super) async fn committed_before_a_newer_write(
+    table: &Table,
+    path: &Path,
+    pending: &FileRecord,
+) -> Result<Option<Option<String>>> {
+    let (Some(calls), Some(read)) = (&table.location.versions, &pending.before.version) else {
+        return Ok(None);
+    };
+    let listed = calls.list(path).await?;
+    let Some(next) = listed
+        .iter()
+        .position(|v| &v.id == read)
+        .and_then(|at| at.checked_sub(1))
+        .map(|i| &listed[i])
+    else {
+        return Ok(None);
+    };
+    match (&pending.after, next.delete_marker) {
+        (None, true) => Ok(Some(None)),
+        (Some(after), false) => {
+            let opts = object_store::GetOptions {
+                version: Some(next.id.clone()),
+                ..Default::default()
+            };
+            let bytes = match table.location.store.get_opts(path, opts).await {
+                Ok(g) => g.bytes().await.map_err(|e| {
+                    crate::error::Error::store(format!("reading {path} version {}", next.id), e)
+                })?,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => {
+                    return Err(crate::error::Error::store(
+                        format!("reading {path} version {}", next.id),
+                        e,
+                    ));
+                }
+            };
+            let ours = crate::manifest::sha256_hex(&bytes) == after.sha256;
+            Ok(ours.then(|| Some(next.id.clone())))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// On resuming a run: settles the old versions of every file an earlier attempt committed.
 pub(super) async fn resume(
     tables: &[Table],

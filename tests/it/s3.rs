@@ -591,6 +591,58 @@ fn s3_versioned_bucket_newer_versions_of_another_writer_are_kept() {
     assert_eq!(m["tables"][0]["versions_deleted"], serde_json::json!(6));
 }
 
+/// Killed right after a commit, before the journal records it, then another writer replaces
+/// the key: the object no longer holds the purge's bytes, yet on a versioned bucket the
+/// resumed run finds its commit (the version right after the one it read is its own), records
+/// it with its version id and deletes the versions that held the erased rows.
+#[test]
+fn s3_versioned_commit_hidden_by_another_writer_is_found_on_resume() {
+    let (moto, _ws, job) = versioned_setup("");
+    // One file at a time, in path order: the kill comes right after a.parquet's commit.
+    let args = [
+        "purge",
+        "--job",
+        &job,
+        "--run-id",
+        "r1",
+        "--concurrency",
+        "1",
+    ];
+    let crashed = moto.lakepurge(&args, &[("LAKEPURGE_FAILPOINT", "after_commit=1")]);
+    assert_ne!(crashed.code, 0);
+    moto.boto(
+        "import io, pyarrow as pa, pyarrow.parquet as pq\n\
+         buf = io.BytesIO()\n\
+         pq.write_table(pa.table({'user_id': pa.array([7, 8], pa.int64()), 'v': ['7', '8']}), buf)\n\
+         c.put_object(Bucket='lake', Key='warehouse/t/a.parquet', Body=buf.getvalue())\n",
+        &[],
+    );
+    let resumed = moto.lakepurge(&["purge", "--job", &job, "--run-id", "r1"], &[]);
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    let m = manifest_of(&moto, "r1");
+    let a = m["tables"][0]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == "a.parquet")
+        .cloned()
+        .expect("the commit of a.parquet is missing from the manifest");
+    assert!(a["after"]["version"].is_string(), "{a}");
+    let now = versions_now(&moto);
+    let users: Vec<serde_json::Value> = now["a.parquet"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| !v[1].is_null())
+        .map(|v| v[1].clone())
+        .collect();
+    assert_eq!(
+        users,
+        vec![serde_json::json!([7, 8]), serde_json::json!([1, 2, 4, 12])],
+        "{now}"
+    );
+}
+
 /// Versioning suspended after versions were kept: a put replaces the `null` version in place.
 /// The purge's new `null` version stays (it is the one read, replaced), and the versions kept
 /// from before the suspension, which hold the erased rows, go.
