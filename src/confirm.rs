@@ -24,7 +24,7 @@ use datafusion::common::JoinType;
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext, col, lit};
 use futures::StreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{PutMode, PutOptions, PutPayload};
 
 use crate::error::{Error, Result};
 use crate::events::{self, USABLE};
@@ -162,13 +162,10 @@ pub async fn write(
 
 /// The record of the run's file if an earlier attempt wrote it.
 async fn existing(loc: &Location, path: &Path) -> Result<Option<ConfirmationsRecord>> {
-    let bytes = match loc.store.get(path).await {
-        Ok(g) => g
-            .bytes()
-            .await
-            .map_err(|e| Error::store(format!("reading confirmations {path}"), e))?,
-        Err(object_store::Error::NotFound { .. }) => return Ok(None),
-        Err(e) => return Err(Error::store(format!("reading confirmations {path}"), e)),
+    let Some(bytes) =
+        crate::store::read_if_exists(loc.store.as_ref(), path, "confirmations").await?
+    else {
+        return Ok(None);
     };
     let url = loc.object_url(path);
     let meta = parquet::file::metadata::ParquetMetaDataReader::new()

@@ -121,13 +121,9 @@ impl Journal {
     }
 
     async fn read_json<T: serde::de::DeserializeOwned>(&self, path: &Path) -> Result<Option<T>> {
-        let bytes = match self.folder.store.get(path).await {
-            Ok(r) => r
-                .bytes()
-                .await
-                .map_err(|e| Error::store(format!("reading journal {path}"), e))?,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(Error::store(format!("reading journal {path}"), e)),
+        let store = self.folder.store.as_ref();
+        let Some(bytes) = crate::store::read_if_exists(store, path, "journal").await? else {
+            return Ok(None);
         };
         serde_json::from_slice(&bytes)
             .map(Some)

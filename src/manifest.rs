@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -361,13 +361,9 @@ pub fn parse(bytes: &[u8], shown: &str) -> Result<Manifest> {
 
 /// Reads the manifest at `path`, or `None` if there is none.
 pub async fn read(folder: &Location, path: &Path) -> Result<Option<Stored>> {
-    let bytes = match folder.store.get(path).await {
-        Ok(r) => r
-            .bytes()
-            .await
-            .map_err(|e| Error::store(format!("reading manifest {path}"), e))?,
-        Err(object_store::Error::NotFound { .. }) => return Ok(None),
-        Err(e) => return Err(Error::store(format!("reading manifest {path}"), e)),
+    let Some(bytes) = crate::store::read_if_exists(folder.store.as_ref(), path, "manifest").await?
+    else {
+        return Ok(None);
     };
     let url = folder.object_url(path);
     let manifest = parse(&bytes, &url)?;

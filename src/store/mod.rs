@@ -159,6 +159,22 @@ impl Location {
     }
 }
 
+/// The bytes of the object at `path`, or `None` when there is none; errors say `reading
+/// {what} {path}`.
+pub async fn read_if_exists(
+    store: &dyn ObjectStore,
+    path: &Path,
+    what: &str,
+) -> Result<Option<bytes::Bytes>> {
+    use object_store::ObjectStoreExt;
+    let failed = |e| Error::store(format!("reading {what} {path}"), e);
+    match store.get(path).await {
+        Ok(r) => Ok(Some(r.bytes().await.map_err(failed)?)),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(failed(e)),
+    }
+}
+
 /// Whether a path relative to a table or event location names a data file: no segment may
 /// start with `_` or `.` (Spark's and Hive's convention for metadata and temporary files).
 pub fn is_data_file(relative: &str) -> bool {

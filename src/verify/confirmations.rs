@@ -10,7 +10,6 @@ use arrow::array::{Array, AsArray, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Int64Type};
 use datafusion::common::JoinType;
 use datafusion::prelude::{SessionContext, col};
-use object_store::ObjectStoreExt;
 
 use super::{Check, fail, ok};
 use crate::confirm::{self, Tally};
@@ -79,15 +78,9 @@ async fn read_file(
             rec.file.as_deref().unwrap_or("none")
         )));
     }
-    let bytes = match loc.store.get(&path).await {
-        Ok(g) => g
-            .bytes()
-            .await
-            .map_err(|e| Error::store(format!("reading {url}"), e))?,
-        Err(object_store::Error::NotFound { .. }) => {
-            return Ok(Err(format!("confirmations: {url} is missing")));
-        }
-        Err(e) => return Err(Error::store(format!("reading {url}"), e)),
+    let store = loc.store.as_ref();
+    let Some(bytes) = crate::store::read_if_exists(store, &path, "confirmations").await? else {
+        return Ok(Err(format!("confirmations: {url} is missing")));
     };
     let sha = manifest::sha256_hex(&bytes);
     if rec.sha256.as_deref() != Some(sha.as_str()) {
