@@ -627,12 +627,10 @@ async fn read_stats(
 ) -> Result<()> {
     let shown = loc.url.to_string();
     let stats = ctx
-        .sql(
-            "SELECT count(*) AS n, \
-             sum(CASE WHEN event_id IS NULL OR subject_type IS NULL OR subject_id IS NULL \
-                      OR btrim(subject_id) = '' THEN 1 ELSE 0 END) AS skipped, \
-             CAST(max(requested_at) AS VARCHAR) AS max_requested_at FROM events",
-        )
+        .sql(&format!(
+            "SELECT count(*) AS n, sum(CASE WHEN {USABLE} THEN 0 ELSE 1 END) AS skipped, \
+             CAST(max(requested_at) AS VARCHAR) AS max_requested_at FROM events"
+        ))
         .await
         .map_err(|e| Error::events(&shown, e))?
         .collect()
