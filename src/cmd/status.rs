@@ -113,25 +113,27 @@ pub async fn status(
             .map_err(qerr)?;
     }
     // The first query reads every row: a file that does not read is bad input, named.
-    let counts = match collect(
+    let counts = match count_rows(
         &ctx,
         &format!(
             "SELECT count(*), sum(CASE WHEN {USABLE} THEN 0 ELSE 1 END), \
              count(DISTINCT CASE WHEN {USABLE} THEN event_id END) FROM events"
         ),
         &shown,
+        false,
     )
     .await
     {
-        Ok(counts) => counts,
+        Ok(rows) => rows.into_iter().next().map(|(_, c)| c).unwrap_or_default(),
         Err(Error::Query { source, .. }) => {
             return Err(events::read_error(&ctx, &job.events, &loc, &listed, *source).await);
         }
         Err(e) => return Err(e),
     };
-    [s.rows, s.skipped_rows, s.events] = [int(&counts, 0), int(&counts, 1), int(&counts, 2)];
+    let count = |i: usize| counts.get(i).copied().unwrap_or(0);
+    [s.rows, s.skipped_rows, s.events] = [count(0), count(1), count(2)];
     if confirmed.is_some() {
-        let by_status = collect(
+        let by_status = count_rows(
             &ctx,
             &format!(
                 "SELECT c.status, count(*) FROM \
@@ -140,9 +142,13 @@ pub async fn status(
                  ON e.event_id = c.event_id GROUP BY c.status"
             ),
             &shown,
+            true,
         )
         .await?;
-        for (status, n) in by_status {
+        for (status, n) in by_status
+            .iter()
+            .map(|(k, c)| (k, c.first().copied().unwrap_or(0)))
+        {
             match status.as_str() {
                 "erased" => s.erased += n,
                 _ => s.no_data += n,
@@ -227,12 +233,14 @@ fn tally_pending(
     Ok(())
 }
 
-/// The rows of a query of (text, count) or of one row of counts, as (first column, second).
-async fn collect(
+/// The rows of a query whose columns are counts, after a first text column when `keyed` (the
+/// group's key; empty otherwise). A null count is 0.
+async fn count_rows(
     ctx: &datafusion::prelude::SessionContext,
     sql: &str,
     shown: &str,
-) -> Result<Vec<(String, u64)>> {
+    keyed: bool,
+) -> Result<Vec<(String, Vec<u64>)>> {
     let qerr = |e| Error::query(shown, e);
     let batches = ctx
         .sql(sql)
@@ -244,35 +252,33 @@ async fn collect(
     let aerr = |e| Error::arrow(format!("events at {shown}"), e);
     let mut out = Vec::new();
     for b in &batches {
-        let cols = (0..b.num_columns())
-            .map(|i| {
-                let target = if i == 0 && b.num_columns() == 2 {
-                    DataType::Utf8
-                } else {
-                    DataType::Int64
-                };
-                arrow::compute::cast(b.column(i), &target).map_err(aerr)
-            })
+        let keys = match keyed {
+            true => Some(arrow::compute::cast(b.column(0), &DataType::Utf8).map_err(aerr)?),
+            false => None,
+        };
+        let counts = (usize::from(keyed)..b.num_columns())
+            .map(|i| arrow::compute::cast(b.column(i), &DataType::Int64).map_err(aerr))
             .collect::<Result<Vec<_>>>()?;
         for r in 0..b.num_rows() {
-            if b.num_columns() == 2 {
-                let key = cols[0].as_string::<i32>();
-                let n = cols[1].as_primitive::<Int64Type>();
-                out.push((key.value(r).to_string(), n.value(r).max(0) as u64));
-            } else {
-                for c in &cols {
+            let key = keys
+                .as_ref()
+                .map(|k| k.as_string::<i32>().value(r).to_string())
+                .unwrap_or_default();
+            let values = counts
+                .iter()
+                .map(|c| {
                     let n = c.as_primitive::<Int64Type>();
-                    let v = if n.is_null(r) { 0 } else { n.value(r) };
-                    out.push((String::new(), v.max(0) as u64));
-                }
-            }
+                    if n.is_null(r) {
+                        0
+                    } else {
+                        n.value(r).max(0) as u64
+                    }
+                })
+                .collect();
+            out.push((key, values));
         }
     }
     Ok(out)
-}
-
-fn int(rows: &[(String, u64)], i: usize) -> u64 {
-    rows.get(i).map_or(0, |r| r.1)
 }
 
 /// A duration as people read it: `41d 3h`.
