@@ -99,21 +99,22 @@ pub fn tallies(m: &Manifest) -> BTreeMap<&str, Tally> {
 }
 
 /// Writes the confirmations of the completed run `m` (its manifest not yet written, to be at
-/// `manifest_url`) and returns what the manifest records of them. An earlier attempt's file
-/// for the run is kept as it is.
+/// `manifest_url`; confirmed at its `finished_at`) against those of the job's completed `runs`,
+/// and returns what the manifest records of them. An earlier attempt's file for the run is
+/// kept as it is.
 pub async fn write(
     job: &Job,
     m: &Manifest,
     manifest_url: &str,
-    now: &str,
+    runs: &BTreeSet<String>,
 ) -> Result<ConfirmationsRecord> {
+    let now = m.finished_at.as_str();
     let loc = location(job)?;
     let path = file_path(&loc, &m.run_id);
     if let Some(done) = existing(&loc, &path).await? {
         tracing::info!(file = %done.file.as_deref().unwrap_or_default(), "confirmations written by an earlier attempt of this run");
         return Ok(done);
     }
-    let runs = manifest::run_ids(&manifest::folder(job)?).await?;
     let confirmed_at = chrono::DateTime::parse_from_rfc3339(now)
         .map_err(|e| Error::Internal(format!("confirmation time {now:?}: {e}")))?
         .timestamp_micros();
@@ -124,7 +125,7 @@ pub async fn write(
         sequence: m.sequence as i64,
         confirmed_at,
     };
-    let batches = first_confirmed(job, m, &loc, &runs, &row).await?;
+    let batches = first_confirmed(job, m, &loc, runs, &row).await?;
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let mut record = ConfirmationsRecord {
         location: loc.url.to_string(),

@@ -454,9 +454,13 @@ impl RunRecord<'_> {
         clock: &dyn Clock,
         opts: &Options<'_>,
     ) -> Result<manifest::Stored> {
-        let mut manifest = self.manifest(folder, clock).await?;
+        // The job's completed runs, in order: the hash chain's previous link and the runs
+        // whose confirmations count.
+        let history = manifest::all(folder).await?;
+        let mut manifest = self.manifest(&history, clock).await?;
         let url = folder.object_url(&manifest::path(folder, self.run_id));
-        let confirmed = confirm::write(self.job, &manifest, &url, &manifest.finished_at).await?;
+        let runs = history.iter().map(|s| s.manifest.run_id.clone()).collect();
+        let confirmed = confirm::write(self.job, &manifest, &url, &runs).await?;
         manifest.confirmations = Some(confirmed);
         if opts.failpoint.after_confirmations {
             eprintln!("lakepurge: failpoint after_confirmations: aborting");
@@ -470,7 +474,7 @@ impl RunRecord<'_> {
 
     /// The run's manifest, built from the journal (so it accounts for every attempt) and
     /// chained to the job's previous manifest in `folder`.
-    async fn manifest(&self, folder: &store::Location, clock: &dyn Clock) -> Result<Manifest> {
+    async fn manifest(&self, history: &[manifest::Stored], clock: &dyn Clock) -> Result<Manifest> {
         let records: Vec<TableRecord> = self
             .tables
             .iter()
@@ -483,7 +487,6 @@ impl RunRecord<'_> {
                 *per_event.entry(e.clone()).or_default() += n;
             }
         }
-        let history = manifest::all(folder).await?;
         let previous = history.last();
         let events = self.events;
         Ok(Manifest {
