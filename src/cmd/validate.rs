@@ -1,7 +1,7 @@
 //! The `validate` command: checks a job without writing anything.
 //!
 //! Parses the specs, reads the event dataset (its columns and their types), reaches the manifest
-//! location, and for every table lists its files and checks, from each file's footer, that every
+//! and confirmations locations, and for every table lists its files and checks, from each file's footer, that every
 //! match column exists with a type that can hold a subject id. The first problem is returned
 //! as an error naming the file, table and field (exit 2).
 
@@ -37,6 +37,7 @@ pub async fn validate(job: &Job) -> Result<Summary> {
     let events = events::load(job).await?;
     let folder = manifest::folder(job)?;
     manifest::all(&folder).await?;
+    crate::confirm::location(job)?.list_files().await?;
     let no_events = Events::default();
     let mut tables = Vec::new();
     for table in Table::resolve_all(job)? {

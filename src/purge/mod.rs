@@ -206,6 +206,9 @@ async fn run(job: &Job, run_id: &str, clock: &dyn Clock, opts: &Options<'_>) -> 
         plan::break_matcher_for_tests();
     }
     let folder = manifest::folder(job)?;
+    // Resolved now, though written last: a location that cannot be used is bad input found
+    // before anything is written.
+    confirm::location(job)?;
     let journal = Journal::new(&folder, run_id);
     if let Some(done) = manifest::read(&folder, &manifest::path(&folder, run_id)).await? {
         tracing::info!(run_id, "run already complete: nothing to do");

@@ -373,6 +373,29 @@ fn unsupported_location_scheme() {
     );
 }
 
+/// A confirmations location that cannot be used is found before any table is touched (not
+/// after the tables are purged, when the run would write its confirmations).
+#[test]
+fn unsupported_confirmations_location() {
+    expect_bad_input(
+        |d| {
+            let p = d.join("jobs/demo.toml");
+            edit(
+                &p,
+                "tables = \"tables\"",
+                "tables = \"tables\"\nconfirmations = \"ftp://example.invalid/c/\"",
+            );
+        },
+        "r1",
+        &[
+            "demo.toml",
+            "job.confirmations",
+            "unsupported scheme",
+            "ftp",
+        ],
+    );
+}
+
 /// A location with no data files is a table with zero files (see the regression test of an
 /// emptied table); `validate` still warns, naming the table and the location, so a typo shows.
 #[test]
