@@ -1,9 +1,9 @@
 //! The `validate` command: checks a job without writing anything.
 //!
 //! Parses the specs, reads the event dataset (its columns and their types), reaches the manifest
-//! and confirmations locations, and for every table lists its files and checks, from each file's footer, that every
-//! match column exists with a type that can hold a subject id. The first problem is returned
-//! as an error naming the file, table and field (exit 2).
+//! and confirmations locations, and for every table lists its files and checks, from each
+//! file's footer, that every match column exists with a type that can hold a subject id. The
+//! first problem is returned as an error naming the file, table and field (exit 2).
 
 use serde::Serialize;
 
