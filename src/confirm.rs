@@ -125,24 +125,23 @@ pub async fn write(
         sequence: m.sequence as i64,
         confirmed_at,
     };
-    let batches = first_confirmed(job, m, &loc, runs, &row).await?;
-    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let (rows, bytes) = first_confirmed(job, m, &loc, runs, &row, &loc.object_url(&path)).await?;
     let mut record = ConfirmationsRecord {
         location: loc.url.to_string(),
         file: None,
-        rows: rows as u64,
+        rows,
         sha256: None,
     };
     if rows == 0 {
         tracing::info!("no event to confirm: every event of the run was confirmed before");
         return Ok(record);
     }
-    let bytes = encode(&batches, &loc.object_url(&path))?;
+    let sha256 = manifest::sha256_hex(&bytes);
     let put = loc
         .store
         .put_opts(
             &path,
-            PutPayload::from(bytes.clone()),
+            PutPayload::from(bytes),
             PutOptions::from(PutMode::Create),
         )
         .await;
@@ -156,7 +155,7 @@ pub async fn write(
         Err(e) => return Err(Error::store(format!("writing confirmations {path}"), e)),
     }
     record.file = Some(loc.object_url(&path));
-    record.sha256 = Some(manifest::sha256_hex(&bytes));
+    record.sha256 = Some(sha256);
     tracing::info!(file = %loc.object_url(&path), events = rows, "confirmations written");
     Ok(record)
 }
@@ -189,17 +188,19 @@ struct RowValues<'a> {
     confirmed_at: i64,
 }
 
-/// The rows of the run's file: its events that no completed run of the job confirmed.
+/// The run's file, encoded as its rows stream (only Parquet's compressed pages are held): its
+/// events that no completed run of the job confirmed. Returns the rows and the bytes.
 async fn first_confirmed(
     job: &Job,
     m: &Manifest,
     loc: &Location,
     runs: &BTreeSet<String>,
     row: &RowValues<'_>,
-) -> Result<Vec<RecordBatch>> {
+    file: &str,
+) -> Result<(u64, Vec<u8>)> {
     let (events_loc, listed) = events::snapshot_files(job, Some(&m.events.files)).await?;
     if listed.is_empty() {
-        return Ok(Vec::new());
+        return Ok((0, Vec::new()));
     }
     let ctx = events::query(&job.events, &events_loc, &listed).await?;
     let shown = events_loc.url.to_string();
@@ -214,11 +215,15 @@ async fn first_confirmed(
         .await
         .map_err(qerr)?;
     let tallies = tallies(m);
-    let mut out = Vec::new();
+    let mut writer = writer(file)?;
+    let mut count = 0;
     while let Some(batch) = stream.next().await {
-        out.push(rows(&batch.map_err(qerr)?, &tallies, row, &shown)?);
+        let batch = rows(&batch.map_err(qerr)?, &tallies, row, &shown)?;
+        count += batch.num_rows() as u64;
+        writer.write(&batch).map_err(|e| Error::parquet(file, e))?;
     }
-    Ok(out)
+    let bytes = writer.into_inner().map_err(|e| Error::parquet(file, e))?;
+    Ok((count, bytes))
 }
 
 /// The distinct usable events of the view `events` (id, a subject type, the earliest request
@@ -364,18 +369,13 @@ pub fn requested_at_utc(
         .clone())
 }
 
-/// The file's bytes (snappy, as every common reader reads).
-fn encode(batches: &[RecordBatch], shown: &str) -> Result<Vec<u8>> {
-    use parquet::arrow::ArrowWriter;
+/// A writer of a confirmations file in memory (snappy, as every common reader reads).
+fn writer(file: &str) -> Result<parquet::arrow::ArrowWriter<Vec<u8>>> {
     use parquet::basic::Compression;
     use parquet::file::properties::WriterProperties;
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .build();
-    let mut writer = ArrowWriter::try_new(Vec::new(), schema(), Some(props))
-        .map_err(|e| Error::parquet(shown, e))?;
-    for b in batches {
-        writer.write(b).map_err(|e| Error::parquet(shown, e))?;
-    }
-    writer.into_inner().map_err(|e| Error::parquet(shown, e))
+    parquet::arrow::ArrowWriter::try_new(Vec::new(), schema(), Some(props))
+        .map_err(|e| Error::parquet(file, e))
 }
