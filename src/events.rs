@@ -471,7 +471,8 @@ pub async fn load_snapshot(job: &Job, snapshot: Option<&[EventFile]>) -> Result<
         );
         return Ok(events);
     }
-    let ctx = query(&job.events, &loc, &listed).await?;
+    let ctx = session(&loc, events_memory())?;
+    register(&ctx, &job.events, &loc, &listed).await?;
     let shown = loc.url.to_string();
     read_stats(&ctx, &job.events, &loc, &listed, &mut events).await?;
     (events.event_ids, events.digest, events.by_type) = spill_distinct(&ctx, &shown).await?;
@@ -513,17 +514,33 @@ pub async fn snapshot_files(
 
 /// A DataFusion session over the event files `listed` (at least one), registered as the view
 /// `events` with the standard column names (`event_id`, `subject_type`, `subject_id`,
-/// `requested_at`): for the queries of `status` and the confirmations.
+/// `requested_at`): for the queries of `status` and the confirmations. Their joins and
+/// groupings merge spilled runs of both sides at once, so they get [`JOIN_MEMORY_FACTOR`]
+/// times the events pool (a purge runs them after its rewrites, when their memory is free).
 pub async fn query(
     spec: &EventsSpec,
     loc: &Location,
     listed: &[(ObjectMeta, EventFile)],
 ) -> Result<SessionContext> {
-    let ctx = session(loc)?;
-    let df = events_frame(&ctx, spec, loc, listed).await?;
+    let ctx = session(loc, events_memory() * JOIN_MEMORY_FACTOR)?;
+    register(&ctx, spec, loc, listed).await?;
+    Ok(ctx)
+}
+
+/// See [`query`].
+pub const JOIN_MEMORY_FACTOR: usize = 4;
+
+/// Registers the event files `listed` in `ctx` as the view `events`.
+async fn register(
+    ctx: &SessionContext,
+    spec: &EventsSpec,
+    loc: &Location,
+    listed: &[(ObjectMeta, EventFile)],
+) -> Result<()> {
+    let df = events_frame(ctx, spec, loc, listed).await?;
     ctx.register_table("events", df.into_view())
         .map_err(|e| Error::events(&loc.url, e))?;
-    Ok(ctx)
+    Ok(())
 }
 
 /// The error of a query over the events view that failed reading the files: bad input named
@@ -545,14 +562,19 @@ pub async fn read_error(
 pub const USABLE: &str = "event_id IS NOT NULL AND subject_type IS NOT NULL \
                           AND subject_id IS NOT NULL AND btrim(subject_id) <> ''";
 
-/// A DataFusion session for the event query, within its own memory pool
-/// (`LAKEPURGE_EVENTS_MEMORY`, at least 32 MiB): past it, DISTINCT and the sort spill.
-fn session(loc: &Location) -> Result<SessionContext> {
-    let memory = std::env::var("LAKEPURGE_EVENTS_MEMORY")
+/// The events pool: `LAKEPURGE_EVENTS_MEMORY` (bytes, at least 32 MiB), else
+/// [`EVENTS_QUERY_MEMORY`].
+fn events_memory() -> usize {
+    std::env::var("LAKEPURGE_EVENTS_MEMORY")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(EVENTS_QUERY_MEMORY)
-        .max(32 << 20);
+        .max(32 << 20)
+}
+
+/// A DataFusion session for event queries, within its own memory pool of `memory` bytes:
+/// past it, DISTINCT, groupings and sorts spill.
+fn session(loc: &Location, memory: usize) -> Result<SessionContext> {
     let pool = datafusion::execution::memory_pool::FairSpillPool::new(memory);
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(pool))
@@ -563,6 +585,9 @@ fn session(loc: &Location) -> Result<SessionContext> {
     let partitions = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
     let mut config = SessionConfig::new().with_target_partitions(partitions);
     config.options_mut().execution.sort_spill_reservation_bytes = 1 << 20;
+    // Joins (the confirmations' anti-join, `status`) as sort-merge joins: their sorts spill
+    // past the pool, where a hash join's table of the other side must fit in it.
+    config.options_mut().optimizer.prefer_hash_join = false;
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     ctx.register_object_store(&loc.store_url(), Arc::clone(&loc.store));
     Ok(ctx)
@@ -696,6 +721,13 @@ async fn ndjson_error(
     listed: &[(ObjectMeta, EventFile)],
     error: datafusion::error::DataFusionError,
 ) -> Error {
+    // Out of memory is not a file's fault: said as DataFusion says it (exit 1).
+    if matches!(
+        error.find_root(),
+        datafusion::error::DataFusionError::ResourcesExhausted(_)
+    ) {
+        return Error::query(&loc.url, error);
+    }
     for (m, f) in listed {
         let Some(compression) = is_event_file(EventFormat::Ndjson, m.location.as_ref()) else {
             continue;

@@ -347,3 +347,48 @@ fn check_status(ws: &Path, job: &str) {
         2
     );
 }
+
+/// The confirmations and `status` over many events in a small events pool (32 MiB, so 128 MiB
+/// for their joins): the anti-join against 400,000 confirmed events and the counts spill
+/// rather than fail (a hash join and a COUNT(DISTINCT) ran out of this pool).
+#[test]
+fn many_confirmed_events_within_a_small_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = std::path::absolute(dir.path()).unwrap();
+    table_file(&ws.join("warehouse/users/part-0.parquet"), |u| u.1);
+    table_file(&ws.join("warehouse/audit/part-0.parquet"), |u| u.2);
+    let job_path = ws.join("jobs/gdpr.toml");
+    write(&job_path, &job_spec(&ws));
+    let job = job_path.to_str().unwrap();
+    let n = 400_000;
+    let mut text = String::with_capacity(n * 110);
+    for i in 0..n {
+        text.push_str(&format!(
+            "{{\"event_id\":\"e-{i:07}\",\"subject_type\":\"user_id\",\"subject_id\":\"x-{i}\",\
+             \"requested_at\":\"2026-11-20T00:00:00Z\"}}\n"
+        ));
+    }
+    write(&ws.join("events/many.json"), &text);
+    let env = [("LAKEPURGE_EVENTS_MEMORY", "33554432")];
+    assert_eq!(purge(job, "r1", &env).code, 0);
+    assert_eq!(purge(job, "r2", &env).code, 0);
+    let r1 = read_json(&ws.join("manifests/gdpr/r1.json"));
+    let r2 = read_json(&ws.join("manifests/gdpr/r2.json"));
+    assert_eq!(r1["confirmations"]["rows"], json!(n));
+    assert_eq!(r2["confirmations"]["rows"], json!(0));
+    let env = [
+        ("LAKEPURGE_EVENTS_MEMORY", "33554432"),
+        ("LAKEPURGE_NOW", "2026-11-30T00:00:00Z"),
+    ];
+    let status = lakepurge_env(&["status", "--job", job, "--json"], &env);
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    let s: Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(
+        (
+            s["events"].clone(),
+            s["confirmed"].clone(),
+            s["pending"].clone()
+        ),
+        (json!(n), json!(n), json!(0))
+    );
+}
