@@ -24,7 +24,6 @@ use datafusion::common::JoinType;
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext, col, lit};
 use futures::StreamExt;
 use object_store::path::Path;
-use object_store::{PutMode, PutOptions, PutPayload};
 
 use crate::error::{Error, Result};
 use crate::events::{self, USABLE};
@@ -137,22 +136,12 @@ pub async fn write(
         return Ok(record);
     }
     let sha256 = manifest::sha256_hex(&bytes);
-    let put = loc
-        .store
-        .put_opts(
-            &path,
-            PutPayload::from(bytes),
-            PutOptions::from(PutMode::Create),
-        )
-        .await;
-    match put {
-        Ok(_) => {}
-        Err(object_store::Error::AlreadyExists { .. }) => {
-            if let Some(done) = existing(&loc, &path).await? {
-                return Ok(done);
-            }
-        }
-        Err(e) => return Err(Error::store(format!("writing confirmations {path}"), e)),
+    let store = loc.store.as_ref();
+    if !crate::store::put_if_absent(store, &path, bytes, "confirmations").await? {
+        // A concurrent attempt of the run wrote it first.
+        return existing(&loc, &path)
+            .await?
+            .ok_or_else(|| Error::Internal(format!("confirmations {path} vanished")));
     }
     record.file = Some(loc.object_url(&path));
     record.sha256 = Some(sha256);

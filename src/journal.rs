@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -138,32 +138,28 @@ impl Journal {
         self.read_json(&self.folder.child("snapshot.json")).await
     }
 
-    /// Pins `fresh` as the run's snapshot, unless an attempt pinned one: then that one.
+    /// Pins `fresh` as the run's snapshot, unless an attempt pinned one: then that one (a
+    /// concurrent attempt, a shard, may pin first).
     pub async fn pin(&self, fresh: Snapshot) -> Result<Snapshot> {
-        let path = self.folder.child("snapshot.json");
-        let bytes = serde_json::to_vec_pretty(&fresh)
-            .map_err(|e| Error::Internal(format!("serialising the snapshot: {e}")))?;
-        match self
-            .folder
-            .store
-            .put_opts(
-                &path,
-                PutPayload::from(bytes),
-                PutOptions::from(PutMode::Create),
-            )
+        self.pin_json(&self.folder.child("snapshot.json"), fresh, "the snapshot")
             .await
-        {
-            Ok(_) => Ok(fresh),
-            // Another attempt (a shard) pinned it first: use theirs.
-            Err(object_store::Error::AlreadyExists { .. }) => self
-                .read_json::<Snapshot>(&path)
-                .await?
-                .ok_or_else(|| Error::Internal(format!("snapshot {path} vanished"))),
-            Err(e) => Err(Error::store(
-                format!("pinning the event snapshot at {path}"),
-                e,
-            )),
+    }
+
+    /// Writes `fresh` at `path` unless an object is there: then what is there.
+    async fn pin_json<T: Serialize + serde::de::DeserializeOwned>(
+        &self,
+        path: &Path,
+        fresh: T,
+        what: &str,
+    ) -> Result<T> {
+        let bytes = serde_json::to_vec_pretty(&fresh)
+            .map_err(|e| Error::Internal(format!("serialising {what}: {e}")))?;
+        if crate::store::put_if_absent(self.folder.store.as_ref(), path, bytes, what).await? {
+            return Ok(fresh);
         }
+        self.read_json::<T>(path)
+            .await?
+            .ok_or_else(|| Error::Internal(format!("{what} {path} vanished")))
     }
 
     fn shard_path(&self, shard: Shard) -> Path {
@@ -174,26 +170,8 @@ impl Journal {
     /// Pins `fresh` as the record of `shard`, unless an earlier attempt of it pinned one: then
     /// that one.
     pub async fn pin_shard(&self, shard: Shard, fresh: ShardRecord) -> Result<ShardRecord> {
-        let path = self.shard_path(shard);
-        let bytes = serde_json::to_vec_pretty(&fresh)
-            .map_err(|e| Error::Internal(format!("serialising a shard record: {e}")))?;
-        let put = self
-            .folder
-            .store
-            .put_opts(
-                &path,
-                PutPayload::from(bytes),
-                PutOptions::from(PutMode::Create),
-            )
-            .await;
-        match put {
-            Ok(_) => Ok(fresh),
-            Err(object_store::Error::AlreadyExists { .. }) => self
-                .read_json::<ShardRecord>(&path)
-                .await?
-                .ok_or_else(|| Error::Internal(format!("shard record {path} vanished"))),
-            Err(e) => Err(Error::store(format!("writing shard record {path}"), e)),
-        }
+        self.pin_json(&self.shard_path(shard), fresh, "a shard record")
+            .await
     }
 
     /// Records that `shard` purged all its files.

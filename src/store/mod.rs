@@ -175,6 +175,23 @@ pub async fn read_if_exists(
     }
 }
 
+/// Writes `bytes` at `path` unless an object is there (a create-only put): `false`, with
+/// nothing written, when one was. Errors say `writing {what} {path}`.
+pub async fn put_if_absent(
+    store: &dyn ObjectStore,
+    path: &Path,
+    bytes: Vec<u8>,
+    what: &str,
+) -> Result<bool> {
+    use object_store::{PutMode, PutOptions, PutPayload};
+    let opts = PutOptions::from(PutMode::Create);
+    match store.put_opts(path, PutPayload::from(bytes), opts).await {
+        Ok(_) => Ok(true),
+        Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+        Err(e) => Err(Error::store(format!("writing {what} {path}"), e)),
+    }
+}
+
 /// Whether a path relative to a table or event location names a data file: no segment may
 /// start with `_` or `.` (Spark's and Hive's convention for metadata and temporary files).
 pub fn is_data_file(relative: &str) -> bool {

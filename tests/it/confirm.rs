@@ -117,14 +117,21 @@ fn read_with_pyarrow(dir: &Path) -> (BTreeMap<String, Value>, String) {
     (rows, out["text"].as_str().unwrap().to_string())
 }
 
-#[test]
-fn each_event_is_confirmed_once_with_its_counts_over_runs_crashes_and_resumes() {
+/// A workspace with the two tables (written from [`USERS`]) and the job over them.
+fn workspace() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let ws = std::path::absolute(dir.path()).unwrap();
     table_file(&ws.join("warehouse/users/part-0.parquet"), |u| u.1);
     table_file(&ws.join("warehouse/audit/part-0.parquet"), |u| u.2);
     let job_path = ws.join("jobs/gdpr.toml");
     write(&job_path, &job_spec(&ws));
+    (dir, job_path)
+}
+
+#[test]
+fn each_event_is_confirmed_once_with_its_counts_over_runs_crashes_and_resumes() {
+    let (dir, job_path) = workspace();
+    let ws = std::path::absolute(dir.path()).unwrap();
     let job = job_path.to_str().unwrap();
     let at = |d: &str| json!(format!("2026-{d}T09:00:00Z"));
 
@@ -353,12 +360,8 @@ fn check_status(ws: &Path, job: &str) {
 /// rather than fail (a hash join and a COUNT(DISTINCT) ran out of this pool).
 #[test]
 fn many_confirmed_events_within_a_small_pool() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, job_path) = workspace();
     let ws = std::path::absolute(dir.path()).unwrap();
-    table_file(&ws.join("warehouse/users/part-0.parquet"), |u| u.1);
-    table_file(&ws.join("warehouse/audit/part-0.parquet"), |u| u.2);
-    let job_path = ws.join("jobs/gdpr.toml");
-    write(&job_path, &job_spec(&ws));
     let job = job_path.to_str().unwrap();
     let n = 400_000;
     let mut text = String::with_capacity(n * 110);
