@@ -398,6 +398,26 @@ fn versions_now(moto: &Moto) -> serde_json::Value {
     serde_json::from_str(&moto.boto(LIST_VERSIONS, &[])).unwrap()
 }
 
+/// The data versions of `key` in a `versions_now` listing (delete markers left out), newest
+/// first, each `[version id, user ids]`.
+fn data_versions(now: &serde_json::Value, key: &str) -> Vec<serde_json::Value> {
+    now[key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| !v[1].is_null())
+        .cloned()
+        .collect()
+}
+
+/// The user ids of each data version of `key`, newest first.
+fn version_users(now: &serde_json::Value, key: &str) -> Vec<serde_json::Value> {
+    data_versions(now, key)
+        .into_iter()
+        .map(|v| v[1].clone())
+        .collect()
+}
+
 fn manifest_of(moto: &Moto, run: &str) -> serde_json::Value {
     let out = moto.boto(
         "print(c.get_object(Bucket='lake', Key=sys.argv[1])['Body'].read().decode())",
@@ -411,15 +431,7 @@ fn manifest_of(moto: &Moto, run: &str) -> serde_json::Value {
 /// three, no version anywhere holds user 3, and verify proves the deleted versions are gone.
 fn check_versions_deleted(moto: &Moto) {
     let now = versions_now(moto);
-    let data = |key: &str| -> Vec<serde_json::Value> {
-        now[key]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|v| !v[1].is_null())
-            .cloned()
-            .collect()
-    };
+    let data = |key: &str| data_versions(&now, key);
     assert_eq!(data("a.parquet").len(), 1, "{now}");
     assert!(data("b.parquet").is_empty(), "{now}");
     assert_eq!(
@@ -500,14 +512,7 @@ fn s3_versioned_bucket_keep_deletes_nothing_and_says_so() {
     let run = moto.lakepurge(&["purge", "--job", &job, "--run-id", "r1"], &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let now = versions_now(&moto);
-    let count = |key: &str| {
-        now[key]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|v| !v[1].is_null())
-            .count()
-    };
+    let count = |key: &str| data_versions(&now, key).len();
     assert_eq!(
         (count("a.parquet"), count("b.parquet"), count("c.parquet")),
         (4, 3, 3),
@@ -570,15 +575,7 @@ fn s3_versioned_bucket_newer_versions_of_another_writer_are_kept() {
     let resumed = moto.lakepurge(&["purge", "--job", &job, "--run-id", "r1"], &[]);
     assert_eq!(resumed.code, 0, "{}", resumed.stderr);
     let now = versions_now(&moto);
-    let users = |key: &str| -> Vec<serde_json::Value> {
-        now[key]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|v| !v[1].is_null())
-            .map(|v| v[1].clone())
-            .collect()
-    };
+    let users = |key: &str| version_users(&now, key);
     // a: the writer's version, then the purge's own; b: the writer's version only.
     assert_eq!(
         users("a.parquet"),
@@ -629,15 +626,8 @@ fn s3_versioned_commit_hidden_by_another_writer_is_found_on_resume() {
         .expect("the commit of a.parquet is missing from the manifest");
     assert!(a["after"]["version"].is_string(), "{a}");
     let now = versions_now(&moto);
-    let users: Vec<serde_json::Value> = now["a.parquet"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|v| !v[1].is_null())
-        .map(|v| v[1].clone())
-        .collect();
     assert_eq!(
-        users,
+        version_users(&now, "a.parquet"),
         vec![serde_json::json!([7, 8]), serde_json::json!([1, 2, 4, 12])],
         "{now}"
     );
@@ -660,12 +650,7 @@ fn s3_suspended_versioning_keeps_the_new_null_version() {
     let run = moto.lakepurge(&["purge", "--job", &job, "--run-id", "r1"], &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let now = versions_now(&moto);
-    let a: Vec<&serde_json::Value> = now["a.parquet"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|v| !v[1].is_null())
-        .collect();
+    let a = data_versions(&now, "a.parquet");
     assert_eq!(a.len(), 1, "{now}");
     assert_eq!(a[0][0], serde_json::json!("null"));
     assert_eq!(a[0][1], serde_json::json!([9]));
