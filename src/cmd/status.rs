@@ -177,14 +177,14 @@ pub async fn status(
         tally_pending(&mut s, &batch.map_err(qerr)?, now, &mut late_all, &shown)?;
     }
     if let Some(late) = s.late.as_mut() {
-        late_all.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        keep_oldest(&mut late_all);
         late.event_ids = late_all.into_iter().map(|(_, id)| id).collect();
     }
     Ok(s)
 }
 
 /// Counts a batch of pending events (`event_id`, `subject_type`, `requested_at`) into `s`,
-/// keeping (age, id) of the late ones (at most [`LATE_LISTED`], the oldest).
+/// keeping (age, id) of the late ones (bounded: see [`keep_oldest`]).
 fn tally_pending(
     s: &mut Status,
     batch: &RecordBatch,
@@ -232,16 +232,17 @@ fn tally_pending(
             late.count += 1;
             late_listed.push((age, ids.value(i).to_string()));
             if late_listed.len() > 2 * LATE_LISTED {
-                late_listed.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-                late_listed.truncate(LATE_LISTED);
+                keep_oldest(late_listed);
             }
         }
     }
-    if late_listed.len() > LATE_LISTED {
-        late_listed.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-        late_listed.truncate(LATE_LISTED);
-    }
     Ok(())
+}
+
+/// Keeps the [`LATE_LISTED`] oldest of (age, event id), oldest first (ties by id).
+fn keep_oldest(late: &mut Vec<(i64, String)>) {
+    late.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    late.truncate(LATE_LISTED);
 }
 
 /// The rows of a query whose columns are counts, after a first text column when `keyed` (the
