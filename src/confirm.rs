@@ -1,13 +1,17 @@
 //! Stage 6a, confirmations: what the erasure pipeline reads back to close its requests.
 //!
 //! A run that completes writes, just before its manifest, one Parquet file
-//! `<confirmations>/run_id=<id>/part-0.parquet` (create-only) with a row per event the run is
+//! `<confirmations>/job=<job>/run_id=<id>/part-0.parquet` with a row per event the run is
 //! the first to confirm: the run's events (DataFusion, over the manifest's event snapshot)
 //! anti-joined with the event ids already in the dataset. Only files of runs that completed
 //! (that have a manifest) count, so a run that stopped between the two writes and was never
-//! resumed confirms nothing; a resumed run finds its own file and keeps it. Each row says
+//! resumed confirms nothing; a resumed run derives its file again (runs that completed
+//! meanwhile may have confirmed some of its events) and replaces it. Each row says
 //! whether the run erased rows of the event's subject (`erased`, with the counts and tables from
-//! the manifest's files) or found none (`no_data`). No subject id is ever written.
+//! the manifest's files), found none where tables have a rule for its subject type (`no_data`:
+//! the run completed, so each of them was searched), or no table has such a rule (`no_rule`: a
+//! subject type the pipeline sends that no table uses, or a typo). No subject id is ever
+//! written.
 //!
 //! `run_id` is dictionary-encoded in the file so that readers adding the `run_id=` folder as a
 //! hive partition (pyarrow, pandas, DuckDB, polars) merge it with the file's column.
@@ -16,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, AsArray, DictionaryArray, Int32Array, Int64Array, ListBuilder, RecordBatch,
+    Array, ArrayRef, AsArray, DictionaryArray, Int32Array, Int64Array, ListBuilder, RecordBatch,
     StringArray, StringBuilder, TimestampMicrosecondArray,
 };
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
@@ -44,9 +48,23 @@ pub fn location(job: &Job) -> Result<Location> {
     }
 }
 
-/// The file of `run_id` in the dataset at `loc`.
-pub fn file_path(loc: &Location, run_id: &str) -> Path {
-    loc.child(&format!("run_id={run_id}/part-0.parquet"))
+/// The file of `job`'s `run_id` in the dataset at `loc`: keyed by job, so that jobs sharing a
+/// location (and run ids such as the DAG's `{{ ds }}`) never meet.
+pub fn file_path(loc: &Location, job: &str, run_id: &str) -> Path {
+    loc.child(&format!("job={job}/run_id={run_id}/part-0.parquet"))
+}
+
+/// The run of `job` whose file `rel` (relative to the dataset) is: `job=<job>/run_id=<id>/…`,
+/// or a file of the layout before files were keyed by job, `run_id=<id>/…` (its rows name
+/// their job, and are filtered by it).
+fn run_of<'a>(rel: &'a str, job: &str) -> Option<(&'a str, bool)> {
+    let mut parts = rel.split('/');
+    let first = parts.next()?;
+    if let Some(run) = first.strip_prefix("run_id=") {
+        return Some((run, true));
+    }
+    let run = parts.next()?.strip_prefix("run_id=")?;
+    (first.strip_prefix("job=")? == job).then_some((run, false))
 }
 
 /// The columns of a confirmations file.
@@ -58,7 +76,7 @@ pub fn schema() -> SchemaRef {
         Field::new("subject_type", DataType::Utf8, true),
         Field::new("requested_at", utc.clone(), true),
         Field::new("confirmed_at", utc, false),
-        Field::new("job", DataType::Utf8, false),
+        Field::new("job", dict.clone(), false),
         Field::new("run_id", dict, false),
         Field::new("manifest", DataType::Utf8, false),
         Field::new("manifest_sequence", DataType::Int64, false),
@@ -99,21 +117,20 @@ pub fn tallies(m: &Manifest) -> BTreeMap<&str, Tally> {
 
 /// Writes the confirmations of the completed run `m` (its manifest not yet written, to be at
 /// `manifest_url`; confirmed at its `finished_at`) against those of the job's completed `runs`,
-/// and returns what the manifest records of them. An earlier attempt's file for the run is
-/// kept as it is.
+/// and returns what the manifest records of them. A file an earlier attempt of the run left
+/// (no manifest refers to it yet) is derived again and replaced: runs that completed meanwhile
+/// may have confirmed some of its events, and its sequence may have moved; with nothing left
+/// to confirm it is deleted.
 pub async fn write(
     job: &Job,
     m: &Manifest,
     manifest_url: &str,
     runs: &BTreeSet<String>,
 ) -> Result<ConfirmationsRecord> {
+    use object_store::ObjectStoreExt;
     let now = m.finished_at.as_str();
     let loc = location(job)?;
-    let path = file_path(&loc, &m.run_id);
-    if let Some(done) = existing(&loc, &path).await? {
-        tracing::info!(file = %done.file.as_deref().unwrap_or_default(), "confirmations written by an earlier attempt of this run");
-        return Ok(done);
-    }
+    let path = file_path(&loc, &job.name, &m.run_id);
     let confirmed_at = chrono::DateTime::parse_from_rfc3339(now)
         .map_err(|e| Error::Internal(format!("confirmation time {now:?}: {e}")))?
         .timestamp_micros();
@@ -132,40 +149,27 @@ pub async fn write(
         sha256: None,
     };
     if rows == 0 {
+        match loc.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => {
+                return Err(Error::store(
+                    format!("deleting stale confirmations {path}"),
+                    e,
+                ));
+            }
+        }
         tracing::info!("no event to confirm: every event of the run was confirmed before");
         return Ok(record);
     }
     let sha256 = manifest::sha256_hex(&bytes);
-    let store = loc.store.as_ref();
-    if !crate::store::put_if_absent(store, &path, bytes, "confirmations").await? {
-        // A concurrent attempt of the run wrote it first.
-        return existing(&loc, &path)
-            .await?
-            .ok_or_else(|| Error::Internal(format!("confirmations {path} vanished")));
-    }
+    loc.store
+        .put(&path, bytes.into())
+        .await
+        .map_err(|e| Error::store(format!("writing confirmations {path}"), e))?;
     record.file = Some(loc.object_url(&path));
     record.sha256 = Some(sha256);
     tracing::info!(file = %loc.object_url(&path), events = rows, "confirmations written");
     Ok(record)
-}
-
-/// The record of the run's file if an earlier attempt wrote it.
-async fn existing(loc: &Location, path: &Path) -> Result<Option<ConfirmationsRecord>> {
-    let Some(bytes) =
-        crate::store::read_if_exists(loc.store.as_ref(), path, "confirmations").await?
-    else {
-        return Ok(None);
-    };
-    let url = loc.object_url(path);
-    let meta = parquet::file::metadata::ParquetMetaDataReader::new()
-        .parse_and_finish(&bytes)
-        .map_err(|e| Error::parquet(&url, e))?;
-    Ok(Some(ConfirmationsRecord {
-        location: loc.url.to_string(),
-        file: Some(url),
-        rows: meta.file_metadata().num_rows() as u64,
-        sha256: Some(manifest::sha256_hex(&bytes)),
-    }))
 }
 
 /// The values every row of a run's file shares.
@@ -204,10 +208,11 @@ async fn first_confirmed(
         .await
         .map_err(qerr)?;
     let tallies = tallies(m);
+    let ruled = ruled_types(m);
     let mut writer = writer(file)?;
     let mut count = 0;
     while let Some(batch) = stream.next().await {
-        let batch = rows(&batch.map_err(qerr)?, &tallies, row, &shown)?;
+        let batch = rows(&batch.map_err(qerr)?, &tallies, ruled.as_ref(), row, &shown)?;
         count += batch.num_rows() as u64;
         writer.write(&batch).map_err(|e| Error::parquet(file, e))?;
     }
@@ -251,40 +256,78 @@ pub async fn dataset(
     job: &str,
     runs: &BTreeSet<String>,
 ) -> Result<Option<DataFrame>> {
-    let files: Vec<String> = loc
-        .list_files()
-        .await?
-        .into_iter()
-        .filter(|m| {
-            let rel = loc.relative(&m.location);
-            rel.ends_with(".parquet")
-                && rel
-                    .split('/')
-                    .next()
-                    .and_then(|dir| dir.strip_prefix("run_id="))
-                    .is_some_and(|run| runs.contains(run))
-        })
-        .map(|m| loc.object_url(&m.location))
-        .collect();
-    if files.is_empty() {
-        return Ok(None);
+    // Files of the layout before the job key (`job` a plain string there) and of today's
+    // (`job` dictionary-encoded, like `run_id`) are read apart and their columns unified.
+    let (mut legacy, mut keyed) = (Vec::new(), Vec::new());
+    for m in loc.list_files().await? {
+        let rel = loc.relative(&m.location);
+        match run_of(&rel, job) {
+            Some((run, old)) if rel.ends_with(".parquet") && runs.contains(run) => {
+                if old {
+                    legacy.push(loc.object_url(&m.location));
+                } else {
+                    keyed.push(loc.object_url(&m.location));
+                }
+            }
+            _ => {}
+        }
     }
     ctx.register_object_store(&loc.store_url(), Arc::clone(&loc.store));
     let shown = loc.url.to_string();
     let qerr = |e| Error::query(&shown, e);
-    let df = ctx
-        .read_parquet(files, ParquetReadOptions::default().file_extension(""))
-        .await
-        .map_err(qerr)?
-        .filter(col("job").eq(lit(job)))
-        .map_err(qerr)?
-        .select(vec![
-            col("event_id"),
-            col("status"),
-            datafusion::prelude::cast(col("run_id"), DataType::Utf8).alias("run_id"),
-        ])
-        .map_err(qerr)?;
-    Ok(Some(df))
+    let mut out: Option<DataFrame> = None;
+    for files in [legacy, keyed] {
+        if files.is_empty() {
+            continue;
+        }
+        let utf8 = |c: &str| datafusion::prelude::cast(col(c), DataType::Utf8).alias(c);
+        let df = ctx
+            .read_parquet(files, ParquetReadOptions::default().file_extension(""))
+            .await
+            .map_err(qerr)?
+            .select(vec![
+                col("event_id"),
+                col("status"),
+                utf8("run_id"),
+                utf8("job"),
+            ])
+            .map_err(qerr)?
+            .filter(col("job").eq(lit(job)))
+            .map_err(qerr)?
+            .select(vec![col("event_id"), col("status"), col("run_id")])
+            .map_err(qerr)?;
+        out = Some(match out {
+            None => df,
+            Some(prev) => prev.union(df).map_err(qerr)?,
+        });
+    }
+    Ok(out)
+}
+
+/// The subject types some table of the run `m` has a rule for; `None` for a manifest written
+/// before tables recorded them (its events were confirmed `erased` or `no_data` only).
+pub fn ruled_types(m: &Manifest) -> Option<BTreeSet<&str>> {
+    let mut out = BTreeSet::new();
+    for t in &m.tables {
+        out.extend(t.subject_types.as_ref()?.iter().map(String::as_str));
+    }
+    Some(out)
+}
+
+/// The status of an event: `erased` when the run removed or redacted rows of its subject,
+/// `no_rule` when no table has a rule for its subject type (nothing was searched for it),
+/// `no_data` otherwise (every table with a rule for it was searched by the completed run).
+pub fn status(
+    tally: Option<&Tally>,
+    subject_type: Option<&str>,
+    ruled: Option<&BTreeSet<&str>>,
+) -> &'static str {
+    match (tally, subject_type, ruled) {
+        (Some(_), _, _) => "erased",
+        (None, _, None) => "no_data",
+        (None, Some(t), Some(ruled)) if ruled.contains(t) => "no_data",
+        (None, _, Some(_)) => "no_rule",
+    }
 }
 
 /// The file rows of a batch of unconfirmed events (`event_id`, `subject_type`,
@@ -292,6 +335,7 @@ pub async fn dataset(
 fn rows(
     batch: &RecordBatch,
     tallies: &BTreeMap<&str, Tally>,
+    ruled: Option<&BTreeSet<&str>>,
     row: &RowValues<'_>,
     shown: &str,
 ) -> Result<RecordBatch> {
@@ -316,22 +360,24 @@ fn rows(
             found.iter().map(|t| t.map_or(0, |t| f(t) as i64)),
         )) as ArrayRef
     };
-    let run_id = DictionaryArray::<Int32Type>::new(
-        Int32Array::from(vec![0; n]),
-        Arc::new(StringArray::from(vec![row.run_id])),
-    );
-    let status = StringArray::from_iter_values(
-        found
-            .iter()
-            .map(|t| if t.is_some() { "erased" } else { "no_data" }),
-    );
+    let one = |value: &str| {
+        Arc::new(DictionaryArray::<Int32Type>::new(
+            Int32Array::from(vec![0; n]),
+            Arc::new(StringArray::from(vec![value])),
+        )) as ArrayRef
+    };
+    let type_names = types.as_string::<i32>();
+    let status = StringArray::from_iter_values(found.iter().enumerate().map(|(i, t)| {
+        let subject_type = type_names.is_valid(i).then(|| type_names.value(i));
+        status(*t, subject_type, ruled)
+    }));
     let columns: Vec<ArrayRef> = vec![
         Arc::new(ids.clone()),
         types,
         Arc::new(requested),
         Arc::new(TimestampMicrosecondArray::from(vec![row.confirmed_at; n]).with_timezone("UTC")),
-        repeat(row.job),
-        Arc::new(run_id),
+        one(row.job),
+        one(row.run_id),
         repeat(row.manifest),
         Arc::new(Int64Array::from(vec![row.sequence; n])),
         Arc::new(status),

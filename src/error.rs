@@ -95,6 +95,22 @@ pub enum Error {
     /// A file changed under us between read and replace (a concurrent writer).
     #[error("{path} changed while it was being purged; it was left as the other writer wrote it")]
     Conflict { path: String },
+
+    /// The job's lease (see `lease`) is held by another run: nothing was done.
+    #[error(
+        "the job is being run by {holder} (lease {lease}): one run of a job works at a time; \
+         try again when it has finished"
+    )]
+    Busy { lease: String, holder: String },
+
+    /// The store refused a permission a policy needs.
+    #[error("storage: {context}: permission refused ({permission}): {source}")]
+    Permission {
+        context: String,
+        permission: String,
+        #[source]
+        source: object_store::Error,
+    },
 }
 
 /// The column names of `schema`, comma-separated: what a message lists when a column is
@@ -151,7 +167,9 @@ impl Error {
             | Error::Arrow { .. }
             | Error::Internal(_)
             | Error::Delta { .. }
-            | Error::Conflict { .. } => 1,
+            | Error::Conflict { .. }
+            | Error::Busy { .. } => 1,
+            Error::Permission { .. } => 2,
         }
     }
 

@@ -61,6 +61,15 @@ pub struct ShardRecord {
     pub tables: Vec<TableCounts>,
     /// The shard purged all its files.
     pub done: bool,
+    /// The spec the shard ran (see `Job::spec_files`): the final step refuses another.
+    #[serde(default)]
+    pub spec_sha256: Option<String>,
+    #[serde(default)]
+    pub spec_files: BTreeMap<String, String>,
+    /// Per table, the files the shard's first plan listed as its own: the final step plans
+    /// those no shard listed (new, moved or changed since).
+    #[serde(default)]
+    pub listed: BTreeMap<String, Vec<crate::plan::Listed>>,
 }
 
 /// The journal entry of one table file.

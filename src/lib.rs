@@ -3,7 +3,7 @@
 //! The pipeline, one module a stage: [`spec`] → [`events`] → [`plan`] → [`rewrite`] →
 //! [`commit`] → [`manifest`] (with the [`confirm`]ations the erasure pipeline reads back) →
 //! [`verify`]. [`purge`] runs the stages for a job, keeping its
-//! [`journal`] so a crashed run resumes; [`delta`] is where Delta Lake tables differ (files
+//! [`journal`] so a crashed run resumes, and the job's [`lease`] so one run works at a time; [`delta`] is where Delta Lake tables differ (files
 //! from the log, new paths, one transaction per table); [`cmd`] holds the other commands (validate, trace,
 //! demo); [`store`] gives every stage its object store ([`store::fault`] injects failures in
 //! tests); [`error`] says whose fault a failure is.
@@ -15,6 +15,7 @@ pub mod delta;
 pub mod error;
 pub mod events;
 pub mod journal;
+pub mod lease;
 pub mod manifest;
 pub mod plan;
 pub mod purge;

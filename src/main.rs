@@ -277,6 +277,12 @@ async fn cmd_validate(job: &Job) -> Result<u8, Error> {
             t.name, t.files, t.location
         );
     }
+    for (subject_type, events) in &s.unruled_subject_types {
+        println!(
+            "WARN subject type {subject_type:?}: {events} events, and no table has a rule for it: \
+             they are confirmed no_rule (a new kind of identifier, or a typo in the pipeline?)"
+        );
+    }
     println!("VALID: job {}", s.job);
     Ok(0)
 }
@@ -285,6 +291,12 @@ async fn cmd_plan(job: &Job, json: bool) -> Result<u8, Error> {
     let events = events::load(job).await?;
     let tables = plan::Table::resolve_all(job)?;
     let plans = plan::plan_tables(&tables, &events).await?;
+    let listed: Vec<(&plan::Table, u64)> = tables
+        .iter()
+        .zip(&plans)
+        .map(|(t, p)| (t, p.files_listed))
+        .collect();
+    plan::refuse_empty(job, &listed).await?;
     if json {
         let doc = serde_json::json!({
             "job": job.name,
@@ -390,6 +402,14 @@ async fn cmd_trace(job: &Job, event_id: &str, json: bool) -> Result<u8, Error> {
         t.runs_with_rows,
         t.runs_checked
     );
+    match t.confirmations.as_slice() {
+        [] => println!("event {}: not confirmed (pending)", t.event_id),
+        confirmed => {
+            for (run, status) in confirmed {
+                println!("event {}: confirmed {status} by run {run}", t.event_id);
+            }
+        }
+    }
     Ok(0)
 }
 

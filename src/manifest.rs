@@ -106,8 +106,16 @@ pub struct TableRecord {
     /// `action = "redact"`: rows kept with their redacted columns set to null.
     #[serde(default)]
     pub rows_redacted: u64,
+    /// The subject types the table's rules match (the table was searched for each): an event
+    /// of a type no table of the run names is confirmed `no_rule`, not `no_data`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_types: Option<Vec<String>>,
     /// Subject ids that could not be converted to a key column's type (they match nothing).
     pub ids_unconvertible: u64,
+    /// A sharded run: the files its final step planned itself, because no shard listed them
+    /// as they were (new, moved or changed after the shards ran).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_final_step: Option<u64>,
     /// Files that held erased rows when planned but were deleted by another writer before
     /// lakepurge rewrote them (recorded, never recreated).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -438,15 +446,24 @@ pub async fn write(folder: &Location, manifest: &Manifest) -> Result<Stored> {
         message: format!("cannot serialise: {e}"),
     })?;
     let path = path(folder, &manifest.run_id);
-    folder
+    let put = folder
         .store
         .put_opts(
             &path,
             PutPayload::from(bytes.clone()),
             PutOptions::from(PutMode::Create),
         )
-        .await
-        .map_err(|e| Error::store(format!("writing manifest {path}"), e))?;
+        .await;
+    match put {
+        Ok(_) => {}
+        // A create-only put whose response was lost, retried, finds the object there: it is
+        // this manifest if it holds these very bytes; anything else is another writer's.
+        Err(object_store::Error::AlreadyExists { .. })
+            if crate::store::read_if_exists(folder.store.as_ref(), &path, "manifest")
+                .await?
+                .is_some_and(|there| there == bytes) => {}
+        Err(e) => return Err(Error::store(format!("writing manifest {path}"), e)),
+    }
     Ok(Stored {
         manifest: manifest.clone(),
         sha256: sha256_hex(&bytes),

@@ -31,6 +31,9 @@ pub struct Job {
     pub file: PathBuf,
     /// sha256 over the job file and every table spec file, as read.
     pub spec_sha256: String,
+    /// sha256 of each spec file as read: `job` for the job file, a table spec by its path
+    /// relative to the job file's folder (what changed, when a run's spec did).
+    pub spec_files: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -156,6 +159,11 @@ pub struct TableSpec {
     pub old_files: Option<OldFiles>,
     /// When absent, the job's `old_versions` (default `delete`).
     pub old_versions: Option<OldVersions>,
+    /// A location that lists no data file is refused (most likely a typo) unless an earlier
+    /// manifest of the job saw files there, or this is set (a table registered before its
+    /// first file lands).
+    #[serde(default)]
+    pub allow_empty: bool,
     /// The file this table was declared in (the job file for inline tables).
     #[serde(skip)]
     pub source: PathBuf,
@@ -271,6 +279,10 @@ impl Job {
             .unwrap_or_else(|| PathBuf::from("."));
         let mut hasher = Sha256::new();
         hash_file(&mut hasher, "job", text.as_bytes());
+        let mut spec_files = BTreeMap::from([(
+            "job".to_string(),
+            hex::encode(Sha256::digest(text.as_bytes())),
+        )]);
 
         check_name("job.name", &parsed.job.name).map_err(|m| Error::spec(&shown, m))?;
         let mut tables = parsed.tables;
@@ -302,6 +314,12 @@ impl Job {
                     toml::from_str(&text).map_err(|e| Error::spec(&shown_t, e))?;
                 table.source = file.clone();
                 hash_file(&mut hasher, &shown_t, text.as_bytes());
+                let rel = file
+                    .strip_prefix(&dir)
+                    .unwrap_or(&file)
+                    .display()
+                    .to_string();
+                spec_files.insert(rel, hex::encode(Sha256::digest(text.as_bytes())));
                 tables.push(table);
             }
         }
@@ -338,6 +356,7 @@ impl Job {
             dir,
             file: path.to_path_buf(),
             spec_sha256: hex::encode(hasher.finalize()),
+            spec_files,
         })
     }
 }

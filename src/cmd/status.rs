@@ -58,6 +58,8 @@ pub struct Status {
     pub confirmed: u64,
     pub erased: u64,
     pub no_data: u64,
+    /// Confirmed with no table having a rule for the event's subject type.
+    pub no_rule: u64,
     pub pending: u64,
     pub pending_by_age: Ages,
     pub oldest_pending: Option<Oldest>,
@@ -80,6 +82,7 @@ impl Status {
             confirmed: 0,
             erased: 0,
             no_data: 0,
+            no_rule: 0,
             pending: 0,
             pending_by_age: Ages::default(),
             oldest_pending: None,
@@ -162,6 +165,7 @@ pub async fn status(
         {
             match status.as_str() {
                 "erased" => s.erased += n,
+                "no_rule" => s.no_rule += n,
                 _ => s.no_data += n,
             }
             s.confirmed += n;
@@ -200,7 +204,16 @@ fn tally_pending(
     for i in 0..batch.num_rows() {
         s.pending += 1;
         if requested.is_null(i) {
+            // An age that cannot be told never escapes the SLA: it counts as late, listed
+            // before every event whose age is known.
             s.pending_by_age.unknown += 1;
+            if let Some(late) = s.late.as_mut() {
+                late.count += 1;
+                late_listed.push((i64::MAX, ids.value(i).to_string()));
+                if late_listed.len() > 2 * LATE_LISTED {
+                    keep_oldest(late_listed);
+                }
+            }
             continue;
         }
         let age = now_us - requested.value(i);
@@ -247,7 +260,7 @@ fn keep_oldest(late: &mut Vec<(i64, String)>) {
 
 /// The rows of a query whose columns are counts, after a first text column when `keyed` (the
 /// group's key; empty otherwise). A null count is 0.
-async fn count_rows(
+pub(crate) async fn count_rows(
     ctx: &datafusion::prelude::SessionContext,
     sql: &str,
     shown: &str,
@@ -313,7 +326,7 @@ pub fn render(s: &Status) -> String {
     let a = &s.pending_by_age;
     let mut out = format!(
         "job {}: {} events ({} rows read, {} skipped as malformed), at {}\n\
-         confirmed {:>8}  (erased {}, no_data {})\n\
+         confirmed {:>8}  (erased {}, no_data {}, no_rule {})\n\
          pending   {:>8}  (under 1d {}, 1-7d {}, 7-30d {}, over 30d {}, unknown age {})\n",
         s.job,
         s.events,
@@ -323,6 +336,7 @@ pub fn render(s: &Status) -> String {
         s.confirmed,
         s.erased,
         s.no_data,
+        s.no_rule,
         s.pending,
         a.under_1d,
         a.from_1d_to_7d,

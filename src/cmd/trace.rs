@@ -1,7 +1,8 @@
-//! The `trace` command: where one erasure request took effect, from the manifests alone.
+//! The `trace` command: where one erasure request took effect.
 //!
 //! Reads every manifest of the job (oldest first) and lists each run, table and file where the
-//! event removed rows, with counts and times: the answer to "can I acknowledge request X?".
+//! event removed rows, with counts and times, and how the job's completed runs confirmed it
+//! (`erased`, `no_data`, `no_rule`): the answer to "can I acknowledge request X?".
 
 use serde::Serialize;
 
@@ -25,6 +26,43 @@ pub struct Trace {
     pub runs_with_rows: u64,
     pub rows: u64,
     pub hits: Vec<Hit>,
+    /// How completed runs of the job confirmed the event: (run id, status).
+    pub confirmations: Vec<(String, String)>,
+}
+
+/// The confirmations of `event_id` by the completed runs of `job`.
+async fn confirmations_of(job: &Job, event_id: &str) -> Result<Vec<(String, String)>> {
+    use arrow::array::AsArray;
+    use datafusion::prelude::{col, lit};
+    let folder = manifest::folder(job)?;
+    let runs = manifest::run_ids(&folder).await?;
+    let loc = crate::confirm::location(job)?;
+    let ctx = datafusion::prelude::SessionContext::new();
+    let Some(df) = crate::confirm::dataset(&ctx, &loc, &job.name, &runs).await? else {
+        return Ok(Vec::new());
+    };
+    let qerr = |e| crate::error::Error::query(loc.url.as_str(), e);
+    let batches = df
+        .filter(col("event_id").eq(lit(event_id)))
+        .map_err(qerr)?
+        .collect()
+        .await
+        .map_err(qerr)?;
+    let mut out = Vec::new();
+    for b in &batches {
+        let text = |name: &str| {
+            b.column_by_name(name)
+                .and_then(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8).ok())
+        };
+        if let (Some(status), Some(run)) = (text("status"), text("run_id")) {
+            let (status, run) = (status.as_string::<i32>(), run.as_string::<i32>());
+            for i in 0..b.num_rows() {
+                out.push((run.value(i).to_string(), status.value(i).to_string()));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 pub async fn trace(job: &Job, event_id: &str) -> Result<Trace> {
@@ -36,6 +74,7 @@ pub async fn trace(job: &Job, event_id: &str) -> Result<Trace> {
         runs_with_rows: 0,
         rows: 0,
         hits: Vec::new(),
+        confirmations: confirmations_of(job, event_id).await?,
     };
     for s in &history {
         let m = &s.manifest;

@@ -31,6 +31,41 @@ pub struct Summary {
     pub event_files: u64,
     pub event_rows: u64,
     pub tables: Vec<TableSummary>,
+    /// Subject types of the events that no table has a rule for, with their distinct events:
+    /// those events are confirmed `no_rule` (a type the pipeline started sending, or a typo).
+    pub unruled_subject_types: Vec<(String, u64)>,
+}
+
+/// The distinct usable events of each subject type in the event dataset that no table of
+/// `job` has a rule for.
+async fn unruled_subject_types(job: &Job) -> Result<Vec<(String, u64)>> {
+    let (loc, listed) = events::snapshot_files(job, None).await?;
+    if listed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ctx = events::query(&job.events, &loc, &listed).await?;
+    let by_type = crate::cmd::status::count_rows(
+        &ctx,
+        &format!(
+            "SELECT subject_type, count(*) FROM (SELECT DISTINCT subject_type, event_id FROM \
+             events WHERE {}) GROUP BY subject_type ORDER BY subject_type",
+            events::USABLE
+        ),
+        loc.url.as_ref(),
+        true,
+    )
+    .await?;
+    let ruled: std::collections::BTreeSet<&str> = job
+        .tables
+        .iter()
+        .flat_map(|t| &t.matches)
+        .map(|r| r.subject_type.as_str())
+        .collect();
+    Ok(by_type
+        .into_iter()
+        .filter(|(t, _)| !ruled.contains(t.as_str()))
+        .map(|(t, c)| (t, c.first().copied().unwrap_or(0)))
+        .collect())
 }
 
 pub async fn validate(job: &Job) -> Result<Summary> {
@@ -40,7 +75,9 @@ pub async fn validate(job: &Job) -> Result<Summary> {
     crate::confirm::location(job)?.list_files().await?;
     let no_events = Events::default();
     let mut tables = Vec::new();
-    for table in Table::resolve_all(job)? {
+    let resolved = Table::resolve_all(job)?;
+    let mut listed = Vec::new();
+    for table in &resolved {
         let matcher = Matcher::new(&table.spec, &no_events);
         let files = table.list().await?;
         for meta in &files {
@@ -64,17 +101,20 @@ pub async fn validate(job: &Job) -> Result<Summary> {
                 .check_schema(&schema)
                 .map_err(|m| Error::table(&table.spec.name, &rel, m))?;
         }
+        listed.push((table, files.len() as u64));
         tables.push(TableSummary {
             name: table.spec.name.clone(),
             location: table.location.url.to_string(),
             files: files.len() as u64,
-            versioning: table.versioning().await,
+            versioning: table.versioning().await?,
         });
     }
+    plan::refuse_empty(job, &listed).await?;
     Ok(Summary {
         job: job.name.clone(),
         event_files: events.files.len() as u64,
         event_rows: events.rows,
         tables,
+        unruled_subject_types: unruled_subject_types(job).await?,
     })
 }

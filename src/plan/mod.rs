@@ -132,16 +132,35 @@ impl Table {
             .boxed()
     }
 
-    /// Whether the table's bucket keeps object versions (S3), if the store tells: a store that
-    /// refuses to say is a warning, not an error (old versions are then left alone).
-    pub async fn versioning(&self) -> Option<crate::store::Versioning> {
-        let calls = self.location.versions.as_ref()?;
+    /// Whether the table's bucket keeps object versions (S3; `None` on other stores). A store
+    /// that refuses to say (403) is an error naming the permission (exit 2, before anything is
+    /// written): `old_versions = "delete"` needs to know. Only under `old_versions = "keep"`
+    /// is it a warning, and the versioning is then recorded as unknown.
+    pub async fn versioning(&self) -> Result<Option<crate::store::Versioning>> {
+        let Some(calls) = self.location.versions.as_ref() else {
+            return Ok(None);
+        };
         match calls.status().await {
-            Ok(v) => Some(v),
-            Err(e) => {
-                tracing::warn!(table = %self.spec.name, error = %e, "cannot tell whether the bucket keeps object versions: old versions are left alone");
-                None
+            Ok(v) => Ok(Some(v)),
+            Err(Error::Store {
+                context,
+                source: source @ object_store::Error::PermissionDenied { .. },
+            }) => {
+                if self.spec.old_versions.unwrap_or_default() == crate::spec::OldVersions::Keep {
+                    tracing::warn!(table = %self.spec.name, error = %source, "cannot tell whether the bucket keeps object versions (old_versions = \"keep\"): versioning unknown");
+                    return Ok(None);
+                }
+                Err(Error::Permission {
+                    context: format!(
+                        "table {}: reading the versioning state of {} ({context}), which \
+                         old_versions = \"delete\" needs (or set old_versions = \"keep\")",
+                        self.spec.name, self.location
+                    ),
+                    permission: "s3:GetBucketVersioning".into(),
+                    source,
+                })
             }
+            Err(e) => Err(e),
         }
     }
 
@@ -154,6 +173,45 @@ impl Table {
              a mistyped location)"
         );
     }
+}
+
+/// Refuses (exit 2, before anything is written) a table whose location lists no data file
+/// (`listed` files): most likely a mistyped location, whose events would all be confirmed
+/// `no_data` though nothing was searched. Allowed when an earlier manifest of `job` saw files
+/// there (a purge emptied it: a warning) or the spec says `allow_empty = true`. A Delta table's
+/// files come from its log, which exists: an empty snapshot is a table.
+pub async fn refuse_empty(job: &Job, tables: &[(&Table, u64)]) -> Result<()> {
+    let empty: Vec<&Table> = tables
+        .iter()
+        .filter(|(t, listed)| {
+            *listed == 0 && !t.spec.allow_empty && t.spec.format != TableFormat::Delta
+        })
+        .map(|(t, _)| *t)
+        .collect();
+    if empty.is_empty() {
+        return Ok(());
+    }
+    let history = crate::manifest::all(&crate::manifest::folder(job)?).await?;
+    for table in empty {
+        let url = table.location.url.to_string();
+        let seen = history
+            .iter()
+            .flat_map(|s| &s.manifest.tables)
+            .any(|t| t.location == url && t.files_listed > 0);
+        if !seen {
+            return Err(Error::spec(
+                table.spec.source.display(),
+                format!(
+                    "table {}: location {url} lists no data file, and no earlier run of job {} \
+                     saw one there: is the location mistyped? (set allow_empty = true for a \
+                     table registered before its first file lands)",
+                    table.spec.name, job.name
+                ),
+            ));
+        }
+        tracing::warn!(table = %table.spec.name, location = %url, "no data files left: an earlier run saw files here (a purge emptied the table)");
+    }
+    Ok(())
 }
 
 /// What the plan found in one file.
@@ -245,9 +303,26 @@ pub struct TablePlan {
     /// A Delta table: the version of its log that was planned.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delta_version: Option<u64>,
+    /// A sharded run's final step: the files it planned itself (no shard listed them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files_final_step: Option<u64>,
     /// The affected files, in path order.
     #[serde(skip)]
     pub files: Vec<FilePlan>,
+    /// Every file planned (path, size, etag): what a shard pins, so the final step can tell
+    /// the files no shard saw.
+    #[serde(skip)]
+    pub listed: Vec<Listed>,
+}
+
+/// A file as a plan listed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listed {
+    /// Relative to the table's location.
+    pub path: String,
+    pub size: u64,
+    pub etag: Option<String>,
 }
 
 /// Files read at once per table on an object store by default: there a request costs tens of
@@ -294,7 +369,9 @@ impl TablePlan {
             rows_skipped_by_page_index: 0,
             delta_version: None,
             versioning,
+            files_final_step: None,
             files: Vec::new(),
+            listed: Vec::new(),
         }
     }
 }
@@ -323,30 +400,64 @@ pub async fn plan_shard(
 /// into the scans (several files at once); only affected files are kept, in path order.
 pub async fn plan_table(table: &Table, events: &Events, shard: Option<Shard>) -> Result<TablePlan> {
     let matcher = Matcher::new(&table.spec, events);
-    let mut plan = TablePlan::unscanned(table, table.versioning().await);
+    let mut plan = TablePlan::unscanned(table, table.versioning().await?);
     if shard.is_some() && table.spec.format == TableFormat::Delta {
         return Ok(plan);
     }
-    let concurrency = io_concurrency(&table.location);
-    let matcher_ref = &matcher;
     let (files, delta_version) = table.files().await?;
     plan.delta_version = delta_version;
     let (name, location) = (table.spec.name.clone(), table.location.clone());
-    let mut scans = files
+    let files = files
         .try_filter(move |m| {
             let mine = shard.is_none_or(|s| s.owns(&name, &location.relative(&m.location)));
             futures::future::ready(mine)
         })
+        .boxed();
+    scan_files(table, &matcher, files, &mut plan).await?;
+    if plan.files_listed == 0 && shard.is_none() {
+        table.warn_no_files();
+    }
+    Ok(plan)
+}
+
+/// Plans exactly the files `metas` of `table` (a final step's files that no shard listed),
+/// adding them to `plan`.
+pub async fn plan_files(
+    table: &Table,
+    events: &Events,
+    metas: Vec<ObjectMeta>,
+    plan: &mut TablePlan,
+) -> Result<()> {
+    let matcher = Matcher::new(&table.spec, events);
+    let files = futures::stream::iter(metas.into_iter().map(Ok)).boxed();
+    scan_files(table, &matcher, files, plan).await
+}
+
+/// Scans the listed `files` (several at once) into `plan`: counts, the affected files in path
+/// order, the listing.
+async fn scan_files(
+    table: &Table,
+    matcher: &Matcher<'_>,
+    files: futures::stream::BoxStream<'static, Result<ObjectMeta>>,
+    plan: &mut TablePlan,
+) -> Result<()> {
+    let concurrency = io_concurrency(&table.location);
+    let mut scans = files
         .map(|listed| async move {
             let meta = listed?;
-            let size = meta.size;
-            Ok::<_, Error>((size, scan_listed(table, matcher_ref, meta).await?))
+            let listed = Listed {
+                path: table.location.relative(&meta.location),
+                size: meta.size,
+                etag: meta.e_tag.clone(),
+            };
+            Ok::<_, Error>((listed, scan_listed(table, matcher, meta).await?))
         })
         .buffer_unordered(concurrency);
     while let Some(scanned) = scans.next().await {
-        let (size, scanned) = scanned?;
+        let (listed, scanned) = scanned?;
         plan.files_listed += 1;
-        plan.table_bytes += size;
+        plan.table_bytes += listed.size;
+        plan.listed.push(listed);
         let Some(fp) = scanned else {
             continue;
         };
@@ -362,12 +473,10 @@ pub async fn plan_table(table: &Table, events: &Events, shard: Option<Shard>) ->
         }
     }
     drop(scans);
-    if plan.files_listed == 0 {
-        table.warn_no_files();
-    }
     plan.files.sort_by(|a, b| a.path.cmp(&b.path));
-    plan.ids_unconvertible = matcher.unconvertible();
-    Ok(plan)
+    plan.listed.sort_by(|a, b| a.path.cmp(&b.path));
+    plan.ids_unconvertible = plan.ids_unconvertible.max(matcher.unconvertible());
+    Ok(())
 }
 
 /// Scans one listed file; a file replaced while being read is read again (its new version),

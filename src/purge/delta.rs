@@ -95,8 +95,25 @@ async fn purge(
             attempt.failpoint.after_intent,
             "after_intent",
         );
-        match commit::commit(table, &snapshot, changes).await? {
-            commit::Committed::Version(version) => {
+        let committed = match commit::commit(table, &snapshot, changes).await {
+            Ok(commit::Committed::Version(version)) => Some(version),
+            // A conflict, or an error, may hide the run's own commit (its response lost, the
+            // retried put found the version taken, by this very commit): the log tells.
+            Ok(commit::Committed::Conflict(why)) => {
+                tracing::warn!(table = %table.spec.name, try_no, conflict = %why, "a commit conflicts: looking for the run's transaction in the log");
+                snapshot = delta::load(table).await?;
+                commit::find(table, &snapshot, &app_id, entry_read_version(entry)).await?
+            }
+            Err(e) => {
+                let fresh = delta::load(table).await?;
+                match commit::find(table, &fresh, &app_id, entry_read_version(entry)).await? {
+                    Some(version) => Some(version),
+                    None => return Err(e),
+                }
+            }
+        };
+        match committed {
+            Some(version) => {
                 attempt.crash_if(
                     &attempt.commits,
                     attempt.failpoint.after_commit,
@@ -110,18 +127,22 @@ async fn purge(
                 attempt.journal.put(entry).await?;
                 return delete_old_files(table, attempt, entry).await;
             }
-            commit::Committed::Conflict(why) => {
-                tracing::warn!(table = %table.spec.name, try_no, conflict = %why, "another writer's commit conflicts: planning the table again");
+            None => {
+                tracing::warn!(table = %table.spec.name, try_no, "another writer's commit conflicts: planning the table again");
                 delete_unreferenced(table, &files).await;
                 entry.delta = None;
                 attempt.journal.put(entry).await?;
-                snapshot = delta::load(table).await?;
             }
         }
     }
     Err(Error::Conflict {
         path: format!("{}{LOG_ENTRY}/", table.location.url),
     })
+}
+
+/// The log version the journaled commit of `entry` was planned on.
+fn entry_read_version(entry: &Entry) -> u64 {
+    entry.delta.as_ref().map_or(0, |c| c.read_version)
 }
 
 /// An earlier attempt journaled a commit: if the run's transaction is in the log, it was made
@@ -305,19 +326,28 @@ async fn read_whole(table: &Table, file: &DeltaFile, shown: &str) -> Result<Byte
 }
 
 /// With `old_files = "delete"`, deletes the files the run's commit removed (each once; gone
-/// already is fine), and journals how many.
+/// already is fine), and journals how many. On a versioned bucket the delete leaves the file's
+/// bytes as noncurrent versions: Delta never rewrites a path, so every data version of it held
+/// the erased rows. They are listed and recorded in the file's record (journaled before they
+/// are deleted, like a plain file's), deleted under `old_versions = "delete"`, counted as
+/// remaining under `keep`.
 async fn delete_old_files(table: &Table, attempt: &Attempt<'_>, entry: &mut Entry) -> Result<()> {
     if table.spec.old_files.unwrap_or_default() != OldFiles::Delete {
         return Ok(());
     }
-    let Some(c) = entry.delta.as_mut() else {
+    let Some(removed) = entry.delta.as_ref().map(|c| c.removed.clone()) else {
         return Ok(());
     };
-    if c.old_files_deleted as usize == c.removed.len() {
-        return Ok(());
-    }
-    for path in &c.removed {
+    let versioned = attempt.versioned.get(&table.spec.name);
+    for path in &removed {
         let location = table.location.child(path);
+        let record = entry.done.iter().position(|f| &f.path == path);
+        let settled = |e: &Entry| {
+            record.is_some_and(|i| e.done[i].old_versions.as_ref().is_some_and(|o| !o.pending))
+        };
+        if versioned.is_some() && settled(entry) {
+            continue;
+        }
         match table.location.store.delete(&location).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => {
@@ -330,20 +360,42 @@ async fn delete_old_files(table: &Table, attempt: &Attempt<'_>, entry: &mut Entr
                 ));
             }
         }
-        // On a versioned bucket the delete leaves the file's bytes as a noncurrent version:
-        // Delta never rewrites a path, so every data version of it held the erased rows.
-        if let Some(v) = attempt.versioned.get(&table.spec.name)
-            && v.policy == crate::spec::OldVersions::Delete
-        {
-            for version in v.calls.list(&location).await? {
-                if !version.delete_marker {
-                    v.calls.delete(&location, &version.id).await?;
-                }
+        let (Some(v), Some(i)) = (versioned, record) else {
+            continue;
+        };
+        if entry.done[i].old_versions.is_none() {
+            let held: Vec<String> = v
+                .calls
+                .list(&location)
+                .await?
+                .into_iter()
+                .filter(|version| !version.delete_marker)
+                .map(|version| version.id)
+                .collect();
+            let keep = v.policy == crate::spec::OldVersions::Keep;
+            entry.done[i].old_versions = Some(crate::manifest::OldVersionsRecord {
+                policy: v.policy,
+                remaining: if keep { held.len() as u64 } else { 0 },
+                pending: !keep,
+                deleted: if keep { Vec::new() } else { held },
+            });
+            attempt.journal.put(entry).await?;
+        }
+        if let Some(old) = entry.done[i].old_versions.as_mut().filter(|o| o.pending) {
+            for id in &old.deleted {
+                v.calls.delete(&location, id).await?;
             }
+            old.pending = false;
+            attempt.journal.put(entry).await?;
         }
     }
-    c.old_files_deleted = c.removed.len() as u64;
-    tracing::info!(table = %table.spec.name, files = c.old_files_deleted, "deleted the files the purge commit removed");
+    if let Some(c) = entry.delta.as_mut() {
+        if c.old_files_deleted as usize == removed.len() {
+            return Ok(());
+        }
+        c.old_files_deleted = removed.len() as u64;
+    }
+    tracing::info!(table = %table.spec.name, files = removed.len(), "deleted the files the purge commit removed");
     attempt.journal.put(entry).await
 }
 

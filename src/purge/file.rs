@@ -57,7 +57,13 @@ pub(super) async fn purge_table(
                 let need = Budget::need(fp, attempt.large_file);
                 let result = match attempt.budget.reserve(need, &fp.path).await {
                     Ok(_reserved) => {
-                        purge_file_with_retries(table, matcher, fp, attempt, &mut entry).await
+                        match purge_file_with_retries(table, matcher, fp, attempt, &mut entry).await
+                        {
+                            // Settled apart from the file's retries: a retry re-reads the
+                            // file, which a commit already changed, and would skip them.
+                            Ok(()) => super::versions::settle(table, attempt, &mut entry).await,
+                            Err(e) => Err(e),
+                        }
                     }
                     Err(e) => Err(e),
                 };
@@ -537,12 +543,26 @@ async fn commit_file(
     };
     let written = match result {
         Ok(written) => written,
-        Err(e @ Error::Conflict { .. }) => {
-            entry.pending = None;
-            attempt.journal.put(entry).await?;
-            return Err(e);
-        }
-        Err(e) => return Err(e),
+        // The outcome is not known: a lost response (a retried conditional put then answers
+        // 412), a timeout, an error completing an upload. Look before anything is redone.
+        Err(e) => match committed(table, location, &record).await {
+            Ok(Some(found)) => {
+                tracing::warn!(table = %table.spec.name, file = %entry.path, error = %e, "the store reported an error, but the file holds this run's new version: the commit happened");
+                record = found;
+                None
+            }
+            Ok(None) => {
+                // Not committed (and it never will be: a later landing of the write is
+                // conditional on the version read, which a redo finds and reads again).
+                entry.pending = None;
+                attempt.journal.put(entry).await?;
+                return Err(e);
+            }
+            Err(look) => {
+                tracing::error!(table = %table.spec.name, file = %entry.path, error = %look, "could not look up whether the commit happened: left pending for the next attempt");
+                return Err(e);
+            }
+        },
     };
     attempt.crash_if(
         &attempt.commits,
@@ -556,6 +576,40 @@ async fn commit_file(
     log_purged(table, &record, &r.rewritten, ranged);
     entry.pending = None;
     entry.done.push(record);
-    attempt.journal.put(entry).await?;
-    super::versions::settle(table, attempt, entry).await
+    attempt.journal.put(entry).await
+}
+
+/// Whether the rewrite `pending` (of the file at `path`) committed, looked up at the store: the
+/// object holds its new bytes (the record, with the object's etag and version), or is gone
+/// when the rewrite deleted it; or, on a versioned bucket, the version right after the one read
+/// is the rewrite's although another writer replaced the key since. `None` when it did not.
+pub(super) async fn committed(
+    table: &Table,
+    path: &object_store::path::Path,
+    pending: &FileRecord,
+) -> Result<Option<FileRecord>> {
+    let current = store::current_object(&table.location.store, path)
+        .await
+        .map_err(|e| Error::store(format!("reading {path}"), e))?;
+    let found = match (&pending.after, current) {
+        (Some(after), Some((meta, sha))) if sha == after.sha256 => {
+            let mut record = pending.clone();
+            if let Some(a) = record.after.as_mut() {
+                a.etag = meta.e_tag;
+                a.version = meta.version;
+            }
+            Some(record)
+        }
+        (None, None) => Some(pending.clone()),
+        _ => super::versions::committed_before_a_newer_write(table, path, pending)
+            .await?
+            .map(|version| {
+                let mut record = pending.clone();
+                if let Some(a) = record.after.as_mut() {
+                    a.version = version;
+                }
+                record
+            }),
+    };
+    Ok(found)
 }

@@ -25,13 +25,12 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use object_store::ObjectStoreExt;
-
 use crate::commit;
 use crate::confirm;
 use crate::error::{Error, Result};
 use crate::events::{self, Events};
 use crate::journal::{Entry, Journal, ShardRecord, Snapshot, TableCounts};
+use crate::lease::Lease;
 use crate::manifest::{self, DeltaRecord, Engine, EventsRecord, FileRecord, Manifest, TableRecord};
 use crate::plan::{self, Table, TablePlan};
 use crate::spec::{Job, OldFiles, TableFormat, check_name};
@@ -209,15 +208,82 @@ async fn run(job: &Job, run_id: &str, clock: &dyn Clock, opts: &Options<'_>) -> 
     // Resolved now, though written last: a location that cannot be used is bad input found
     // before anything is written.
     confirm::location(job)?;
+    let tables = plan::Table::resolve_all(job)?;
     let journal = Journal::new(&folder, run_id);
     if let Some(done) = manifest::read(&folder, &manifest::path(&folder, run_id)).await? {
         tracing::info!(run_id, "run already complete: nothing to do");
-        journal.clear().await?;
+        return Ok(Outcome::AlreadyComplete(done));
+    }
+    // A first attempt reads its events and plans every table before it takes the lease or
+    // writes anything: bad input exits 2 with nothing written.
+    let prepared = match journal.snapshot().await? {
+        Some(_) => None,
+        None => Some(prepare(job, &tables, opts.shard).await?),
+    };
+    // One run of the job at a time (the manifests form one hash chain); shards of one run
+    // share it. Whether the run is complete is asked again once it is held.
+    let lease = Lease::acquire(&folder, &job.name, run_id, opts.shard).await?;
+    let held = Held {
+        folder: &folder,
+        tables: &tables,
+        lease: &lease,
+    };
+    let outcome = run_leased(job, run_id, clock, opts, held, prepared).await;
+    lease.release().await;
+    outcome
+}
+
+/// A first attempt's events and plans (read-only): the events, the plan of every table (the
+/// files of `shard`), and, unsharded, the refusal of a location that lists no data file.
+async fn prepare(
+    job: &Job,
+    tables: &[Table],
+    shard: Option<Shard>,
+) -> Result<(Events, Vec<TablePlan>)> {
+    let events = events::load(job).await?;
+    let plans = plan::plan_shard(tables, &events, shard).await?;
+    if shard.is_none() {
+        let listed: Vec<(&Table, u64)> = tables
+            .iter()
+            .zip(&plans)
+            .map(|(t, p)| (t, p.files_listed))
+            .collect();
+        plan::refuse_empty(job, &listed).await?;
+    }
+    Ok((events, plans))
+}
+
+/// What a run holds once it has the job's lease: its manifest folder, its tables, the lease.
+struct Held<'a> {
+    folder: &'a store::Location,
+    tables: &'a [Table],
+    lease: &'a Lease,
+}
+
+/// The run, once it holds the job's lease.
+async fn run_leased(
+    job: &Job,
+    run_id: &str,
+    clock: &dyn Clock,
+    opts: &Options<'_>,
+    held: Held<'_>,
+    prepared: Option<(Events, Vec<TablePlan>)>,
+) -> Result<Outcome> {
+    let Held {
+        folder,
+        tables,
+        lease,
+    } = held;
+    let journal = Journal::new(folder, run_id);
+    if let Some(done) = manifest::read(folder, &manifest::path(folder, run_id)).await? {
+        tracing::info!(run_id, "run already complete: nothing to do");
+        if opts.shard.is_none() {
+            journal.clear().await?;
+        }
         return Ok(Outcome::AlreadyComplete(done));
     }
 
     // Plan everything before writing anything (the journal included): bad input writes nothing.
-    let tables = plan::Table::resolve_all(job)?;
     // Local tables are locked against other lakepurge processes until the run ends.
     let named: Vec<(&str, &store::Location)> = tables
         .iter()
@@ -229,10 +295,12 @@ async fn run(job: &Job, run_id: &str, clock: &dyn Clock, opts: &Options<'_>) -> 
         plans,
         snapshot,
         shard: shard_record,
-    } = plan_pinned(job, run_id, clock, &tables, &journal, opts.shard).await?;
+    } = plan_pinned(job, run_id, clock, tables, &journal, opts.shard, prepared).await?;
 
+    // A shard touches only its own entries: another shard may be committing its own.
+    let mine = |e: &Entry| opts.shard.is_none_or(|s| s.owns(&e.table, &e.path));
     let mut entries = journal.entries().await?;
-    for ((table_name, _), entry) in entries.iter_mut() {
+    for ((table_name, _), entry) in entries.iter_mut().filter(|(_, e)| mine(e)) {
         if let Some(table) = tables.iter().find(|t| &t.spec.name == table_name) {
             resolve_pending(table, entry, &journal).await?;
         }
@@ -241,13 +309,13 @@ async fn run(job: &Job, run_id: &str, clock: &dyn Clock, opts: &Options<'_>) -> 
     let run = RunId {
         job: job.name.clone(),
         run_id: run_id.to_string(),
-        manifest: folder.object_url(&manifest::path(&folder, run_id)),
+        manifest: folder.object_url(&manifest::path(folder, run_id)),
     };
-    let versioned = versions::versioned_tables(&tables, &plans);
-    let default = concurrency_for(&tables);
+    let versioned = versions::versioned_tables(tables, &plans);
+    let default = concurrency_for(tables);
     let attempt = Attempt::new(run, versioned, journal, &events, opts, &plans, default);
-    versions::resume(&tables, &attempt, &mut entries).await?;
-    let failures = purge_tables(&tables, &plans, &attempt, &mut entries).await;
+    versions::resume(tables, &attempt, &mut entries, opts.shard).await?;
+    let failures = purge_tables(tables, &plans, &attempt, &mut entries).await;
     attempt.progress.finish_and_clear();
     if !failures.is_empty() {
         return Ok(Outcome::Failed { failures });
@@ -270,11 +338,11 @@ async fn run(job: &Job, run_id: &str, clock: &dyn Clock, opts: &Options<'_>) -> 
         run_id,
         snapshot: &snapshot,
         events: &events,
-        tables: &tables,
+        tables,
         plans: &plans,
         entries: &entries,
     };
-    let stored = run.write(&folder, clock, opts).await?;
+    let stored = run.write(folder, clock, opts, lease).await?;
     tracing::info!(run_id, manifest = %stored.url, "run complete");
     log_io_totals();
     tracing::info!(
@@ -333,6 +401,7 @@ async fn plan_pinned(
     tables: &[Table],
     journal: &Journal,
     shard: Option<Shard>,
+    prepared: Option<(Events, Vec<TablePlan>)>,
 ) -> Result<Planned> {
     let pinned = journal.snapshot().await?;
     let (events, snapshot, fresh_plans) = match pinned {
@@ -344,8 +413,10 @@ async fn plan_pinned(
             (pinned_events(job, run_id, &snap).await?, snap, None)
         }
         None => {
-            let events = events::load(job).await?;
-            let plans = plan::plan_shard(tables, &events, shard).await?;
+            let (events, plans) = match prepared {
+                Some(done) => done,
+                None => prepare(job, tables, shard).await?,
+            };
             let fresh = Snapshot {
                 started_at: clock.now(),
                 files: events.files.clone(),
@@ -369,15 +440,22 @@ async fn plan_pinned(
         (Some(plans), _) => plans,
         (None, Some(_)) => plan::plan_shard(tables, &events, shard).await?,
         (None, None) => match journal.finished_shards().await? {
-            Some(records) => plans_of_shards(tables, &events, &records).await?,
+            Some(records) => plans_of_shards(job, tables, &events, &records, journal).await?,
             None => plan::plan_tables(tables, &events).await?,
         },
     };
+
     let shard = match shard {
         Some(s) => {
             let fresh = ShardRecord {
                 tables: counts(&plans),
                 done: false,
+                spec_sha256: Some(job.spec_sha256.clone()),
+                spec_files: job.spec_files.clone(),
+                listed: plans
+                    .iter()
+                    .map(|p| (p.name.clone(), p.listed.clone()))
+                    .collect(),
             };
             Some(journal.pin_shard(s, fresh).await?)
         }
@@ -404,25 +482,43 @@ fn counts(plans: &[TablePlan]) -> Vec<TableCounts> {
         .collect()
 }
 
-/// The plans of the final step after every shard finished: nothing left to purge in a
-/// Parquet table (every file belongs to a shard), the counts summed from the shards' records;
-/// a Delta table, which shards leave to this step, is planned.
+/// The plans of the final step after every shard finished. The spec must be the one the
+/// shards ran (else exit 2, naming the files that changed). Every Parquet table is listed
+/// again (a listing, no read): a file that no shard listed as it is now (new, moved from one
+/// shard's name to another's, or changed since), and that no shard rewrote to what it is now,
+/// is planned here and purged by this step; the counts of the rest are summed from the shards'
+/// records. A Delta table, which shards leave to this step, is planned.
 async fn plans_of_shards(
+    job: &Job,
     tables: &[Table],
     events: &Events,
     records: &[ShardRecord],
+    journal: &Journal,
 ) -> Result<Vec<TablePlan>> {
-    tracing::info!(
-        shards = records.len(),
-        "every shard finished: the manifest comes from their records, no table file is read"
-    );
+    refuse_changed_spec(job, records)?;
+    // The versions the shards left: what they listed, and what their rewrites made.
+    let mut known: std::collections::BTreeSet<(String, String, Option<String>)> = records
+        .iter()
+        .flat_map(|r| &r.listed)
+        .flat_map(|(t, files)| {
+            files
+                .iter()
+                .map(move |f| (t.clone(), f.path.clone(), f.etag.clone()))
+        })
+        .collect();
+    for e in journal.entries().await?.values() {
+        for f in e.done.iter().filter_map(|d| d.after.as_ref()) {
+            known.insert((e.table.clone(), e.path.clone(), f.etag.clone()));
+        }
+    }
     let mut plans = Vec::with_capacity(tables.len());
+    let mut handled = 0;
     for table in tables {
         if table.spec.format == TableFormat::Delta {
             plans.push(plan::plan_table(table, events, None).await?);
             continue;
         }
-        let mut plan = TablePlan::unscanned(table, table.versioning().await);
+        let mut plan = TablePlan::unscanned(table, table.versioning().await?);
         for c in records
             .iter()
             .flat_map(|r| &r.tables)
@@ -433,9 +529,66 @@ async fn plans_of_shards(
             // The same ids fail to convert in every shard that saw the column's type.
             plan.ids_unconvertible = plan.ids_unconvertible.max(c.ids_unconvertible);
         }
+        let name = &table.spec.name;
+        let unseen: Vec<object_store::ObjectMeta> = table
+            .list()
+            .await?
+            .into_iter()
+            .filter(|m| {
+                let key = (
+                    name.clone(),
+                    table.location.relative(&m.location),
+                    m.e_tag.clone(),
+                );
+                m.e_tag.is_none() || !known.contains(&key)
+            })
+            .collect();
+        handled += unseen.len();
+        plan::plan_files(table, events, unseen, &mut plan).await?;
+        plan.files_final_step = Some(plan.listed.len() as u64);
         plans.push(plan);
     }
+    tracing::info!(
+        shards = records.len(),
+        files_handled_here = handled,
+        "every shard finished: the final step listed every table again and planned the files no shard listed"
+    );
     Ok(plans)
+}
+
+/// Refuses (exit 2) to finish a sharded run whose spec changed since its shards ran, naming
+/// the spec files that differ.
+fn refuse_changed_spec(job: &Job, records: &[ShardRecord]) -> Result<()> {
+    let Some(ran) = records.iter().find(|r| {
+        r.spec_sha256
+            .as_ref()
+            .is_some_and(|s| *s != job.spec_sha256)
+    }) else {
+        return Ok(());
+    };
+    let names: std::collections::BTreeSet<&String> =
+        ran.spec_files.keys().chain(job.spec_files.keys()).collect();
+    let changed: Vec<String> = names
+        .into_iter()
+        .filter_map(|n| match (ran.spec_files.get(n), job.spec_files.get(n)) {
+            (Some(a), Some(b)) if a == b => None,
+            (Some(_), Some(_)) => Some(format!("{n} changed")),
+            (Some(_), None) => Some(format!("{n} removed")),
+            (None, _) => Some(format!("{n} added")),
+        })
+        .collect();
+    Err(Error::spec(
+        job.file.display(),
+        format!(
+            "the job's specs changed since the run's shards ran ({}): finish the run with the \
+             specs it started with, or start a new run id",
+            if changed.is_empty() {
+                "digest differs".to_string()
+            } else {
+                changed.join(", ")
+            }
+        ),
+    ))
 }
 
 /// What a completed run's manifest is made of.
@@ -456,6 +609,7 @@ impl RunRecord<'_> {
         folder: &store::Location,
         clock: &dyn Clock,
         opts: &Options<'_>,
+        lease: &Lease,
     ) -> Result<manifest::Stored> {
         // The job's completed runs, in order: the hash chain's previous link and the runs
         // whose confirmations count.
@@ -463,6 +617,7 @@ impl RunRecord<'_> {
         let mut manifest = self.manifest(&history, clock).await?;
         let url = folder.object_url(&manifest::path(folder, self.run_id));
         let runs = history.iter().map(|s| s.manifest.run_id.clone()).collect();
+        lease.check().await?;
         let confirmed = confirm::write(self.job, &manifest, &url, &runs).await?;
         manifest.confirmations = Some(confirmed);
         if opts.failpoint.after_confirmations {
@@ -472,12 +627,16 @@ impl RunRecord<'_> {
         if let Some(key) = opts.signing_key {
             manifest.sign(key);
         }
+        lease.check().await?;
         manifest::write(folder, &manifest).await
     }
 
     /// The run's manifest, built from the journal (so it accounts for every attempt) and
     /// chained to the job's previous manifest in `folder`.
     async fn manifest(&self, history: &[manifest::Stored], clock: &dyn Clock) -> Result<Manifest> {
+        for (t, p) in self.tables.iter().zip(self.plans) {
+            unsettled_versions(t, p, self.entries)?;
+        }
         let records: Vec<TableRecord> = self
             .tables
             .iter()
@@ -567,6 +726,37 @@ async fn pinned_events(job: &Job, run_id: &str, snap: &Snapshot) -> Result<Event
     Ok(events)
 }
 
+/// A manifest records what the store confirmed: a file of a table on a versioned bucket whose
+/// old versions were not listed, or whose deletions were not all confirmed, stops the run
+/// before its manifest (exit 1; the next attempt settles them).
+fn unsettled_versions(
+    table: &Table,
+    tplan: &TablePlan,
+    entries: &BTreeMap<(String, String), Entry>,
+) -> Result<()> {
+    use crate::store::Versioning;
+    if !matches!(
+        tplan.versioning,
+        Some(Versioning::Enabled | Versioning::Suspended)
+    ) || table.location.versions.is_none()
+    {
+        return Ok(());
+    }
+    let unsettled = entries
+        .values()
+        .filter(|e| e.table == table.spec.name)
+        .flat_map(|e| &e.done)
+        .find(|f| f.before.version.is_some() && f.old_versions.as_ref().is_none_or(|o| o.pending));
+    match unsettled {
+        Some(f) => Err(Error::Internal(format!(
+            "table {}: {}: the old versions of the file were not settled (listed and, under \
+             old_versions = \"delete\", deleted); rerun with the same run id",
+            table.spec.name, f.path
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The manifest record of one table: counts from the plan, files from the journal.
 fn table_record(
     table: &Table,
@@ -589,7 +779,18 @@ fn table_record(
         files_deleted: files.iter().filter(|f| f.after.is_none()).count() as u64,
         rows_removed: files.iter().map(|f| f.rows_removed).sum(),
         rows_redacted: files.iter().map(|f| f.rows_redacted).sum(),
+        subject_types: Some(
+            table
+                .spec
+                .matches
+                .iter()
+                .map(|r| r.subject_type.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+        ),
         ids_unconvertible: start.map_or(tplan.ids_unconvertible, |c| c.ids_unconvertible),
+        files_final_step: tplan.files_final_step,
         files_vanished: entries
             .values()
             .filter(|e| e.table == table.spec.name && e.vanished)
@@ -651,39 +852,7 @@ async fn resolve_pending(table: &Table, entry: &mut Entry, journal: &Journal) ->
         return Ok(());
     };
     let path = table.location.child(&entry.path);
-    let current = match table.location.store.get(&path).await {
-        Ok(g) => {
-            let etag = (g.meta.e_tag.clone(), g.meta.version.clone());
-            let bytes = g
-                .bytes()
-                .await
-                .map_err(|e| Error::store(format!("reading {path}"), e))?;
-            Some((manifest::sha256_hex(&bytes), etag))
-        }
-        Err(object_store::Error::NotFound { .. }) => None,
-        Err(e) => return Err(Error::store(format!("reading {path}"), e)),
-    };
-    let committed = match (&pending.after, current) {
-        (Some(after), Some((sha, (etag, version)))) if sha == after.sha256 => {
-            let mut record = pending.clone();
-            if let Some(a) = record.after.as_mut() {
-                a.etag = etag;
-                a.version = version;
-            }
-            Some(record)
-        }
-        (None, None) => Some(pending.clone()),
-        // Another writer may have replaced the key after the commit: a versioned bucket tells.
-        _ => versions::committed_before_a_newer_write(table, &path, &pending)
-            .await?
-            .map(|version| {
-                let mut record = pending.clone();
-                if let Some(a) = record.after.as_mut() {
-                    a.version = version;
-                }
-                record
-            }),
-    };
+    let committed = file::committed(table, &path, &pending).await?;
     tracing::info!(
         table = %table.spec.name,
         file = %entry.path,

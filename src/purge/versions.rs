@@ -195,8 +195,10 @@ pub(super) async fn resume(
     tables: &[Table],
     attempt: &Attempt<'_>,
     entries: &mut BTreeMap<(String, String), Entry>,
+    shard: Option<super::Shard>,
 ) -> Result<()> {
-    for ((table_name, _), entry) in entries.iter_mut() {
+    let mine = |e: &Entry| shard.is_none_or(|s| s.owns(&e.table, &e.path));
+    for ((table_name, _), entry) in entries.iter_mut().filter(|(_, e)| mine(e)) {
         if let Some(table) = tables.iter().find(|t| &t.spec.name == table_name) {
             settle(table, attempt, entry).await?;
         }

@@ -34,7 +34,7 @@ pub mod versions;
 pub use counting::{BYTES_READ, BYTES_WRITTEN, CountingStore};
 pub use direct_io::{DIRECT_IO_ALIGN, aligned_buffer};
 pub use local::{LocalStore, TEMP_PREFIX, TEMP_SUFFIX, TableLocks, clean_temporaries};
-pub use read::{ObjectVersion, RangedObject, hash_object};
+pub use read::{ObjectVersion, RangedObject, current_object, hash_object};
 pub use versions::{S3Versions, Versioning};
 
 /// A resolved location: the store that holds it, the URL it was given as and its prefix.
@@ -90,20 +90,25 @@ impl Location {
         })
     }
 
-    /// The location of `relative` (a `/`-separated path) under this location.
+    /// The location of `relative` under this location. `relative` is a key suffix as the
+    /// store names it (`/`-separated, from a listing, a log or a manifest): it is never encoded
+    /// again, so `%`, spaces, `=`, `:` and non-ASCII characters name the same object on every
+    /// store. A segment the store cannot hold as given (`.`, `..`, a control character) is
+    /// encoded instead, so it can never reach outside this location.
     pub fn child(&self, relative: &str) -> Path {
-        let mut parts: Vec<String> = self
-            .prefix
-            .parts()
-            .map(|p| p.as_ref().to_string())
-            .collect();
-        parts.extend(
-            relative
-                .split('/')
-                .filter(|s| !s.is_empty())
-                .map(str::to_string),
-        );
-        Path::from_iter(parts)
+        use object_store::path::PathPart;
+        let mut key = self.prefix.as_ref().to_string();
+        for segment in relative.split('/').filter(|s| !s.is_empty()) {
+            if !key.is_empty() {
+                key.push('/');
+            }
+            match PathPart::parse(segment) {
+                Ok(_) => key.push_str(segment),
+                Err(_) => key.push_str(PathPart::from(segment).as_ref()),
+            }
+        }
+        // Every segment is a valid part: parsing cannot fail.
+        Path::parse(&key).unwrap_or_else(|_| Path::from_iter(key.split('/')))
     }
 
     /// The location of the folder `name` (one segment) under this location, in the same store.
@@ -130,10 +135,21 @@ impl Location {
     }
 
     /// A full URL of an object of this store, as DataFusion wants it.
+    /// The key's segments are percent-encoded into the URL, so a reader that decodes the URL
+    /// (DataFusion does) finds the key as it is (`%`, spaces, `#`, non-ASCII).
     pub fn object_url(&self, path: &Path) -> String {
-        let mut root = self.url.clone();
-        root.set_path("/");
-        format!("{}{}", root, path)
+        let mut url = self.url.clone();
+        url.set_query(None);
+        url.set_fragment(None);
+        match url.path_segments_mut() {
+            Ok(mut segments) => {
+                segments
+                    .clear()
+                    .extend(path.parts().map(|p| p.as_ref().to_string()));
+            }
+            Err(()) => return format!("{}{}", self.store_url(), path),
+        }
+        url.to_string()
     }
 
     /// The scheme-and-authority URL DataFusion registers this store under.
@@ -362,5 +378,29 @@ mod tests {
     fn relative_locations_may_go_up() {
         let url = to_url("../wh/./users", FsPath::new("/srv/jobs")).unwrap();
         assert_eq!(url.as_str(), "file:///srv/wh/users/");
+    }
+
+    #[test]
+    fn child_keeps_keys_as_listed() {
+        let loc = Location::parse("memory://t/wh/", FsPath::new("."), &BTreeMap::new()).unwrap();
+        for rel in [
+            "region=eu%3Awest/part-0.parquet",
+            "a b/ü/x=1:2/part 0.parquet",
+            "dt=100%25/p.parquet",
+        ] {
+            let path = loc.child(rel);
+            assert_eq!(path.as_ref(), format!("wh/{rel}"));
+            assert_eq!(loc.relative(&path), rel);
+        }
+        let url = loc.object_url(&loc.child("region=eu%3Awest/a b#1.parquet"));
+        assert_eq!(url, "memory://t/wh/region=eu%253Awest/a%20b%231.parquet");
+        let back = Path::from_url_path(Url::parse(&url).unwrap().path()).unwrap();
+        assert_eq!(back.as_ref(), "wh/region=eu%3Awest/a b#1.parquet");
+        // Segments a key may not hold as given are encoded: they never leave the location.
+        let up = loc.child("../x");
+        assert!(
+            up.as_ref().starts_with("wh/") && !up.as_ref().contains("/../"),
+            "{up}"
+        );
     }
 }

@@ -68,6 +68,23 @@ pub async fn hash_object(object: &ObjectVersion) -> object_store::Result<String>
     Ok(hex::encode(hasher.finalize()))
 }
 
+/// The object at `path` now, with its sha256 (streamed, never held whole); `None` when there
+/// is none. How an unknown outcome is looked up: a write whose response was lost either left
+/// its bytes there or did not.
+pub async fn current_object(
+    store: &Arc<dyn object_store::ObjectStore>,
+    path: &object_store::path::Path,
+) -> object_store::Result<Option<(object_store::ObjectMeta, String)>> {
+    use object_store::ObjectStoreExt;
+    let meta = match store.head(path).await {
+        Ok(m) => m,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let sha = hash_object(&ObjectVersion::new(Arc::clone(store), meta.clone())).await?;
+    Ok(Some((meta, sha)))
+}
+
 /// An object version read by ranges from a blocking thread, for the rewrite of a large file (it
 /// waits on the async store with the runtime's handle); [`RangedObject::failure`] keeps the
 /// store's error of a read that failed. [`RangedObject::hold`] keeps one row group's bytes at a

@@ -15,6 +15,17 @@ use object_store::path::Path;
 
 use crate::error::{Error, Result};
 
+/// How many times a transient failure of a version call is retried, and the first backoff
+/// (multiplied by 4 each time).
+const SEND_RETRIES: u32 = 4;
+const FIRST_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// A failed version call: worth retrying, or not.
+enum Failure {
+    Transient(Error),
+    Final(Error),
+}
+
 /// A bucket's versioning state (S3 GetBucketVersioning).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -82,7 +93,12 @@ impl S3Versions {
             (None, false) => format!("https://s3.{region}.amazonaws.com/{bucket}"),
         };
         Some(S3Versions {
-            client: reqwest::Client::new(),
+            // A request that hangs is a transient failure, retried like any other.
+            client: reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(10))
+                .timeout(std::time::Duration::from_secs(60))
+                .build()
+                .unwrap_or_default(),
             bucket_endpoint,
             region,
             credentials,
@@ -91,7 +107,14 @@ impl S3Versions {
 
     /// Whether versioning is on for the bucket.
     pub async fn status(&self) -> Result<Versioning> {
-        let body = self.send(reqwest::Method::GET, "", "versioning").await?;
+        let body = self
+            .send(
+                reqwest::Method::GET,
+                "",
+                "versioning",
+                "s3:GetBucketVersioning",
+            )
+            .await?;
         let text = String::from_utf8_lossy(&body);
         Ok(match element(&text, "Status").as_deref() {
             Some("Enabled") => Versioning::Enabled,
@@ -114,7 +137,9 @@ impl S3Versions {
                     encode(v)
                 );
             }
-            let body = self.send(reqwest::Method::GET, "", &query).await?;
+            let body = self
+                .send(reqwest::Method::GET, "", &query, "s3:ListBucketVersions")
+                .await?;
             let page = parse_versions(&body, key.as_ref())
                 .map_err(|m| self.error(&format!("listing the versions of {key}"), m))?;
             out.extend(page.versions);
@@ -128,9 +153,14 @@ impl S3Versions {
     /// Deletes one version of `key` for good (a missing version is not an error).
     pub async fn delete(&self, key: &Path, version: &str) -> Result<()> {
         let query = format!("versionId={}", encode(version));
-        self.send(reqwest::Method::DELETE, key.as_ref(), &query)
-            .await
-            .map(|_| ())
+        self.send(
+            reqwest::Method::DELETE,
+            key.as_ref(),
+            &query,
+            "s3:DeleteObjectVersion",
+        )
+        .await
+        .map(|_| ())
     }
 
     fn error(&self, what: &str, message: String) -> Error {
@@ -144,7 +174,37 @@ impl S3Versions {
     }
 
     /// Sends a signed request for `key` (empty: the bucket) with `query`; returns the body.
-    async fn send(&self, method: reqwest::Method, key: &str, query: &str) -> Result<Bytes> {
+    /// Transient failures (no response, 5xx, throttling) are retried with backoff; a refusal
+    /// (403) is an error whose source is `PermissionDenied` naming `permission`.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        key: &str,
+        query: &str,
+        permission: &str,
+    ) -> Result<Bytes> {
+        let mut retry = 0;
+        loop {
+            match self.send_once(method.clone(), key, query, permission).await {
+                Err(Failure::Transient(e)) if retry < SEND_RETRIES => {
+                    let wait = FIRST_BACKOFF * 4u32.pow(retry);
+                    tracing::warn!(error = %e, retry, ?wait, "transient S3 error: retrying");
+                    tokio::time::sleep(wait).await;
+                    retry += 1;
+                }
+                Err(Failure::Transient(e) | Failure::Final(e)) => return Err(e),
+                Ok(body) => return Ok(body),
+            }
+        }
+    }
+
+    async fn send_once(
+        &self,
+        method: reqwest::Method,
+        key: &str,
+        query: &str,
+        permission: &str,
+    ) -> std::result::Result<Bytes, Failure> {
         let url = format!(
             "{}/{}?{query}",
             self.bucket_endpoint,
@@ -155,10 +215,10 @@ impl S3Versions {
             .method(method.as_str())
             .uri(&url)
             .body(())
-            .map_err(|e| self.error(&what, e.to_string()))?;
+            .map_err(|e| Failure::Final(self.error(&what, e.to_string())))?;
         self.sign(&mut request)
             .await
-            .map_err(|m| self.error(&what, m))?;
+            .map_err(|m| Failure::Final(self.error(&what, m)))?;
         let mut builder = self.client.request(method, &url);
         for (name, value) in request.headers() {
             builder = builder.header(name, value);
@@ -166,17 +226,38 @@ impl S3Versions {
         let response = builder
             .send()
             .await
-            .map_err(|e| self.error(&what, e.to_string()))?;
+            .map_err(|e| Failure::Transient(self.error(&what, e.to_string())))?;
         let status = response.status();
         let body = response
             .bytes()
             .await
-            .map_err(|e| self.error(&what, e.to_string()))?;
-        if !status.is_success() {
-            let code = element(&String::from_utf8_lossy(&body), "Code").unwrap_or_default();
-            return Err(self.error(&what, format!("HTTP {status} {code}")));
+            .map_err(|e| Failure::Transient(self.error(&what, e.to_string())))?;
+        if status.is_success() {
+            return Ok(body);
         }
-        Ok(body)
+        let code = element(&String::from_utf8_lossy(&body), "Code").unwrap_or_default();
+        let message = format!("HTTP {status} {code}");
+        if status == reqwest::StatusCode::FORBIDDEN {
+            return Err(Failure::Final(Error::store(
+                format!("{what} at {}", self.bucket_endpoint),
+                object_store::Error::PermissionDenied {
+                    path: key.to_string(),
+                    source: format!("{message}: the role lacks {permission}").into(),
+                },
+            )));
+        }
+        let transient = status.is_server_error()
+            || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+            || matches!(
+                code.as_str(),
+                "SlowDown" | "RequestTimeout" | "InternalError"
+            );
+        let e = self.error(&what, message);
+        Err(if transient {
+            Failure::Transient(e)
+        } else {
+            Failure::Final(e)
+        })
     }
 
     /// Signs `request` (SigV4, service s3, unsigned empty payload hashed) in place.

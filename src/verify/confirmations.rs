@@ -70,14 +70,21 @@ async fn read_file(
     m: &Manifest,
     rec: &ConfirmationsRecord,
 ) -> Result<std::result::Result<Vec<RecordBatch>, String>> {
-    let path = confirm::file_path(loc, &m.run_id);
-    let url = loc.object_url(&path);
-    if rec.file.as_deref() != Some(url.as_str()) {
+    // The run's file, keyed by job; a manifest written before that layout names its file
+    // under `run_id=<id>/` alone.
+    let keyed = confirm::file_path(loc, &m.job, &m.run_id);
+    let legacy = loc.child(&format!("run_id={}/part-0.parquet", m.run_id));
+    let Some(path) = [keyed.clone(), legacy]
+        .into_iter()
+        .find(|p| rec.file.as_deref() == Some(loc.object_url(p).as_str()))
+    else {
         return Ok(Err(format!(
-            "confirmations: the recorded file {} is not the run's file {url}",
-            rec.file.as_deref().unwrap_or("none")
+            "confirmations: the recorded file {} is not the run's file {}",
+            rec.file.as_deref().unwrap_or("none"),
+            loc.object_url(&keyed)
         )));
-    }
+    };
+    let url = loc.object_url(&path);
     let store = loc.store.as_ref();
     let Some(bytes) = crate::store::read_if_exists(store, &path, "confirmations").await? else {
         return Ok(Err(format!("confirmations: {url} is missing")));
@@ -114,6 +121,7 @@ fn agree(
     seen: &mut HashSet<String>,
 ) -> Result<Check> {
     let mut wrong = Vec::new();
+    let ruled = crate::confirm::ruled_types(m);
     for b in batches {
         let text = |name: &str| -> Result<StringArray> {
             let c = b
@@ -131,6 +139,7 @@ fn agree(
                 .map_err(|e| Error::arrow("confirmations", e))?;
             Ok(c.as_primitive::<Int64Type>().clone())
         };
+        let types = text("subject_type")?;
         let (ids, job, run, status) = (
             text("event_id")?,
             text("job")?,
@@ -155,7 +164,8 @@ fn agree(
                     .unwrap_or_default()
             };
             let tally = tallies.get(id);
-            let expected_status = if tally.is_some() { "erased" } else { "no_data" };
+            let subject_type = types.is_valid(i).then(|| types.value(i));
+            let expected_status = crate::confirm::status(tally, subject_type, ruled.as_ref());
             let good = job.value(i) == m.job
                 && run.value(i) == m.run_id
                 && seq.value(i) == m.sequence as i64

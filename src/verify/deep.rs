@@ -323,19 +323,22 @@ fn rule_sql(
 
 /// Follows `path` from the file's column through struct fields (`get_field`) and lists
 /// (`unnest`, every element a value of its row) down to a leaf that is not a list. Returns the
-/// SQL of (row `r`, value `v`) pairs and the leaf's type.
+/// SQL of (row `r`, value `v`) pairs and the leaf's type. Struct steps nest as one expression
+/// (`get_field(get_field(col, 'a'), 'b')`); only a list starts a subquery, so no projection of
+/// a field of a projected field is left for the optimizer to push through (DataFusion 55's
+/// `push_down_leaf_projections` loses fields three levels down).
 fn walk(path: &[String], root: &DataType) -> std::result::Result<(String, DataType), String> {
-    let mut sql = format!(
-        "SELECT {row} AS r, {col} AS v FROM keys",
-        row = ident(ROW),
-        col = ident(&path[0])
-    );
+    let mut from = "keys".to_string();
+    let mut row = ident(ROW);
+    let mut expr = ident(&path[0]);
     let mut ty = root.clone();
     let mut rest = path[1..].iter();
     loop {
         ty = match ty {
             DataType::List(f) | DataType::LargeList(f) => {
-                sql = format!("SELECT r, unnest(v) AS v FROM ({sql})");
+                from = format!("(SELECT {row} AS r, unnest({expr}) AS v FROM {from})");
+                row = "r".into();
+                expr = "v".into();
                 f.data_type().clone()
             }
             DataType::Struct(fields) => {
@@ -346,10 +349,7 @@ fn walk(path: &[String], root: &DataType) -> std::result::Result<(String, DataTy
                     .iter()
                     .find(|f| f.name() == segment)
                     .ok_or_else(|| format!("no field {segment:?} in {}", path.join(".")))?;
-                sql = format!(
-                    "SELECT r, get_field(v, {}) AS v FROM ({sql})",
-                    literal(segment)
-                );
+                expr = format!("get_field({expr}, {})", literal(segment));
                 field.data_type().clone()
             }
             leaf => {
@@ -359,7 +359,7 @@ fn walk(path: &[String], root: &DataType) -> std::result::Result<(String, DataTy
                         path.join(".")
                     ));
                 }
-                return Ok((sql, leaf));
+                return Ok((format!("SELECT {row} AS r, {expr} AS v FROM {from}"), leaf));
             }
         };
     }

@@ -24,7 +24,7 @@ use crate::events;
 use crate::manifest::{self, Manifest, Stored};
 use crate::plan::Table;
 use crate::spec::Job;
-use crate::store::{Location, ObjectVersion, hash_object};
+use crate::store::Location;
 
 mod confirmations;
 pub mod deep;
@@ -368,17 +368,10 @@ async fn check_old_versions(
 
 /// The sha256 of the object at `path` as it is now (streamed), or `None` if it is gone.
 async fn current_sha(loc: &Location, path: &Path, shown: &str) -> Result<Option<String>> {
-    match loc.store.head(path).await {
-        Ok(meta) => {
-            let version = ObjectVersion::new(std::sync::Arc::clone(&loc.store), meta);
-            hash_object(&version)
-                .await
-                .map(Some)
-                .map_err(|e| Error::store(format!("reading {shown}"), e))
-        }
-        Err(object_store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(Error::store(format!("reading {shown}"), e)),
-    }
+    crate::store::current_object(&loc.store, path)
+        .await
+        .map(|found| found.map(|(_, sha)| sha))
+        .map_err(|e| Error::store(format!("reading {shown}"), e))
 }
 
 /// A file of a Delta table the purge removed from the table, and rewrote to `new_path` unless

@@ -254,7 +254,13 @@ fn trace_answers_across_runs_and_holds_no_subject_id() {
     );
     let text = lakepurge(&["trace", "--job", &s.job, "ev-1"]);
     assert!(text.stdout.contains("run run-2"));
-    assert!(text.stdout.trim_end().ends_with("over 2 of 2 runs"));
+    assert!(text.stdout.contains("over 2 of 2 runs"), "{}", text.stdout);
+    assert!(
+        text.stdout
+            .contains("event ev-1: confirmed erased by run run-1"),
+        "{}",
+        text.stdout
+    );
     let none = lakepurge(&["trace", "--job", &s.job, "ev-unknown"]);
     assert!(
         none.stdout

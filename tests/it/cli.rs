@@ -396,10 +396,11 @@ fn unsupported_confirmations_location() {
     );
 }
 
-/// A location with no data files is a table with zero files (see the regression test of an
-/// emptied table); `validate` still warns, naming the table and the location, so a typo shows.
+/// A location that lists no data file, where no earlier run of the job saw one, is most likely
+/// a typo: exit 2 naming the table, its spec file and the location, nothing written (#24; a
+/// table a purge emptied goes on, see `truth.rs`).
 #[test]
-fn mistyped_table_location_is_a_warning_naming_it() {
+fn mistyped_table_location_is_refused_naming_it() {
     let ws = tempfile::tempdir().unwrap();
     lakepurge::cmd::demo::write_sample(ws.path()).unwrap();
     edit(
@@ -409,8 +410,13 @@ fn mistyped_table_location_is_a_warning_naming_it() {
     );
     let job = ws.path().join("jobs/demo.toml");
     let run = lakepurge(&["validate", "--job", job.to_str().unwrap()]);
-    assert_eq!(run.code, 0);
-    for e in ["WARN", "web.sessions", "nowhere", "no data files"] {
+    assert_eq!(run.code, 2);
+    for e in [
+        "sessions.toml",
+        "web.sessions",
+        "nowhere",
+        "lists no data file",
+    ] {
         assert!(
             run.stderr.contains(e),
             "message lacks {e:?}: {}",

@@ -73,7 +73,8 @@ pub fn purge_matches_local(bucket: &dyn Bucket, root: &str, env: &[(&str, String
     let manifest = read_json(&audit.join("fixtures/run-1.json"));
     check_counts(&manifest, &plan, "py.users", &removed);
     // The run's confirmations went to the bucket too, as the manifest records them.
-    let confirmations = audit.join("fixtures/confirmations/run_id=run-1/part-0.parquet");
+    let confirmations =
+        audit.join("fixtures/confirmations/job=fixtures/run_id=run-1/part-0.parquet");
     assert_eq!(
         manifest["confirmations"]["sha256"].as_str(),
         Some(sha256_file(&confirmations).as_str())

@@ -97,6 +97,11 @@ fn confirmations_dir(ws: &Path) -> std::path::PathBuf {
     ws.join("manifests/gdpr/confirmations")
 }
 
+/// The folder of a run's file: keyed by job, then run.
+fn run_dir(ws: &Path, run: &str) -> std::path::PathBuf {
+    confirmations_dir(ws).join(format!("job=gdpr/run_id={run}"))
+}
+
 /// The dataset read by pyarrow (`pq.read_table` over the folder, hive partitions included):
 /// event id -> [status, removed, redacted, tables, run id, manifest sequence]; and its full text.
 fn read_with_pyarrow(dir: &Path) -> (BTreeMap<String, Value>, String) {
@@ -167,22 +172,22 @@ fn each_event_is_confirmed_once_with_its_counts_over_runs_crashes_and_resumes() 
     );
     let crashed = purge(job, "r3", &[("LAKEPURGE_FAILPOINT", "after_commit=1")]);
     assert_ne!(crashed.code, 0);
-    assert!(!confirmations_dir(&ws).join("run_id=r3").exists());
+    assert!(!run_dir(&ws, "r3").exists());
     assert_eq!(purge(job, "r3", &[]).code, 0);
-    // Run 4 crashes between its confirmations and its manifest, then resumes: same file.
+    // Run 4 crashes between its confirmations and its manifest, then resumes: its file is
+    // derived again (runs completed meanwhile could have confirmed its events) and replaced.
     events_file(
         &ws.join("events/batch-4.json"),
         &[("e-009", json!("sub-fay-8d8d"), at("11-20"))],
     );
     let crashed = purge(job, "r4", &[("LAKEPURGE_FAILPOINT", "after_confirmations")]);
     assert_ne!(crashed.code, 0);
-    let r4_file = confirmations_dir(&ws).join("run_id=r4/part-0.parquet");
-    let written = sha256_file(&r4_file);
+    let r4_file = run_dir(&ws, "r4").join("part-0.parquet");
+    assert!(r4_file.exists());
     assert!(!ws.join("manifests/gdpr/r4.json").exists());
     assert_eq!(purge(job, "r4", &[]).code, 0);
-    assert_eq!(sha256_file(&r4_file), written);
     let r4 = read_json(&ws.join("manifests/gdpr/r4.json"));
-    assert_eq!(r4["confirmations"]["sha256"], json!(written));
+    assert_eq!(r4["confirmations"]["sha256"], json!(sha256_file(&r4_file)));
     assert_eq!(r4["confirmations"]["rows"], json!(1));
     // A rerun of a finished run id writes nothing.
     let before = tree_hashes(&confirmations_dir(&ws));
@@ -193,7 +198,7 @@ fn each_event_is_confirmed_once_with_its_counts_over_runs_crashes_and_resumes() 
     let r5 = read_json(&ws.join("manifests/gdpr/r5.json"));
     assert_eq!(r5["confirmations"]["rows"], json!(0));
     assert!(r5["confirmations"]["file"].is_null());
-    assert!(!confirmations_dir(&ws).join("run_id=r5").exists());
+    assert!(!run_dir(&ws, "r5").exists());
 
     // The independent expectation: rows per subject as written, the tables holding them.
     let count = |subject: &str| {
@@ -273,8 +278,8 @@ fn each_event_is_confirmed_once_with_its_counts_over_runs_crashes_and_resumes() 
     check_status(&ws, job);
     // A second file confirming r1's events again is caught.
     std::fs::copy(
-        confirmations_dir(&ws).join("run_id=r1/part-0.parquet"),
-        confirmations_dir(&ws).join("run_id=r2/part-1.parquet"),
+        run_dir(&ws, "r1").join("part-0.parquet"),
+        run_dir(&ws, "r2").join("part-1.parquet"),
     )
     .unwrap();
     let verified = lakepurge(&[
@@ -308,6 +313,8 @@ fn check_status(ws: &Path, job: &str) {
                 json!("2026-11-28T00:00:00Z"),
             ),
             ("e-012", json!("sub-ivy-0000"), Value::Null),
+            // A time that does not parse (case 6 of #24): erased like any other, and late.
+            ("e-013", json!("sub-jon-0000"), json!("01/02/2025 10:00")),
         ],
     );
     let now = [("LAKEPURGE_NOW", "2026-11-30T00:00:00Z")];
@@ -320,7 +327,7 @@ fn check_status(ws: &Path, job: &str) {
             s["skipped_rows"].clone(),
             s["confirmed"].clone()
         ),
-        (json!(11), json!(1), json!(8))
+        (json!(12), json!(1), json!(8))
     );
     assert_eq!(
         (
@@ -328,26 +335,35 @@ fn check_status(ws: &Path, job: &str) {
             s["no_data"].clone(),
             s["pending"].clone()
         ),
-        (json!(6), json!(2), json!(3))
+        (json!(6), json!(2), json!(4))
     );
     assert_eq!(
         s["pending_by_age"],
-        json!({"under_1d": 0, "from_1d_to_7d": 1, "from_7d_to_30d": 0, "over_30d": 1, "unknown": 1})
+        json!({"under_1d": 0, "from_1d_to_7d": 1, "from_7d_to_30d": 0, "over_30d": 1, "unknown": 2})
     );
     assert_eq!(s["oldest_pending"]["event_id"], json!("e-010"));
     assert_eq!(s["oldest_pending"]["age_seconds"], json!(41 * 86_400));
-    assert_eq!(s["late"]["event_ids"], json!(["e-010"]));
+    // Events of unknown age are late, listed first: an SLA is never escaped by a bad time.
+    assert_eq!(s["late"]["event_ids"], json!(["e-012", "e-013", "e-010"]));
     assert!(!late.all_output().contains("sub-"));
     let text = lakepurge_env(&["status", "--job", job, "--sla", "25d"], &now);
     assert_eq!(text.code, 3);
     assert!(
         text.stdout
-            .contains("LATE: 1 pending events are older: e-010"),
+            .contains("LATE: 3 pending events are older: e-012, e-013, e-010"),
         "{}",
         text.stdout
     );
     let within = lakepurge_env(&["status", "--job", job, "--sla", "45d"], &now);
-    assert_eq!(within.code, 0);
+    assert_eq!(
+        within.code, 3,
+        "the events of unknown age are late at any SLA"
+    );
+    assert!(
+        within.stdout.contains("LATE: 2 pending"),
+        "{}",
+        within.stdout
+    );
     assert_eq!(lakepurge_env(&["status", "--job", job], &now).code, 0);
     assert_eq!(
         lakepurge_env(&["status", "--job", job, "--sla", "soon"], &now).code,

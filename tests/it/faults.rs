@@ -154,7 +154,8 @@ async fn a_failing_table_is_reported_the_others_complete_and_the_rerun_resumes()
             .await
             .is_err()
     );
-    let confirmations = ObjPath::from("manifests/demo/confirmations/run_id=r1/part-0.parquet");
+    let confirmations =
+        ObjPath::from("manifests/demo/confirmations/job=demo/run_id=r1/part-0.parquet");
     assert!(
         s.faults.head(&confirmations).await.is_err(),
         "a failed run confirmed events"

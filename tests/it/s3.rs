@@ -17,12 +17,12 @@ use crate::fixtures::check_table;
 const SECRET: &str = "lakepurge-test-secret-Zq8w1";
 
 /// A moto S3 server on 127.0.0.1 with a bucket `lake`, stopped on drop.
-struct Moto {
+pub(crate) struct Moto {
     server: Server,
 }
 
 impl Moto {
-    fn start() -> Moto {
+    pub(crate) fn start() -> Moto {
         let server = Server::start("moto's S3 server (pip install 'moto[server]')", |port| {
             let mut c = Command::new(python());
             c.args([
@@ -40,7 +40,7 @@ impl Moto {
         moto
     }
 
-    fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         self.server.endpoint()
     }
 
@@ -77,7 +77,7 @@ impl Moto {
     }
 
     /// The standard AWS environment pointing at this server.
-    fn env(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("AWS_ACCESS_KEY_ID", "test".into()),
             ("AWS_SECRET_ACCESS_KEY", SECRET.into()),
@@ -87,8 +87,27 @@ impl Moto {
         ]
     }
 
+    /// Runs `lakepurge` with this server's AWS environment pointed at `endpoint` (a proxy in
+    /// front of it) and `extra` variables.
+    pub(crate) fn lakepurge_via(
+        &self,
+        endpoint: &str,
+        args: &[&str],
+        extra: &[(&str, &str)],
+    ) -> Run {
+        let mut env = self.env();
+        for (k, v) in env.iter_mut() {
+            if *k == "AWS_ENDPOINT_URL" {
+                *v = endpoint.to_string();
+            }
+        }
+        let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        env.extend_from_slice(extra);
+        lakepurge_env(args, &env)
+    }
+
     /// Runs `lakepurge` with this server's AWS environment and `extra` variables.
-    fn lakepurge(&self, args: &[&str], extra: &[(&str, &str)]) -> Run {
+    pub(crate) fn lakepurge(&self, args: &[&str], extra: &[(&str, &str)]) -> Run {
         let env = self.env();
         let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         env.extend_from_slice(extra);
@@ -96,7 +115,7 @@ impl Moto {
     }
 
     /// Runs a Python snippet with a boto3 client `c`; returns its stdout.
-    fn boto(&self, body: &str, args: &[&str]) -> String {
+    pub(crate) fn boto(&self, body: &str, args: &[&str]) -> String {
         let script = format!(
             "import sys, json, os, boto3\nc = boto3.client('s3', endpoint_url='{}', \
              aws_access_key_id='test', aws_secret_access_key='{SECRET}', region_name='us-east-1')\n{body}\n",
@@ -151,6 +170,26 @@ fn s3_purge_gives_the_same_exact_result_as_local() {
 fn s3_delta_table_is_purged_through_its_log() {
     use crate::delta::*;
     let moto = Moto::start();
+    let (ws, job, start) = delta_on_s3(&moto);
+    let run = moto.lakepurge(&["purge", "--job", &job, "--run-id", "r1"], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let manifest = "s3://lake/audit/lake/r1.json";
+    let verified = moto.lakepurge(&["verify", manifest, "--deep", "--job", &job], &[]);
+    assert_eq!(verified.code, 0, "{}", verified.all_output());
+    let back = ws.path().join("back");
+    moto.download_dir("warehouse/users/", &back);
+    let after = read_delta(&back);
+    assert_eq!(after["version"], serde_json::json!(start + 1));
+    assert_eq!(lakepurge_commits(&after, "r1"), 1);
+    check_purged(&back, &after, start + 1);
+    assert!(!run.all_output().contains(SECRET));
+}
+
+/// The Delta test table written by the `deltalake` package, uploaded to `warehouse/users/`,
+/// with events and a job over it (manifests in the bucket): the workspace, the job and the
+/// table's version before any purge.
+pub(crate) fn delta_on_s3(moto: &Moto) -> (tempfile::TempDir, String, u64) {
+    use crate::delta::*;
     let ws = tempfile::tempdir().unwrap();
     let local = ws.path().join("written");
     std::fs::create_dir_all(&local).unwrap();
@@ -164,18 +203,7 @@ fn s3_delta_table_is_purged_through_its_log() {
         "",
     );
     let start = read_delta(&local)["version"].as_u64().unwrap();
-    let run = moto.lakepurge(&["purge", "--job", &job, "--run-id", "r1"], &[]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    let manifest = "s3://lake/audit/lake/r1.json";
-    let verified = moto.lakepurge(&["verify", manifest, "--deep", "--job", &job], &[]);
-    assert_eq!(verified.code, 0, "{}", verified.all_output());
-    let back = ws.path().join("back");
-    moto.download_dir("warehouse/users/", &back);
-    let after = read_delta(&back);
-    assert_eq!(after["version"], serde_json::json!(start + 1));
-    assert_eq!(lakepurge_commits(&after, "r1"), 1);
-    check_purged(&back, &after, start + 1);
-    assert!(!run.all_output().contains(SECRET));
+    (ws, job, start)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -369,11 +397,13 @@ for v, marker in entries:\n\
 \x20       body = c.get_object(Bucket='lake', Key=v['Key'], VersionId=v['VersionId'])['Body'].read()\n\
 \x20       users = pq.read_table(io.BytesIO(body), use_threads=False).column('user_id').to_pylist()\n\
 \x20   out.setdefault(v['Key'][len('warehouse/t/'):], []).append([v['VersionId'], users])\n\
-print(json.dumps(out))\n";
+print(json.dumps(out))\n\
+sys.stdout.flush()\n\
+os._exit(0)\n";
 
 /// A versioned bucket holding a table, events erasing user 3, and a job (with `extra` lines in
 /// its table section); returns the server, the workspace and the job path.
-fn versioned_setup(extra: &str) -> (Moto, tempfile::TempDir, String) {
+pub(crate) fn versioned_setup(extra: &str) -> (Moto, tempfile::TempDir, String) {
     let moto = Moto::start();
     moto.boto(WRITE_VERSIONS, &[]);
     let ws = tempfile::tempdir().unwrap();
@@ -394,13 +424,13 @@ fn versioned_setup(extra: &str) -> (Moto, tempfile::TempDir, String) {
     (moto, ws, job)
 }
 
-fn versions_now(moto: &Moto) -> serde_json::Value {
+pub(crate) fn versions_now(moto: &Moto) -> serde_json::Value {
     serde_json::from_str(&moto.boto(LIST_VERSIONS, &[])).unwrap()
 }
 
 /// The data versions of `key` in a `versions_now` listing (delete markers left out), newest
 /// first, each `[version id, user ids]`.
-fn data_versions(now: &serde_json::Value, key: &str) -> Vec<serde_json::Value> {
+pub(crate) fn data_versions(now: &serde_json::Value, key: &str) -> Vec<serde_json::Value> {
     now[key]
         .as_array()
         .unwrap()
@@ -411,14 +441,14 @@ fn data_versions(now: &serde_json::Value, key: &str) -> Vec<serde_json::Value> {
 }
 
 /// The user ids of each data version of `key`, newest first.
-fn version_users(now: &serde_json::Value, key: &str) -> Vec<serde_json::Value> {
+pub(crate) fn version_users(now: &serde_json::Value, key: &str) -> Vec<serde_json::Value> {
     data_versions(now, key)
         .into_iter()
         .map(|v| v[1].clone())
         .collect()
 }
 
-fn manifest_of(moto: &Moto, run: &str) -> serde_json::Value {
+pub(crate) fn manifest_of(moto: &Moto, run: &str) -> serde_json::Value {
     let out = moto.boto(
         "print(c.get_object(Bucket='lake', Key=sys.argv[1])['Body'].read().decode())",
         &[&format!("audit/versioned/{run}.json")],
@@ -429,15 +459,15 @@ fn manifest_of(moto: &Moto, run: &str) -> serde_json::Value {
 /// After a purge with `old_versions = "delete"`: the rewritten key has one version (the new
 /// one, which the manifest names), the emptied key only a delete marker, the untouched key all
 /// three, no version anywhere holds user 3, and verify proves the deleted versions are gone.
-fn check_versions_deleted(moto: &Moto) {
+pub(crate) fn check_versions_deleted(moto: &Moto) {
     let now = versions_now(moto);
     let data = |key: &str| data_versions(&now, key);
     assert_eq!(data("a.parquet").len(), 1, "{now}");
     assert!(data("b.parquet").is_empty(), "{now}");
-    assert_eq!(
-        now["b.parquet"].as_array().unwrap().len(),
-        1,
-        "one delete marker: {now}"
+    // Delete markers only (a retried delete whose response was lost leaves a second one).
+    assert!(
+        !now["b.parquet"].as_array().unwrap().is_empty(),
+        "a delete marker: {now}"
     );
     assert_eq!(data("c.parquet").len(), 3, "{now}");
     for (key, versions) in now.as_object().unwrap() {
