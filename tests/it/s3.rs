@@ -170,7 +170,7 @@ fn s3_purge_gives_the_same_exact_result_as_local() {
 fn s3_delta_table_is_purged_through_its_log() {
     use crate::delta::*;
     let moto = Moto::start();
-    let (ws, job, start) = delta_on_s3(&moto);
+    let (ws, job, start) = delta_on_s3(&moto, "");
     let run = moto.lakepurge(&["purge", "--job", &job, "--run-id", "r1"], &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let manifest = "s3://lake/audit/lake/r1.json";
@@ -188,7 +188,7 @@ fn s3_delta_table_is_purged_through_its_log() {
 /// The Delta test table written by the `deltalake` package, uploaded to `warehouse/users/`,
 /// with events and a job over it (manifests in the bucket): the workspace, the job and the
 /// table's version before any purge.
-pub(crate) fn delta_on_s3(moto: &Moto) -> (tempfile::TempDir, String, u64) {
+pub(crate) fn delta_on_s3(moto: &Moto, extra: &str) -> (tempfile::TempDir, String, u64) {
     use crate::delta::*;
     let ws = tempfile::tempdir().unwrap();
     let local = ws.path().join("written");
@@ -200,10 +200,80 @@ pub(crate) fn delta_on_s3(moto: &Moto) -> (tempfile::TempDir, String, u64) {
         "s3://lake/audit/",
         &file_url(&ws.path().join("events")),
         "s3://lake/warehouse/users/",
-        "",
+        extra,
     );
     let start = read_delta(&local)["version"].as_u64().unwrap();
     (ws, job, start)
+}
+
+/// Case 5 of #23: a Delta table on a versioned bucket. The files the purge commit removed
+/// leave noncurrent versions holding the erased rows: under `old_versions = "delete"` every one
+/// is deleted and recorded per file (verify reads each by id and finds none); under `keep` they
+/// stay and the manifest counts them (`versions_remaining`), which verify reports.
+#[test]
+fn s3_delta_table_on_a_versioned_bucket_records_its_old_versions() {
+    for policy in ["delete", "keep"] {
+        let moto = Moto::start();
+        moto.boto(
+            "c.put_bucket_versioning(Bucket='lake', VersioningConfiguration={'Status': 'Enabled'})",
+            &[],
+        );
+        let (_ws, job, _) = delta_on_s3(&moto, &format!("old_versions = \"{policy}\""));
+        let run = moto.lakepurge(&["purge", "--job", &job, "--run-id", "r1"], &[]);
+        assert_eq!(run.code, 0, "{policy}: {}", run.stderr);
+        let out = moto.boto(
+            "print(c.get_object(Bucket='lake', Key='audit/lake/r1.json')['Body'].read().decode())",
+            &[],
+        );
+        let m: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let t = &m["tables"][0];
+        let removed: Vec<String> = t["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["path"].as_str().unwrap().to_string())
+            .collect();
+        assert!(!removed.is_empty());
+        let data_versions = |key: &str| -> usize {
+            moto.boto(
+                "r = c.list_object_versions(Bucket='lake', Prefix=sys.argv[1])\n\
+                 print(len([v for v in r.get('Versions', []) if v['Key'] == sys.argv[1]]))",
+                &[&format!("warehouse/users/{key}")],
+            )
+            .trim()
+            .parse()
+            .unwrap()
+        };
+        let left: usize = removed.iter().map(|p| data_versions(p)).sum();
+        let verify = moto.lakepurge(&["verify", "s3://lake/audit/lake/r1.json"], &[]);
+        assert_eq!(verify.code, 0, "{policy}: {}", verify.all_output());
+        let n = serde_json::json!(removed.len());
+        if policy == "delete" {
+            assert_eq!(left, 0, "a removed file's version still holds erased rows");
+            assert_eq!(
+                (&t["versions_deleted"], &t["versions_remaining"]),
+                (&n, &serde_json::json!(0)),
+                "{m}"
+            );
+            assert!(
+                verify.stdout.contains("old versions deleted are gone"),
+                "{}",
+                verify.stdout
+            );
+        } else {
+            assert_eq!(left, removed.len());
+            assert_eq!(
+                (&t["versions_deleted"], &t["versions_remaining"]),
+                (&serde_json::json!(0), &n),
+                "{m}"
+            );
+            assert!(
+                verify.stdout.contains("still hold erased rows"),
+                "{}",
+                verify.stdout
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -686,4 +756,81 @@ fn s3_suspended_versioning_keeps_the_new_null_version() {
     assert_eq!(a[0][1], serde_json::json!([9]));
     let m = manifest_of(&moto, "r1");
     assert_eq!(m["tables"][0]["versioning"], serde_json::json!("suspended"));
+}
+
+/// Case 3 of #23 on S3: a key holding an escaped partition value and a space
+/// (`region=eu%3Awest/part 0.parquet`, as Spark and Hive name them) on a versioned bucket. The
+/// rewrite replaces that very key (no `%253A` twin appears), its old versions are listed and
+/// deleted under that key, and verify and verify --deep find it.
+#[test]
+fn s3_escaped_keys_are_purged_and_their_versions_deleted_under_their_own_name() {
+    let moto = Moto::start();
+    moto.boto(
+        "import io, pyarrow as pa, pyarrow.parquet as pq\n\
+         c.put_bucket_versioning(Bucket='lake', VersioningConfiguration={'Status': 'Enabled'})\n\
+         for r in range(3):\n\
+         \x20   buf = io.BytesIO()\n\
+         \x20   pq.write_table(pa.table({'user_id': pa.array([1, 2, 3, 4, 10 + r], pa.int64())}), buf)\n\
+         \x20   c.put_object(Bucket='lake', Key='warehouse/t/region=eu%3Awest/part 0.parquet', Body=buf.getvalue())\n",
+        &[],
+    );
+    let ws = tempfile::tempdir().unwrap();
+    write_events(
+        &ws.path().join("events/e.json"),
+        &[("ev-1", "user_id", serde_json::json!("3"))],
+    );
+    let job = ws.path().join("job.toml");
+    write(
+        &job,
+        &user_id_job(
+            "esc",
+            "s3://lake/audit/",
+            &file_url(&ws.path().join("events")),
+            "s3://lake/warehouse/t/",
+        ),
+    );
+    let job = job.to_str().unwrap();
+    let run = moto.lakepurge(&["purge", "--job", job, "--run-id", "r1"], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let listed: serde_json::Value = serde_json::from_str(&moto.boto(
+        "import io, pyarrow.parquet as pq\n\
+         r = c.list_object_versions(Bucket='lake', Prefix='warehouse/')\n\
+         out = [[v['Key'], pq.read_table(io.BytesIO(c.get_object(Bucket='lake', Key=v['Key'], VersionId=v['VersionId'])['Body'].read())).column('user_id').to_pylist()] for v in r.get('Versions', [])]\n\
+         print(json.dumps(out))\n\
+         sys.stdout.flush()\n\
+         os._exit(0)",
+        &[],
+    ))
+    .unwrap();
+    assert_eq!(
+        listed,
+        serde_json::json!([["warehouse/t/region=eu%3Awest/part 0.parquet", [1, 2, 4, 12]]])
+    );
+    let m: serde_json::Value = serde_json::from_str(&moto.boto(
+        "print(c.get_object(Bucket='lake', Key='audit/esc/r1.json')['Body'].read().decode())",
+        &[],
+    ))
+    .unwrap();
+    let f = &m["tables"][0]["files"][0];
+    assert_eq!(
+        f["path"],
+        serde_json::json!("region=eu%3Awest/part 0.parquet")
+    );
+    assert_eq!(f["old_versions"]["deleted"].as_array().unwrap().len(), 3);
+    let verify = moto.lakepurge(
+        &[
+            "verify",
+            "s3://lake/audit/esc/r1.json",
+            "--deep",
+            "--job",
+            job,
+        ],
+        &[],
+    );
+    assert_eq!(verify.code, 0, "{}", verify.all_output());
+    assert!(
+        verify.stdout.contains("old versions deleted are gone"),
+        "{}",
+        verify.stdout
+    );
 }

@@ -338,7 +338,7 @@ fn fault_lost_response_of_a_delta_commit() {
     use crate::delta::*;
     let moto = Moto::start();
     let proxy = FaultProxy::start(&moto.endpoint());
-    let (ws, job, start) = crate::s3::delta_on_s3(&moto);
+    let (ws, job, start) = crate::s3::delta_on_s3(&moto, "");
     proxy.inject(json!({"kind": "delta_log", "fault": "lost", "count": 1, "match": format!("_delta_log/{:020}.json", start + 1)}));
     let run = moto.lakepurge_via(
         &proxy.endpoint(),

@@ -376,3 +376,70 @@ fn every_no_data_confirmation_is_true_against_an_independent_read() {
         assert_eq!(got, expected, "{e} ({t} {id})");
     }
 }
+
+/// Case 7 of #23: a shard touches only its own journal entries. Shard 0 is killed with a
+/// rewrite pending (journaled, not committed); shard 1 then runs to the end and leaves that
+/// entry exactly as it was (resolving it while shard 0 might still be committing would be
+/// a guess); shard 0's next attempt resolves it, and the final step completes the run exactly.
+#[test]
+fn a_shard_resolves_only_its_own_pending_rewrites() {
+    let ws = tempfile::tempdir().unwrap();
+    let ws = ws.path();
+    let table = ws.join("wh/users");
+    // Eight files of users i*10 .. i*10+4; user 3 of each erased below.
+    let script = "import sys, os, pyarrow as pa, pyarrow.parquet as pq\n\
+        d = sys.argv[1]\n\
+        os.makedirs(d, exist_ok=True)\n\
+        for i in range(8):\n\
+        \x20   pq.write_table(pa.table({'user_id': pa.array([i * 10 + k for k in range(5)], pa.int64())}), d + f'/part-{i}.parquet')\n";
+    run_python("writing the table", script, &[&table]);
+    let events: Vec<(String, Value)> = (0..8)
+        .map(|i| (format!("e-{i}"), json!((i * 10 + 3).to_string())))
+        .collect();
+    let rows: Vec<(&str, &str, Value)> = events
+        .iter()
+        .map(|(e, id)| (e.as_str(), "user_id", id.clone()))
+        .collect();
+    write_events(&ws.join("events/e.json"), &rows);
+    let job = job_file(ws, "j", &file_url(&table), "", "");
+    let shard = |i: u32, env: &[(&str, &str)]| {
+        lakepurge_env(
+            &[
+                "purge",
+                "--job",
+                &job,
+                "--run-id",
+                "r1",
+                "--shard",
+                &format!("{i}/2"),
+            ],
+            env,
+        )
+    };
+    let crashed = shard(0, &[("LAKEPURGE_FAILPOINT", "after_intent=1")]);
+    assert_ne!(crashed.code, 0);
+    let entries = ws.join("audit/j/r1/files");
+    let pending = || -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&entries).unwrap() {
+            let p = e.unwrap().path();
+            let v = read_json(&p);
+            if !v["pending"].is_null() {
+                out.push((p.display().to_string(), sha256_file(&p)));
+            }
+        }
+        out
+    };
+    let before = pending();
+    assert_eq!(before.len(), 1, "one rewrite pending");
+    assert_eq!(shard(1, &[]).code, 0);
+    assert_eq!(pending(), before, "shard 1 touched shard 0's pending entry");
+    assert_eq!(shard(0, &[]).code, 0);
+    assert!(pending().is_empty());
+    let last = lakepurge(&["purge", "--job", &job, "--run-id", "r1"]);
+    assert_eq!(last.code, 0, "{}", last.stderr);
+    let m = read_json(&ws.join("audit/j/r1.json"));
+    assert_eq!(m["tables"][0]["rows_removed"], json!(8), "{m}");
+    let v = lakepurge(&["verify", "--job", &job, "--run-id", "r1", "--deep"]);
+    assert_eq!(v.code, 0, "{}", v.all_output());
+}
