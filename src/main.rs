@@ -175,8 +175,13 @@ fn init_logging(format: LogFormat, quiet: bool) {
     let level = if quiet { "warn" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("LAKEPURGE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("lakepurge={level},warn")));
+    // Colour only on a terminal (Airflow task logs and `2> file` get plain text), and never
+    // when NO_COLOR is set (no-color.org: any non-empty value).
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal() && !no_color)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.with_target(false).init(),

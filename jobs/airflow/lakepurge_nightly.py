@@ -13,7 +13,17 @@ Configured by environment (of the Airflow worker):
 
 The run id is the logical date ({{ ds }}), so a retried or re-triggered task of the same day
 resumes the same run: purge is idempotent per run id. Every shard shares the event snapshot the
-first one pinned; the final purge finishes whatever is left and writes the run manifest.
+first one pinned; the final purge plans any file no shard listed (new, or moved by a
+compaction), finishes whatever is left and writes the run manifest. One run of a job works at
+a time (a lease beside its manifests): a purge started while another run of the job holds it
+(a manual rerun during the nightly) exits 1 at once, and the task's retry runs it later.
+
+The run's confirmations (one Parquet file per job and run, read by the erasure pipeline to
+close its requests) say, per event: erased (rows removed or redacted), no_data (every table
+with a rule for its subject type was searched and none held a row) or no_rule (no table has a
+rule for its subject type: validate lists those types). An event a run could not settle is not
+confirmed: it stays pending, and the status task fails once one is older than the SLA (an
+event whose requested_at cannot be parsed counts as late).
 """
 
 import os

@@ -156,3 +156,19 @@ async fn azure_replace_refuses_a_blob_changed_by_a_concurrent_writer() {
     .unwrap_err();
     refused_and_kept(&err, &loc, &path, b"version-2 newer").await;
 }
+
+/// The rewrite's conditional put (If-Match) is applied by Azurite and its response lost, through
+/// the fault proxy: the run looks the blob up, finds its own bytes, and the result is exactly
+/// what it is without the fault (rows, counts, confirmations, verify --deep).
+#[test]
+fn azure_lost_response_of_a_rewrite_is_looked_up() {
+    let azurite = Azurite::start();
+    let proxy = crate::proxy::FaultProxy::start(&azurite.endpoint());
+    proxy.inject(serde_json::json!({"kind": "cond_put", "fault": "lost", "count": 1, "match": "warehouse/users/"}));
+    let env = vec![
+        ("AZURE_STORAGE_USE_EMULATOR", "true".to_string()),
+        ("AZURITE_BLOB_STORAGE_URL", proxy.endpoint()),
+    ];
+    purge_matches_local(&azurite, "az://lake/", &env, ACCOUNT_KEY);
+    assert!(proxy.faults_fired() >= 1, "{:?}", proxy.log());
+}

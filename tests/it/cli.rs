@@ -566,3 +566,20 @@ fn an_empty_event_dataset_is_a_valid_no_op_with_a_manifest() {
         );
     }
 }
+
+/// Text logs to a file or a pipe (an Airflow task log, `2> log`) carry no ANSI colour codes:
+/// colour is for terminals only (and never with NO_COLOR).
+#[test]
+fn text_logs_to_a_pipe_have_no_colour_codes() {
+    let ws = tempfile::tempdir().unwrap();
+    lakepurge::cmd::demo::write_sample(ws.path()).unwrap();
+    let job = ws.path().join("jobs/demo.toml");
+    let run = lakepurge(&["purge", "--job", job.to_str().unwrap(), "--run-id", "r1"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("INFO"), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains('\u{1b}'),
+        "colour codes in a piped log: {:?}",
+        run.stderr
+    );
+}
