@@ -114,6 +114,7 @@ pub async fn load(table: &Table) -> Result<Snapshot> {
     let metadata = state.metadata();
     let configuration = metadata.configuration().clone();
     refuse_column_mapping(table, &configuration)?;
+    refuse_unsupported_features(table, state)?;
     let mut files = Vec::new();
     for view in state.log_data().iter() {
         let path = view.path().to_string();
@@ -168,6 +169,42 @@ fn refuse_column_mapping(table: &Table, configuration: &HashMap<String, String>)
             ),
         )),
     }
+}
+
+/// The table's protocol (reader and writer versions, table features, append-only) checked by
+/// delta-rs's own checker against the commit a purge makes (a DELETE removing files), before
+/// anything is written: a feature the commit path cannot honour (change data feed, CHECK
+/// constraints, generated columns, identity columns, ...) is refused with exit 2 by
+/// `validate`, `plan` and `purge`, rather than failing at the commit after the new files were
+/// written, on every rerun.
+fn refuse_unsupported_features(
+    table: &Table,
+    state: &deltalake_core::table::state::DeltaTableState,
+) -> Result<()> {
+    use deltalake_core::kernel::Action;
+    use deltalake_core::kernel::transaction::PROTOCOL;
+    use deltalake_core::protocol::DeltaOperation;
+    let probe = [Action::Remove(Remove {
+        path: "probe.parquet".into(),
+        data_change: true,
+        ..Default::default()
+    })];
+    let operation = DeltaOperation::Delete { predicate: None };
+    PROTOCOL.can_commit(state, &probe, &operation).map_err(|e| {
+        let protocol = state.protocol();
+        Error::table(
+            &table.spec.name,
+            &table.location,
+            format!(
+                "the Delta table's protocol (reader {}, writer {}) needs what lakepurge's commit \
+                 path (delta-rs) cannot honour: {e}. Nothing was written. Purge it with an engine \
+                 that supports those features, or drop them from the table (for change data \
+                 feed: its _change_data/ files also hold erased rows)",
+                protocol.min_reader_version(),
+                protocol.min_writer_version()
+            ),
+        )
+    })
 }
 
 /// The `add` of a new file written next to `old` at `path` (relative to the table, decoded),

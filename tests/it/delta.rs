@@ -487,6 +487,37 @@ fn delta_column_mapping_is_refused() {
     assert_refused(ws.path(), &job, &table, "column mapping");
 }
 
+/// Writer features the commit path cannot honour (#25 case 3): change data feed (its
+/// `_change_data/` files would also keep erased rows) and a CHECK constraint, both written by
+/// the `deltalake` package. `validate`, `plan` and `purge` refuse them with exit 2, naming the
+/// feature, before anything is written (the commit used to fail after the new files were
+/// written, on every rerun).
+#[test]
+fn delta_writer_features_the_commit_cannot_honour_are_refused_before_writing() {
+    for (what, script, said) in [
+        (
+            "change data feed",
+            "import sys, pyarrow as pa\nfrom deltalake import write_deltalake\n\
+             write_deltalake(sys.argv[1], pa.table({'user_id': pa.array([1, 900006], pa.int64())}),\n\
+             \x20   configuration={'delta.enableChangeDataFeed': 'true'})\n",
+            "ChangeDataFeed",
+        ),
+        (
+            "a CHECK constraint",
+            "import sys, pyarrow as pa\nfrom deltalake import write_deltalake, DeltaTable\n\
+             write_deltalake(sys.argv[1], pa.table({'user_id': pa.array([1, 900006], pa.int64())}))\n\
+             DeltaTable(sys.argv[1]).alter.add_constraint({'positive': 'user_id > 0'})\n",
+            "CheckConstraints",
+        ),
+    ] {
+        let ws = tempfile::tempdir().unwrap();
+        let table = ws.path().join("wh/users");
+        run_python(what, script, &[&table]);
+        let job = local_delta_job(ws.path(), &table, "");
+        assert_refused(ws.path(), &job, &table, said);
+    }
+}
+
 /// Deletion vectors: no writer of them runs here (delta-rs and the `deltalake` package rewrite
 /// files instead), so the commit a Spark DELETE would make — the protocol upgraded to the
 /// `deletionVectors` feature and a file re-added with a vector — is appended as Spark writes it.
