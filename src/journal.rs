@@ -88,6 +88,24 @@ pub struct Entry {
     /// A Delta table's commit (the entry of its log, see `purge::delta`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta: Option<DeltaCommit>,
+    /// A Delta table's history still on disk that holds erased rows (see `purge::delta`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<DeltaHistory>,
+}
+
+/// The files of a Delta table's history (removed by earlier commits, still on disk) that hold
+/// erased rows, decided once per run and journaled before they are deleted.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DeltaHistory {
+    /// History files scanned.
+    pub scanned: u64,
+    /// Those holding an erased row (relative to the table), in path order.
+    pub files: Vec<String>,
+    /// History files that could not be read as Parquet (left alone, named in the log).
+    pub unreadable: u64,
+    /// `old_files = "delete"`: every one of `files` is deleted.
+    pub deleted: bool,
 }
 
 /// A purge's commit to a Delta table, journaled before it is made.

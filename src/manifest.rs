@@ -154,6 +154,17 @@ pub struct DeltaRecord {
     /// With `keep`: the retention after which VACUUM may delete them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<String>,
+    /// The table's history still on disk (files earlier commits removed, that time travel
+    /// still reads): how many were scanned, and those holding an erased row, deleted under
+    /// `old_files = "delete"` or remaining under `keep`.
+    #[serde(default)]
+    pub history_files_scanned: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history_files: Vec<String>,
+    #[serde(default)]
+    pub history_files_deleted: u64,
+    #[serde(default)]
+    pub history_files_remaining: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

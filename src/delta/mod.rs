@@ -151,6 +151,48 @@ pub async fn load(table: &Table) -> Result<Snapshot> {
     })
 }
 
+/// How old a file no version of the log references (and no tombstone names) must be before it
+/// is taken for history rather than a concurrent writer's file not committed yet.
+pub const ORPHAN_MIN_AGE: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
+/// The table's history still on disk: Parquet files under the table that its current version
+/// (`snapshot`) does not reference — files earlier commits removed (tombstones the log still
+/// lists) and files no version references any more (older than [`ORPHAN_MIN_AGE`], so never a
+/// writer's uncommitted file) — less `exclude` (the run's own removed files). Time travel to
+/// the versions that still name them reads their rows back until VACUUM deletes them.
+pub async fn history_files(
+    table: &Table,
+    snapshot: &Snapshot,
+    exclude: &std::collections::BTreeSet<String>,
+) -> Result<Vec<ObjectMeta>> {
+    use futures::StreamExt;
+    let state = snapshot
+        .table
+        .snapshot()
+        .map_err(|e| error(table, "reading the log", e))?;
+    let log_store = snapshot.log_store();
+    let mut tombstones = std::collections::BTreeSet::new();
+    {
+        let mut stream = state.all_tombstones(log_store.as_ref());
+        while let Some(t) = stream.next().await {
+            let t = t.map_err(|e| error(table, "reading the log's removed files", e))?;
+            tombstones.insert(t.path().into_owned());
+        }
+    }
+    let now = chrono::Utc::now();
+    let listed = table.location.list_files().await?;
+    Ok(listed
+        .into_iter()
+        .filter(|m| {
+            let rel = table.location.relative(&m.location);
+            rel.ends_with(".parquet")
+                && snapshot.file(&rel).is_none()
+                && !exclude.contains(&rel)
+                && (tombstones.contains(&rel) || now - m.last_modified > ORPHAN_MIN_AGE)
+        })
+        .collect())
+}
+
 /// Column mapping (`delta.columnMapping.mode` = `name` or `id`) gives Parquet columns physical
 /// names unlike the table's: match rules would not find them. Refused, not guessed.
 fn refuse_column_mapping(table: &Table, configuration: &HashMap<String, String>) -> Result<()> {

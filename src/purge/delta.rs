@@ -49,9 +49,82 @@ pub(super) async fn purge_table(
         path: LOG_ENTRY.into(),
         ..Entry::default()
     });
-    let result = purge(table, tplan, attempt, &mut entry).await;
+    let mut result = purge(table, tplan, attempt, &mut entry).await;
+    if result.is_ok() {
+        result = settle_history(table, attempt, &mut entry).await;
+    }
     entries.insert(key, entry);
     result
+}
+
+/// The table's history still on disk (see [`delta::history_files`]): each file is scanned like
+/// a current one; those holding an erased row are journaled, then, under `old_files =
+/// "delete"`, deleted (time travel to the versions that name them then fails for them, which
+/// is the point), or, under `keep`, counted. Runs after the run's commit, once per run.
+async fn settle_history(table: &Table, attempt: &Attempt<'_>, entry: &mut Entry) -> Result<()> {
+    if entry.history.as_ref().is_some_and(|h| h.deleted) {
+        return Ok(());
+    }
+    let delete = table.spec.old_files.unwrap_or_default() == OldFiles::Delete;
+    if entry.history.is_none() {
+        let snapshot = delta::load(table).await?;
+        // The files the run's own commit removed are counted as its old files.
+        let own: std::collections::BTreeSet<String> = entry
+            .delta
+            .iter()
+            .flat_map(|c| c.removed.iter().cloned())
+            .collect();
+        let candidates = delta::history_files(table, &snapshot, &own).await?;
+        let mut history = crate::journal::DeltaHistory {
+            scanned: candidates.len() as u64,
+            ..Default::default()
+        };
+        for meta in candidates {
+            let mut found = TablePlan::unscanned(table, None);
+            match plan::plan_files(table, attempt.events, vec![meta.clone()], &mut found).await {
+                Ok(()) => history
+                    .files
+                    .extend(found.files.iter().map(|f| f.path.clone())),
+                Err(e) if e.exit_code() == 2 => {
+                    tracing::warn!(table = %table.spec.name, file = %meta.location, error = %e, "a file of the table's history is not readable Parquet: left alone");
+                    history.unreadable += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        history.files.sort();
+        tracing::info!(table = %table.spec.name, scanned = history.scanned, holding_erased_rows = history.files.len(), "scanned the table's history still on disk");
+        entry.history = Some(history);
+        attempt.journal.put(entry).await?;
+    }
+    let Some(history) = entry.history.as_mut() else {
+        return Ok(());
+    };
+    if !delete || history.files.is_empty() {
+        return Ok(());
+    }
+    for path in &history.files {
+        match table
+            .location
+            .store
+            .delete(&table.location.child(path))
+            .await
+        {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => {
+                return Err(Error::store(
+                    format!(
+                        "deleting {}{path} (history holding erased rows)",
+                        table.location.url
+                    ),
+                    e,
+                ));
+            }
+        }
+    }
+    tracing::info!(table = %table.spec.name, files = history.files.len(), "deleted the history files that held erased rows");
+    history.deleted = true;
+    attempt.journal.put(entry).await
 }
 
 async fn purge(

@@ -825,8 +825,9 @@ fn delta_record(
     planned: u64,
     entries: &BTreeMap<(String, String), Entry>,
 ) -> DeltaRecord {
-    let commit = entries
-        .get(&(table.spec.name.clone(), delta::LOG_ENTRY.to_string()))
+    let entry = entries.get(&(table.spec.name.clone(), delta::LOG_ENTRY.to_string()));
+    let history = entry.and_then(|e| e.history.as_ref());
+    let commit = entry
         .and_then(|e| e.delta.as_ref())
         .filter(|c| c.version.is_some());
     let policy = table.spec.old_files.unwrap_or_default();
@@ -843,6 +844,14 @@ fn delta_record(
             "until VACUUM, after the table's delta.deletedFileRetentionDuration (default 7 days)"
                 .to_string()
         }),
+        history_files_scanned: history.map_or(0, |h| h.scanned),
+        history_files: history.map(|h| h.files.clone()).unwrap_or_default(),
+        history_files_deleted: history
+            .filter(|h| h.deleted)
+            .map_or(0, |h| h.files.len() as u64),
+        history_files_remaining: history
+            .filter(|h| !h.deleted)
+            .map_or(0, |h| h.files.len() as u64),
     }
 }
 

@@ -121,6 +121,7 @@ pub async fn verify(arg: &str, opts: &Options<'_>) -> Result<Report> {
             })?;
         if let Some(d) = &t.delta {
             checks.extend(delta_checks(&loc, t, d).await?);
+            checks.extend(delta_history_check(&loc, t, d).await?);
         }
         for f in &t.files {
             checks.push(match &t.delta {
@@ -444,6 +445,50 @@ async fn check_delta_file(
 /// A Delta table's commit: the log version the manifest names holds the run's transaction,
 /// exactly the removes and adds of the manifest's files, and no subject id (the commit holds
 /// nothing but paths, sizes, statistics and lakepurge's own metadata).
+/// A Delta table's history still on disk that held erased rows: under `old_files = "delete"`
+/// every file recorded is gone (one still there is a FAIL naming it); under `keep` their number
+/// is a warning line (time travel still reads them).
+async fn delta_history_check(
+    loc: &Location,
+    t: &manifest::TableRecord,
+    d: &manifest::DeltaRecord,
+) -> Result<Option<Check>> {
+    let table = &t.name;
+    if d.history_files.is_empty() {
+        return Ok((d.history_files_scanned > 0).then(|| {
+            ok(format!(
+                "table {table}: {} history files on disk scanned, none holds an erased row",
+                d.history_files_scanned
+            ))
+        }));
+    }
+    if d.history_files_deleted == 0 {
+        return Ok(Some(ok(format!(
+            "WARN table {table}: {} history files still hold erased rows (old_files = keep; \
+             time travel reads them until VACUUM)",
+            d.history_files_remaining
+        ))));
+    }
+    let mut present = Vec::new();
+    for f in &d.history_files {
+        let shown = format!("{}{f}", loc.url);
+        if current_sha(loc, &loc.child(f), &shown).await?.is_some() {
+            present.push(f.clone());
+        }
+    }
+    Ok(Some(if present.is_empty() {
+        ok(format!(
+            "table {table}: the {} history files that held erased rows are gone",
+            d.history_files.len()
+        ))
+    } else {
+        fail(format!(
+            "table {table}: history files recorded as deleted are still there: {}",
+            present.join(", ")
+        ))
+    }))
+}
+
 async fn delta_checks(
     loc: &Location,
     t: &manifest::TableRecord,

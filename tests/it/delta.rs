@@ -487,6 +487,86 @@ fn delta_column_mapping_is_refused() {
     assert_refused(ws.path(), &job, &table, "column mapping");
 }
 
+/// Time travel (#25 case 1): after a DELETE and an UPDATE (the `deltalake` package's, which
+/// rewrite files and leave the old ones on disk as tombstones), older versions still serve the
+/// erased subjects from files no current version references. The purge scans that history,
+/// deletes the files holding an erased row (old_files = "delete"), records them, and verify
+/// checks they are gone: every version the reader can still open holds no erased row, and no
+/// Parquet file under the table does.
+#[test]
+fn delta_history_on_disk_holding_erased_rows_is_deleted() {
+    let ws = tempfile::tempdir().unwrap();
+    let table = ws.path().join("wh/users");
+    std::fs::create_dir_all(&table).unwrap();
+    run_python("writing a Delta table", WRITE_DELTA, &[&table]);
+    run_python(
+        "a DELETE and an UPDATE",
+        "import sys\nfrom deltalake import DeltaTable\n\
+         dt = DeltaTable(sys.argv[1])\n\
+         dt.delete('seq = 3')\n\
+         DeltaTable(sys.argv[1]).update(predicate='seq = 50', updates={'email': \"'changed@example.com'\"})\n",
+        &[&table],
+    );
+    let before = read_delta(&table);
+    let serves_erased = |read: &Value| -> Vec<String> {
+        read["versions"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(_, users)| {
+                users
+                    .as_array()
+                    .is_some_and(|u| ERASED.iter().any(|e| u.contains(&json!(e))))
+            })
+            .map(|(v, _)| v.clone())
+            .collect()
+    };
+    assert!(!serves_erased(&before).is_empty());
+    let job = local_delta_job(ws.path(), &table, "");
+    let run = lakepurge(&["purge", "--job", &job, "--run-id", "r1"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let after = read_delta(&table);
+    assert_eq!(
+        serves_erased(&after),
+        Vec::<String>::new(),
+        "{}",
+        after["versions"]
+    );
+    let on_disk = run_python(
+        "reading every Parquet file under the table",
+        "import sys, glob, json, pyarrow.parquet as pq\n\
+         ids = set()\n\
+         for f in glob.glob(sys.argv[1] + '/**/*.parquet', recursive=True):\n\
+         \x20   if '_delta_log' not in f:\n\
+         \x20       ids.update(pq.read_table(f).column('user_id').to_pylist())\n\
+         print(json.dumps(sorted(ids)))\n",
+        &[&table],
+    );
+    let on_disk: Vec<i64> = serde_json::from_str(&on_disk).unwrap();
+    for e in ERASED {
+        assert!(!on_disk.contains(&e), "a file on disk still holds {e}");
+    }
+    let m = read_json(&ws.path().join("manifests/lake/r1.json"));
+    let d = &m["tables"][0]["delta"];
+    let history = d["history_files"].as_array().unwrap();
+    assert!(!history.is_empty(), "{d}");
+    assert_eq!(d["history_files_deleted"], json!(history.len()));
+    let verify = lakepurge(&["verify", "--job", &job, "--run-id", "r1", "--deep"]);
+    assert_eq!(verify.code, 0, "{}", verify.all_output());
+    assert!(
+        verify
+            .stdout
+            .contains("history files that held erased rows are gone"),
+        "{}",
+        verify.stdout
+    );
+    // A restored history file is caught.
+    let restored = table.join(history[0].as_str().unwrap());
+    std::fs::write(&restored, b"restored").unwrap();
+    let verify = lakepurge(&["verify", "--job", &job, "--run-id", "r1"]);
+    assert_eq!(verify.code, 3, "{}", verify.all_output());
+}
+
 /// Writer features the commit path cannot honour (#25 case 3): change data feed (its
 /// `_change_data/` files would also keep erased rows) and a CHECK constraint, both written by
 /// the `deltalake` package. `validate`, `plan` and `purge` refuse them with exit 2, naming the
