@@ -212,6 +212,10 @@ async fn run(job: &Job, run_id: &str, clock: &dyn Clock, opts: &Options<'_>) -> 
     let journal = Journal::new(&folder, run_id);
     if let Some(done) = manifest::read(&folder, &manifest::path(&folder, run_id)).await? {
         tracing::info!(run_id, "run already complete: nothing to do");
+        // The manifest supersedes the journal: one a crash left after it is deleted.
+        if opts.shard.is_none() {
+            journal.clear().await?;
+        }
         return Ok(Outcome::AlreadyComplete(done));
     }
     // A first attempt reads its events and plans every table before it takes the lease or

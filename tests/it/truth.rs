@@ -412,6 +412,8 @@ fn a_shard_resolves_only_its_own_pending_rewrites() {
                 "r1",
                 "--shard",
                 &format!("{i}/2"),
+                "--concurrency",
+                "1",
             ],
             env,
         )
