@@ -104,23 +104,7 @@ async fn settle_history(table: &Table, attempt: &Attempt<'_>, entry: &mut Entry)
         return Ok(());
     }
     for path in &history.files {
-        match table
-            .location
-            .store
-            .delete(&table.location.child(path))
-            .await
-        {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => {
-                return Err(Error::store(
-                    format!(
-                        "deleting {}{path} (history holding erased rows)",
-                        table.location.url
-                    ),
-                    e,
-                ));
-            }
-        }
+        delete_file(table, path, "history holding erased rows").await?;
     }
     tracing::info!(table = %table.spec.name, files = history.files.len(), "deleted the history files that held erased rows");
     history.deleted = true;
@@ -421,18 +405,7 @@ async fn delete_old_files(table: &Table, attempt: &Attempt<'_>, entry: &mut Entr
         if versioned.is_some() && settled(entry) {
             continue;
         }
-        match table.location.store.delete(&location).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => {
-                return Err(Error::store(
-                    format!(
-                        "deleting {}{path} (removed by the purge commit)",
-                        table.location.url
-                    ),
-                    e,
-                ));
-            }
-        }
+        delete_file(table, path, "removed by the purge commit").await?;
         let (Some(v), Some(i)) = (versioned, record) else {
             continue;
         };
@@ -470,6 +443,23 @@ async fn delete_old_files(table: &Table, attempt: &Attempt<'_>, entry: &mut Entr
     }
     tracing::info!(table = %table.spec.name, files = removed.len(), "deleted the files the purge commit removed");
     attempt.journal.put(entry).await
+}
+
+/// Deletes the file `path` (relative to the table) that is gone from the table (`why`); gone
+/// already is fine.
+async fn delete_file(table: &Table, path: &str, why: &str) -> Result<()> {
+    match table
+        .location
+        .store
+        .delete(&table.location.child(path))
+        .await
+    {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(Error::store(
+            format!("deleting {}{path} ({why})", table.location.url),
+            e,
+        )),
+    }
 }
 
 /// Deletes new files a commit that did not happen would have added (no snapshot names them).

@@ -257,6 +257,13 @@ async fn prepare(
     Ok((events, plans))
 }
 
+/// The run journal and the entries it held when the attempt started.
+#[derive(Clone, Copy)]
+struct Journaled<'a> {
+    journal: &'a Journal,
+    entries: &'a BTreeMap<(String, String), Entry>,
+}
+
 /// What a run holds once it has the job's lease: its manifest folder, its tables, the lease.
 struct Held<'a> {
     folder: &'a store::Location,
@@ -294,16 +301,21 @@ async fn run_leased(
         .map(|t| (t.spec.name.as_str(), &t.location))
         .collect();
     let _locks = store::TableLocks::acquire(&named).await?;
+    // Read once: the final step of a sharded run plans from them too.
+    let mut entries = journal.entries().await?;
+    let journaled = Journaled {
+        journal: &journal,
+        entries: &entries,
+    };
     let Planned {
         events,
         plans,
         snapshot,
         shard: shard_record,
-    } = plan_pinned(job, run_id, clock, tables, &journal, opts.shard, prepared).await?;
+    } = plan_pinned(job, run_id, clock, tables, journaled, opts.shard, prepared).await?;
 
     // A shard touches only its own entries: another shard may be committing its own.
     let mine = |e: &Entry| opts.shard.is_none_or(|s| s.owns(&e.table, &e.path));
-    let mut entries = journal.entries().await?;
     for ((table_name, _), entry) in entries.iter_mut().filter(|(_, e)| mine(e)) {
         if let Some(table) = tables.iter().find(|t| &t.spec.name == table_name) {
             resolve_pending(table, entry, &journal).await?;
@@ -403,10 +415,11 @@ async fn plan_pinned(
     run_id: &str,
     clock: &dyn Clock,
     tables: &[Table],
-    journal: &Journal,
+    journaled: Journaled<'_>,
     shard: Option<Shard>,
     prepared: Option<(Events, Vec<TablePlan>)>,
 ) -> Result<Planned> {
+    let journal = journaled.journal;
     let pinned = journal.snapshot().await?;
     let (events, snapshot, fresh_plans) = match pinned {
         Some(snap) => {
@@ -444,7 +457,9 @@ async fn plan_pinned(
         (Some(plans), _) => plans,
         (None, Some(_)) => plan::plan_shard(tables, &events, shard).await?,
         (None, None) => match journal.finished_shards().await? {
-            Some(records) => plans_of_shards(job, tables, &events, &records, journal).await?,
+            Some(records) => {
+                plans_of_shards(job, tables, &events, &records, journaled.entries).await?
+            }
             None => plan::plan_tables(tables, &events).await?,
         },
     };
@@ -497,7 +512,7 @@ async fn plans_of_shards(
     tables: &[Table],
     events: &Events,
     records: &[ShardRecord],
-    journal: &Journal,
+    entries: &BTreeMap<(String, String), Entry>,
 ) -> Result<Vec<TablePlan>> {
     refuse_changed_spec(job, records)?;
     // The versions the shards left: what they listed, and what their rewrites made.
@@ -510,7 +525,7 @@ async fn plans_of_shards(
                 .map(move |f| (t.clone(), f.path.clone(), f.etag.clone()))
         })
         .collect();
-    for e in journal.entries().await?.values() {
+    for e in entries.values() {
         for f in e.done.iter().filter_map(|d| d.after.as_ref()) {
             known.insert((e.table.clone(), e.path.clone(), f.etag.clone()));
         }

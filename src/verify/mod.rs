@@ -471,9 +471,10 @@ async fn delta_history_check(
     }
     let mut present = Vec::new();
     for f in &d.history_files {
-        let shown = format!("{}{f}", loc.url);
-        if current_sha(loc, &loc.child(f), &shown).await?.is_some() {
-            present.push(f.clone());
+        match loc.store.head(&loc.child(f)).await {
+            Ok(_) => present.push(f.clone()),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(Error::store(format!("checking {}{f}", loc.url), e)),
         }
     }
     Ok(Some(if present.is_empty() {

@@ -248,6 +248,14 @@ fn a_resumed_run_never_confirms_what_a_later_run_confirmed() {
     }
 }
 
+/// Shard `i` of 2 of run r1 of `job`, with `extra` flags and `env`.
+fn purge_shard(job: &str, i: u32, extra: &[&str], env: &[(&str, &str)]) -> Run {
+    let shard = format!("{i}/2");
+    let mut args = vec!["purge", "--job", job, "--run-id", "r1", "--shard", &shard];
+    args.extend_from_slice(extra);
+    lakepurge_env(&args, env)
+}
+
 /// The shard (of 2) that owns `path` of table `table`.
 fn owner(table: &str, path: &str) -> u32 {
     (0..2)
@@ -274,17 +282,7 @@ fn the_final_step_purges_a_file_no_shard_listed() {
         .unwrap();
     write_events(&ws.join("events/e.json"), &[("e-1", "user_id", json!("3"))]);
     let job = job_file(ws, "j", &file_url(&table), "", "");
-    let shard = |i: u32| {
-        lakepurge(&[
-            "purge",
-            "--job",
-            &job,
-            "--run-id",
-            "r1",
-            "--shard",
-            &format!("{i}/2"),
-        ])
-    };
+    let shard = |i: u32| purge_shard(&job, i, &[], &[]);
     // The shard that will own the moved name runs first, then the move, then the other.
     assert_eq!(shard(1 - from).code, 0);
     std::fs::rename(table.join("part-1.parquet"), table.join(&to)).unwrap();
@@ -402,22 +400,7 @@ fn a_shard_resolves_only_its_own_pending_rewrites() {
         .collect();
     write_events(&ws.join("events/e.json"), &rows);
     let job = job_file(ws, "j", &file_url(&table), "", "");
-    let shard = |i: u32, env: &[(&str, &str)]| {
-        lakepurge_env(
-            &[
-                "purge",
-                "--job",
-                &job,
-                "--run-id",
-                "r1",
-                "--shard",
-                &format!("{i}/2"),
-                "--concurrency",
-                "1",
-            ],
-            env,
-        )
-    };
+    let shard = |i: u32, env: &[(&str, &str)]| purge_shard(&job, i, &["--concurrency", "1"], env);
     let crashed = shard(0, &[("LAKEPURGE_FAILPOINT", "after_intent=1")]);
     assert_ne!(crashed.code, 0);
     let entries = ws.join("audit/j/r1/files");
