@@ -106,6 +106,9 @@ pub struct DeltaHistory {
     pub unreadable: u64,
     /// `old_files = "delete"`: every one of `files` is deleted.
     pub deleted: bool,
+    /// On a versioned bucket, the fate of each deleted file's noncurrent versions, by path.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub old_versions: BTreeMap<String, crate::manifest::OldVersionsRecord>,
 }
 
 /// A purge's commit to a Delta table, journaled before it is made.

@@ -165,6 +165,10 @@ pub struct DeltaRecord {
     pub history_files_deleted: u64,
     #[serde(default)]
     pub history_files_remaining: u64,
+    /// On a versioned bucket: the noncurrent versions of each deleted history file, deleted
+    /// (`old_versions = "delete"`) or counted as remaining (`keep`), by path.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub history_old_versions: BTreeMap<String, OldVersionsRecord>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

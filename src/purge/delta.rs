@@ -20,6 +20,7 @@ use parquet::file::metadata::ParquetMetaDataReader;
 use super::Attempt;
 use super::budget::Budget;
 use super::file::{Output, event_names, rewrite_file, rewrite_mode};
+use super::versions;
 use crate::delta::{self, DeltaFile, Snapshot, commit};
 use crate::error::{Error, Result};
 use crate::journal::{DeltaCommit, Entry};
@@ -103,11 +104,45 @@ async fn settle_history(table: &Table, attempt: &Attempt<'_>, entry: &mut Entry)
     if !delete || history.files.is_empty() {
         return Ok(());
     }
-    for path in &history.files {
-        delete_file(table, path, "history holding erased rows").await?;
+    let versioned = attempt.versioned.get(&table.spec.name);
+    for path in history.files.clone() {
+        let settled = |e: &Entry| {
+            e.history
+                .as_ref()
+                .and_then(|h| h.old_versions.get(&path))
+                .is_some_and(|o| !o.pending)
+        };
+        if settled(entry) {
+            continue;
+        }
+        delete_file(table, &path, "history holding erased rows").await?;
+        let Some(v) = versioned else {
+            continue;
+        };
+        // Its noncurrent versions hold the same rows: recorded (journaled) before any is
+        // deleted, like a removed file's.
+        let location = table.location.child(&path);
+        let Some(history) = entry.history.as_mut() else {
+            break;
+        };
+        if !history.old_versions.contains_key(&path) {
+            let decided = versions::decide_all(v, &location).await?;
+            history.old_versions.insert(path.clone(), decided);
+            attempt.journal.put(entry).await?;
+        }
+        if let Some(old) = entry
+            .history
+            .as_mut()
+            .and_then(|h| h.old_versions.get_mut(&path))
+        {
+            versions::delete_all_pending(v, &location, old).await?;
+        }
+        attempt.journal.put(entry).await?;
     }
-    tracing::info!(table = %table.spec.name, files = history.files.len(), "deleted the history files that held erased rows");
-    history.deleted = true;
+    if let Some(history) = entry.history.as_mut() {
+        tracing::info!(table = %table.spec.name, files = history.files.len(), "deleted the history files that held erased rows");
+        history.deleted = true;
+    }
     attempt.journal.put(entry).await
 }
 
@@ -410,28 +445,11 @@ async fn delete_old_files(table: &Table, attempt: &Attempt<'_>, entry: &mut Entr
             continue;
         };
         if entry.done[i].old_versions.is_none() {
-            let held: Vec<String> = v
-                .calls
-                .list(&location)
-                .await?
-                .into_iter()
-                .filter(|version| !version.delete_marker)
-                .map(|version| version.id)
-                .collect();
-            let keep = v.policy == crate::spec::OldVersions::Keep;
-            entry.done[i].old_versions = Some(crate::manifest::OldVersionsRecord {
-                policy: v.policy,
-                remaining: if keep { held.len() as u64 } else { 0 },
-                pending: !keep,
-                deleted: if keep { Vec::new() } else { held },
-            });
+            entry.done[i].old_versions = Some(versions::decide_all(v, &location).await?);
             attempt.journal.put(entry).await?;
         }
         if let Some(old) = entry.done[i].old_versions.as_mut().filter(|o| o.pending) {
-            for id in &old.deleted {
-                v.calls.delete(&location, id).await?;
-            }
-            old.pending = false;
+            versions::delete_all_pending(v, &location, old).await?;
             attempt.journal.put(entry).await?;
         }
     }

@@ -765,12 +765,27 @@ fn unsettled_versions(
         .values()
         .filter(|e| e.table == table.spec.name)
         .flat_map(|e| &e.done)
-        .find(|f| f.before.version.is_some() && f.old_versions.as_ref().is_none_or(|o| o.pending));
-    match unsettled {
-        Some(f) => Err(Error::Internal(format!(
-            "table {}: {}: the old versions of the file were not settled (listed and, under \
+        .find(|f| f.before.version.is_some() && f.old_versions.as_ref().is_none_or(|o| o.pending))
+        .map(|f| f.path.clone());
+    // A deleted history file of a Delta table, too.
+    let history = || {
+        entries
+            .values()
+            .filter(|e| e.table == table.spec.name)
+            .filter_map(|e| e.history.as_ref().filter(|h| h.deleted))
+            .flat_map(|h| {
+                h.files
+                    .iter()
+                    .filter(|f| h.old_versions.get(*f).is_none_or(|o| o.pending))
+            })
+            .next()
+            .cloned()
+    };
+    match unsettled.or_else(history) {
+        Some(path) => Err(Error::Internal(format!(
+            "table {}: {path}: the old versions of the file were not settled (listed and, under \
              old_versions = \"delete\", deleted); rerun with the same run id",
-            table.spec.name, f.path
+            table.spec.name
         ))),
         None => Ok(()),
     }
@@ -789,6 +804,16 @@ fn table_record(
         .filter(|e| e.table == table.spec.name)
         .flat_map(|e| e.done.iter().cloned())
         .collect();
+    let delta = tplan
+        .delta_version
+        .map(|planned| delta_record(table, planned, entries));
+    let history_versions = delta.iter().flat_map(|d| d.history_old_versions.values());
+    let old_versions = || {
+        files
+            .iter()
+            .filter_map(|f| f.old_versions.as_ref())
+            .chain(history_versions.clone())
+    };
     TableRecord {
         name: table.spec.name.clone(),
         location: table.location.url.to_string(),
@@ -815,24 +840,14 @@ fn table_record(
             .filter(|e| e.table == table.spec.name && e.vanished)
             .map(|e| e.path.clone())
             .collect(),
-        delta: tplan
-            .delta_version
-            .map(|planned| delta_record(table, planned, entries)),
+        versions_deleted: tplan
+            .versioning
+            .map(|_| old_versions().map(|o| o.deleted.len() as u64).sum()),
+        versions_remaining: tplan
+            .versioning
+            .map(|_| old_versions().map(|o| o.remaining).sum()),
+        delta,
         versioning: tplan.versioning,
-        versions_deleted: tplan.versioning.map(|_| {
-            files
-                .iter()
-                .filter_map(|f| f.old_versions.as_ref())
-                .map(|o| o.deleted.len() as u64)
-                .sum()
-        }),
-        versions_remaining: tplan.versioning.map(|_| {
-            files
-                .iter()
-                .filter_map(|f| f.old_versions.as_ref())
-                .map(|o| o.remaining)
-                .sum()
-        }),
         files,
     }
 }
@@ -871,6 +886,7 @@ fn delta_record(
         history_files_remaining: history
             .filter(|h| !h.deleted)
             .map_or(0, |h| h.files.len() as u64),
+        history_old_versions: history.map(|h| h.old_versions.clone()).unwrap_or_default(),
     }
 }
 

@@ -110,6 +110,42 @@ async fn delete_pending(
     Ok(true)
 }
 
+/// The fate of the data versions of a file the run deleted from a Delta table (Delta never
+/// rewrites a path: every data version of it held what the current one did): listed, to
+/// delete (`pending`) or to count. Delete markers hold no data and are left.
+pub(super) async fn decide_all(v: &Versioned, path: &Path) -> Result<OldVersionsRecord> {
+    let held: Vec<String> = v
+        .calls
+        .list(path)
+        .await?
+        .into_iter()
+        .filter(|version| !version.delete_marker)
+        .map(|version| version.id)
+        .collect();
+    let keep = v.policy == OldVersions::Keep;
+    Ok(OldVersionsRecord {
+        policy: v.policy,
+        remaining: if keep { held.len() as u64 } else { 0 },
+        pending: !keep,
+        deleted: if keep { Vec::new() } else { held },
+    })
+}
+
+/// Deletes the versions `old` has pending (gone already is fine), then marks it settled.
+pub(super) async fn delete_all_pending(
+    v: &Versioned,
+    path: &Path,
+    old: &mut OldVersionsRecord,
+) -> Result<()> {
+    if old.pending {
+        for id in &old.deleted {
+            v.calls.delete(path, id).await?;
+        }
+        old.pending = false;
+    }
+    Ok(())
+}
+
 /// Settles the old versions of every committed record of `entry` (a file of `table`): decides
 /// their fate, journals it, deletes what is to go, journals that. Called after each commit,
 /// and for every entry when a run resumes (a crash may have come between any two steps).

@@ -122,13 +122,18 @@ pub async fn verify(arg: &str, opts: &Options<'_>) -> Result<Report> {
         if let Some(d) = &t.delta {
             checks.extend(delta_checks(&loc, t, d).await?);
             checks.extend(delta_history_check(&loc, t, d).await?);
+            for (file, old) in &d.history_old_versions {
+                checks.extend(check_old_versions(&loc, &t.name, file, old).await?);
+            }
         }
         for f in &t.files {
             checks.push(match &t.delta {
                 Some(_) => check_delta_file(&loc, t, f, &later).await?,
                 None => check_file(&loc, &t.name, &t.location, f, &later).await?,
             });
-            checks.extend(check_old_versions(&loc, &t.name, f).await?);
+            if let Some(old) = &f.old_versions {
+                checks.extend(check_old_versions(&loc, &t.name, &f.path, old).await?);
+            }
         }
     }
     checks.extend(confirmations::checks(&folder, m).await?);
@@ -319,12 +324,10 @@ async fn check_file(
 async fn check_old_versions(
     loc: &Location,
     table: &str,
-    f: &manifest::FileRecord,
+    file: &str,
+    old: &manifest::OldVersionsRecord,
 ) -> Result<Vec<Check>> {
-    let Some(old) = &f.old_versions else {
-        return Ok(Vec::new());
-    };
-    let shown = format!("{}{}", loc.url, f.path);
+    let shown = format!("{}{file}", loc.url);
     let mut out = Vec::new();
     if old.remaining > 0 {
         out.push(ok(format!(
@@ -336,7 +339,7 @@ async fn check_old_versions(
     if old.deleted.is_empty() {
         return Ok(out);
     }
-    let path = loc.child(&f.path);
+    let path = loc.child(file);
     let mut readable = Vec::new();
     for id in &old.deleted {
         let opts = object_store::GetOptions {
@@ -354,8 +357,7 @@ async fn check_old_versions(
     }
     out.push(if readable.is_empty() {
         ok(format!(
-            "table {table}: {}: the {} old versions deleted are gone",
-            f.path,
+            "table {table}: {file}: the {} old versions deleted are gone",
             old.deleted.len()
         ))
     } else {

@@ -487,6 +487,13 @@ fn delta_column_mapping_is_refused() {
     assert_refused(ws.path(), &job, &table, "column mapping");
 }
 
+/// A DELETE and an UPDATE by the `deltalake` package on the table [`WRITE_DELTA`] wrote (its
+/// folder the argument): both rewrite files and leave the old ones on disk as tombstones.
+pub const DELETE_AND_UPDATE: &str = "import sys\nfrom deltalake import DeltaTable\n\
+     dt = DeltaTable(sys.argv[1])\n\
+     dt.delete('seq = 3')\n\
+     DeltaTable(sys.argv[1]).update(predicate='seq = 50', updates={'email': \"'changed@example.com'\"})\n";
+
 /// Time travel (#25 case 1): after a DELETE and an UPDATE (the `deltalake` package's, which
 /// rewrite files and leave the old ones on disk as tombstones), older versions still serve the
 /// erased subjects from files no current version references. The purge scans that history,
@@ -499,14 +506,7 @@ fn delta_history_on_disk_holding_erased_rows_is_deleted() {
     let table = ws.path().join("wh/users");
     std::fs::create_dir_all(&table).unwrap();
     run_python("writing a Delta table", WRITE_DELTA, &[&table]);
-    run_python(
-        "a DELETE and an UPDATE",
-        "import sys\nfrom deltalake import DeltaTable\n\
-         dt = DeltaTable(sys.argv[1])\n\
-         dt.delete('seq = 3')\n\
-         DeltaTable(sys.argv[1]).update(predicate='seq = 50', updates={'email': \"'changed@example.com'\"})\n",
-        &[&table],
-    );
+    run_python("a DELETE and an UPDATE", DELETE_AND_UPDATE, &[&table]);
     let before = read_delta(&table);
     let serves_erased = |read: &Value| -> Vec<String> {
         read["versions"]

@@ -189,11 +189,24 @@ fn s3_delta_table_is_purged_through_its_log() {
 /// with events and a job over it (manifests in the bucket): the workspace, the job and the
 /// table's version before any purge.
 pub(crate) fn delta_on_s3(moto: &Moto, extra: &str) -> (tempfile::TempDir, String, u64) {
+    delta_on_s3_after(moto, extra, None)
+}
+
+/// [`delta_on_s3`], with more commits made by the `deltalake` package (`script`, given the
+/// table's folder) before the upload.
+pub(crate) fn delta_on_s3_after(
+    moto: &Moto,
+    extra: &str,
+    script: Option<&str>,
+) -> (tempfile::TempDir, String, u64) {
     use crate::delta::*;
     let ws = tempfile::tempdir().unwrap();
     let local = ws.path().join("written");
     std::fs::create_dir_all(&local).unwrap();
     run_python("writing a Delta table", WRITE_DELTA, &[&local]);
+    if let Some(script) = script {
+        run_python("more commits", script, &[&local]);
+    }
     moto.upload_dir(&local, "warehouse/users/");
     let job = delta_job(
         ws.path(),
@@ -209,7 +222,9 @@ pub(crate) fn delta_on_s3(moto: &Moto, extra: &str) -> (tempfile::TempDir, Strin
 /// Case 5 of #23: a Delta table on a versioned bucket. The files the purge commit removed
 /// leave noncurrent versions holding the erased rows: under `old_versions = "delete"` every one
 /// is deleted and recorded per file (verify reads each by id and finds none); under `keep` they
-/// stay and the manifest counts them (`versions_remaining`), which verify reports.
+/// stay and the manifest counts them (`versions_remaining`), which verify reports. The same for
+/// the files of the table's history (an earlier DELETE and UPDATE left them on disk) that the
+/// purge deletes because they hold erased rows.
 #[test]
 fn s3_delta_table_on_a_versioned_bucket_records_its_old_versions() {
     for policy in ["delete", "keep"] {
@@ -218,7 +233,11 @@ fn s3_delta_table_on_a_versioned_bucket_records_its_old_versions() {
             "c.put_bucket_versioning(Bucket='lake', VersioningConfiguration={'Status': 'Enabled'})",
             &[],
         );
-        let (_ws, job, _) = delta_on_s3(&moto, &format!("old_versions = \"{policy}\""));
+        let (_ws, job, _) = delta_on_s3_after(
+            &moto,
+            &format!("old_versions = \"{policy}\""),
+            Some(crate::delta::DELETE_AND_UPDATE),
+        );
         let run = moto.lakepurge(&["purge", "--job", &job, "--run-id", "r1"], &[]);
         assert_eq!(run.code, 0, "{policy}: {}", run.stderr);
         let out = moto.boto(
@@ -234,6 +253,21 @@ fn s3_delta_table_on_a_versioned_bucket_records_its_old_versions() {
             .map(|f| f["path"].as_str().unwrap().to_string())
             .collect();
         assert!(!removed.is_empty());
+        let history: Vec<String> = t["delta"]["history_files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_str().unwrap().to_string())
+            .collect();
+        assert!(!history.is_empty(), "{t}");
+        assert_eq!(
+            t["delta"]["history_old_versions"]
+                .as_object()
+                .map(|o| o.len()),
+            Some(history.len()),
+            "{t}"
+        );
+        let removed: Vec<String> = removed.into_iter().chain(history).collect();
         let data_versions = |key: &str| -> usize {
             moto.boto(
                 "r = c.list_object_versions(Bucket='lake', Prefix=sys.argv[1])\n\
