@@ -18,6 +18,7 @@ use super::validate;
 use crate::error::{Error, Result};
 use crate::purge::{Outcome, SystemClock};
 use crate::spec::Job;
+use crate::table::Table;
 use crate::{events, plan, purge, verify};
 
 /// Runs the demo in `dir` (or a new scratch folder). Returns the exit code.
@@ -46,7 +47,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<u8> {
         ev.skipped,
         ev.count()
     );
-    let tables = plan::Table::resolve_all(&job)?;
+    let tables = Table::resolve_all(&job)?;
     for p in plan::plan_tables(&tables, &ev).await? {
         println!(
             "table {}: {} files listed, {} pruned, {} affected ({} emptied), {} rows would go",

@@ -10,9 +10,10 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::events::{self, Events};
 use crate::manifest;
-use crate::plan::{self, Matcher, StoreReader, Table};
+use crate::plan::{self, Matcher, StoreReader};
 use crate::spec::Job;
 use crate::store::ObjectVersion;
+use crate::table::Table;
 use parquet::arrow::async_reader::AsyncFileReader;
 
 #[derive(Debug, Serialize)]

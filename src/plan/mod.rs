@@ -29,11 +29,11 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::events::Events;
-use crate::spec::{Job, TableFormat, TableSpec};
+use crate::spec::Job;
 use crate::store::{Location, ObjectVersion};
+use crate::table::Table;
 
 mod convert;
-pub mod format;
 mod lookup;
 mod prune;
 mod reader;
@@ -48,133 +48,6 @@ use scan::*;
 pub use scan::{Matcher, ResolvedKey, break_matcher_for_tests, resolve_key};
 pub use shard::Shard;
 
-/// A table of the job with its location resolved.
-#[derive(Debug, Clone)]
-pub struct Table {
-    pub spec: TableSpec,
-    pub location: Location,
-}
-
-impl Table {
-    /// Resolves the locations of every table of `job`.
-    pub fn resolve_all(job: &Job) -> Result<Vec<Table>> {
-        job.tables
-            .iter()
-            .map(|spec| {
-                let base = spec.source.parent().unwrap_or(&job.dir);
-                let location = Location::parse(&spec.location, base, &spec.storage_options)
-                    .map_err(|m| {
-                        Error::spec(
-                            spec.source.display(),
-                            format!("table {:?}: location: {m}", spec.name),
-                        )
-                    })?;
-                Ok(Table {
-                    spec: spec.clone(),
-                    location,
-                })
-            })
-            .collect()
-    }
-
-    /// Lists the table's data files, in path order. A location with none is a table with zero
-    /// files (a purge may have erased every row of it): a warning, so that the other tables go
-    /// on. A location that is, holds or lies inside a table format with a log is refused (see
-    /// [`format`]).
-    pub async fn list(&self) -> Result<Vec<ObjectMeta>> {
-        let (files, _) = self.files().await?;
-        let mut files: Vec<ObjectMeta> = files.try_collect().await?;
-        files.sort_by(|a, b| a.location.cmp(&b.location));
-        if files.is_empty() {
-            self.warn_no_files();
-        }
-        Ok(files)
-    }
-
-    /// The table's data files: a Delta table's from the current snapshot of its log (with its
-    /// version), a Parquet table's as listed (after refusing a table format's location).
-    pub async fn files(
-        &self,
-    ) -> Result<(
-        futures::stream::BoxStream<'static, Result<ObjectMeta>>,
-        Option<u64>,
-    )> {
-        if self.spec.format == TableFormat::Delta {
-            let snapshot = crate::delta::load(self).await?;
-            let files: Vec<Result<ObjectMeta>> =
-                snapshot.files.into_iter().map(|f| Ok(f.meta)).collect();
-            return Ok((futures::stream::iter(files).boxed(), Some(snapshot.version)));
-        }
-        format::refuse_inside(self).await?;
-        Ok((self.data_files(), None))
-    }
-
-    /// The table's data files as the store lists them, page by page (no order, nothing
-    /// collected): every object whose path has no segment starting with `_` or `.` (hidden,
-    /// temporary or metadata objects). An object of a table format's log is an error.
-    pub fn data_files(&self) -> futures::stream::BoxStream<'static, Result<ObjectMeta>> {
-        let table = self.clone();
-        self.location
-            .store
-            .list(Some(&self.location.prefix))
-            .map_err({
-                let url = self.location.url.clone();
-                move |e| Error::store(format!("listing {url}"), e)
-            })
-            .try_filter_map(move |m| {
-                let rel = table.location.relative(&m.location);
-                let found = match format::format_of(&rel) {
-                    Some((f, root)) => Err(format::refused(&table, f, &root)),
-                    None => Ok(crate::store::is_data_file(&rel).then_some(m)),
-                };
-                futures::future::ready(found)
-            })
-            .boxed()
-    }
-
-    /// Whether the table's bucket keeps object versions (S3; `None` on other stores). A store
-    /// that refuses to say (403) is an error naming the permission (exit 2, before anything is
-    /// written): `old_versions = "delete"` needs to know. Only under `old_versions = "keep"`
-    /// is it a warning, and the versioning is then recorded as unknown.
-    pub async fn versioning(&self) -> Result<Option<crate::store::Versioning>> {
-        let Some(calls) = self.location.versions.as_ref() else {
-            return Ok(None);
-        };
-        match calls.status().await {
-            Ok(v) => Ok(Some(v)),
-            Err(Error::Store {
-                context,
-                source: source @ object_store::Error::PermissionDenied { .. },
-            }) => {
-                if self.spec.old_versions.unwrap_or_default() == crate::spec::OldVersions::Keep {
-                    tracing::warn!(table = %self.spec.name, error = %source, "cannot tell whether the bucket keeps object versions (old_versions = \"keep\"): versioning unknown");
-                    return Ok(None);
-                }
-                Err(Error::Permission {
-                    context: format!(
-                        "table {}: reading the versioning state of {} ({context}), which \
-                         old_versions = \"delete\" needs (or set old_versions = \"keep\")",
-                        self.spec.name, self.location
-                    ),
-                    permission: "s3:GetBucketVersioning".into(),
-                    source,
-                })
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The warning for a location with no data files (a mistyped location is noticed).
-    pub fn warn_no_files(&self) {
-        tracing::warn!(
-            table = %self.spec.name,
-            location = %self.location,
-            "no data files at this location: a table with zero files (every row erased, or \
-             a mistyped location)"
-        );
-    }
-}
-
 /// Refuses (exit 2, before anything is written) a table whose location lists no data file
 /// (`listed` files): most likely a mistyped location, whose events would all be confirmed
 /// `no_data` though nothing was searched. Allowed when an earlier manifest of `job` saw files
@@ -183,9 +56,7 @@ impl Table {
 pub async fn refuse_empty(job: &Job, tables: &[(&Table, u64)]) -> Result<()> {
     let empty: Vec<&Table> = tables
         .iter()
-        .filter(|(t, listed)| {
-            *listed == 0 && !t.spec.allow_empty && t.spec.format != TableFormat::Delta
-        })
+        .filter(|(t, listed)| *listed == 0 && !t.spec.allow_empty && t.format.log().is_none())
         .map(|(t, _)| *t)
         .collect();
     if empty.is_empty() {
@@ -401,7 +272,7 @@ pub async fn plan_shard(
 pub async fn plan_table(table: &Table, events: &Events, shard: Option<Shard>) -> Result<TablePlan> {
     let matcher = Matcher::new(&table.spec, events);
     let mut plan = TablePlan::unscanned(table, table.versioning().await?);
-    if shard.is_some() && table.spec.format == TableFormat::Delta {
+    if shard.is_some() && table.format.log().is_some() {
         return Ok(plan);
     }
     let (files, delta_version) = table.files().await?;

@@ -15,10 +15,11 @@ use crate::commit::{self, ReadVersion};
 use crate::error::{Error, Result};
 use crate::journal::Entry;
 use crate::manifest::{self, FileRecord, FileVersion};
-use crate::plan::{self, BytesReader, FilePlan, Matcher, Table, TablePlan};
+use crate::plan::{self, BytesReader, FilePlan, Matcher, TablePlan};
 use crate::rewrite;
 use crate::spec::Action;
 use crate::store::{self, RangedObject};
+use crate::table::Table;
 
 /// How many times a file that a concurrent writer changed is read again and redone.
 const CONFLICT_RETRIES: usize = 3;

@@ -32,14 +32,15 @@ use crate::events::{self, Events};
 use crate::journal::{Entry, Journal, ShardRecord, Snapshot, TableCounts};
 use crate::lease::Lease;
 use crate::manifest::{self, DeltaRecord, Engine, EventsRecord, FileRecord, Manifest, TableRecord};
-use crate::plan::{self, Table, TablePlan};
-use crate::spec::{Job, OldFiles, TableFormat, check_name};
+use crate::plan::{self, TablePlan};
+use crate::spec::{Job, OldFiles, check_name};
 use crate::store;
+use crate::table::Table;
 
 mod budget;
-mod delta;
 pub mod failpoint;
 mod file;
+mod log;
 mod versions;
 
 pub use crate::plan::Shard;
@@ -208,7 +209,7 @@ async fn run(job: &Job, run_id: &str, clock: &dyn Clock, opts: &Options<'_>) -> 
     // Resolved now, though written last: a location that cannot be used is bad input found
     // before anything is written.
     confirm::location(job)?;
-    let tables = plan::Table::resolve_all(job)?;
+    let tables = Table::resolve_all(job)?;
     let journal = Journal::new(&folder, run_id);
     if let Some(done) = manifest::read(&folder, &manifest::path(&folder, run_id)).await? {
         tracing::info!(run_id, "run already complete: nothing to do");
@@ -374,7 +375,7 @@ async fn run_leased(
     Ok(Outcome::Completed(stored))
 }
 
-/// Purges every table (a Delta table through its log); a table that fails is named with its
+/// Purges every table (a table with a log through it); a table that fails is named with its
 /// error and the others go on.
 async fn purge_tables(
     tables: &[Table],
@@ -384,9 +385,9 @@ async fn purge_tables(
 ) -> Vec<(String, Error)> {
     let mut failures = Vec::new();
     for (table, tplan) in tables.iter().zip(plans) {
-        let purged = match table.spec.format {
-            TableFormat::Delta => delta::purge_table(table, tplan, attempt, entries).await,
-            TableFormat::Parquet => file::purge_table(table, tplan, attempt, entries).await,
+        let purged = match table.format.log() {
+            Some(l) => log::purge_table(table, l, tplan, attempt, entries).await,
+            None => file::purge_table(table, tplan, attempt, entries).await,
         };
         if let Err(e) = purged {
             tracing::error!(table = %table.spec.name, error = %e, "table failed");
@@ -533,7 +534,7 @@ async fn plans_of_shards(
     let mut plans = Vec::with_capacity(tables.len());
     let mut handled = 0;
     for table in tables {
-        if table.spec.format == TableFormat::Delta {
+        if table.format.log().is_some() {
             plans.push(plan::plan_table(table, events, None).await?);
             continue;
         }
@@ -859,7 +860,10 @@ fn delta_record(
     planned: u64,
     entries: &BTreeMap<(String, String), Entry>,
 ) -> DeltaRecord {
-    let entry = entries.get(&(table.spec.name.clone(), delta::LOG_ENTRY.to_string()));
+    let entry = table
+        .format
+        .log()
+        .and_then(|l| entries.get(&(table.spec.name.clone(), l.entry().to_string())));
     let history = entry.and_then(|e| e.history.as_ref());
     let commit = entry
         .and_then(|e| e.delta.as_ref())

@@ -17,9 +17,10 @@ use super::Attempt;
 use crate::error::Result;
 use crate::journal::Entry;
 use crate::manifest::{FileRecord, OldVersionsRecord};
-use crate::plan::{Table, TablePlan};
+use crate::plan::TablePlan;
 use crate::spec::OldVersions;
 use crate::store::{S3Versions, Versioning, versions::Version};
+use crate::table::Table;
 
 /// A table on a versioned bucket, and its policy.
 pub(super) struct Versioned {

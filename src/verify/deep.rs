@@ -28,8 +28,8 @@ use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
 use crate::error::{Error, Result};
 use crate::events::Events;
-use crate::plan::Table;
 use crate::spec::{Action, MatchSpec, Normalize};
+use crate::table::Table;
 
 /// Files counted at once at most: each holds its key columns whole in memory while counted.
 const DEEP_FILES_IN_FLIGHT: usize = 16;

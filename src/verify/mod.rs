@@ -22,9 +22,9 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::events;
 use crate::manifest::{self, Manifest, Stored};
-use crate::plan::Table;
 use crate::spec::Job;
 use crate::store::Location;
+use crate::table::Table;
 
 mod confirmations;
 pub mod deep;
@@ -518,7 +518,7 @@ async fn delta_checks(
         }
         Err(e) => return Err(Error::store(format!("reading {shown}"), e)),
     };
-    let found = crate::delta::commit::summarize(&bytes);
+    let found = crate::table::delta::commit::summarize(&bytes);
     let mut expected_removes: Vec<String> = t.files.iter().map(|f| f.path.clone()).collect();
     let mut expected_adds: Vec<String> =
         t.files.iter().filter_map(|f| f.new_path.clone()).collect();

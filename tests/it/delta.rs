@@ -640,17 +640,20 @@ with open(os.path.join(p, "_delta_log", "00000000000000000001.json"), "w") as f:
 /// removed file back.
 #[tokio::test(flavor = "multi_thread")]
 async fn delta_commit_conflicts_with_a_removal_not_with_an_append() {
-    use lakepurge::delta::commit::{Changes, Committed, commit};
+    use lakepurge::table::{Changes, Committed, Replacement, Snapshot, Table};
     let ws = tempfile::tempdir().unwrap();
     let job = setup(ws.path(), "");
     let path = ws.path().join("wh/users");
     let job = lakepurge::spec::Job::load(Path::new(&job)).unwrap();
-    let table = &lakepurge::plan::Table::resolve_all(&job).unwrap()[0];
-    let snapshot = lakepurge::delta::load(table).await.unwrap();
-    let changes = |snapshot: &lakepurge::delta::Snapshot, app: &str| Changes {
-        removes: vec![snapshot.files[0].remove.clone()],
-        adds: Vec::new(),
-        app_id: app.into(),
+    let table = &Table::resolve_all(&job).unwrap()[0];
+    let log = table.format.log().expect("a Delta table has a log");
+    let snapshot = log.snapshot(table).await.unwrap();
+    let changes = |snapshot: &Snapshot, app: &str| Changes {
+        replaced: vec![Replacement {
+            old: snapshot.files[0].path.clone(),
+            new: None,
+        }],
+        key: app.into(),
         job: "lake".into(),
         run_id: app.into(),
         manifest: String::new(),
@@ -662,14 +665,15 @@ async fn delta_commit_conflicts_with_a_removal_not_with_an_append() {
          write_deltalake(sys.argv[1], t, mode='append', partition_by=['dt'])\n",
         &[&path],
     );
-    match commit(table, &snapshot, changes(&snapshot, "t1"))
+    match log
+        .commit(table, &snapshot, changes(&snapshot, "t1"))
         .await
         .unwrap()
     {
         Committed::Version(v) => assert_eq!(v, snapshot.version + 2),
         Committed::Conflict(why) => panic!("a blind append conflicted: {why}"),
     }
-    let snapshot = lakepurge::delta::load(table).await.unwrap();
+    let snapshot = log.snapshot(table).await.unwrap();
     // Another writer's DELETE rewrites every file holding user 900001: all of them.
     run_python(
         "deleting",
@@ -677,7 +681,8 @@ async fn delta_commit_conflicts_with_a_removal_not_with_an_append() {
         &[&path],
     );
     let before = commit_text(&path, snapshot.version + 1);
-    match commit(table, &snapshot, changes(&snapshot, "t2"))
+    match log
+        .commit(table, &snapshot, changes(&snapshot, "t2"))
         .await
         .unwrap()
     {

@@ -15,10 +15,10 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::events::{self, Events};
-use crate::plan::Table;
-use crate::plan::format::Format;
 use crate::spec::{Job, Normalize};
 use crate::store::Location;
+use crate::table::Table;
+use crate::table::detect::Logged;
 
 mod evidence;
 mod propose;
@@ -257,7 +257,7 @@ async fn examine(
 fn propose_spec(
     report: &mut TableReport,
     owner: Option<&Table>,
-    format: Option<Format>,
+    format: Option<Logged>,
     evidence: &[Evidence],
     opts: &Options,
 ) -> Result<()> {
@@ -275,7 +275,7 @@ fn propose_spec(
             t.location.url.as_str(),
             evidence,
         )),
-        (None, None | Some(Format::Delta)) => Some(propose::unregistered(
+        (None, None | Some(Logged::Delta)) => Some(propose::unregistered(
             &report.name,
             &report.location,
             format.is_some(),

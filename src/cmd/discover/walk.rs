@@ -8,15 +8,15 @@ use futures::TryStreamExt;
 use object_store::ObjectMeta;
 
 use crate::error::{Error, Result};
-use crate::plan::format::{Format, format_of};
 use crate::store::{Location, is_data_file};
+use crate::table::detect::{Logged, format_of};
 
 /// A group of Parquet files found under a root.
 #[derive(Debug)]
 pub struct FoundTable {
     /// The table's root relative to the walked root (`""` for the root itself).
     pub root: String,
-    pub format: Option<Format>,
+    pub format: Option<Logged>,
     /// Its Parquet files, in path order.
     pub files: Vec<ObjectMeta>,
 }
@@ -43,7 +43,7 @@ fn hive_root(relative: &str) -> String {
 /// with `_` or `.`) are passed over, except that a table format's log marks its root; a table
 /// format's own data files (under its root) belong to it, hidden or not.
 pub async fn tables(root: &Location) -> Result<Vec<FoundTable>> {
-    let mut formats: BTreeMap<String, Format> = BTreeMap::new();
+    let mut formats: BTreeMap<String, Logged> = BTreeMap::new();
     let mut parquet: Vec<(String, ObjectMeta)> = Vec::new();
     let mut listing = root.store.list(Some(&root.prefix));
     while let Some(meta) = listing

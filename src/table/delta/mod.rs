@@ -9,7 +9,7 @@
 //! soft-deleted rows are still in the Parquet file) and column mapping (Parquet column names
 //! differ from the table's).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use deltalake_core::kernel::{Add, Remove};
@@ -18,49 +18,103 @@ use deltalake_core::{DeltaTable, DeltaTableError};
 use object_store::ObjectMeta;
 use object_store::prefix::PrefixStore;
 
+use super::{Changes, Committed, DataFile, Files, Format, Log, Snapshot, Table};
 use crate::error::{Error, Result};
-use crate::plan::Table;
 
 pub mod commit;
 pub mod stats;
 
-/// The table's log read at one version: the files a purge may rewrite, and what it needs to
-/// commit against that version.
-pub struct Snapshot {
-    pub table: DeltaTable,
-    pub version: u64,
-    /// In path order.
-    pub files: Vec<DeltaFile>,
-    /// The table's properties (`delta.*` keys), as its metadata holds them.
-    pub configuration: HashMap<String, String>,
-}
+/// The Delta Lake format.
+#[derive(Debug)]
+pub struct Delta;
 
-/// One file of the snapshot.
-#[derive(Debug, Clone)]
-pub struct DeltaFile {
-    /// The path relative to the table root, decoded (what the object's key ends with).
-    pub path: String,
-    /// Where the object is, and the size the log records (no etag: Delta files never change).
-    pub meta: ObjectMeta,
-    /// The `remove` action that takes this file out of the table.
-    pub remove: Remove,
-    pub partition_values: HashMap<String, Option<String>>,
-}
-
-impl Snapshot {
-    /// The snapshot's file at `path` (relative to the table), if it is still in the table.
-    pub fn file(&self, path: &str) -> Option<&DeltaFile> {
-        let at = self
-            .files
-            .binary_search_by(|f| f.path.as_str().cmp(path))
-            .ok()?;
-        self.files.get(at)
+#[async_trait::async_trait]
+impl Format for Delta {
+    async fn files(&self, table: &Table) -> Result<Files> {
+        let snapshot = load(table).await?;
+        let version = snapshot.version;
+        let files = snapshot.files.into_iter().map(|f| f.meta).collect();
+        Ok((super::stream(files), Some(version)))
     }
 
+    fn log(&self) -> Option<&dyn Log> {
+        Some(self)
+    }
+}
+
+#[async_trait::async_trait]
+impl Log for Delta {
+    fn entry(&self) -> &'static str {
+        "_delta_log"
+    }
+
+    async fn snapshot(&self, table: &Table) -> Result<Snapshot> {
+        load(table).await
+    }
+
+    fn key(&self, job: &str, run_id: &str) -> String {
+        app_id(job, run_id)
+    }
+
+    fn new_path(&self, old: &str, run_id: &str) -> String {
+        new_path(old, run_id)
+    }
+
+    async fn commit(
+        &self,
+        table: &Table,
+        snapshot: &Snapshot,
+        changes: Changes,
+    ) -> Result<Committed> {
+        commit::commit(table, snapshot, state(table, snapshot)?, changes).await
+    }
+
+    async fn find(
+        &self,
+        table: &Table,
+        snapshot: &Snapshot,
+        key: &str,
+        since: u64,
+    ) -> Result<Option<u64>> {
+        commit::find(table, state(table, snapshot)?, key, since).await
+    }
+
+    async fn history(
+        &self,
+        table: &Table,
+        snapshot: &Snapshot,
+        exclude: &BTreeSet<String>,
+    ) -> Result<Vec<ObjectMeta>> {
+        history_files(table, snapshot, exclude).await
+    }
+}
+
+/// What the snapshot of a Delta table keeps of delta-rs's state: what a commit against that
+/// version needs.
+pub struct State {
+    pub table: DeltaTable,
+    pub version: u64,
+    /// The table's properties (`delta.*` keys), as its metadata holds them.
+    pub configuration: HashMap<String, String>,
+    /// The `remove` action that takes each file (by relative path) out of the table.
+    pub removes: HashMap<String, Remove>,
+}
+
+impl State {
     /// The log store commits go through.
     pub fn log_store(&self) -> LogStoreRef {
         self.table.log_store()
     }
+}
+
+/// The Delta state of a snapshot [`load`] made.
+pub fn state<'a>(table: &Table, snapshot: &'a Snapshot) -> Result<&'a State> {
+    snapshot.state.downcast_ref::<State>().ok_or_else(|| {
+        Error::Internal(format!(
+            "table {}: a snapshot not read from a Delta log",
+            table.spec.name
+        ))
+    })
 }
 
 /// An error of delta-rs about `table`: a storage failure underneath stays a storage error (exit
@@ -116,6 +170,7 @@ pub async fn load(table: &Table) -> Result<Snapshot> {
     refuse_column_mapping(table, &configuration)?;
     refuse_unsupported_features(table, state)?;
     let mut files = Vec::new();
+    let mut removes = HashMap::new();
     for view in state.log_data().iter() {
         let path = view.path().to_string();
         if view.deletion_vector_descriptor().is_some() {
@@ -129,7 +184,8 @@ pub async fn load(table: &Table) -> Result<Snapshot> {
             ));
         }
         let location = table.location.child(&path);
-        files.push(DeltaFile {
+        removes.insert(path.clone(), view.remove_action(true));
+        files.push(DataFile {
             meta: ObjectMeta {
                 location,
                 last_modified: view.modification_datetime().unwrap_or_default(),
@@ -137,17 +193,21 @@ pub async fn load(table: &Table) -> Result<Snapshot> {
                 e_tag: None,
                 version: None,
             },
-            remove: view.remove_action(true),
             partition_values: view.partition_values_map(),
             path,
         });
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
+    let version = state.version();
     Ok(Snapshot {
-        version: state.version(),
-        configuration,
+        version,
         files,
-        table: delta,
+        state: Box::new(State {
+            table: delta,
+            version,
+            configuration,
+            removes,
+        }),
     })
 }
 
@@ -160,17 +220,18 @@ pub const ORPHAN_MIN_AGE: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 /// lists) and files no version references any more (older than [`ORPHAN_MIN_AGE`], so never a
 /// writer's uncommitted file) — less `exclude` (the run's own removed files). Time travel to
 /// the versions that still name them reads their rows back until VACUUM deletes them.
-pub async fn history_files(
+async fn history_files(
     table: &Table,
     snapshot: &Snapshot,
-    exclude: &std::collections::BTreeSet<String>,
+    exclude: &BTreeSet<String>,
 ) -> Result<Vec<ObjectMeta>> {
     use futures::StreamExt;
-    let state = snapshot
+    let delta = state(table, snapshot)?;
+    let log_store = delta.log_store();
+    let state = delta
         .table
         .snapshot()
         .map_err(|e| error(table, "reading the log", e))?;
-    let log_store = snapshot.log_store();
     let mut tombstones = std::collections::BTreeSet::new();
     {
         let mut stream = state.all_tombstones(log_store.as_ref());
@@ -249,9 +310,9 @@ fn refuse_unsupported_features(
     })
 }
 
-/// The `add` of a new file written next to `old` at `path` (relative to the table, decoded),
-/// `size` bytes, with `stats` (JSON) from its own footer.
-pub fn add_for(old: &DeltaFile, path: &str, size: u64, stats: String) -> Add {
+/// The `add` of a new file written in place of `old` at `path` (relative to the table,
+/// decoded), `size` bytes, with `stats` (JSON) from its own footer.
+fn add_for(old: &DataFile, path: &str, size: u64, stats: String) -> Add {
     Add {
         // Decoded, as delta-rs holds paths: it percent-encodes them when writing the log.
         path: path.to_string(),
@@ -270,7 +331,7 @@ pub fn add_for(old: &DeltaFile, path: &str, size: u64, stats: String) -> Add {
 
 /// The path a purge run writes the rewrite of `old` to: next to it (same partition folder),
 /// named after the run and the old path, so a resumed run writes the same name again.
-pub fn new_path(old: &str, run_id: &str) -> String {
+fn new_path(old: &str, run_id: &str) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     h.update(run_id.as_bytes());
@@ -284,7 +345,7 @@ pub fn new_path(old: &str, run_id: &str) -> String {
 }
 
 /// The application id of a run's transaction in the table's log.
-pub fn app_id(job: &str, run_id: &str) -> String {
+fn app_id(job: &str, run_id: &str) -> String {
     format!("lakepurge:{job}:{run_id}")
 }
 

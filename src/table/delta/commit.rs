@@ -11,37 +11,23 @@ use std::collections::HashMap;
 
 use deltalake_core::DeltaTableError;
 use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
-use deltalake_core::kernel::{Action, Add, Remove, Transaction};
+use deltalake_core::kernel::{Action, Transaction};
 use deltalake_core::protocol::DeltaOperation;
 use serde_json::{Value, json};
 
-use super::Snapshot;
+use super::State;
 use crate::error::{Error, Result};
-use crate::plan::Table;
+use crate::table::{Changes, Committed, Snapshot, Table};
 
-/// What one purge commits to a table.
-pub struct Changes {
-    pub removes: Vec<Remove>,
-    pub adds: Vec<Add>,
-    /// See [`super::app_id`].
-    pub app_id: String,
-    pub job: String,
-    pub run_id: String,
-    /// Where the run's manifest will be.
-    pub manifest: String,
-}
-
-/// How a commit attempt ended.
-pub enum Committed {
-    /// The new table version.
-    Version(u64),
-    /// Another writer's commit conflicts (it removed a file this purge read): plan again.
-    Conflict(String),
-}
-
-/// Commits `changes` on top of `snapshot`.
-pub async fn commit(table: &Table, snapshot: &Snapshot, changes: Changes) -> Result<Committed> {
-    let state = snapshot
+/// Commits `changes` on top of the snapshot whose Delta state is `delta`: a `remove` for each
+/// replaced file, an `add` (statistics from its footer) for each new one.
+pub async fn commit(
+    table: &Table,
+    snapshot: &Snapshot,
+    delta: &State,
+    changes: Changes,
+) -> Result<Committed> {
+    let state = delta
         .table
         .snapshot()
         .map_err(|e| super::error(table, "reading the log", e))?;
@@ -50,8 +36,21 @@ pub async fn commit(table: &Table, snapshot: &Snapshot, changes: Changes) -> Res
     info.timestamp = Some(chrono::Utc::now().timestamp_millis());
     info.engine_info = Some(format!("lakepurge/{}", env!("CARGO_PKG_VERSION")));
     let mut actions: Vec<Action> = vec![Action::CommitInfo(info)];
-    actions.extend(changes.removes.into_iter().map(Action::Remove));
-    actions.extend(changes.adds.into_iter().map(Action::Add));
+    let mut adds = Vec::new();
+    for r in &changes.replaced {
+        let (Some(old), Some(remove)) = (snapshot.file(&r.old), delta.removes.get(&r.old)) else {
+            return Err(Error::Internal(format!(
+                "table {}: {} is not in version {} of the log",
+                table.spec.name, r.old, snapshot.version
+            )));
+        };
+        actions.push(Action::Remove(remove.clone()));
+        if let Some(new) = &r.new {
+            let stats = super::stats::stats_json(&new.footer, &delta.configuration);
+            adds.push(Action::Add(super::add_for(old, &new.path, new.size, stats)));
+        }
+    }
+    actions.extend(adds);
     let metadata: HashMap<String, Value> = HashMap::from([(
         "lakepurge".to_string(),
         json!({
@@ -62,10 +61,10 @@ pub async fn commit(table: &Table, snapshot: &Snapshot, changes: Changes) -> Res
     )]);
     let properties = CommitProperties::default()
         .with_metadata(metadata)
-        .with_application_transaction(Transaction::new(&changes.app_id, 0));
+        .with_application_transaction(Transaction::new(&changes.key, 0));
     let committed = CommitBuilder::from(properties)
         .with_actions(actions)
-        .build(Some(state), snapshot.log_store(), operation)
+        .build(Some(state), delta.log_store(), operation)
         .await;
     match committed {
         Ok(done) => Ok(Committed::Version(done.version())),
@@ -80,23 +79,23 @@ pub async fn commit(table: &Table, snapshot: &Snapshot, changes: Changes) -> Res
 /// the commits after `read_version` (a resumed run: was its commit made before the crash?).
 pub async fn find(
     table: &Table,
-    snapshot: &Snapshot,
+    delta: &State,
     app_id: &str,
     read_version: u64,
 ) -> Result<Option<u64>> {
-    let state = snapshot
+    let state = delta
         .table
         .snapshot()
         .map_err(|e| super::error(table, "reading the log", e))?;
+    let log = delta.log_store();
     let seen = state
-        .transaction_version(snapshot.log_store().as_ref(), app_id)
+        .transaction_version(log.as_ref(), app_id)
         .await
         .map_err(|e| super::error(table, "reading the log", e))?;
     if seen.is_none() {
         return Ok(None);
     }
-    let log = snapshot.log_store();
-    for version in read_version + 1..=snapshot.version {
+    for version in read_version + 1..=delta.version {
         let bytes = log
             .read_commit_entry(version)
             .await

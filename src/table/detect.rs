@@ -19,38 +19,38 @@ use crate::error::{Error, Result};
 
 /// A table format with a log of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub enum Logged {
     Delta,
     Iceberg,
     Hudi,
 }
 
-impl Format {
+impl Logged {
     pub fn name(self) -> &'static str {
         match self {
-            Format::Delta => "Delta Lake",
-            Format::Iceberg => "Iceberg",
-            Format::Hudi => "Hudi",
+            Logged::Delta => "Delta Lake",
+            Logged::Iceberg => "Iceberg",
+            Logged::Hudi => "Hudi",
         }
     }
 
     /// Where the format keeps its log, relative to the table's root.
     fn log(self) -> &'static str {
         match self {
-            Format::Delta => "_delta_log/",
-            Format::Iceberg => "metadata/",
-            Format::Hudi => ".hoodie/",
+            Logged::Delta => "_delta_log/",
+            Logged::Iceberg => "metadata/",
+            Logged::Hudi => ".hoodie/",
         }
     }
 
     /// What to do instead.
     fn advice(self, root: &str) -> String {
         match self {
-            Format::Delta => format!(
+            Logged::Delta => format!(
                 "Register the table's root ({root}) with format = \"delta\": lakepurge then \
                  purges it through its log"
             ),
-            Format::Iceberg | Format::Hudi => format!(
+            Logged::Iceberg | Logged::Hudi => format!(
                 "lakepurge cannot purge {} tables yet: leave it out of this job",
                 self.name()
             ),
@@ -58,11 +58,11 @@ impl Format {
     }
 
     /// The format a folder named `name` holding `children` (file names) is the log of.
-    fn of_folder<'a>(name: &str, mut children: impl Iterator<Item = &'a str>) -> Option<Format> {
+    fn of_folder<'a>(name: &str, mut children: impl Iterator<Item = &'a str>) -> Option<Logged> {
         match name {
-            "_delta_log" => Some(Format::Delta),
-            ".hoodie" => Some(Format::Hudi),
-            "metadata" if children.any(is_iceberg_metadata) => Some(Format::Iceberg),
+            "_delta_log" => Some(Logged::Delta),
+            ".hoodie" => Some(Logged::Hudi),
+            "metadata" if children.any(is_iceberg_metadata) => Some(Logged::Iceberg),
             _ => None,
         }
     }
@@ -76,7 +76,7 @@ fn is_iceberg_metadata(file: &str) -> bool {
 
 /// The table format a path (relative to a listed location) belongs to, with that table's
 /// root relative to the location.
-pub fn format_of(relative: &str) -> Option<(Format, String)> {
+pub fn format_of(relative: &str) -> Option<(Logged, String)> {
     let segments: Vec<&str> = relative.split('/').collect();
     for (i, segment) in segments.iter().enumerate() {
         let rest = segments[i + 1..].iter().copied();
@@ -84,7 +84,7 @@ pub fn format_of(relative: &str) -> Option<(Format, String)> {
         let direct = segments.len() == i + 2;
         let format = match *segment {
             "metadata" if !direct => None,
-            name => Format::of_folder(name, rest),
+            name => Logged::of_folder(name, rest),
         };
         if let Some(format) = format {
             return Some((format, segments[..i].join("/")));
@@ -95,7 +95,7 @@ pub fn format_of(relative: &str) -> Option<(Format, String)> {
 
 /// The error for `table` found to be (or hold) a table of `format` rooted at `root` (relative
 /// to the location).
-pub fn refused(table: &Table, format: Format, root: &str) -> Error {
+pub fn refused(table: &Table, format: Logged, root: &str) -> Error {
     let at = match root {
         "" => table.location.url.to_string(),
         root => format!("{}{root}/", table.location.url),
@@ -110,7 +110,7 @@ pub fn refused(table: &Table, format: Format, root: &str) -> Error {
 
 /// The error for `table`, whose `what` (the table of `format` at `at`, a folder URL ending in
 /// `/`) has a log lakepurge must not bypass.
-fn refusal(table: &Table, format: Format, what: &str, at: &str) -> Error {
+fn refusal(table: &Table, format: Logged, what: &str, at: &str) -> Error {
     Error::table(
         &table.spec.name,
         &table.location,
@@ -127,9 +127,6 @@ fn refusal(table: &Table, format: Format, what: &str, at: &str) -> Error {
 /// one listing with a delimiter per folder, from the location up to the store's root. (Tables
 /// deeper inside the location show in its listing, see [`format_of`].)
 pub async fn refuse_inside(table: &Table) -> Result<()> {
-    if table.spec.format == crate::spec::TableFormat::Delta {
-        return Ok(()); // its files come from its log, never from a listing
-    }
     let store = &table.location.store;
     let parts: Vec<String> = table
         .location
@@ -164,7 +161,7 @@ pub async fn refuse_inside(table: &Table) -> Result<()> {
             } else {
                 Vec::new()
             };
-            if let Some(format) = Format::of_folder(name, children.iter().map(String::as_str)) {
+            if let Some(format) = Logged::of_folder(name, children.iter().map(String::as_str)) {
                 return Err(if depth == parts.len() {
                     refused(table, format, "")
                 } else {
@@ -178,7 +175,7 @@ pub async fn refuse_inside(table: &Table) -> Result<()> {
 
 /// The error for `table` lying inside a table of `format` rooted at `root` (a path of the
 /// store).
-fn refused_above(table: &Table, format: Format, root: &str) -> Error {
+fn refused_above(table: &Table, format: Logged, root: &str) -> Error {
     let mut url = table.location.store_url();
     url.set_path(&if root.is_empty() {
         "/".to_string()
@@ -200,19 +197,19 @@ mod tests {
     fn formats_show_in_object_names() {
         assert_eq!(
             format_of("_delta_log/00000000000000000000.json"),
-            Some((Format::Delta, String::new()))
+            Some((Logged::Delta, String::new()))
         );
         assert_eq!(
             format_of("sales/_delta_log/_last_checkpoint"),
-            Some((Format::Delta, "sales".into()))
+            Some((Logged::Delta, "sales".into()))
         );
         assert_eq!(
             format_of("t/.hoodie/hoodie.properties"),
-            Some((Format::Hudi, "t".into()))
+            Some((Logged::Hudi, "t".into()))
         );
         assert_eq!(
             format_of("db/t/metadata/00001-abc.metadata.json"),
-            Some((Format::Iceberg, "db/t".into()))
+            Some((Logged::Iceberg, "db/t".into()))
         );
         // A data file or a folder that only looks like one is not a log.
         assert_eq!(format_of("metadata/part-0.parquet"), None);

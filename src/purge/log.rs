@@ -1,15 +1,16 @@
-//! Purging a Delta table: each affected file of the log's current snapshot is rewritten (the
-//! same Parquet-level rewrite as plain tables) to a new path next to it, then all of the
-//! table's changes are committed as one transaction (see [`crate::delta::commit`]), then,
-//! with `old_files = "delete"`, the files the commit removed are deleted.
+//! Purging a table with a log (Delta, see [`crate::table::Log`]): each affected file of the
+//! log's current snapshot is rewritten (the same Parquet-level rewrite as plain tables) to a
+//! new path next to it, then all of the table's changes are committed as one version with the
+//! run's idempotency key, then, with `old_files = "delete"`, the files the commit removed are
+//! deleted, and the table's history still on disk is scanned and settled.
 //!
 //! Crash safety, through the run journal's entry for the table's log: the changes are journaled
-//! before the commit; an attempt that finds them looks for the run's transaction in the log
-//! and, if it is there, only finishes the deletions; if not, it plans again from the current
-//! snapshot and commits anew (the new files' names depend on the run and the old path only, so
-//! they are written again in place of any a crash left behind, which no snapshot names). A
-//! conflicting commit by another writer (it removed a file this purge read) means planning
-//! again from the new version, up to [`CONFLICT_RETRIES`] times.
+//! before the commit; an attempt that finds them looks for the run's key in the log and, if it
+//! is there, only finishes the deletions; if not, it plans again from the current snapshot and
+//! commits anew (the new files' names depend on the run and the old path only, so they are
+//! written again in place of any a crash left behind, which no snapshot names). A conflicting
+//! commit by another writer (it removed a file this purge read) means planning again from the
+//! new version, up to [`CONFLICT_RETRIES`] times.
 
 use std::collections::BTreeMap;
 
@@ -21,61 +22,64 @@ use super::Attempt;
 use super::budget::Budget;
 use super::file::{Output, event_names, rewrite_file, rewrite_mode};
 use super::versions;
-use crate::delta::{self, DeltaFile, Snapshot, commit};
 use crate::error::{Error, Result};
 use crate::journal::{DeltaCommit, Entry};
 use crate::manifest::{self, FileRecord, FileVersion};
-use crate::plan::{self, FilePlan, Table, TablePlan};
+use crate::plan::{self, FilePlan, TablePlan};
 use crate::spec::OldFiles;
-
-/// The journal entry path of a Delta table's commit (no data file has this name).
-pub const LOG_ENTRY: &str = "_delta_log";
+use crate::table::{Changes, Committed, DataFile, Log, NewFile, Replacement, Snapshot, Table};
 
 /// How many times the table is planned again after a conflicting commit.
 const CONFLICT_RETRIES: usize = 3;
 
 pub(super) async fn purge_table(
     table: &Table,
+    log: &dyn Log,
     tplan: &TablePlan,
     attempt: &Attempt<'_>,
     entries: &mut BTreeMap<(String, String), Entry>,
 ) -> Result<()> {
     if let Some(shard) = attempt.shard {
-        tracing::info!(table = %table.spec.name, %shard, "Delta table: purged by the final unsharded run, in one commit");
+        tracing::info!(table = %table.spec.name, %shard, "a table with a log: purged by the final unsharded run, in one commit");
         return Ok(());
     }
-    let key = (table.spec.name.clone(), LOG_ENTRY.to_string());
+    let key = (table.spec.name.clone(), log.entry().to_string());
     let mut entry = entries.remove(&key).unwrap_or_else(|| Entry {
         table: table.spec.name.clone(),
-        path: LOG_ENTRY.into(),
+        path: log.entry().into(),
         ..Entry::default()
     });
-    let mut result = purge(table, tplan, attempt, &mut entry).await;
+    let mut result = purge(table, log, tplan, attempt, &mut entry).await;
     if result.is_ok() {
-        result = settle_history(table, attempt, &mut entry).await;
+        result = settle_history(table, log, attempt, &mut entry).await;
     }
     entries.insert(key, entry);
     result
 }
 
-/// The table's history still on disk (see [`delta::history_files`]): each file is scanned like
+/// The table's history still on disk (see [`Log::history`]): each file is scanned like
 /// a current one; those holding an erased row are journaled, then, under `old_files =
 /// "delete"`, deleted (time travel to the versions that name them then fails for them, which
 /// is the point), or, under `keep`, counted. Runs after the run's commit, once per run.
-async fn settle_history(table: &Table, attempt: &Attempt<'_>, entry: &mut Entry) -> Result<()> {
+async fn settle_history(
+    table: &Table,
+    log: &dyn Log,
+    attempt: &Attempt<'_>,
+    entry: &mut Entry,
+) -> Result<()> {
     if entry.history.as_ref().is_some_and(|h| h.deleted) {
         return Ok(());
     }
     let delete = table.spec.old_files.unwrap_or_default() == OldFiles::Delete;
     if entry.history.is_none() {
-        let snapshot = delta::load(table).await?;
+        let snapshot = log.snapshot(table).await?;
         // The files the run's own commit removed are counted as its old files.
         let own: std::collections::BTreeSet<String> = entry
             .delta
             .iter()
             .flat_map(|c| c.removed.iter().cloned())
             .collect();
-        let candidates = delta::history_files(table, &snapshot, &own).await?;
+        let candidates = log.history(table, &snapshot, &own).await?;
         let mut history = crate::journal::DeltaHistory {
             scanned: candidates.len() as u64,
             ..Default::default()
@@ -148,13 +152,14 @@ async fn settle_history(table: &Table, attempt: &Attempt<'_>, entry: &mut Entry)
 
 async fn purge(
     table: &Table,
+    log: &dyn Log,
     tplan: &TablePlan,
     attempt: &Attempt<'_>,
     entry: &mut Entry,
 ) -> Result<()> {
-    let app_id = delta::app_id(&attempt.run.job, &attempt.run.run_id);
-    let mut snapshot = delta::load(table).await?;
-    settle_earlier_commit(table, &snapshot, &app_id, attempt, entry).await?;
+    let app_id = log.key(&attempt.run.job, &attempt.run.run_id);
+    let mut snapshot = log.snapshot(table).await?;
+    settle_earlier_commit(table, log, &snapshot, &app_id, attempt, entry).await?;
     if entry.delta.as_ref().is_some_and(|c| c.version.is_some()) {
         return delete_old_files(table, attempt, entry).await;
     }
@@ -165,14 +170,15 @@ async fn purge(
             replanned = plan::plan_table(table, attempt.events, None).await?;
             tplan = &replanned;
             if tplan.delta_version != Some(snapshot.version) {
-                snapshot = delta::load(table).await?;
+                snapshot = log.snapshot(table).await?;
                 continue;
             }
         }
         if tplan.files.is_empty() {
             return Ok(());
         }
-        let (files, changes) = rewrite_files(table, tplan, &snapshot, attempt, &app_id).await?;
+        let (files, changes) =
+            rewrite_files(table, log, tplan, &snapshot, attempt, &app_id).await?;
         entry.delta = Some(DeltaCommit {
             app_id: app_id.clone(),
             read_version: snapshot.version,
@@ -187,18 +193,22 @@ async fn purge(
             attempt.failpoint.after_intent,
             "after_intent",
         );
-        let committed = match commit::commit(table, &snapshot, changes).await {
-            Ok(commit::Committed::Version(version)) => Some(version),
+        let committed = match log.commit(table, &snapshot, changes).await {
+            Ok(Committed::Version(version)) => Some(version),
             // A conflict, or an error, may hide the run's own commit (its response lost, the
             // retried put found the version taken, by this very commit): the log tells.
-            Ok(commit::Committed::Conflict(why)) => {
+            Ok(Committed::Conflict(why)) => {
                 tracing::warn!(table = %table.spec.name, try_no, conflict = %why, "a commit conflicts: looking for the run's transaction in the log");
-                snapshot = delta::load(table).await?;
-                commit::find(table, &snapshot, &app_id, entry_read_version(entry)).await?
+                snapshot = log.snapshot(table).await?;
+                log.find(table, &snapshot, &app_id, entry_read_version(entry))
+                    .await?
             }
             Err(e) => {
-                let fresh = delta::load(table).await?;
-                match commit::find(table, &fresh, &app_id, entry_read_version(entry)).await? {
+                let fresh = log.snapshot(table).await?;
+                match log
+                    .find(table, &fresh, &app_id, entry_read_version(entry))
+                    .await?
+                {
                     Some(version) => Some(version),
                     None => return Err(e),
                 }
@@ -211,7 +221,7 @@ async fn purge(
                     attempt.failpoint.after_commit,
                     "after_commit",
                 );
-                tracing::info!(table = %table.spec.name, version, files = files.len(), "Delta commit made");
+                tracing::info!(table = %table.spec.name, version, files = files.len(), "commit made");
                 if let Some(c) = entry.delta.as_mut() {
                     c.version = Some(version);
                 }
@@ -228,7 +238,7 @@ async fn purge(
         }
     }
     Err(Error::Conflict {
-        path: format!("{}{LOG_ENTRY}/", table.location.url),
+        path: format!("{}{}/", table.location.url, log.entry()),
     })
 }
 
@@ -241,6 +251,7 @@ fn entry_read_version(entry: &Entry) -> u64 {
 /// (the entry is completed); if not, it never will be and is forgotten (planned anew).
 async fn settle_earlier_commit(
     table: &Table,
+    log: &dyn Log,
     snapshot: &Snapshot,
     app_id: &str,
     attempt: &Attempt<'_>,
@@ -249,8 +260,10 @@ async fn settle_earlier_commit(
     let Some(pending) = entry.delta.as_mut().filter(|c| c.version.is_none()) else {
         return Ok(());
     };
-    let found = commit::find(table, snapshot, app_id, pending.read_version).await?;
-    tracing::info!(table = %table.spec.name, committed = found.is_some(), "resolved a Delta commit left pending by an earlier attempt");
+    let found = log
+        .find(table, snapshot, app_id, pending.read_version)
+        .await?;
+    tracing::info!(table = %table.spec.name, committed = found.is_some(), "resolved a commit left pending by an earlier attempt");
     match found {
         Some(version) => {
             pending.version = Some(version);
@@ -265,27 +278,16 @@ async fn settle_earlier_commit(
     attempt.journal.put(entry).await
 }
 
-/// The changes of a commit: removes and adds.
-fn empty_changes(app_id: &str, attempt: &Attempt<'_>) -> commit::Changes {
-    commit::Changes {
-        removes: Vec::new(),
-        adds: Vec::new(),
-        app_id: app_id.to_string(),
-        job: attempt.run.job.clone(),
-        run_id: attempt.run.run_id.clone(),
-        manifest: attempt.run.manifest.clone(),
-    }
-}
-
 /// Rewrites every affected file of the plan to its new path, several at once; returns their
-/// manifest records and the commit's actions.
+/// manifest records and the commit's changes.
 async fn rewrite_files(
     table: &Table,
+    log: &dyn Log,
     tplan: &TablePlan,
     snapshot: &Snapshot,
     attempt: &Attempt<'_>,
-    app_id: &str,
-) -> Result<(Vec<FileRecord>, commit::Changes)> {
+    key: &str,
+) -> Result<(Vec<FileRecord>, Changes)> {
     use futures::{StreamExt, TryStreamExt};
     let tasks = tplan
         .files
@@ -302,32 +304,36 @@ async fn rewrite_files(
                 .budget
                 .reserve(Budget::need(fp, u64::MAX), &fp.path)
                 .await?;
-            rewrite_one(table, fp, old, snapshot, attempt).await
+            rewrite_one(table, log, fp, old, attempt).await
         });
-    let done: Vec<(FileRecord, DeltaFile, Option<deltalake_core::kernel::Add>)> =
-        futures::stream::iter(tasks)
-            .buffered(attempt.concurrency.max(1))
-            .try_collect()
-            .await?;
-    let mut changes = empty_changes(app_id, attempt);
+    let done: Vec<(FileRecord, Replacement)> = futures::stream::iter(tasks)
+        .buffered(attempt.concurrency.max(1))
+        .try_collect()
+        .await?;
+    let mut changes = Changes {
+        replaced: Vec::with_capacity(done.len()),
+        key: key.to_string(),
+        job: attempt.run.job.clone(),
+        run_id: attempt.run.run_id.clone(),
+        manifest: attempt.run.manifest.clone(),
+    };
     let mut records = Vec::with_capacity(done.len());
-    for (record, old, add) in done {
-        changes.removes.push(old.remove);
-        changes.adds.extend(add);
+    for (record, replaced) in done {
+        changes.replaced.push(replaced);
         records.push(record);
     }
     Ok((records, changes))
 }
 
-/// Rewrites one file to its new path: returns its record, the old file and the new file's
-/// `add` (none when every row went).
+/// Rewrites one file to its new path: returns its record and its replacement (no new file
+/// when every row went).
 async fn rewrite_one(
     table: &Table,
+    log: &dyn Log,
     fp: &FilePlan,
-    old: &DeltaFile,
-    snapshot: &Snapshot,
+    old: &DataFile,
     attempt: &Attempt<'_>,
-) -> Result<(FileRecord, DeltaFile, Option<deltalake_core::kernel::Add>)> {
+) -> Result<(FileRecord, Replacement)> {
     let store = &table.location.store;
     let shown = format!("{}{}", table.location.url, fp.path);
     let bytes = read_whole(table, old, &shown).await?;
@@ -339,7 +345,7 @@ async fn rewrite_one(
         Output::Whole
     };
     let before_sha = manifest::sha256_hex(&bytes);
-    let new_rel = delta::new_path(&fp.path, &attempt.run.run_id);
+    let new_rel = log.new_path(&fp.path, &attempt.run.run_id);
     let new_location = table.location.child(&new_rel);
     let (rewritten, new_file, _) = rewrite_file(
         bytes,
@@ -351,18 +357,24 @@ async fn rewrite_one(
         output,
     )
     .await?;
-    let mut add = None;
+    let mut replacement = Replacement {
+        old: fp.path.clone(),
+        new: None,
+    };
     let after = match (&rewritten.bytes, new_file) {
         (Some(new), Some((sha256, size))) => {
             let footer = ParquetMetaDataReader::new()
                 .parse_and_finish(new)
                 .map_err(|e| Error::parquet(format!("{shown} (rewritten)"), e))?;
-            let stats = delta::stats::stats_json(&footer, &snapshot.configuration);
             store
                 .put(&new_location, new.clone().into())
                 .await
                 .map_err(|e| Error::store(format!("writing {}{new_rel}", table.location.url), e))?;
-            add = Some(delta::add_for(old, &new_rel, size, stats));
+            replacement.new = Some(NewFile {
+                path: new_rel.clone(),
+                size,
+                footer: std::sync::Arc::new(footer),
+            });
             Some(FileVersion {
                 size,
                 sha256,
@@ -389,11 +401,11 @@ async fn rewrite_one(
         per_event,
         old_versions: None,
     };
-    Ok((record, old.clone(), add))
+    Ok((record, replacement))
 }
 
-/// A Delta file's bytes; its size must be the one its `add` records.
-async fn read_whole(table: &Table, file: &DeltaFile, shown: &str) -> Result<Bytes> {
+/// A file of the log's bytes; its size must be the one the log records.
+async fn read_whole(table: &Table, file: &DataFile, shown: &str) -> Result<Bytes> {
     let bytes = table
         .location
         .store
@@ -408,7 +420,7 @@ async fn read_whole(table: &Table, file: &DeltaFile, shown: &str) -> Result<Byte
             &table.spec.name,
             shown,
             format!(
-                "the file is {} bytes but the Delta log records {}: it was changed behind the log",
+                "the file is {} bytes but the table's log records {}: it was changed behind the log",
                 bytes.len(),
                 file.meta.size
             ),
