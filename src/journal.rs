@@ -85,12 +85,15 @@ pub struct Entry {
     /// The file held erased rows when planned but another writer deleted it first.
     #[serde(default)]
     pub vanished: bool,
-    /// A Delta table's commit (the entry of its log, see `purge::delta`).
+    /// A Delta table's commit (the entry of its log, see `purge::log`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta: Option<DeltaCommit>,
-    /// A Delta table's history still on disk that holds erased rows (see `purge::delta`).
+    /// A Delta table's history still on disk that holds erased rows (see `purge::log`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history: Option<DeltaHistory>,
+    /// A table with a log: its own files scanned for statistics naming erased values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_log: Option<crate::manifest::OldLogRecord>,
 }
 
 /// The files of a Delta table's history (removed by earlier commits, still on disk) that hold

@@ -294,7 +294,7 @@ async fn cmd_validate(job: &Job) -> Result<u8, Error> {
 
 async fn cmd_plan(job: &Job, json: bool) -> Result<u8, Error> {
     let events = events::load(job).await?;
-    let tables = lakepurge::table::Table::resolve_all(job)?;
+    let tables = lakepurge::table::Table::open_all(job).await?;
     let plans = plan::plan_tables(&tables, &events).await?;
     let listed: Vec<(&lakepurge::table::Table, u64)> = tables
         .iter()

@@ -169,6 +169,38 @@ pub struct DeltaRecord {
     /// (`old_versions = "delete"`) or counted as remaining (`keep`), by path.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub history_old_versions: BTreeMap<String, OldVersionsRecord>,
+    /// The log's own files whose data-file statistics name an erased value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_log: Option<OldLogRecord>,
+}
+
+/// A table log's own files (entries, checkpoints, checksums) scanned for data-file statistics
+/// (`minValues`/`maxValues`) equal to an erased subject's id under one of the table's rules:
+/// counts only, never the value.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct OldLogRecord {
+    /// `keep` or `expire`.
+    pub policy: crate::spec::OldLog,
+    /// Log files scanned.
+    pub files_scanned: u64,
+    /// Of those, the ones naming an erased value, by kind.
+    pub entries_naming_erased: u64,
+    pub checkpoints_naming_erased: u64,
+    pub checksums_naming_erased: u64,
+    /// `expire`: the version a checkpoint was written at; the log before it was removed, and
+    /// time travel to earlier versions ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expired_before: Option<u64>,
+    /// Log files that still name an erased value after the run.
+    pub remaining_naming_erased: u64,
+}
+
+impl OldLogRecord {
+    /// The log files found naming an erased value.
+    pub fn naming_erased(&self) -> u64 {
+        self.entries_naming_erased + self.checkpoints_naming_erased + self.checksums_naming_erased
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -129,6 +129,20 @@ pub enum OldFiles {
     Keep,
 }
 
+/// What happens to a Delta table's older log entries and checkpoints, whose file statistics
+/// (`minValues`/`maxValues`) may name erased values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OldLog {
+    /// Left (the log's own retention removes them); the manifest counts those naming an
+    /// erased value and `verify` warns about them.
+    #[default]
+    Keep,
+    /// When one names an erased value: a checkpoint is written after the purge commit and the
+    /// log entries and checkpoints before it are removed (time travel before it ends).
+    Expire,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
@@ -159,6 +173,8 @@ pub struct TableSpec {
     pub old_files: Option<OldFiles>,
     /// When absent, the job's `old_versions` (default `delete`).
     pub old_versions: Option<OldVersions>,
+    /// `format = "delta"` only (default `keep`).
+    pub old_log: Option<OldLog>,
     /// A location that lists no data file is refused (most likely a typo) unless an earlier
     /// manifest of the job saw files there, or this is set (a table registered before its
     /// first file lands).
@@ -384,6 +400,13 @@ fn check_table(t: &TableSpec) -> Result<()> {
         return Err(err(
             "old_files: only allowed with format = \"delta\" (it says what happens to the files \
              a Delta commit removed)"
+                .into(),
+        ));
+    }
+    if t.format != TableFormat::Delta && t.old_log.is_some() {
+        return Err(err(
+            "old_log: only allowed with format = \"delta\" (it says what happens to the log \
+             entries whose statistics name erased values)"
                 .into(),
         ));
     }

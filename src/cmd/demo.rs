@@ -47,7 +47,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<u8> {
         ev.skipped,
         ev.count()
     );
-    let tables = Table::resolve_all(&job)?;
+    let tables = Table::open_all(&job).await?;
     for p in plan::plan_tables(&tables, &ev).await? {
         println!(
             "table {}: {} files listed, {} pruned, {} affected ({} emptied), {} rows would go",

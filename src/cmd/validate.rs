@@ -76,7 +76,7 @@ pub async fn validate(job: &Job) -> Result<Summary> {
     crate::confirm::location(job)?.list_files().await?;
     let no_events = Events::default();
     let mut tables = Vec::new();
-    let resolved = Table::resolve_all(job)?;
+    let resolved = Table::open_all(job).await?;
     let mut listed = Vec::new();
     for table in &resolved {
         let matcher = Matcher::new(&table.spec, &no_events);

@@ -159,6 +159,47 @@ impl<'e> Matcher<'e> {
         }
     }
 
+    /// A matcher of the rules whose key columns `schema` has, the others passed over: for
+    /// values that are not a file's rows, such as the statistics a table format's log keeps
+    /// (see [`Matcher::count_matches`]).
+    pub fn for_schema(&self, schema: &Schema) -> Matcher<'e> {
+        Matcher {
+            rules: self
+                .rules
+                .iter()
+                .filter(|r| {
+                    r.paths
+                        .iter()
+                        .all(|p| resolve_key(schema, p, r.spec.normalize).is_ok())
+                })
+                .map(|r| RuleSubjects {
+                    spec: r.spec.clone(),
+                    paths: r.paths.clone(),
+                    subjects: r.subjects,
+                })
+                .collect(),
+            redact: Vec::new(),
+            compiled: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How many rows of `batch` (`what`, for errors) hold an erased subject. Every rule's key
+    /// columns must be in it (see [`Matcher::for_schema`]).
+    pub fn count_matches(&self, batch: &RecordBatch, what: &str) -> Result<usize> {
+        let schema = batch.schema();
+        let mut lookups = Vec::with_capacity(self.rules.len());
+        for (i, r) in self.rules.iter().enumerate() {
+            let keys = r
+                .paths
+                .iter()
+                .map(|p| resolve_key(&schema, p, r.spec.normalize))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|m| Error::Internal(format!("{what}: {m}")))?;
+            lookups.push(self.lookup(i, &keys)?);
+        }
+        Ok(self.match_batch(batch, &lookups, "", what)?.len())
+    }
+
     /// Subject ids that could not be converted, summed over the rules and schemas seen.
     pub fn unconvertible(&self) -> u64 {
         self.compiled

@@ -24,10 +24,12 @@ use super::file::{Output, event_names, rewrite_file, rewrite_mode};
 use super::versions;
 use crate::error::{Error, Result};
 use crate::journal::{DeltaCommit, Entry};
-use crate::manifest::{self, FileRecord, FileVersion};
+use crate::manifest::{self, FileRecord, FileVersion, OldLogRecord};
 use crate::plan::{self, FilePlan, TablePlan};
-use crate::spec::OldFiles;
-use crate::table::{Changes, Committed, DataFile, Log, NewFile, Replacement, Snapshot, Table};
+use crate::spec::{OldFiles, OldLog};
+use crate::table::{
+    Changes, Committed, DataFile, Log, LogFileKind, NewFile, Replacement, Snapshot, Table,
+};
 
 /// How many times the table is planned again after a conflicting commit.
 const CONFLICT_RETRIES: usize = 3;
@@ -52,6 +54,9 @@ pub(super) async fn purge_table(
     let mut result = purge(table, log, tplan, attempt, &mut entry).await;
     if result.is_ok() {
         result = settle_history(table, log, attempt, &mut entry).await;
+    }
+    if result.is_ok() {
+        result = settle_log(table, log, attempt, &mut entry).await;
     }
     entries.insert(key, entry);
     result
@@ -148,6 +153,124 @@ async fn settle_history(
         history.deleted = true;
     }
     attempt.journal.put(entry).await
+}
+
+/// The log's own files, scanned for data-file statistics naming an erased value (counted,
+/// never shown) and journaled; under `old_log = "expire"`, when any does, the log is summed
+/// up in a checkpoint and its files before it removed (time travel before it ends), then
+/// scanned again. Once per run (a resumed run finishes an expiry left undone).
+async fn settle_log(
+    table: &Table,
+    log: &dyn Log,
+    attempt: &Attempt<'_>,
+    entry: &mut Entry,
+) -> Result<()> {
+    let policy = table.spec.old_log.unwrap_or_default();
+    let matcher = crate::plan::Matcher::new(&table.spec, attempt.events);
+    if entry.old_log.is_none() {
+        let mut record = scan_log(table, log, &matcher).await?;
+        record.policy = policy;
+        record.remaining_naming_erased = record.naming_erased();
+        tracing::info!(table = %table.spec.name, scanned = record.files_scanned, naming_erased_values = record.naming_erased(), "scanned the log's own files for statistics naming erased values");
+        entry.old_log = Some(record);
+        attempt.journal.put(entry).await?;
+    }
+    let Some(record) = entry.old_log.as_mut() else {
+        return Ok(());
+    };
+    if policy != OldLog::Expire || record.naming_erased() == 0 || record.expired_before.is_some() {
+        return Ok(());
+    }
+    let version = log.expire(table).await?;
+    let after = scan_log(table, log, &matcher).await?;
+    record.expired_before = Some(version);
+    record.remaining_naming_erased = after.naming_erased();
+    attempt.journal.put(entry).await
+}
+
+/// Counts the log's files whose statistics name an erased value under one of the table's
+/// rules. Statistics are compared as text (a number's digits, a string as it is), the way
+/// subject ids are given.
+async fn scan_log(
+    table: &Table,
+    log: &dyn Log,
+    matcher: &crate::plan::Matcher<'_>,
+) -> Result<OldLogRecord> {
+    let schema = stats_schema(&table.spec);
+    let matcher = matcher.for_schema(&schema);
+    let mut record = OldLogRecord::default();
+    for file in log.log_files(table).await? {
+        let stats = log.statistics(table, &file).await?;
+        record.files_scanned += 1;
+        let bounds: Vec<&serde_json::Value> = stats
+            .iter()
+            .flat_map(|s| [&s["minValues"], &s["maxValues"]])
+            .filter(|v| v.is_object())
+            .collect();
+        if bounds.is_empty() {
+            continue;
+        }
+        let shown = format!("{}{}", table.location.url, file.path);
+        let mut decoder = arrow::json::ReaderBuilder::new(std::sync::Arc::new(schema.clone()))
+            .with_coerce_primitive(true)
+            .build_decoder()
+            .map_err(|e| Error::arrow(format!("reading the statistics in {shown}"), e))?;
+        let mut named = 0;
+        for chunk in bounds.chunks(8192) {
+            decoder
+                .serialize(chunk)
+                .map_err(|e| Error::arrow(format!("reading the statistics in {shown}"), e))?;
+            if let Some(batch) = decoder
+                .flush()
+                .map_err(|e| Error::arrow(format!("reading the statistics in {shown}"), e))?
+            {
+                named += matcher.count_matches(&batch, &shown)?;
+            }
+        }
+        if named > 0 {
+            match file.kind {
+                LogFileKind::Entry => record.entries_naming_erased += 1,
+                LogFileKind::Checkpoint => record.checkpoints_naming_erased += 1,
+                LogFileKind::Checksum => record.checksums_naming_erased += 1,
+            }
+        }
+    }
+    Ok(record)
+}
+
+/// The schema statistics are read with: every rule's key path, leaves as text (lists have no
+/// statistics).
+fn stats_schema(spec: &crate::spec::TableSpec) -> arrow::datatypes::Schema {
+    use arrow::datatypes::{DataType, Field, Fields};
+    fn insert(fields: &mut Vec<Field>, path: &[String]) {
+        let Some((first, rest)) = path.split_first() else {
+            return;
+        };
+        let at = fields.iter().position(|f| f.name() == first);
+        if rest.is_empty() {
+            if at.is_none() {
+                fields.push(Field::new(first, DataType::Utf8, true));
+            }
+            return;
+        }
+        let mut children: Vec<Field> = match at.map(|i| fields[i].data_type().clone()) {
+            Some(DataType::Struct(c)) => c.iter().map(|f| f.as_ref().clone()).collect(),
+            _ => Vec::new(),
+        };
+        insert(&mut children, rest);
+        let field = Field::new(first, DataType::Struct(Fields::from(children)), true);
+        match at {
+            Some(i) => fields[i] = field,
+            None => fields.push(field),
+        }
+    }
+    let mut fields = Vec::new();
+    for rule in &spec.matches {
+        for path in rule.key_paths() {
+            insert(&mut fields, &path);
+        }
+    }
+    arrow::datatypes::Schema::new(fields)
 }
 
 async fn purge(

@@ -209,7 +209,7 @@ async fn run(job: &Job, run_id: &str, clock: &dyn Clock, opts: &Options<'_>) -> 
     // Resolved now, though written last: a location that cannot be used is bad input found
     // before anything is written.
     confirm::location(job)?;
-    let tables = Table::resolve_all(job)?;
+    let tables = Table::open_all(job).await?;
     let journal = Journal::new(&folder, run_id);
     if let Some(done) = manifest::read(&folder, &manifest::path(&folder, run_id)).await? {
         tracing::info!(run_id, "run already complete: nothing to do");
@@ -891,6 +891,7 @@ fn delta_record(
             .filter(|h| !h.deleted)
             .map_or(0, |h| h.files.len() as u64),
         history_old_versions: history.map(|h| h.old_versions.clone()).unwrap_or_default(),
+        old_log: entry.and_then(|e| e.old_log.clone()),
     }
 }
 

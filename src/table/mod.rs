@@ -50,6 +50,13 @@ pub trait Format: std::fmt::Debug + Send + Sync {
     /// The table's current data files.
     async fn files(&self, table: &Table) -> Result<Files>;
 
+    /// The table with its spec's column names as its files name them. A format whose files
+    /// name columns otherwise than the table does (Delta's column mapping) translates the
+    /// match and redact columns; the default keeps them.
+    async fn open(&self, table: Table) -> Result<Table> {
+        Ok(table)
+    }
+
     /// The table's log, when changes go through one (one commit per run and table; shards
     /// leave such a table to the final step). `None`: each file is replaced in place.
     fn log(&self) -> Option<&dyn Log>;
@@ -98,6 +105,37 @@ pub trait Log: Send + Sync {
         snapshot: &Snapshot,
         exclude: &BTreeSet<String>,
     ) -> Result<Vec<ObjectMeta>>;
+
+    /// The log's own files on disk (entries, checkpoints, checksums), in version order.
+    async fn log_files(&self, table: &Table) -> Result<Vec<LogFile>>;
+
+    /// The data-file statistics `file` keeps (JSON objects with `minValues`/`maxValues`
+    /// keyed by the Parquet column names), which may name erased values.
+    async fn statistics(&self, table: &Table, file: &LogFile) -> Result<Vec<serde_json::Value>>;
+
+    /// Sums the log up at its latest version (a checkpoint) and removes its files before it:
+    /// time travel to earlier versions ends. Returns that version.
+    async fn expire(&self, table: &Table) -> Result<u64>;
+}
+
+/// A file of a table's log on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFile {
+    /// Relative to the table.
+    pub path: String,
+    /// The version it is of (for a checkpoint, the version it sums up).
+    pub version: u64,
+    pub kind: LogFileKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFileKind {
+    /// One version's commit.
+    Entry,
+    /// The table's state at a version, summed up (or a part of it).
+    Checkpoint,
+    /// A version's checksum (which may list every file).
+    Checksum,
 }
 
 /// A log's files at one version.
@@ -189,6 +227,17 @@ impl Table {
                 })
             })
             .collect()
+    }
+
+    /// [`Table::resolve_all`], then each table opened by its format ([`Format::open`]): what
+    /// every command that reads a table's rows uses.
+    pub async fn open_all(job: &Job) -> Result<Vec<Table>> {
+        let mut opened = Vec::with_capacity(job.tables.len());
+        for table in Table::resolve_all(job)? {
+            let format = Arc::clone(&table.format);
+            opened.push(format.open(table).await?);
+        }
+        Ok(opened)
     }
 
     /// Lists the table's data files, in path order. A location with none is a table with zero

@@ -470,22 +470,187 @@ fn assert_refused(ws: &Path, job: &str, table: &Path, said: &str) {
     assert!(!ws.join("manifests").exists());
 }
 
-/// Column mapping (written by the `deltalake` package itself): the Parquet columns have
-/// physical names (`col-<uuid>`) unlike the table's, so the table is refused, not guessed at.
+/// A column-mapped Delta table (`delta.columnMapping.mode = name`, as Databricks makes any table
+/// whose column was renamed or dropped) with a history: two writes (one partition value needing
+/// escapes), a checkpoint, a DELETE, then the match column renamed (`user_id` to `account_id`,
+/// a metadata-only commit as Spark writes it: the physical name stays), then a write under the
+/// new name. The spec names the table's columns (`account_id`, and `owner.uid` inside a
+/// struct); the purge finds them by their physical names. After it, the `deltalake` reader
+/// reads exactly the oracle's rows, no version it can open and no file on disk holds the erased
+/// subject, the purge commit's statistics and partition values use physical names, and
+/// `verify --deep` passes.
 #[test]
-fn delta_column_mapping_is_refused() {
+fn delta_column_mapped_table_with_a_renamed_column_is_purged() {
     let ws = tempfile::tempdir().unwrap();
     let table = ws.path().join("wh/users");
     run_python(
         "writing a column-mapped Delta table",
-        "import sys, pyarrow as pa\nfrom deltalake import write_deltalake\n\
-         write_deltalake(sys.argv[1], pa.table({'user_id': pa.array([1, 900006], pa.int64())}),\n\
-         \x20   configuration={'delta.columnMapping.mode': 'name'})\n",
+        WRITE_MAPPED,
         &[&table],
     );
-    let job = local_delta_job(ws.path(), &table, "");
-    assert_refused(ws.path(), &job, &table, "column mapping");
+    let events = ws.path().join("events");
+    write_events(
+        &events.join("e.json"),
+        &[("ev-1", "user_id", json!("900006"))],
+    );
+    let job = ws.path().join("job.toml");
+    let text = user_id_job(
+        "lake",
+        &file_url(&ws.path().join("manifests")),
+        &file_url(&events),
+        &file_url(&table),
+    )
+    .replace(
+        "[[table.match]]\ncolumn = \"user_id\"",
+        "format = \"delta\"\n[[table.match]]\ncolumn = \"account_id\"",
+    ) + "[[table.match]]\ncolumn = \"owner.uid\"\nsubject_type = \"user_id\"\n";
+    write(&job, &text);
+    let job = job.display().to_string();
+    let before: Value = serde_json::from_str(&run_python(
+        "reading the column-mapped table",
+        READ_MAPPED,
+        &[&table],
+    ))
+    .unwrap();
+    assert_eq!(before["versions_serving"], before["readable"], "{before}");
+    assert_eq!(before["readable"].as_array().unwrap().len(), 5, "{before}");
+    let run = lakepurge(&["purge", "--job", &job, "--run-id", "r1"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let read: Value = serde_json::from_str(&run_python(
+        "reading the column-mapped table back",
+        READ_MAPPED,
+        &[&table],
+    ))
+    .unwrap();
+    // The oracle: seq 3 was deleted; rows of user 900006 (seq % 7 == 6) or owned by it
+    // ((seq + 1) % 7 == 6) are erased.
+    let oracle: Vec<i64> = (0..70)
+        .filter(|s| *s != 3 && s % 7 != 6 && (s + 1) % 7 != 6)
+        .collect();
+    assert_eq!(read["seqs"], json!(oracle), "{read}");
+    assert_eq!(
+        read["columns"],
+        json!(["account_id", "seq", "email", "owner", "dt"])
+    );
+    assert_eq!(read["versions_serving"], json!([]), "{read}");
+    assert!(
+        read["readable"]
+            .as_array()
+            .unwrap()
+            .contains(&read["version"]),
+        "{read}"
+    );
+    assert_eq!(read["files_holding"], json!([]), "{read}");
+    assert!(read["files_on_disk"].as_u64().unwrap() > 0);
+    assert_eq!(read["partitions"], json!(["2026-11-02", "a b%c/d"]));
+    // The purge commit: statistics and partition values under physical names only.
+    let version = read["version"].as_u64().unwrap();
+    let adds: Vec<Value> = actions(&commit_text(&table, version))
+        .into_iter()
+        .filter_map(|a| a.get("add").cloned())
+        .collect();
+    assert!(!adds.is_empty());
+    for add in &adds {
+        let stats: Value = serde_json::from_str(add["stats"].as_str().unwrap()).unwrap();
+        let keys: Vec<&String> = stats["minValues"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .chain(add["partitionValues"].as_object().unwrap().keys())
+            .collect();
+        assert!(!keys.is_empty());
+        assert!(keys.iter().all(|k| k.starts_with("col-")), "{add}");
+    }
+    let m = read_json(&ws.path().join("manifests/lake/r1.json"));
+    let d = &m["tables"][0]["delta"];
+    assert!(!d["history_files"].as_array().unwrap().is_empty(), "{d}");
+    let verify = lakepurge(&["verify", "--job", &job, "--run-id", "r1", "--deep"]);
+    assert_eq!(verify.code, 0, "{}", verify.all_output());
+    assert!(!run.all_output().contains("900006"));
 }
+
+/// Writes the column-mapped table of the test above at `argv[1]`.
+const WRITE_MAPPED: &str = r#"
+import sys, json, glob, time
+import pyarrow as pa
+from deltalake import write_deltalake, DeltaTable
+out = sys.argv[1]
+owner = pa.struct([("uid", pa.int64())])
+def batch(start, n, dt, key):
+    seqs = list(range(start, start + n))
+    return pa.table({
+        key: pa.array([900000 + s % 7 for s in seqs], pa.int64()),
+        "seq": pa.array(seqs, pa.int64()),
+        "email": pa.array([f"u{900000 + s % 7}@example.com" for s in seqs]),
+        "owner": pa.array([{"uid": 900000 + (s + 1) % 7} for s in seqs], owner),
+        "dt": pa.array([dt] * n),
+    })
+write_deltalake(out, batch(0, 30, "a b%c/d", "user_id"), partition_by=["dt"],
+                configuration={"delta.columnMapping.mode": "name"})
+write_deltalake(out, batch(30, 30, "2026-11-02", "user_id"), partition_by=["dt"], mode="append")
+DeltaTable(out).create_checkpoint()
+DeltaTable(out).delete("seq = 3")
+# RENAME COLUMN user_id TO account_id, as Spark commits it: a new metaData, same physical name.
+meta = None
+for f in sorted(glob.glob(out + "/_delta_log/*.json")):
+    for line in open(f):
+        action = json.loads(line)
+        if "metaData" in action:
+            meta = action["metaData"]
+schema = json.loads(meta["schemaString"])
+for field in schema["fields"]:
+    if field["name"] == "user_id":
+        field["name"] = "account_id"
+meta["schemaString"] = json.dumps(schema)
+v = DeltaTable(out).version() + 1
+with open(f"{out}/_delta_log/{v:020}.json", "x") as fh:
+    fh.write(json.dumps({"commitInfo": {"timestamp": int(time.time() * 1000),
+        "operation": "RENAME COLUMN",
+        "operationParameters": {"oldColumnPath": "user_id", "newColumnPath": "account_id"}}}) + "\n")
+    fh.write(json.dumps({"metaData": meta}) + "\n")
+write_deltalake(out, batch(60, 10, "a b%c/d", "account_id"), partition_by=["dt"], mode="append")
+"#;
+
+/// Reads the column-mapped table at `argv[1]`: the latest version's rows, the versions still
+/// serving user 900006 (under either column name, or as an owner), and the Parquet files on
+/// disk holding it anywhere (pyarrow, under the physical names).
+const READ_MAPPED: &str = r#"
+import sys, json, glob
+import pyarrow as pa
+import pyarrow.parquet as pq
+from deltalake import DeltaTable, QueryBuilder
+p = sys.argv[1]
+# The package's DataFusion reader applies column mapping (to_pyarrow_table reads nulls).
+def read(table):
+    return pa.table(QueryBuilder().register("t", table).execute("select * from t").read_all())
+dt = DeltaTable(p)
+t = read(dt)
+def serves(table):
+    rows = table.to_pylist()
+    return any(900006 in (r.get("user_id"), r.get("account_id"), (r.get("owner") or {}).get("uid"))
+               for r in rows)
+versions, readable = [], []
+for v in range(dt.version() + 1):
+    try:
+        old = read(DeltaTable(p, version=v))
+    except Exception:
+        continue
+    readable.append(v)
+    if serves(old):
+        versions.append(v)
+files = [f for f in glob.glob(p + "/**/*.parquet", recursive=True) if "_delta_log" not in f]
+holding = [f for f in files if "900006" in json.dumps(pq.read_table(f).to_pylist(), default=str)]
+print(json.dumps({
+    "version": dt.version(),
+    "columns": t.column_names,
+    "seqs": sorted(t.column("seq").to_pylist()),
+    "partitions": sorted(set(t.column("dt").to_pylist())),
+    "versions_serving": versions,
+    "readable": readable,
+    "files_on_disk": len(files),
+    "files_holding": holding,
+}))
+"#;
 
 /// A DELETE and an UPDATE by the `deltalake` package on the table [`WRITE_DELTA`] wrote (its
 /// folder the argument): both rewrite files and leave the old ones on disk as tombstones.
@@ -567,35 +732,207 @@ fn delta_history_on_disk_holding_erased_rows_is_deleted() {
     assert_eq!(verify.code, 3, "{}", verify.all_output());
 }
 
-/// Writer features the commit path cannot honour (#25 case 3): change data feed (its
-/// `_change_data/` files would also keep erased rows) and a CHECK constraint, both written by
-/// the `deltalake` package. `validate`, `plan` and `purge` refuse them with exit 2, naming the
-/// feature, before anything is written (the commit used to fail after the new files were
-/// written, on every rerun).
+/// Counts, independently of lakepurge, the files of the log at `argv[1]` whose data-file
+/// statistics name a user id of `argv[2]` (JSON list): entries, checkpoints (pyarrow) and
+/// checksums; prints JSON with the versions of those files.
+const LOG_NAMING: &str = r#"
+import sys, json, glob, os
+import pyarrow.parquet as pq
+erased = set(json.loads(sys.argv[2]))
+def names(stats):
+    if isinstance(stats, str):
+        stats = json.loads(stats)
+    if not stats:
+        return False
+    return any((stats.get(k) or {}).get("user_id") in erased for k in ("minValues", "maxValues"))
+found = {"entries": [], "checkpoints": [], "checksums": [], "files": 0}
+for f in sorted(glob.glob(sys.argv[1] + "/_delta_log/0*")):
+    name = os.path.basename(f)
+    version = int(name[:20])
+    found["files"] += 1
+    if ".checkpoint" in name and name.endswith(".parquet"):
+        rows = pq.read_table(f).to_pylist()
+        hit = any(names((r.get(k) or {}).get("stats")) for r in rows for k in ("add", "remove"))
+        kind = "checkpoints"
+    elif name.endswith(".json"):
+        actions = [json.loads(l) for l in open(f) if l.strip()]
+        hit = any(names(a[k].get("stats")) for a in actions for k in ("add", "remove") if k in a)
+        kind = "entries"
+    elif name.endswith(".crc"):
+        crc = json.load(open(f))
+        hit = any(names(a.get("stats")) for a in crc.get("allFiles") or [])
+        kind = "checksums"
+    else:
+        continue
+    if hit:
+        found[kind].append(version)
+print(json.dumps(found))
+"#;
+
+/// #25 log statistics: the `add` statistics of earlier commits and of the checkpoint keep
+/// the erased ids as `maxValues` (each mixed file's largest user id is an erased one). Under
+/// `old_log = "keep"` the manifest counts the log files naming them, the same as an
+/// independent count with pyarrow, and verify warns; under `expire` a checkpoint is written
+/// after the purge commit, the log before it is removed (the reader opens the latest version
+/// with the oracle's rows, no log file names an erased value any more), and verify fails if an
+/// expired log file comes back.
 #[test]
-fn delta_writer_features_the_commit_cannot_honour_are_refused_before_writing() {
-    for (what, script, said) in [
+fn delta_log_statistics_naming_erased_values_are_counted_or_expired() {
+    let naming = |table: &Path| -> Value {
+        serde_json::from_str(&run_python(
+            "counting the log files naming erased ids",
+            LOG_NAMING,
+            &[table.to_str().unwrap(), &json!(ERASED).to_string()],
+        ))
+        .unwrap()
+    };
+    for policy in ["keep", "expire"] {
+        let ws = tempfile::tempdir().unwrap();
+        let job = setup(ws.path(), &format!("old_log = \"{policy}\""));
+        let table = ws.path().join("wh/users");
+        let before = naming(&table);
+        let found = |k: &str| before[k].as_array().unwrap().len() as u64;
+        assert!(found("entries") > 0 && found("checkpoints") > 0, "{before}");
+        let run = lakepurge(&["purge", "--job", &job, "--run-id", "r1"]);
+        assert_eq!(run.code, 0, "{policy}: {}", run.stderr);
+        let m = read_json(&ws.path().join("manifests/lake/r1.json"));
+        let o = &m["tables"][0]["delta"]["old_log"];
+        assert_eq!(o["entries_naming_erased"], json!(found("entries")), "{o}");
+        assert_eq!(
+            o["checkpoints_naming_erased"],
+            json!(found("checkpoints")),
+            "{o}"
+        );
+        assert_eq!(
+            o["checksums_naming_erased"],
+            json!(found("checksums")),
+            "{o}"
+        );
+        assert!(o["files_scanned"].as_u64().unwrap() >= before["files"].as_u64().unwrap());
+        let after = naming(&table);
+        let left = |k: &str| after[k].as_array().unwrap().len() as u64;
+        let remaining = left("entries") + left("checkpoints") + left("checksums");
+        assert_eq!(
+            o["remaining_naming_erased"],
+            json!(remaining),
+            "{o} {after}"
+        );
+        let read = read_delta(&table);
+        let version = read["version"].as_u64().unwrap();
+        let seqs: Vec<i64> = serde_json::from_value(read["seqs"].clone()).unwrap();
+        assert_eq!(seqs, oracle());
+        let verify = lakepurge(&["verify", "--job", &job, "--run-id", "r1", "--deep"]);
+        assert_eq!(verify.code, 0, "{}", verify.all_output());
+        if policy == "keep" {
+            assert!(remaining > 0);
+            assert!(o.get("expired_before").is_none(), "{o}");
+            assert!(
+                verify
+                    .stdout
+                    .contains("keep statistics naming erased values"),
+                "{}",
+                verify.stdout
+            );
+            continue;
+        }
+        assert_eq!(remaining, 0, "{after}");
+        assert_eq!(o["expired_before"], json!(version), "{o}");
+        assert!(
+            verify
+                .stdout
+                .contains(&format!("the log before version {version}")),
+            "{}",
+            verify.stdout
+        );
+        // Versions before the checkpoint cannot be opened any more; the latest can.
+        for (v, users) in read["versions"].as_object().unwrap() {
+            let v: u64 = v.parse().unwrap();
+            assert_eq!(users.is_string(), v < version, "version {v}: {users}");
+        }
+        // An expired log entry restored is caught.
+        let first = table.join("_delta_log/00000000000000000000.json");
+        assert!(!first.exists());
+        std::fs::write(&first, "{}\n").unwrap();
+        let verify = lakepurge(&["verify", "--job", &job, "--run-id", "r1"]);
+        assert_eq!(verify.code, 3, "{}", verify.all_output());
+    }
+}
+
+/// Writer features (#25 case 3), written by the `deltalake` package. What a purge could not
+/// keep true is refused by `validate`, `plan` and `purge` with exit 2 before anything is
+/// written: change data feed (its `_change_data/` files keep erased rows), and, under
+/// `action = "redact"`, a CHECK constraint or a NOT NULL column to set to null. Deleting rows
+/// keeps a CHECK constraint true, so a table with one is purged under `delete`, and the
+/// constraint is still there afterwards.
+#[test]
+fn delta_writer_features_a_purge_cannot_keep_are_refused_before_writing() {
+    const TWO_USERS: &str = "pa.table({'user_id': pa.array([1, 900006], pa.int64()), \
+                             'email': pa.array(['a@x', 'b@x'])})";
+    let redact = "action = \"redact\"\nredact = [\"email\"]";
+    for (what, script, extra, said) in [
         (
             "change data feed",
-            "import sys, pyarrow as pa\nfrom deltalake import write_deltalake\n\
-             write_deltalake(sys.argv[1], pa.table({'user_id': pa.array([1, 900006], pa.int64())}),\n\
-             \x20   configuration={'delta.enableChangeDataFeed': 'true'})\n",
-            "ChangeDataFeed",
+            format!(
+                "import sys, pyarrow as pa\nfrom deltalake import write_deltalake\n\
+                 write_deltalake(sys.argv[1], {TWO_USERS},\n\
+                 \x20   configuration={{'delta.enableChangeDataFeed': 'true'}})\n"
+            ),
+            "",
+            "change data feed",
         ),
         (
-            "a CHECK constraint",
-            "import sys, pyarrow as pa\nfrom deltalake import write_deltalake, DeltaTable\n\
-             write_deltalake(sys.argv[1], pa.table({'user_id': pa.array([1, 900006], pa.int64())}))\n\
-             DeltaTable(sys.argv[1]).alter.add_constraint({'positive': 'user_id > 0'})\n",
-            "CheckConstraints",
+            "a CHECK constraint, redacted",
+            format!(
+                "import sys, pyarrow as pa\nfrom deltalake import write_deltalake, DeltaTable\n\
+                 write_deltalake(sys.argv[1], {TWO_USERS})\n\
+                 DeltaTable(sys.argv[1]).alter.add_constraint({{'positive': 'user_id > 0'}})\n"
+            ),
+            redact,
+            "CHECK constraint",
+        ),
+        (
+            "a NOT NULL column to redact",
+            "import sys, pyarrow as pa\nfrom deltalake import write_deltalake\n\
+             schema = pa.schema([pa.field('user_id', pa.int64()), pa.field('email', pa.string(), nullable=False)])\n\
+             write_deltalake(sys.argv[1], pa.table({'user_id': [1, 900006], 'email': ['a@x', 'b@x']}, schema=schema))\n"
+                .to_string(),
+            redact,
+            "cannot be set to null",
         ),
     ] {
         let ws = tempfile::tempdir().unwrap();
         let table = ws.path().join("wh/users");
-        run_python(what, script, &[&table]);
-        let job = local_delta_job(ws.path(), &table, "");
+        run_python(what, &script, &[&table]);
+        let job = local_delta_job(ws.path(), &table, extra);
         assert_refused(ws.path(), &job, &table, said);
     }
+    // A CHECK constraint under delete: purged, and the constraint stays.
+    let ws = tempfile::tempdir().unwrap();
+    let table = ws.path().join("wh/users");
+    run_python(
+        "a CHECK constraint",
+        &format!(
+            "import sys, pyarrow as pa\nfrom deltalake import write_deltalake, DeltaTable\n\
+             write_deltalake(sys.argv[1], {TWO_USERS})\n\
+             DeltaTable(sys.argv[1]).alter.add_constraint({{'positive': 'user_id > 0'}})\n"
+        ),
+        &[&table],
+    );
+    let job = local_delta_job(ws.path(), &table, "");
+    let run = lakepurge(&["purge", "--job", &job, "--run-id", "r1"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let after = run_python(
+        "reading it back",
+        "import sys, json\nfrom deltalake import DeltaTable\n\
+         dt = DeltaTable(sys.argv[1])\n\
+         print(json.dumps([sorted(dt.to_pyarrow_table().column('user_id').to_pylist()),\n\
+         \x20   {k: v for k, v in dt.metadata().configuration.items() if k.startswith('delta.constraints')}]))\n",
+        &[&table],
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&after).unwrap(),
+        json!([[1], {"delta.constraints.positive": "user_id > 0"}])
+    );
 }
 
 /// Deletion vectors: no writer of them runs here (delta-rs and the `deltalake` package rewrite

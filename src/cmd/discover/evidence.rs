@@ -263,6 +263,7 @@ fn rule(
         storage_options: BTreeMap::new(),
         old_files: None,
         old_versions: None,
+        old_log: None,
         allow_empty: false,
         source: PathBuf::new(),
     }

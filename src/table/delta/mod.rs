@@ -4,24 +4,27 @@
 //!
 //! Everything else (matching, the Parquet-level rewrite) is what plain Parquet tables get. A
 //! Delta file is never replaced in place: its rewrite goes to a new path next to it, and the
-//! commit removes the old path and adds the new one. What lakepurge cannot purge faithfully is
-//! refused with exit 2 before anything is written: files with deletion vectors (their
-//! soft-deleted rows are still in the Parquet file) and column mapping (Parquet column names
-//! differ from the table's).
+//! commit removes the old path and adds the new one. Under column mapping (`name` or `id`) the
+//! spec's columns are translated to the physical names the Parquet files use (see
+//! [`Format::open`]), and a new file's statistics are keyed by them, as the protocol says.
+//! What lakepurge cannot purge faithfully is refused with exit 2 before anything is written:
+//! files with deletion vectors (their soft-deleted rows are still in the Parquet file), and
+//! writer features delta-rs's commit path does not honour.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use deltalake_core::kernel::{Add, Remove};
+use deltalake_core::kernel::{Add, DataType, MetadataValue, Remove, StructField, StructType};
 use deltalake_core::logstore::{LogStoreRef, StorageConfig, default_logstore};
 use deltalake_core::{DeltaTable, DeltaTableError};
 use object_store::ObjectMeta;
 use object_store::prefix::PrefixStore;
 
-use super::{Changes, Committed, DataFile, Files, Format, Log, Snapshot, Table};
+use super::{Changes, Committed, DataFile, Files, Format, Log, LogFile, Snapshot, Table};
 use crate::error::{Error, Result};
 
 pub mod commit;
+pub mod old_log;
 pub mod stats;
 
 /// The Delta Lake format.
@@ -30,6 +33,18 @@ pub struct Delta;
 
 #[async_trait::async_trait]
 impl Format for Delta {
+    async fn open(&self, mut table: Table) -> Result<Table> {
+        let snapshot = load(&table).await?;
+        let delta = state(&table, &snapshot)?;
+        let schema = delta
+            .table
+            .snapshot()
+            .map_err(|e| error(&table, "reading the log", e))?
+            .schema();
+        table.spec = physical_spec(&table, &delta.configuration, &schema)?;
+        Ok(table)
+    }
+
     async fn files(&self, table: &Table) -> Result<Files> {
         let snapshot = load(table).await?;
         let version = snapshot.version;
@@ -86,6 +101,18 @@ impl Log for Delta {
         exclude: &BTreeSet<String>,
     ) -> Result<Vec<ObjectMeta>> {
         history_files(table, snapshot, exclude).await
+    }
+
+    async fn log_files(&self, table: &Table) -> Result<Vec<LogFile>> {
+        old_log::log_files(&table.location).await
+    }
+
+    async fn statistics(&self, table: &Table, file: &LogFile) -> Result<Vec<serde_json::Value>> {
+        old_log::statistics(table, file).await
+    }
+
+    async fn expire(&self, table: &Table) -> Result<u64> {
+        old_log::expire(table).await
     }
 }
 
@@ -166,9 +193,10 @@ pub async fn load(table: &Table) -> Result<Snapshot> {
         .snapshot()
         .map_err(|e| error(table, "reading the log", e))?;
     let metadata = state.metadata();
-    let configuration = metadata.configuration().clone();
-    refuse_column_mapping(table, &configuration)?;
+    let mut configuration = metadata.configuration().clone();
+    physical_stats_columns(&mut configuration, &state.schema());
     refuse_unsupported_features(table, state)?;
+    refuse_unhonoured(table, &configuration, &state.schema())?;
     let mut files = Vec::new();
     let mut removes = HashMap::new();
     for view in state.log_data().iter() {
@@ -254,23 +282,128 @@ async fn history_files(
         .collect())
 }
 
-/// Column mapping (`delta.columnMapping.mode` = `name` or `id`) gives Parquet columns physical
-/// names unlike the table's: match rules would not find them. Refused, not guessed.
-fn refuse_column_mapping(table: &Table, configuration: &HashMap<String, String>) -> Result<()> {
+/// Column mapping (`delta.columnMapping.mode` = `name` or `id`): the table's columns (what a
+/// spec names) are stored in Parquet under physical names (`col-<uuid>`, kept across renames),
+/// given in the schema's field metadata. Returns the spec with every match and redact column
+/// translated, segment by segment through structs and lists; unchanged without mapping.
+fn physical_spec(
+    table: &Table,
+    configuration: &HashMap<String, String>,
+    schema: &StructType,
+) -> Result<crate::spec::TableSpec> {
+    use crate::spec::ColumnPath;
+    let mut spec = table.spec.clone();
     match configuration
         .get("delta.columnMapping.mode")
         .map(String::as_str)
     {
-        None | Some("none") => Ok(()),
-        Some(mode) => Err(Error::table(
-            &table.spec.name,
-            &table.location,
+        None | Some("none") => return Ok(spec),
+        Some("name" | "id") => {}
+        Some(mode) => {
+            return Err(Error::table(
+                &table.spec.name,
+                &table.location,
+                format!("unknown column mapping mode delta.columnMapping.mode = {mode:?}"),
+            ));
+        }
+    }
+    let translate = |path: &ColumnPath| -> Result<ColumnPath> {
+        physical_path(schema, &path.segments())
+            .map(ColumnPath::Segments)
+            .map_err(|m| Error::table(&table.spec.name, &table.location, m))
+    };
+    for rule in &mut spec.matches {
+        if let Some(c) = rule.column.as_mut() {
+            *c = translate(c)?;
+        }
+        for c in rule.columns.iter_mut().flatten() {
+            *c = translate(c)?;
+        }
+    }
+    for c in &mut spec.redact {
+        if let Some(p) = physical_path(schema, std::slice::from_ref(c))
+            .map_err(|m| Error::table(&table.spec.name, &table.location, m))?
+            .pop()
+        {
+            *c = p;
+        }
+    }
+    Ok(spec)
+}
+
+/// The physical names of the column at `path` (the table's names, from the top-level column
+/// down through structs; lists are passed through, as match paths do).
+fn physical_path(schema: &StructType, path: &[String]) -> std::result::Result<Vec<String>, String> {
+    let shown = path.join(".");
+    let mut fields = schema;
+    let mut out = Vec::with_capacity(path.len());
+    for (i, name) in path.iter().enumerate() {
+        let field = fields.field(name).ok_or_else(|| {
             format!(
-                "the Delta table uses column mapping (delta.columnMapping.mode = {mode}): its \
-                 Parquet files name columns differently from the table, which lakepurge does \
-                 not support yet"
-            ),
-        )),
+                "column {shown:?}: the Delta table's schema has no column {name:?} there \
+                 (columns: {})",
+                fields
+                    .fields()
+                    .map(|f| f.name().as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+        out.push(physical_name(field).to_string());
+        if i + 1 == path.len() {
+            break;
+        }
+        let mut ty = field.data_type();
+        while let DataType::Array(a) = ty {
+            ty = &a.element_type;
+        }
+        fields = match ty {
+            DataType::Struct(s) => s,
+            other => {
+                return Err(format!(
+                    "column {shown:?}: {name:?} is not a struct ({other:?})"
+                ));
+            }
+        };
+    }
+    Ok(out)
+}
+
+/// Under column mapping, `delta.dataSkippingStatsColumns` names the table's columns while a
+/// new file's footer (what its statistics come from) has the physical names: translated, so
+/// the statistics cover the columns the table asks for. A name not in the schema is kept.
+fn physical_stats_columns(configuration: &mut HashMap<String, String>, schema: &StructType) {
+    let mapped = matches!(
+        configuration
+            .get("delta.columnMapping.mode")
+            .map(String::as_str),
+        Some("name" | "id")
+    );
+    let Some(named) = configuration
+        .get("delta.dataSkippingStatsColumns")
+        .filter(|_| mapped)
+    else {
+        return;
+    };
+    let physical: Vec<String> = named
+        .split(',')
+        .map(|c| {
+            let path: Vec<String> = c
+                .trim()
+                .split('.')
+                .map(|s| s.trim_matches('`').to_string())
+                .collect();
+            physical_path(schema, &path).map_or_else(|_| c.trim().to_string(), |p| p.join("."))
+        })
+        .collect();
+    configuration.insert("delta.dataSkippingStatsColumns".into(), physical.join(","));
+}
+
+/// A field's physical name: its `delta.columnMapping.physicalName`, else its name.
+fn physical_name(field: &StructField) -> &str {
+    match field.metadata.get("delta.columnMapping.physicalName") {
+        Some(MetadataValue::String(p)) => p,
+        _ => field.name(),
     }
 }
 
@@ -301,13 +434,78 @@ fn refuse_unsupported_features(
             format!(
                 "the Delta table's protocol (reader {}, writer {}) needs what lakepurge's commit \
                  path (delta-rs) cannot honour: {e}. Nothing was written. Purge it with an engine \
-                 that supports those features, or drop them from the table (for change data \
-                 feed: its _change_data/ files also hold erased rows)",
+                 that supports those features, or drop them from the table",
                 protocol.min_reader_version(),
                 protocol.min_writer_version()
             ),
         )
     })
+}
+
+/// What delta-rs's commit path accepts but a purge could not keep true, refused with exit 2
+/// before anything is written:
+/// - change data feed (`delta.enableChangeDataFeed`): its `_change_data/` files keep the rows
+///   a purge erases, and the purge's own commit would show erased rows as deleted changes;
+/// - with `action = "redact"`, a column set to null that the table says cannot be (declared
+///   NOT NULL, or an invariant), a CHECK constraint, or a generated column: nulling a value
+///   could break them. Deleting rows breaks none of these, so `delete` is allowed.
+fn refuse_unhonoured(
+    table: &Table,
+    configuration: &HashMap<String, String>,
+    schema: &StructType,
+) -> Result<()> {
+    let refuse = |why: String| Err(Error::table(&table.spec.name, &table.location, why));
+    if configuration
+        .get("delta.enableChangeDataFeed")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    {
+        return refuse(
+            "the Delta table has change data feed on (delta.enableChangeDataFeed = true): its \
+             _change_data/ files keep every row a purge erases, which lakepurge does not purge. \
+             Nothing was written. Turn change data feed off (ALTER TABLE ... SET TBLPROPERTIES \
+             ('delta.enableChangeDataFeed' = 'false')) and remove _change_data/ with VACUUM \
+             first"
+                .into(),
+        );
+    }
+    if table.spec.action != crate::spec::Action::Redact {
+        return Ok(());
+    }
+    if let Some(check) = configuration
+        .keys()
+        .find(|k| k.starts_with("delta.constraints."))
+    {
+        return refuse(format!(
+            "action = \"redact\" on a Delta table with a CHECK constraint ({check}): setting \
+             columns to null could break it. Nothing was written. Use action = \"delete\""
+        ));
+    }
+    for field in schema.fields() {
+        if field.metadata.contains_key("delta.generationExpression") {
+            return refuse(format!(
+                "action = \"redact\" on a Delta table with a generated column ({}): setting its \
+                 source to null would leave it inconsistent. Nothing was written. Use action = \
+                 \"delete\"",
+                field.name()
+            ));
+        }
+    }
+    for name in &table.spec.redact {
+        // The spec's name, or the physical one once opened (see `physical_spec`).
+        let Some(field) = schema
+            .fields()
+            .find(|f| f.name() == name || physical_name(f) == name)
+        else {
+            continue;
+        };
+        if !field.is_nullable() || field.metadata.contains_key("delta.invariants") {
+            return refuse(format!(
+                "redact: column {name:?} of the Delta table cannot be set to null (NOT NULL or \
+                 an invariant). Nothing was written"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The `add` of a new file written in place of `old` at `path` (relative to the table,
