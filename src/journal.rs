@@ -128,6 +128,10 @@ pub struct DeltaCommit {
     pub removed: Vec<String>,
     /// How many of them were deleted after the commit (`old_files = "delete"`).
     pub old_files_deleted: u64,
+    /// The files holding the removed files' deletion marks (Delta deletion vectors), deleted
+    /// with them once no file of the table refers to them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub marks: Vec<String>,
     /// The manifest records of the commit's files.
     pub files: Vec<FileRecord>,
 }

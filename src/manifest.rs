@@ -216,6 +216,10 @@ pub struct FileRecord {
     /// `action = "redact"`: rows kept with their redacted columns set to null.
     #[serde(default)]
     pub rows_redacted: u64,
+    /// A file of a table with a log: rows the log already marked deleted (a Delta deletion
+    /// vector) that were not erased ones, dropped by the rewrite with them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rows_already_deleted: u64,
     pub before: FileVersion,
     /// `None` for a deleted file.
     pub after: Option<FileVersion>,
@@ -251,6 +255,10 @@ pub struct OldVersionsRecord {
     /// Journal only: deletions decided but not all made yet (a resumed run finishes them).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pending: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Manifest {

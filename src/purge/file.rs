@@ -504,6 +504,7 @@ async fn commit_file(
         new_path: None,
         rows_removed: if redacting { 0 } else { fp.rows_matched },
         rows_redacted: if redacting { fp.rows_matched } else { 0 },
+        rows_already_deleted: 0,
         before: FileVersion {
             size: meta.size,
             sha256: r.before_sha,

@@ -284,7 +284,7 @@ async fn purge(
     let mut snapshot = log.snapshot(table).await?;
     settle_earlier_commit(table, log, &snapshot, &app_id, attempt, entry).await?;
     if entry.delta.as_ref().is_some_and(|c| c.version.is_some()) {
-        return delete_old_files(table, attempt, entry).await;
+        return delete_old_files(table, log, attempt, entry).await;
     }
     let mut replanned;
     let mut tplan = tplan;
@@ -308,6 +308,12 @@ async fn purge(
             version: None,
             removed: files.iter().map(|f| f.path.clone()).collect(),
             old_files_deleted: 0,
+            marks: files
+                .iter()
+                .filter_map(|f| snapshot.file(&f.path)?.hidden_by.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect(),
             files: files.clone(),
         });
         attempt.journal.put(entry).await?;
@@ -350,7 +356,7 @@ async fn purge(
                 }
                 entry.done = files;
                 attempt.journal.put(entry).await?;
-                return delete_old_files(table, attempt, entry).await;
+                return delete_old_files(table, log, attempt, entry).await;
             }
             None => {
                 tracing::warn!(table = %table.spec.name, try_no, "another writer's commit conflicts: planning the table again");
@@ -462,7 +468,12 @@ async fn rewrite_one(
     let bytes = read_whole(table, old, &shown).await?;
     let per_event = event_names(attempt, fp).await?;
     let (mode, redacting) = rewrite_mode(table);
-    let output = if !redacting && fp.rows_matched == fp.rows {
+    // Rows the log already marks deleted go with the erased ones: the new file has no mark.
+    let (erased, already_deleted) = match &old.hidden_rows {
+        Some(hidden) => with_hidden_rows(&bytes, &fp.erased, hidden, &shown)?,
+        None => (fp.erased.clone(), 0),
+    };
+    let output = if !redacting && fp.rows_matched + already_deleted == fp.rows {
         Output::Nothing
     } else {
         Output::Whole
@@ -474,7 +485,7 @@ async fn rewrite_one(
         bytes,
         store,
         &new_location,
-        fp.erased.clone(),
+        erased,
         mode,
         shown.clone(),
         output,
@@ -513,6 +524,7 @@ async fn rewrite_one(
         new_path: after.as_ref().map(|_| new_rel),
         rows_removed: if redacting { 0 } else { fp.rows_matched },
         rows_redacted: if redacting { fp.rows_matched } else { 0 },
+        rows_already_deleted: already_deleted,
         before: FileVersion {
             size: old.meta.size,
             sha256: before_sha,
@@ -525,6 +537,50 @@ async fn rewrite_one(
         old_versions: None,
     };
     Ok((record, replacement))
+}
+
+/// The rows to drop from a file (`bytes`): the erased ones (`erased`, per row group) and those
+/// its log marks deleted (`hidden`, positions in the file). Returns them per row group, and
+/// how many of the marked rows were not erased ones.
+fn with_hidden_rows(
+    bytes: &Bytes,
+    erased: &[Vec<u32>],
+    hidden: &[u64],
+    shown: &str,
+) -> Result<(Vec<Vec<u32>>, u64)> {
+    let footer = ParquetMetaDataReader::new()
+        .parse_and_finish(bytes)
+        .map_err(|e| Error::parquet(shown.to_string(), e))?;
+    let groups = footer.row_groups();
+    let mut out: Vec<Vec<u32>> = erased.to_vec();
+    out.resize(groups.len(), Vec::new());
+    let mut start = 0u64;
+    let mut extra = 0;
+    let mut next = hidden.iter().copied().peekable();
+    for (dropped, group) in out.iter_mut().zip(groups) {
+        let end = start + u64::try_from(group.num_rows()).unwrap_or(0);
+        let before = dropped.len();
+        while let Some(row) = next.next_if(|r| *r < end) {
+            if let Ok(at) = u32::try_from(row - start.min(row)) {
+                dropped.push(at);
+            }
+        }
+        dropped.sort_unstable();
+        dropped.dedup();
+        extra += (dropped.len() - before) as u64;
+        start = end;
+    }
+    if let Some(beyond) = next.next() {
+        return Err(Error::table(
+            "",
+            shown,
+            format!(
+                "its deletion vector marks row {beyond}, but the file has {start} rows: the \
+                 vector does not belong to this file"
+            ),
+        ));
+    }
+    Ok((out, extra))
 }
 
 /// A file of the log's bytes; its size must be the one the log records.
@@ -558,7 +614,12 @@ async fn read_whole(table: &Table, file: &DataFile, shown: &str) -> Result<Bytes
 /// the erased rows. They are listed and recorded in the file's record (journaled before they
 /// are deleted, like a plain file's), deleted under `old_versions = "delete"`, counted as
 /// remaining under `keep`.
-async fn delete_old_files(table: &Table, attempt: &Attempt<'_>, entry: &mut Entry) -> Result<()> {
+async fn delete_old_files(
+    table: &Table,
+    log: &dyn Log,
+    attempt: &Attempt<'_>,
+    entry: &mut Entry,
+) -> Result<()> {
     if table.spec.old_files.unwrap_or_default() != OldFiles::Delete {
         return Ok(());
     }
@@ -588,6 +649,7 @@ async fn delete_old_files(table: &Table, attempt: &Attempt<'_>, entry: &mut Entr
             attempt.journal.put(entry).await?;
         }
     }
+    delete_marks(table, log, entry).await?;
     if let Some(c) = entry.delta.as_mut() {
         if c.old_files_deleted as usize == removed.len() {
             return Ok(());
@@ -596,6 +658,29 @@ async fn delete_old_files(table: &Table, attempt: &Attempt<'_>, entry: &mut Entr
     }
     tracing::info!(table = %table.spec.name, files = removed.len(), "deleted the files the purge commit removed");
     attempt.journal.put(entry).await
+}
+
+/// Deletes the files holding the deletion marks of the files the commit removed, each once no
+/// file of the table's current version refers to it (several files may share one).
+async fn delete_marks(table: &Table, log: &dyn Log, entry: &Entry) -> Result<()> {
+    let Some(marks) = entry
+        .delta
+        .as_ref()
+        .map(|c| &c.marks)
+        .filter(|m| !m.is_empty())
+    else {
+        return Ok(());
+    };
+    let current = log.snapshot(table).await?;
+    let referenced: std::collections::BTreeSet<&String> = current
+        .files
+        .iter()
+        .filter_map(|f| f.hidden_by.as_ref())
+        .collect();
+    for mark in marks.iter().filter(|m| !referenced.contains(m)) {
+        delete_file(table, mark, "deletion vector of a removed file").await?;
+    }
+    Ok(())
 }
 
 /// Deletes the file `path` (relative to the table) that is gone from the table (`why`); gone

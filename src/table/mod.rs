@@ -166,6 +166,12 @@ pub struct DataFile {
     /// Where the object is, and the size the log records (no etag: such files never change).
     pub meta: ObjectMeta,
     pub partition_values: HashMap<String, Option<String>>,
+    /// Rows the log marks deleted (a Delta deletion vector): still in the file's bytes, never
+    /// read by the table's readers. A rewrite drops them with the erased rows. Row positions
+    /// in the file, ascending.
+    pub hidden_rows: Option<Arc<Vec<u64>>>,
+    /// The file holding that mark (relative to the table), when it is a file of its own.
+    pub hidden_by: Option<String>,
 }
 
 /// What one run commits to a table with a log.

@@ -3,8 +3,8 @@
 //!
 //! Checks, one line each: the manifest parses with every required field; with a public key,
 //! its ed25519 signature; the hash chain back through every earlier manifest of the job (an
-//! edited, missing or reordered one is named); per file `before.rows − rows_removed =
-//! after.rows`, table and per-event sums; each rewritten file still has its recorded sha256
+//! edited, missing or reordered one is named); per file `before.rows − rows_removed −
+//! rows_already_deleted = after.rows`, table and per-event sums; each rewritten file still has its recorded sha256
 //! unless a later manifest of the job accounts for a newer version, and each deleted file is
 //! still gone (a file restored from backup is named); the run's confirmations agree with the
 //! manifest and confirm no event twice (see [`confirmations`]). `--deep` re-reads the event snapshot the
@@ -207,10 +207,11 @@ fn check_arithmetic(m: &Manifest) -> Vec<Check> {
         let mut bad = Vec::new();
         for f in &t.files {
             let after_rows = f.after.as_ref().map_or(0, |a| a.rows);
-            if f.before.rows.checked_sub(f.rows_removed) != Some(after_rows) {
+            let dropped = f.rows_removed.checked_add(f.rows_already_deleted);
+            if dropped.and_then(|d| f.before.rows.checked_sub(d)) != Some(after_rows) {
                 bad.push(format!(
-                    "{}: {} - {} != {}",
-                    f.path, f.before.rows, f.rows_removed, after_rows
+                    "{}: {} - {} - {} already deleted != {}",
+                    f.path, f.before.rows, f.rows_removed, f.rows_already_deleted, after_rows
                 ));
             }
             for (e, n) in &f.per_event {

@@ -935,39 +935,160 @@ fn delta_writer_features_a_purge_cannot_keep_are_refused_before_writing() {
     );
 }
 
-/// Deletion vectors: no writer of them runs here (delta-rs and the `deltalake` package rewrite
-/// files instead), so the commit a Spark DELETE would make — the protocol upgraded to the
-/// `deletionVectors` feature and a file re-added with a vector — is appended as Spark writes it.
-/// The file still holds its soft-deleted rows, so the table is refused, naming the file.
+/// Writes a three-file Delta table at `argv[1]` (seqs 0..10, 10..20, 21..26; user_id is
+/// 900000 + seq % 7) and prints the paths of its files in that order.
+const WRITE_FOR_VECTORS: &str = r#"
+import sys, json, glob
+import pyarrow as pa
+from deltalake import write_deltalake, DeltaTable
+p = sys.argv[1]
+def batch(seqs):
+    return pa.table({"user_id": pa.array([900000 + s % 7 for s in seqs], pa.int64()),
+                     "seq": pa.array(seqs, pa.int64())})
+for seqs in (range(0, 10), range(10, 20), range(21, 26)):
+    write_deltalake(p, batch(list(seqs)), mode="append")
+paths = []
+for v in range(3):
+    for line in open(f"{p}/_delta_log/{v:020}.json"):
+        a = json.loads(line)
+        if "add" in a:
+            paths.append(a["add"]["path"])
+print(json.dumps(paths))
+"#;
+
+/// Reads the table at `argv[1]` with the `deltalake` package's DataFusion reader (it applies
+/// deletion vectors) and every Parquet file of the latest version with pyarrow.
+const READ_WITH_VECTORS: &str = r#"
+import sys, json
+import pyarrow as pa, pyarrow.parquet as pq
+from deltalake import DeltaTable, QueryBuilder
+dt = DeltaTable(sys.argv[1])
+t = pa.table(QueryBuilder().register("t", dt).execute("select * from t").read_all())
+physical = [r for f in dt.file_uris() for r in pq.read_table(f).column("seq").to_pylist()]
+print(json.dumps({"seqs": sorted(t.column("seq").to_pylist()), "physical": sorted(physical),
+                  "version": dt.version()}))
+"#;
+
+/// Deletion vectors (#25), as Spark writes them: one deletion vector file (written by
+/// delta-rs's kernel) holding the vectors of two files, committed with the protocol upgrade.
+/// The first file's only erased row is one its vector already hides (still in its bytes); the
+/// second has a visible erased row and a hidden other one. The purge rewrites both without the
+/// hidden and the erased rows, adds them with no vector, deletes the vector file once nothing
+/// refers to it, and records the hidden rows it dropped (`rows_already_deleted`). The reader
+/// then reads exactly the oracle's rows, the files hold no hidden row any more, and `verify
+/// --deep` passes. Under `action = "redact"` such a table is refused before anything is
+/// written.
 #[test]
-fn delta_deletion_vectors_are_refused() {
+fn delta_deletion_vectors_are_applied() {
+    use delta_kernel::actions::deletion_vector_writer::{
+        KernelDeletionVector, StreamingDeletionVectorWriter,
+    };
     let ws = tempfile::tempdir().unwrap();
     let table = ws.path().join("wh/users");
-    let script = r#"
-import sys, json, os
-import pyarrow as pa
-from deltalake import write_deltalake
-p = sys.argv[1]
-write_deltalake(p, pa.table({"user_id": pa.array([1, 900006, 3], pa.int64())}))
-log0 = open(os.path.join(p, "_delta_log", "00000000000000000000.json")).read().splitlines()
-add = [json.loads(l)["add"] for l in log0 if '"add"' in l][0]
-dv = {"storageType": "i", "pathOrInlineDv": "wi5b=000010000siXQKl0rr91000f55c8Xg0@@D72lkbi5=-{L", "sizeInBytes": 40, "cardinality": 1}
-actions = [
-    {"commitInfo": {"timestamp": 1, "operation": "DELETE", "engineInfo": "Apache-Spark/3.5.0 Delta-Lake/3.2.0"}},
-    {"protocol": {"minReaderVersion": 3, "minWriterVersion": 7, "readerFeatures": ["deletionVectors"], "writerFeatures": ["deletionVectors"]}},
-    {"remove": {"path": add["path"], "dataChange": True, "deletionTimestamp": 1, "extendedFileMetadata": True, "partitionValues": {}, "size": add["size"]}},
-    {"add": {"path": add["path"], "partitionValues": {}, "size": add["size"], "modificationTime": 1, "dataChange": True, "deletionVector": dv}},
-]
-with open(os.path.join(p, "_delta_log", "00000000000000000001.json"), "w") as f:
-    f.write("\n".join(json.dumps(a) for a in actions) + "\n")
-"#;
-    run_python(
-        "writing a Delta table with a deletion vector",
-        script,
+    let paths: Vec<String> = serde_json::from_str(&run_python(
+        "writing a Delta table",
+        WRITE_FOR_VECTORS,
         &[&table],
+    ))
+    .unwrap();
+    // One vector file: file 0 hides rows 1 and 6 (seq 6 is user 900006), file 1 hides row 0.
+    let uuid = uuid::Uuid::new_v4();
+    let mut bytes = Vec::new();
+    let mut writer = StreamingDeletionVectorWriter::new(&mut bytes);
+    let mut descriptors = Vec::new();
+    for hidden in [vec![1u64, 6], vec![0]] {
+        let mut dv = KernelDeletionVector::new();
+        dv.add_deleted_row_indexes(hidden);
+        let written = writer.write_deletion_vector(dv).unwrap();
+        descriptors.push(json!({
+            "storageType": "u",
+            "pathOrInlineDv": z85::encode(uuid.as_bytes()),
+            "offset": written.offset,
+            "sizeInBytes": written.size_in_bytes,
+            "cardinality": written.cardinality,
+        }));
+    }
+    writer.finalize().unwrap();
+    let dv_file = table.join(format!("deletion_vector_{uuid}.bin"));
+    std::fs::write(&dv_file, &bytes).unwrap();
+    let mut lines = vec![
+        json!({"commitInfo": {"timestamp": 1, "operation": "DELETE",
+                              "engineInfo": "Apache-Spark/3.5.0 Delta-Lake/3.2.0"}}),
+        json!({"protocol": {"minReaderVersion": 3, "minWriterVersion": 7,
+                            "readerFeatures": ["deletionVectors"],
+                            "writerFeatures": ["deletionVectors"]}}),
+    ];
+    for (path, dv) in paths.iter().zip(&descriptors) {
+        let size = std::fs::metadata(table.join(path)).unwrap().len();
+        lines.push(
+            json!({"remove": {"path": path, "dataChange": true, "deletionTimestamp": 1,
+                                      "extendedFileMetadata": true, "partitionValues": {},
+                                      "size": size}}),
+        );
+        lines.push(
+            json!({"add": {"path": path, "partitionValues": {}, "size": size,
+                                   "modificationTime": 1, "dataChange": true,
+                                   "deletionVector": dv}}),
+        );
+    }
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(table.join("_delta_log/00000000000000000003.json"), text).unwrap();
+    let read = |what: &str| -> Value {
+        serde_json::from_str(&run_python(what, READ_WITH_VECTORS, &[&table])).unwrap()
+    };
+    let all: Vec<i64> = (0..20).chain(21..26).collect();
+    let before = read("reading the table with its vectors");
+    let visible: Vec<i64> = all
+        .iter()
+        .copied()
+        .filter(|s| ![1, 6, 10].contains(s))
+        .collect();
+    assert_eq!(
+        before["seqs"],
+        json!(visible),
+        "the reader applies the vectors"
     );
+    assert_eq!(before["physical"], json!(all));
+    // redact cannot drop the hidden rows: refused, nothing written.
+    let redacting = local_delta_job(ws.path(), &table, "action = \"redact\"\nredact = [\"seq\"]");
+    assert_refused(ws.path(), &redacting, &table, "deletion vector");
     let job = local_delta_job(ws.path(), &table, "");
-    assert_refused(ws.path(), &job, &table, "deletion vector");
+    let run = lakepurge(&["purge", "--job", &job, "--run-id", "r1"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let after = read("reading the purged table");
+    let oracle: Vec<i64> = visible.iter().copied().filter(|s| s % 7 != 6).collect();
+    assert_eq!(after["seqs"], json!(oracle), "{after}");
+    assert_eq!(
+        after["physical"],
+        json!(oracle),
+        "a hidden or erased row is still in a file"
+    );
+    assert!(
+        !dv_file.exists(),
+        "the vector file of the removed files is still there"
+    );
+    let version = after["version"].as_u64().unwrap();
+    let commit = actions(&commit_text(&table, version));
+    let adds: Vec<&Value> = commit.iter().filter_map(|a| a.get("add")).collect();
+    assert_eq!(adds.len(), 2);
+    assert!(
+        adds.iter().all(|a| a["deletionVector"].is_null()),
+        "{commit:?}"
+    );
+    let m = read_json(&ws.path().join("manifests/lake/r1.json"));
+    let files = m["tables"][0]["files"].as_array().unwrap();
+    let counts: BTreeSet<(u64, u64)> = files
+        .iter()
+        .map(|f| {
+            (
+                f["rows_removed"].as_u64().unwrap(),
+                f["rows_already_deleted"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(counts, BTreeSet::from([(1, 1)]), "{files:?}");
+    let verify = lakepurge(&["verify", "--job", &job, "--run-id", "r1", "--deep"]);
+    assert_eq!(verify.code, 0, "{}", verify.all_output());
 }
 
 /// delta-rs's conflict checking, as a purge commit meets it: committing on a snapshot that

@@ -199,18 +199,27 @@ pub async fn load(table: &Table) -> Result<Snapshot> {
     refuse_unhonoured(table, &configuration, &state.schema())?;
     let mut files = Vec::new();
     let mut removes = HashMap::new();
+    let engine = delta.log_store().engine(None);
     for view in state.log_data().iter() {
         let path = view.path().to_string();
-        if view.deletion_vector_descriptor().is_some() {
-            return Err(Error::table(
-                &table.spec.name,
-                format!("{}{path}", table.location.url),
-                "the file has a deletion vector: its soft-deleted rows are still in the Parquet \
-                 file, and lakepurge does not apply deletion vectors. Purge the table after an \
-                 OPTIMIZE/REORG that materializes them (REORG TABLE ... APPLY (PURGE)), or \
-                 disable delta.enableDeletionVectors",
-            ));
-        }
+        let (hidden_rows, hidden_by) = match view.deletion_vector_descriptor() {
+            Some(_) if table.spec.action == crate::spec::Action::Redact => {
+                return Err(Error::table(
+                    &table.spec.name,
+                    format!("{}{path}", table.location.url),
+                    "action = \"redact\" on a file with a deletion vector: a rewrite must drop \
+                     the rows the vector hides and set the erased rows' columns to null, which \
+                     lakepurge does not do in one rewrite. Nothing was written. Use action = \
+                     \"delete\", or materialize the vectors first (REORG TABLE ... APPLY \
+                     (PURGE))",
+                ));
+            }
+            Some(dv) => {
+                let (rows, by) = deletion_vector(table, &path, dv, &engine).await?;
+                (Some(Arc::new(rows)), by)
+            }
+            None => (None, None),
+        };
         let location = table.location.child(&path);
         removes.insert(path.clone(), view.remove_action(true));
         files.push(DataFile {
@@ -222,6 +231,8 @@ pub async fn load(table: &Table) -> Result<Snapshot> {
                 version: None,
             },
             partition_values: view.partition_values_map(),
+            hidden_rows,
+            hidden_by,
             path,
         });
     }
@@ -237,6 +248,45 @@ pub async fn load(table: &Table) -> Result<Snapshot> {
             removes,
         }),
     })
+}
+
+/// The rows a file's deletion vector (`dv`) marks deleted, decoded by delta-rs's kernel (from
+/// the log inline, or from its own file), and that file relative to the table when it is one
+/// under it.
+async fn deletion_vector(
+    table: &Table,
+    file: &str,
+    dv: deltalake_core::kernel::DeletionVectorDescriptor,
+    engine: &Arc<dyn delta_kernel::Engine>,
+) -> Result<(Vec<u64>, Option<String>)> {
+    use delta_kernel::actions::deletion_vector::DeletionVectorDescriptor;
+    let shown = format!("{}{file}", table.location.url);
+    let bad = |e: delta_kernel::Error| {
+        Error::table(
+            &table.spec.name,
+            &shown,
+            format!("its deletion vector cannot be read: {e}"),
+        )
+    };
+    let dv = DeletionVectorDescriptor::try_from(dv).map_err(bad)?;
+    let root = table.location.url.clone();
+    let by = dv
+        .absolute_path(&root)
+        .map_err(bad)?
+        .and_then(|url| root.make_relative(&url))
+        .filter(|rel| !rel.starts_with("../"))
+        .map(|rel| {
+            percent_encoding::percent_decode_str(&rel)
+                .decode_utf8_lossy()
+                .into_owned()
+        });
+    let storage = engine.storage_handler();
+    // The kernel reads synchronously, through the engine's own executor.
+    let rows = tokio::task::spawn_blocking(move || dv.row_indexes(storage, &root))
+        .await
+        .map_err(|e| Error::Internal(format!("reading the deletion vector of {shown}: {e}")))?
+        .map_err(bad)?;
+    Ok((rows, by))
 }
 
 /// How old a file no version of the log references (and no tombstone names) must be before it
