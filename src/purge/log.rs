@@ -196,7 +196,7 @@ async fn scan_log(
     log: &dyn Log,
     matcher: &crate::plan::Matcher<'_>,
 ) -> Result<OldLogRecord> {
-    let schema = stats_schema(&table.spec);
+    let schema = stats_schema(&table.spec, key_schema(table, log).await?.as_ref());
     let matcher = matcher.for_schema(&schema);
     let mut record = OldLogRecord::default();
     for file in log.log_files(table).await? {
@@ -230,7 +230,9 @@ async fn scan_log(
         if named > 0 {
             match file.kind {
                 LogFileKind::Entry => record.entries_naming_erased += 1,
-                LogFileKind::Checkpoint => record.checkpoints_naming_erased += 1,
+                LogFileKind::Checkpoint | LogFileKind::Sidecar => {
+                    record.checkpoints_naming_erased += 1;
+                }
                 LogFileKind::Checksum => record.checksums_naming_erased += 1,
             }
         }
@@ -238,18 +240,82 @@ async fn scan_log(
     Ok(record)
 }
 
-/// The schema statistics are read with: every rule's key path, leaves as text (lists have no
+/// The Arrow schema of a current file of the table (the key columns' types), if it has one.
+async fn key_schema(table: &Table, log: &dyn Log) -> Result<Option<arrow::datatypes::Schema>> {
+    use parquet::arrow::async_reader::AsyncFileReader;
+    let snapshot = log.snapshot(table).await?;
+    let Some(file) = snapshot.files.first() else {
+        return Ok(None);
+    };
+    let mut reader = crate::plan::StoreReader::new(crate::store::ObjectVersion::new(
+        table.location.store.clone(),
+        file.meta.clone(),
+    ));
+    let metadata = reader.get_metadata(None).await.map_err(|e| {
+        crate::plan::read_error(
+            &table.spec.name,
+            &file.path,
+            "not a readable Parquet file",
+            e,
+        )
+    })?;
+    Ok(crate::plan::arrow_schema(&metadata).ok())
+}
+
+/// The type of the leaf at `path` in `schema` (through structs and lists), as statistics
+/// hold it: a dictionary's values, a view as its plain kind; text when unknown.
+fn leaf_type(
+    schema: Option<&arrow::datatypes::Schema>,
+    path: &[String],
+) -> arrow::datatypes::DataType {
+    use arrow::datatypes::DataType;
+    let Some(schema) = schema else {
+        return DataType::Utf8;
+    };
+    let Some((first, rest)) = path.split_first() else {
+        return DataType::Utf8;
+    };
+    let Ok(field) = schema.field_with_name(first) else {
+        return DataType::Utf8;
+    };
+    let mut ty = field.data_type().clone();
+    for part in rest {
+        while let DataType::List(f) | DataType::LargeList(f) = &ty {
+            ty = f.data_type().clone();
+        }
+        ty = match &ty {
+            DataType::Struct(fields) => match fields.iter().find(|f| f.name() == part) {
+                Some(f) => f.data_type().clone(),
+                None => return DataType::Utf8,
+            },
+            _ => return DataType::Utf8,
+        };
+    }
+    match ty {
+        DataType::Dictionary(_, values) => *values,
+        DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
+        t if t.is_primitive() => t,
+        DataType::Utf8 => DataType::Utf8,
+        _ => DataType::Utf8,
+    }
+}
+
+/// The schema statistics are read with: every rule's key path, each leaf of its type in the
+/// table's files (`schema`), so a subject id is converted to it as for the rows (lists have no
 /// statistics).
-fn stats_schema(spec: &crate::spec::TableSpec) -> arrow::datatypes::Schema {
+fn stats_schema(
+    spec: &crate::spec::TableSpec,
+    schema: Option<&arrow::datatypes::Schema>,
+) -> arrow::datatypes::Schema {
     use arrow::datatypes::{DataType, Field, Fields};
-    fn insert(fields: &mut Vec<Field>, path: &[String]) {
+    fn insert(fields: &mut Vec<Field>, path: &[String], leaf: DataType) {
         let Some((first, rest)) = path.split_first() else {
             return;
         };
         let at = fields.iter().position(|f| f.name() == first);
         if rest.is_empty() {
             if at.is_none() {
-                fields.push(Field::new(first, DataType::Utf8, true));
+                fields.push(Field::new(first, leaf, true));
             }
             return;
         }
@@ -257,7 +323,7 @@ fn stats_schema(spec: &crate::spec::TableSpec) -> arrow::datatypes::Schema {
             Some(DataType::Struct(c)) => c.iter().map(|f| f.as_ref().clone()).collect(),
             _ => Vec::new(),
         };
-        insert(&mut children, rest);
+        insert(&mut children, rest, leaf);
         let field = Field::new(first, DataType::Struct(Fields::from(children)), true);
         match at {
             Some(i) => fields[i] = field,
@@ -267,7 +333,8 @@ fn stats_schema(spec: &crate::spec::TableSpec) -> arrow::datatypes::Schema {
     let mut fields = Vec::new();
     for rule in &spec.matches {
         for path in rule.key_paths() {
-            insert(&mut fields, &path);
+            let leaf = leaf_type(schema, &path);
+            insert(&mut fields, &path, leaf);
         }
     }
     arrow::datatypes::Schema::new(fields)

@@ -136,6 +136,9 @@ pub enum LogFileKind {
     Checkpoint,
     /// A version's checksum (which may list every file).
     Checksum,
+    /// A part of a v2 checkpoint (`_sidecars/`), named by the checkpoints that use it (its
+    /// version is 0: it has none of its own).
+    Sidecar,
 }
 
 /// A log's files at one version.

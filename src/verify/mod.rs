@@ -511,7 +511,7 @@ async fn old_log_check(
         let older: Vec<String> = crate::table::delta::old_log::log_files(loc)
             .await?
             .into_iter()
-            .filter(|f| f.version < version)
+            .filter(|f| f.version < version && f.kind != crate::table::LogFileKind::Sidecar)
             .map(|f| f.path)
             .collect();
         out.push(if older.is_empty() {
@@ -529,8 +529,9 @@ async fn old_log_check(
     }
     if o.remaining_naming_erased > 0 {
         out.push(ok(format!(
-            "WARN table {table}: {} of the log's own files keep statistics naming erased values \
-             (old_log = {}; they go with the log's retention, or set old_log = \"expire\")",
+            "WARN table {table}: at the end of the run, {} of the log's own files kept \
+             statistics naming erased values (old_log = {}; they go with the log's retention, \
+             or set old_log = \"expire\")",
             o.remaining_naming_erased,
             serde_json::to_value(o.policy)
                 .ok()
@@ -539,6 +540,52 @@ async fn old_log_check(
         )));
     }
     Ok(out)
+}
+
+/// The purge commit's entry is not in the log. The log's cleanup (its retention, or a later
+/// run's `old_log = "expire"`) removes entries before a checkpoint: then the table's state
+/// must still record the run's transaction (a checkpoint keeps every transaction), and the
+/// entry itself can no longer be re-read (said so). Otherwise the commit is missing: a FAIL.
+async fn missing_commit(
+    loc: &Location,
+    table: &str,
+    d: &manifest::DeltaRecord,
+    version: u64,
+    shown: &str,
+) -> Result<Check> {
+    use crate::table::LogFileKind;
+    let files = crate::table::delta::old_log::log_files(loc).await?;
+    let cleaned = files
+        .iter()
+        .any(|f| f.kind == LogFileKind::Checkpoint && f.version >= version)
+        && !files
+            .iter()
+            .any(|f| f.kind == LogFileKind::Entry && f.version <= version);
+    if !cleaned {
+        return Ok(fail(format!(
+            "table {table}: the purge commit {shown} is missing from the log"
+        )));
+    }
+    let recorded = crate::table::delta::transaction_version(loc, &d.app_id)
+        .await
+        .map_err(|e| Error::Delta {
+            table: table.to_string(),
+            context: format!("reading the log at {}", loc.url),
+            source: Box::new(e),
+        })?;
+    Ok(match recorded {
+        Some(_) => ok(format!(
+            "table {table}: the log was cleaned up past version {version} (a later checkpoint); \
+             the table's state still records the run's transaction {} (the commit's actions \
+             can no longer be re-read)",
+            d.app_id
+        )),
+        None => fail(format!(
+            "table {table}: the purge commit {shown} is gone from the log and the table's state \
+             does not record the run's transaction {}",
+            d.app_id
+        )),
+    })
 }
 
 async fn delta_checks(
@@ -561,9 +608,7 @@ async fn delta_checks(
             .await
             .map_err(|e| Error::store(format!("reading {shown}"), e))?,
         Err(object_store::Error::NotFound { .. }) => {
-            return Ok(vec![fail(format!(
-                "table {table}: the purge commit {shown} is missing from the log"
-            ))]);
+            return Ok(vec![missing_commit(loc, table, d, version, &shown).await?]);
         }
         Err(e) => return Err(Error::store(format!("reading {shown}"), e)),
     };
@@ -574,26 +619,30 @@ async fn delta_checks(
     expected_removes.sort();
     expected_adds.sort();
     let mut out = Vec::new();
-    out.push(if found.txn_app_ids.contains(&d.app_id)
-        && found.removes == expected_removes
-        && found.adds == expected_adds
-    {
-        ok(format!(
-            "table {table}: Delta commit {version} is in the log with the run's transaction,              {} removes and {} adds as recorded",
-            found.removes.len(),
-            found.adds.len()
-        ))
-    } else {
-        fail(format!(
-            "table {table}: Delta log version {version} is not the purge commit the manifest              records (transaction {}: {}, removes {:?} vs {:?}, adds {:?} vs {:?})",
-            d.app_id,
-            found.txn_app_ids.contains(&d.app_id),
-            found.removes,
-            expected_removes,
-            found.adds,
-            expected_adds
-        ))
-    });
+    out.push(
+        if found.txn_app_ids.contains(&d.app_id)
+            && found.removes == expected_removes
+            && found.adds == expected_adds
+        {
+            ok(format!(
+                "table {table}: Delta commit {version} is in the log with the run's transaction, \
+             {} removes and {} adds as recorded",
+                found.removes.len(),
+                found.adds.len()
+            ))
+        } else {
+            fail(format!(
+                "table {table}: Delta log version {version} is not the purge commit the manifest \
+             records (transaction {}: {}, removes {:?} vs {:?}, adds {:?} vs {:?})",
+                d.app_id,
+                found.txn_app_ids.contains(&d.app_id),
+                found.removes,
+                expected_removes,
+                found.adds,
+                expected_adds
+            ))
+        },
+    );
     Ok(out)
 }
 

@@ -829,7 +829,7 @@ fn delta_log_statistics_naming_erased_values_are_counted_or_expired() {
             assert!(
                 verify
                     .stdout
-                    .contains("keep statistics naming erased values"),
+                    .contains("kept statistics naming erased values"),
                 "{}",
                 verify.stdout
             );
@@ -856,6 +856,114 @@ fn delta_log_statistics_naming_erased_values_are_counted_or_expired() {
         let verify = lakepurge(&["verify", "--job", &job, "--run-id", "r1"]);
         assert_eq!(verify.code, 3, "{}", verify.all_output());
     }
+}
+
+/// Review findings on the log's statistics: subject ids given as `0900006` and `+900099` are
+/// the integers 900006 and 900099 (as for the rows), so the log files naming them are counted;
+/// and a later run's `old_log = "expire"` removing an earlier run's commit entry does not make
+/// the earlier, honest manifest fail `verify` (the checkpoint still records its transaction).
+#[test]
+fn delta_log_statistics_match_ids_as_rows_do_and_survive_a_later_expiry() {
+    let ws = tempfile::tempdir().unwrap();
+    let job = setup(ws.path(), "old_log = \"keep\"");
+    write_events(
+        &ws.path().join("events/e.json"),
+        &[("ev-1", "user_id", json!("0900006"))],
+    );
+    let table = ws.path().join("wh/users");
+    let before: Value = serde_json::from_str(&run_python(
+        "counting the log files naming erased ids",
+        LOG_NAMING,
+        &[table.to_str().unwrap(), &json!([ERASED[0]]).to_string()],
+    ))
+    .unwrap();
+    let run = lakepurge(&["purge", "--job", &job, "--run-id", "r1"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let m = read_json(&ws.path().join("manifests/lake/r1.json"));
+    let o = &m["tables"][0]["delta"]["old_log"];
+    assert_eq!(
+        o["entries_naming_erased"],
+        json!(before["entries"].as_array().unwrap().len()),
+        "{o}"
+    );
+    assert!(o["entries_naming_erased"].as_u64().unwrap() > 0, "{o}");
+    // A later run erases another subject and expires the log, r1's commit entry with it.
+    write_events(
+        &ws.path().join("events/e2.json"),
+        &[("ev-2", "user_id", json!("+900099"))],
+    );
+    let text = std::fs::read_to_string(&job).unwrap();
+    write(
+        Path::new(&job),
+        &text.replace("old_log = \"keep\"", "old_log = \"expire\""),
+    );
+    let run = lakepurge(&["purge", "--job", &job, "--run-id", "r2"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let r2 = read_json(&ws.path().join("manifests/lake/r2.json"));
+    assert!(
+        r2["tables"][0]["delta"]["old_log"]["expired_before"].is_u64(),
+        "{r2}"
+    );
+    let seqs: Vec<i64> = serde_json::from_value(read_delta(&table)["seqs"].clone()).unwrap();
+    assert_eq!(seqs, oracle());
+    let verify = lakepurge(&["verify", "--job", &job, "--run-id", "r1"]);
+    assert_eq!(verify.code, 0, "{}", verify.all_output());
+    assert!(
+        verify
+            .stdout
+            .contains("still records the run's transaction"),
+        "{}",
+        verify.stdout
+    );
+}
+
+/// Change data files left by a change data feed that was on earlier (#25, review): an UPDATE
+/// wrote the erased rows' pre- and post-images to `_change_data/`, then the feed was turned
+/// off. The purge scans them as history and deletes those holding erased rows; no Parquet file
+/// under the table holds the erased subject afterwards.
+#[test]
+fn delta_change_data_files_of_an_earlier_feed_are_purged_as_history() {
+    let ws = tempfile::tempdir().unwrap();
+    let table = ws.path().join("wh/users");
+    run_python(
+        "a table whose change data feed was on",
+        "import sys, pyarrow as pa\nfrom deltalake import write_deltalake, DeltaTable\n\
+         p = sys.argv[1]\n\
+         write_deltalake(p, pa.table({'user_id': pa.array([1, 2, 900006, 900006, 5], pa.int64()),\n\
+         \x20   'email': pa.array(['a', 'b', 'c', 'd', 'e'])}), configuration={'delta.enableChangeDataFeed': 'true'})\n\
+         DeltaTable(p).update(predicate='user_id = 900006', updates={'email': \"'z'\"})\n\
+         DeltaTable(p).alter.set_table_properties({'delta.enableChangeDataFeed': 'false'})\n",
+        &[&table],
+    );
+    let holding = || -> Vec<String> {
+        serde_json::from_str(&run_python(
+            "files holding 900006",
+            "import sys, glob, json, pyarrow.parquet as pq\n\
+             print(json.dumps(sorted(f[len(sys.argv[1]) + 1:] for f in glob.glob(sys.argv[1] + '/**/*.parquet', recursive=True)\n\
+             \x20   if '_delta_log' not in f and 900006 in pq.read_table(f).column('user_id').to_pylist())))\n",
+            &[&table],
+        ))
+        .unwrap()
+    };
+    assert!(
+        holding().iter().any(|f| f.starts_with("_change_data/")),
+        "{:?}",
+        holding()
+    );
+    let job = local_delta_job(ws.path(), &table, "");
+    let run = lakepurge(&["purge", "--job", &job, "--run-id", "r1"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(holding(), Vec::<String>::new());
+    let m = read_json(&ws.path().join("manifests/lake/r1.json"));
+    let history = m["tables"][0]["delta"]["history_files"].as_array().unwrap();
+    assert!(
+        history
+            .iter()
+            .any(|f| f.as_str().unwrap().starts_with("_change_data/")),
+        "{history:?}"
+    );
+    let verify = lakepurge(&["verify", "--job", &job, "--run-id", "r1", "--deep"]);
+    assert_eq!(verify.code, 0, "{}", verify.all_output());
 }
 
 /// Writer features (#25 case 3), written by the `deltalake` package. What a purge could not

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use deltalake_core::kernel::{Add, DataType, MetadataValue, Remove, StructField, StructType};
 use deltalake_core::logstore::{LogStoreRef, StorageConfig, default_logstore};
 use deltalake_core::{DeltaTable, DeltaTableError};
+use futures::TryStreamExt;
 use object_store::ObjectMeta;
 use object_store::prefix::PrefixStore;
 
@@ -168,17 +169,30 @@ pub fn error(table: &Table, what: &str, e: DeltaTableError) -> Error {
 /// A log store over the table's own store (so `file://` gets lakepurge's conditional writes
 /// and every store the same code), rooted at the table's location.
 fn log_store(table: &Table) -> LogStoreRef {
-    let root = Arc::clone(&table.location.store);
-    let prefixed: Arc<dyn object_store::ObjectStore> = Arc::new(PrefixStore::new(
-        Arc::clone(&root),
-        table.location.prefix.clone(),
-    ));
-    default_logstore(
-        prefixed,
-        root,
-        &table.location.url,
-        &StorageConfig::default(),
-    )
+    log_store_at(&table.location)
+}
+
+/// [`log_store`] for the table at `location`.
+fn log_store_at(location: &crate::store::Location) -> LogStoreRef {
+    let root = Arc::clone(&location.store);
+    let prefixed: Arc<dyn object_store::ObjectStore> =
+        Arc::new(PrefixStore::new(Arc::clone(&root), location.prefix.clone()));
+    default_logstore(prefixed, root, &location.url, &StorageConfig::default())
+}
+
+/// For checks of a table whose log no longer holds a commit (cleaned up to a later
+/// checkpoint): the version the table's state records for the application transaction
+/// `app_id` (a checkpoint keeps every transaction), if any.
+pub async fn transaction_version(
+    location: &crate::store::Location,
+    app_id: &str,
+) -> std::result::Result<Option<i64>, DeltaTableError> {
+    let mut delta = DeltaTable::new(log_store_at(location));
+    delta.load().await?;
+    let state = delta.snapshot()?;
+    state
+        .transaction_version(delta.log_store().as_ref(), app_id)
+        .await
 }
 
 /// Reads the table's log at its latest version. Refuses (exit 2) what lakepurge cannot purge
@@ -320,7 +334,7 @@ async fn history_files(
     }
     let now = chrono::Utc::now();
     let listed = table.location.list_files().await?;
-    Ok(listed
+    let mut history: Vec<ObjectMeta> = listed
         .into_iter()
         .filter(|m| {
             let rel = table.location.relative(&m.location);
@@ -329,7 +343,23 @@ async fn history_files(
                 && !exclude.contains(&rel)
                 && (tombstones.contains(&rel) || now - m.last_modified > ORPHAN_MIN_AGE)
         })
-        .collect())
+        .collect();
+    // Change data files (`_change_data/`, left by change data feed, on now or earlier): the
+    // pre- and post-images of every changed row, read by `table_changes` until VACUUM.
+    // Change data feed on is refused (see `refuse_unhonoured`), so none is being written.
+    let changes: Vec<ObjectMeta> = table
+        .location
+        .store
+        .list(Some(&table.location.child("_change_data")))
+        .try_collect()
+        .await
+        .map_err(|e| Error::store(format!("listing {}_change_data/", table.location.url), e))?;
+    history.extend(
+        changes
+            .into_iter()
+            .filter(|m| m.location.as_ref().ends_with(".parquet")),
+    );
+    Ok(history)
 }
 
 /// Column mapping (`delta.columnMapping.mode` = `name` or `id`): the table's columns (what a

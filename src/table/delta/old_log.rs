@@ -54,7 +54,11 @@ pub async fn log_files(location: &Location) -> Result<Vec<LogFile>> {
         .filter_map(|m| {
             let rel = location.relative(&m.location);
             let name = rel.strip_prefix("_delta_log/")?;
-            let (kind, version) = kind_of(name)?;
+            let (kind, version) = match name.strip_prefix("_sidecars/") {
+                Some(part) if part.ends_with(".parquet") => (LogFileKind::Sidecar, 0),
+                Some(_) => return None,
+                None => kind_of(name)?,
+            };
             Some(LogFile {
                 path: rel.clone(),
                 version,
@@ -96,7 +100,7 @@ pub async fn statistics(table: &Table, file: &LogFile) -> Result<Vec<Value>> {
                 push_stats(add, &mut out);
             }
         }
-        LogFileKind::Entry | LogFileKind::Checkpoint => {
+        LogFileKind::Entry | LogFileKind::Checkpoint | LogFileKind::Sidecar => {
             for line in bytes.split(|b| *b == b'\n') {
                 let Ok(action) = serde_json::from_slice::<Value>(line) else {
                     continue;
@@ -122,9 +126,21 @@ fn push_stats(action: &Value, out: &mut Vec<Value>) {
     }
 }
 
-/// The statistics in a Parquet checkpoint (or sidecar): the `add` and `remove` columns, read
-/// and written out as JSON lines, then taken as an entry's actions.
+/// The statistics in a Parquet checkpoint (or sidecar): its `add` and `remove` actions'
+/// statistics.
 fn parquet_statistics(bytes: Bytes, shown: &str) -> Result<Vec<Value>> {
+    let mut out = Vec::new();
+    for action in parquet_actions(bytes, shown, &["add", "remove"])? {
+        for kind in ["add", "remove"] {
+            push_stats(&action[kind], &mut out);
+        }
+    }
+    Ok(out)
+}
+
+/// The actions of kinds `kinds` in a Parquet checkpoint (or sidecar), each as a JSON object
+/// (`{"add": {...}}`), read with only their columns (for `add`/`remove`, only statistics).
+fn parquet_actions(bytes: Bytes, shown: &str, kinds: &[&str]) -> Result<Vec<Value>> {
     use parquet::arrow::ProjectionMask;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
@@ -134,8 +150,11 @@ fn parquet_statistics(bytes: Bytes, shown: &str) -> Result<Vec<Value>> {
         .filter(|&i| {
             let parts = descr.column(i).path().parts().to_vec();
             parts.len() >= 2
-                && (parts[0] == "add" || parts[0] == "remove")
-                && (parts[1] == "stats" || parts[1] == "stats_parsed")
+                && kinds.contains(&parts[0].as_str())
+                && match parts[0].as_str() {
+                    "add" | "remove" => parts[1] == "stats" || parts[1] == "stats_parsed",
+                    _ => true,
+                }
         })
         .collect();
     if leaves.is_empty() {
@@ -156,14 +175,12 @@ fn parquet_statistics(bytes: Bytes, shown: &str) -> Result<Vec<Value>> {
         lines
             .finish()
             .map_err(|e| Error::arrow(format!("reading {shown}"), e))?;
-        for line in lines.into_inner().split(|b| *b == b'\n') {
-            let Ok(action) = serde_json::from_slice::<Value>(line) else {
-                continue;
-            };
-            for kind in ["add", "remove"] {
-                push_stats(&action[kind], &mut out);
-            }
-        }
+        out.extend(
+            lines
+                .into_inner()
+                .split(|b| *b == b'\n')
+                .filter_map(|line| serde_json::from_slice::<Value>(line).ok()),
+        );
     }
     Ok(out)
 }
@@ -189,8 +206,14 @@ pub async fn expire(table: &Table) -> Result<u64> {
     .await
     .map_err(|e| error(table, "removing the log before the checkpoint", e))?;
     let mut leftover = 0;
-    for file in log_files(&table.location).await? {
-        if file.version >= snapshot.version {
+    let files = log_files(&table.location).await?;
+    let kept = sidecars_of(table, &files, snapshot.version).await?;
+    for file in files {
+        let old = match file.kind {
+            LogFileKind::Sidecar => !kept.contains(&file.path),
+            _ => file.version < snapshot.version,
+        };
+        if !old {
             continue;
         }
         match table
@@ -210,6 +233,46 @@ pub async fn expire(table: &Table) -> Result<u64> {
     }
     tracing::info!(table = %table.spec.name, version = snapshot.version, removed = removed + leftover, "checkpoint written; the log before it removed (time travel before it ends)");
     Ok(snapshot.version)
+}
+
+/// The sidecar files (relative to the table) the checkpoint at `version` names.
+async fn sidecars_of(
+    table: &Table,
+    files: &[LogFile],
+    version: u64,
+) -> Result<std::collections::BTreeSet<String>> {
+    let mut named = std::collections::BTreeSet::new();
+    for file in files
+        .iter()
+        .filter(|f| f.kind == LogFileKind::Checkpoint && f.version == version)
+    {
+        let shown = format!("{}{}", table.location.url, file.path);
+        let bytes = table
+            .location
+            .store
+            .get(&table.location.child(&file.path))
+            .await
+            .map_err(|e| Error::store(format!("reading {shown}"), e))?
+            .bytes()
+            .await
+            .map_err(|e| Error::store(format!("reading {shown}"), e))?;
+        let actions = if file.path.ends_with(".parquet") {
+            parquet_actions(bytes, &shown, &["sidecar"])?
+        } else {
+            bytes
+                .split(|b| *b == b'\n')
+                .filter_map(|l| serde_json::from_slice::<Value>(l).ok())
+                .collect()
+        };
+        for action in actions {
+            if let Some(path) = action["sidecar"]["path"].as_str() {
+                // Relative to `_delta_log/_sidecars/` (the usual case) or a full URL.
+                let name = path.rsplit('/').next().unwrap_or(path);
+                named.insert(format!("_delta_log/_sidecars/{name}"));
+            }
+        }
+    }
+    Ok(named)
 }
 
 #[cfg(test)]
