@@ -214,13 +214,25 @@ impl PartUpload {
         }
     }
 
+    /// Completes the upload of an object at a path nothing else writes (a table with a log
+    /// names each rewrite after the run and the old path).
+    pub async fn complete(mut self) -> Result<Written> {
+        match self.upload.complete().await {
+            Ok(r) => Ok(Written {
+                e_tag: r.e_tag,
+                version: r.version,
+            }),
+            Err(e) => {
+                let e = Error::store(format!("completing the upload of {}", self.path), e);
+                self.abort().await;
+                Err(e)
+            }
+        }
+    }
+
     /// Completes the upload if the object is still at `read`; otherwise aborts it and returns
     /// a conflict.
-    pub async fn complete_if(
-        mut self,
-        store: &dyn ObjectStore,
-        read: &ReadVersion,
-    ) -> Result<Written> {
+    pub async fn complete_if(self, store: &dyn ObjectStore, read: &ReadVersion) -> Result<Written> {
         let current = match store.head(&self.path).await {
             Ok(m) => Some(m),
             Err(object_store::Error::NotFound { .. }) => None,
@@ -236,17 +248,7 @@ impl PartUpload {
             self.abort().await;
             return Err(Error::Conflict { path });
         }
-        match self.upload.complete().await {
-            Ok(r) => Ok(Written {
-                e_tag: r.e_tag,
-                version: r.version,
-            }),
-            Err(e) => {
-                let e = Error::store(format!("completing the upload of {}", self.path), e);
-                self.abort().await;
-                Err(e)
-            }
-        }
+        self.complete().await
     }
 }
 

@@ -532,6 +532,9 @@ async fn rewrite_one(
 ) -> Result<(FileRecord, Replacement)> {
     let store = &table.location.store;
     let shown = format!("{}{}", table.location.url, fp.path);
+    if old.meta.size >= attempt.large_file && old.hidden_rows.is_none() {
+        return rewrite_in_parts(table, log, fp, old, attempt).await;
+    }
     let bytes = read_whole(table, old, &shown).await?;
     let per_event = event_names(attempt, fp).await?;
     let (mode, redacting) = rewrite_mode(table);
@@ -571,27 +574,134 @@ async fn rewrite_one(
                 .put(&new_location, new.clone().into())
                 .await
                 .map_err(|e| Error::store(format!("writing {}{new_rel}", table.location.url), e))?;
-            replacement.new = Some(NewFile {
-                path: new_rel.clone(),
-                size,
-                footer: std::sync::Arc::new(footer),
-            });
-            Some(FileVersion {
-                size,
-                sha256,
-                rows: rewritten.rows,
-                etag: None,
-                version: None,
-            })
+            let (file, version) = written(&new_rel, (size, sha256), rewritten.rows, footer.into());
+            replacement.new = Some(file);
+            Some(version)
         }
         _ => None,
     };
-    let record = FileRecord {
+    let new_path = after.as_ref().map(|_| new_rel);
+    let record = file_record(fp, old, new_path, (before_sha, after), per_event, redacting);
+    Ok((
+        FileRecord {
+            rows_already_deleted: already_deleted,
+            ..record
+        },
+        replacement,
+    ))
+}
+
+/// [`rewrite_one`] for a large file: read by ranges and written to its new path in parts as
+/// it is rewritten (neither held whole in memory); the new file's footer is read back for its
+/// statistics.
+async fn rewrite_in_parts(
+    table: &Table,
+    log: &dyn Log,
+    fp: &FilePlan,
+    old: &DataFile,
+    attempt: &Attempt<'_>,
+) -> Result<(FileRecord, Replacement)> {
+    use parquet::arrow::async_reader::AsyncFileReader;
+    let store = &table.location.store;
+    let shown = format!("{}{}", table.location.url, fp.path);
+    let per_event = event_names(attempt, fp).await?;
+    let (mode, redacting) = rewrite_mode(table);
+    let output = if !redacting && fp.rows_matched == fp.rows {
+        Output::Nothing
+    } else {
+        Output::InParts
+    };
+    let new_rel = log.new_path(&fp.path, &attempt.run.run_id);
+    let new_location = table.location.child(&new_rel);
+    let runtime = tokio::runtime::Handle::current();
+    let version = crate::store::ObjectVersion::new(std::sync::Arc::clone(store), old.meta.clone());
+    let object = crate::store::RangedObject::new(version.clone(), runtime.clone());
+    let hashing =
+        tokio::task::spawn_blocking(move || runtime.block_on(crate::store::hash_object(&version)));
+    let (rewritten, new_file, upload) = rewrite_file(
+        object,
+        store,
+        &new_location,
+        fp.erased.clone(),
+        mode,
+        shown.clone(),
+        output,
+    )
+    .await?;
+    let before_sha = hashing
+        .await
+        .map_err(|e| Error::Internal(format!("hashing {shown}: {e}")))?
+        .map_err(|e| Error::store(format!("reading {shown}"), e))?;
+    let mut replacement = Replacement {
+        old: fp.path.clone(),
+        new: None,
+    };
+    let after = match (upload, new_file) {
+        (Some(upload), Some((sha256, size))) => {
+            upload.complete().await?;
+            tracing::info!(table = %table.spec.name, file = %new_rel, size, "large file: rewritten by ranges and uploaded in parts");
+            let meta = store
+                .head(&new_location)
+                .await
+                .map_err(|e| Error::store(format!("reading {}{new_rel}", table.location.url), e))?;
+            let mut reader = crate::plan::StoreReader::new(crate::store::ObjectVersion::new(
+                std::sync::Arc::clone(store),
+                meta,
+            ));
+            let footer = reader.get_metadata(None).await.map_err(|e| {
+                crate::plan::read_error(&table.spec.name, &new_rel, "reading the new file back", e)
+            })?;
+            let (file, version) = written(&new_rel, (size, sha256), rewritten.rows, footer);
+            replacement.new = Some(file);
+            Some(version)
+        }
+        _ => None,
+    };
+    let new_path = after.as_ref().map(|_| new_rel);
+    let record = file_record(fp, old, new_path, (before_sha, after), per_event, redacting);
+    Ok((record, replacement))
+}
+
+/// A rewritten file at `path` (`size` bytes and its sha256, `rows`, its `footer`): what the
+/// commit adds, and its version in the manifest.
+fn written(
+    path: &str,
+    (size, sha256): (u64, String),
+    rows: u64,
+    footer: std::sync::Arc<parquet::file::metadata::ParquetMetaData>,
+) -> (NewFile, FileVersion) {
+    let file = NewFile {
+        path: path.to_string(),
+        size,
+        footer,
+    };
+    let version = FileVersion {
+        size,
+        sha256,
+        rows,
+        etag: None,
+        version: None,
+    };
+    (file, version)
+}
+
+/// The manifest record of a file of the log rewritten to `new_path` (none: emptied), from its
+/// old content's sha256 and the new version (`versions`).
+fn file_record(
+    fp: &FilePlan,
+    old: &DataFile,
+    new_path: Option<String>,
+    versions: (String, Option<FileVersion>),
+    per_event: BTreeMap<String, u64>,
+    redacting: bool,
+) -> FileRecord {
+    let (before_sha, after) = versions;
+    FileRecord {
         path: fp.path.clone(),
-        new_path: after.as_ref().map(|_| new_rel),
+        new_path,
         rows_removed: if redacting { 0 } else { fp.rows_matched },
         rows_redacted: if redacting { fp.rows_matched } else { 0 },
-        rows_already_deleted: already_deleted,
+        rows_already_deleted: 0,
         before: FileVersion {
             size: old.meta.size,
             sha256: before_sha,
@@ -602,8 +712,7 @@ async fn rewrite_one(
         after,
         per_event,
         old_versions: None,
-    };
-    Ok((record, replacement))
+    }
 }
 
 /// The rows to drop from a file (`bytes`): the erased ones (`erased`, per row group) and those

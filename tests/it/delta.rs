@@ -652,6 +652,14 @@ print(json.dumps({
 }))
 "#;
 
+/// Prints the user ids of every Parquet file under the table at `argv[1]` (its log aside).
+pub const USER_IDS_ON_DISK: &str = "import sys, glob, json, pyarrow.parquet as pq\n\
+     ids = set()\n\
+     for f in glob.glob(sys.argv[1] + '/**/*.parquet', recursive=True):\n\
+     \x20   if '_delta_log' not in f:\n\
+     \x20       ids.update(pq.read_table(f).column('user_id').to_pylist())\n\
+     print(json.dumps(sorted(ids)))\n";
+
 /// A DELETE and an UPDATE by the `deltalake` package on the table [`WRITE_DELTA`] wrote (its
 /// folder the argument): both rewrite files and leave the old ones on disk as tombstones.
 pub const DELETE_AND_UPDATE: &str = "import sys\nfrom deltalake import DeltaTable\n\
@@ -699,12 +707,7 @@ fn delta_history_on_disk_holding_erased_rows_is_deleted() {
     );
     let on_disk = run_python(
         "reading every Parquet file under the table",
-        "import sys, glob, json, pyarrow.parquet as pq\n\
-         ids = set()\n\
-         for f in glob.glob(sys.argv[1] + '/**/*.parquet', recursive=True):\n\
-         \x20   if '_delta_log' not in f:\n\
-         \x20       ids.update(pq.read_table(f).column('user_id').to_pylist())\n\
-         print(json.dumps(sorted(ids)))\n",
+        USER_IDS_ON_DISK,
         &[&table],
     );
     let on_disk: Vec<i64> = serde_json::from_str(&on_disk).unwrap();
