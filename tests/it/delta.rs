@@ -1202,6 +1202,141 @@ fn delta_deletion_vectors_are_applied() {
     assert_eq!(verify.code, 0, "{}", verify.all_output());
 }
 
+/// #25 done-when: a table with the full history a Databricks table has — column mapping with a
+/// renamed match column, a partition value needing escapes, a checkpoint, a DELETE, an UPDATE,
+/// then a deletion vector (written by the kernel's writer, committed as Spark does) hiding two
+/// rows of a file — purged under `old_files = "delete"` and `old_log = "expire"`: every
+/// version the `deltalake` reader can still open holds no erased row, the latest is exactly
+/// the oracle's rows, no file on disk under the table holds an erased row, and `verify --deep`
+/// passes.
+#[test]
+fn delta_full_history_table_is_purged_everywhere() {
+    use delta_kernel::actions::deletion_vector_writer::{
+        KernelDeletionVector, StreamingDeletionVectorWriter,
+    };
+    let ws = tempfile::tempdir().unwrap();
+    let table = ws.path().join("wh/users");
+    run_python(
+        "writing a column-mapped Delta table",
+        WRITE_MAPPED,
+        &[&table],
+    );
+    // An UPDATE, then the add of the last write (seqs 60..70, before the UPDATE) found.
+    let last_add: Value = serde_json::from_str(&run_python(
+        "an UPDATE",
+        "import sys, json, glob\nfrom deltalake import DeltaTable\n\
+         p = sys.argv[1]\n\
+         v = DeltaTable(p).version()\n\
+         add = [json.loads(l)['add'] for l in open(f'{p}/_delta_log/{v:020}.json') if '\"add\"' in l][0]\n\
+         DeltaTable(p).update(predicate='seq = 50', updates={'email': \"'changed@example.com'\"})\n\
+         print(json.dumps(add))\n",
+        &[&table],
+    ))
+    .unwrap();
+    let version: u64 = read_delta_version(&table);
+    // The deletion vector: rows 0 and 2 of that file (seqs 60 and 62) hidden.
+    let uuid = uuid::Uuid::new_v4();
+    let mut bytes = Vec::new();
+    let mut writer = StreamingDeletionVectorWriter::new(&mut bytes);
+    let mut dv = KernelDeletionVector::new();
+    dv.add_deleted_row_indexes([0u64, 2]);
+    let written = writer.write_deletion_vector(dv).unwrap();
+    writer.finalize().unwrap();
+    let dv_file = table.join(format!("deletion_vector_{uuid}.bin"));
+    std::fs::write(&dv_file, &bytes).unwrap();
+    let mut add = last_add.clone();
+    add["deletionVector"] = json!({
+        "storageType": "u",
+        "pathOrInlineDv": z85::encode(uuid.as_bytes()),
+        "offset": written.offset,
+        "sizeInBytes": written.size_in_bytes,
+        "cardinality": written.cardinality,
+    });
+    let features = json!(["columnMapping", "deletionVectors"]);
+    let lines = [
+        json!({"commitInfo": {"timestamp": 1, "operation": "DELETE",
+                              "engineInfo": "Apache-Spark/3.5.0 Delta-Lake/3.2.0"}}),
+        json!({"protocol": {"minReaderVersion": 3, "minWriterVersion": 7,
+                            "readerFeatures": features, "writerFeatures": features}}),
+        json!({"remove": {"path": last_add["path"], "dataChange": true, "deletionTimestamp": 1,
+                          "extendedFileMetadata": true,
+                          "partitionValues": last_add["partitionValues"],
+                          "size": last_add["size"]}}),
+        json!({"add": add}),
+    ];
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(
+        table.join(format!("_delta_log/{:020}.json", version + 1)),
+        text,
+    )
+    .unwrap();
+    let before: Value = serde_json::from_str(&run_python(
+        "reading the table with its history",
+        READ_MAPPED,
+        &[&table],
+    ))
+    .unwrap();
+    assert_eq!(before["readable"].as_array().unwrap().len(), 7, "{before}");
+    assert!(
+        !before["seqs"].as_array().unwrap().contains(&json!(60)),
+        "{before}"
+    );
+    let events = ws.path().join("events");
+    write_events(
+        &events.join("e.json"),
+        &[("ev-1", "user_id", json!("900006"))],
+    );
+    let job = ws.path().join("job.toml");
+    let text = user_id_job(
+        "lake",
+        &file_url(&ws.path().join("manifests")),
+        &file_url(&events),
+        &file_url(&table),
+    )
+    .replace(
+        "[[table.match]]\ncolumn = \"user_id\"",
+        "format = \"delta\"\nold_log = \"expire\"\n[[table.match]]\ncolumn = \"account_id\"",
+    ) + "[[table.match]]\ncolumn = \"owner.uid\"\nsubject_type = \"user_id\"\n";
+    write(&job, &text);
+    let job = job.display().to_string();
+    let run = lakepurge(&["purge", "--job", &job, "--run-id", "r1"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let after: Value = serde_json::from_str(&run_python(
+        "reading the purged table",
+        READ_MAPPED,
+        &[&table],
+    ))
+    .unwrap();
+    let oracle: Vec<i64> = (0..70)
+        .filter(|s| ![3, 60, 62].contains(s) && s % 7 != 6 && (s + 1) % 7 != 6)
+        .collect();
+    assert_eq!(after["seqs"], json!(oracle), "{after}");
+    assert_eq!(after["versions_serving"], json!([]), "{after}");
+    assert!(
+        after["readable"]
+            .as_array()
+            .unwrap()
+            .contains(&after["version"]),
+        "{after}"
+    );
+    assert_eq!(after["files_holding"], json!([]), "{after}");
+    assert!(!dv_file.exists());
+    let verify = lakepurge(&["verify", "--job", &job, "--run-id", "r1", "--deep"]);
+    assert_eq!(verify.code, 0, "{}", verify.all_output());
+}
+
+/// The latest version of the Delta table at `table`.
+fn read_delta_version(table: &Path) -> u64 {
+    run_python(
+        "reading the table's version",
+        "import sys\nfrom deltalake import DeltaTable\nprint(DeltaTable(sys.argv[1]).version())\n",
+        &[table],
+    )
+    .trim()
+    .parse()
+    .unwrap()
+}
+
 /// delta-rs's conflict checking, as a purge commit meets it: committing on a snapshot that
 /// another writer has since appended to succeeds after the append (a blind append does not
 /// conflict); one on a snapshot whose files another writer has since removed (the purge read
