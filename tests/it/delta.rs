@@ -488,24 +488,7 @@ fn delta_column_mapped_table_with_a_renamed_column_is_purged() {
         WRITE_MAPPED,
         &[&table],
     );
-    let events = ws.path().join("events");
-    write_events(
-        &events.join("e.json"),
-        &[("ev-1", "user_id", json!("900006"))],
-    );
-    let job = ws.path().join("job.toml");
-    let text = user_id_job(
-        "lake",
-        &file_url(&ws.path().join("manifests")),
-        &file_url(&events),
-        &file_url(&table),
-    )
-    .replace(
-        "[[table.match]]\ncolumn = \"user_id\"",
-        "format = \"delta\"\n[[table.match]]\ncolumn = \"account_id\"",
-    ) + "[[table.match]]\ncolumn = \"owner.uid\"\nsubject_type = \"user_id\"\n";
-    write(&job, &text);
-    let job = job.display().to_string();
+    let job = mapped_job(ws.path(), &table, "");
     let before: Value = serde_json::from_str(&run_python(
         "reading the column-mapped table",
         READ_MAPPED,
@@ -567,6 +550,29 @@ fn delta_column_mapped_table_with_a_renamed_column_is_purged() {
     let verify = lakepurge(&["verify", "--job", &job, "--run-id", "r1", "--deep"]);
     assert_eq!(verify.code, 0, "{}", verify.all_output());
     assert!(!run.all_output().contains("900006"));
+}
+
+/// Events erasing user 900006 and a job (`extra` lines in its table) over the column-mapped
+/// table at `table`, matching `account_id` and `owner.uid`; returns the job path.
+fn mapped_job(ws: &Path, table: &Path, extra: &str) -> String {
+    let events = ws.join("events");
+    write_events(
+        &events.join("e.json"),
+        &[("ev-1", "user_id", json!("900006"))],
+    );
+    let job = ws.join("job.toml");
+    let text = user_id_job(
+        "lake",
+        &file_url(&ws.join("manifests")),
+        &file_url(&events),
+        &file_url(table),
+    )
+    .replace(
+        "[[table.match]]\ncolumn = \"user_id\"",
+        &format!("format = \"delta\"\n{extra}[[table.match]]\ncolumn = \"account_id\""),
+    ) + "[[table.match]]\ncolumn = \"owner.uid\"\nsubject_type = \"user_id\"\n";
+    write(&job, &text);
+    job.display().to_string()
 }
 
 /// Writes the column-mapped table of the test above at `argv[1]`.
@@ -1091,9 +1097,6 @@ print(json.dumps({"seqs": sorted(t.column("seq").to_pylist()), "physical": sorte
 /// written.
 #[test]
 fn delta_deletion_vectors_are_applied() {
-    use delta_kernel::actions::deletion_vector_writer::{
-        KernelDeletionVector, StreamingDeletionVectorWriter,
-    };
     let ws = tempfile::tempdir().unwrap();
     let table = ws.path().join("wh/users");
     let paths: Vec<String> = serde_json::from_str(&run_python(
@@ -1103,25 +1106,7 @@ fn delta_deletion_vectors_are_applied() {
     ))
     .unwrap();
     // One vector file: file 0 hides rows 1 and 6 (seq 6 is user 900006), file 1 hides row 0.
-    let uuid = uuid::Uuid::new_v4();
-    let mut bytes = Vec::new();
-    let mut writer = StreamingDeletionVectorWriter::new(&mut bytes);
-    let mut descriptors = Vec::new();
-    for hidden in [vec![1u64, 6], vec![0]] {
-        let mut dv = KernelDeletionVector::new();
-        dv.add_deleted_row_indexes(hidden);
-        let written = writer.write_deletion_vector(dv).unwrap();
-        descriptors.push(json!({
-            "storageType": "u",
-            "pathOrInlineDv": z85::encode(uuid.as_bytes()),
-            "offset": written.offset,
-            "sizeInBytes": written.size_in_bytes,
-            "cardinality": written.cardinality,
-        }));
-    }
-    writer.finalize().unwrap();
-    let dv_file = table.join(format!("deletion_vector_{uuid}.bin"));
-    std::fs::write(&dv_file, &bytes).unwrap();
+    let (dv_file, descriptors) = write_vectors(&table, &[vec![1, 6], vec![0]]);
     let mut lines = vec![
         json!({"commitInfo": {"timestamp": 1, "operation": "DELETE",
                               "engineInfo": "Apache-Spark/3.5.0 Delta-Lake/3.2.0"}}),
@@ -1211,9 +1196,6 @@ fn delta_deletion_vectors_are_applied() {
 /// passes.
 #[test]
 fn delta_full_history_table_is_purged_everywhere() {
-    use delta_kernel::actions::deletion_vector_writer::{
-        KernelDeletionVector, StreamingDeletionVectorWriter,
-    };
     let ws = tempfile::tempdir().unwrap();
     let table = ws.path().join("wh/users");
     run_python(
@@ -1235,23 +1217,9 @@ fn delta_full_history_table_is_purged_everywhere() {
     .unwrap();
     let version: u64 = read_delta_version(&table);
     // The deletion vector: rows 0 and 2 of that file (seqs 60 and 62) hidden.
-    let uuid = uuid::Uuid::new_v4();
-    let mut bytes = Vec::new();
-    let mut writer = StreamingDeletionVectorWriter::new(&mut bytes);
-    let mut dv = KernelDeletionVector::new();
-    dv.add_deleted_row_indexes([0u64, 2]);
-    let written = writer.write_deletion_vector(dv).unwrap();
-    writer.finalize().unwrap();
-    let dv_file = table.join(format!("deletion_vector_{uuid}.bin"));
-    std::fs::write(&dv_file, &bytes).unwrap();
+    let (dv_file, descriptors) = write_vectors(&table, &[vec![0, 2]]);
     let mut add = last_add.clone();
-    add["deletionVector"] = json!({
-        "storageType": "u",
-        "pathOrInlineDv": z85::encode(uuid.as_bytes()),
-        "offset": written.offset,
-        "sizeInBytes": written.size_in_bytes,
-        "cardinality": written.cardinality,
-    });
+    add["deletionVector"] = descriptors[0].clone();
     let features = json!(["columnMapping", "deletionVectors"]);
     let lines = [
         json!({"commitInfo": {"timestamp": 1, "operation": "DELETE",
@@ -1281,24 +1249,7 @@ fn delta_full_history_table_is_purged_everywhere() {
         !before["seqs"].as_array().unwrap().contains(&json!(60)),
         "{before}"
     );
-    let events = ws.path().join("events");
-    write_events(
-        &events.join("e.json"),
-        &[("ev-1", "user_id", json!("900006"))],
-    );
-    let job = ws.path().join("job.toml");
-    let text = user_id_job(
-        "lake",
-        &file_url(&ws.path().join("manifests")),
-        &file_url(&events),
-        &file_url(&table),
-    )
-    .replace(
-        "[[table.match]]\ncolumn = \"user_id\"",
-        "format = \"delta\"\nold_log = \"expire\"\n[[table.match]]\ncolumn = \"account_id\"",
-    ) + "[[table.match]]\ncolumn = \"owner.uid\"\nsubject_type = \"user_id\"\n";
-    write(&job, &text);
-    let job = job.display().to_string();
+    let job = mapped_job(ws.path(), &table, "old_log = \"expire\"\n");
     let run = lakepurge(&["purge", "--job", &job, "--run-id", "r1"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let after: Value = serde_json::from_str(&run_python(
@@ -1323,6 +1274,35 @@ fn delta_full_history_table_is_purged_everywhere() {
     assert!(!dv_file.exists());
     let verify = lakepurge(&["verify", "--job", &job, "--run-id", "r1", "--deep"]);
     assert_eq!(verify.code, 0, "{}", verify.all_output());
+}
+
+/// Writes one deletion vector file under `table` (by delta-rs's kernel) holding a vector per
+/// entry of `hidden` (row positions); returns the file and the vectors' descriptors as Spark
+/// writes them (`u`: relative, named by a z85-encoded uuid).
+fn write_vectors(table: &Path, hidden: &[Vec<u64>]) -> (std::path::PathBuf, Vec<Value>) {
+    use delta_kernel::actions::deletion_vector_writer::{
+        KernelDeletionVector, StreamingDeletionVectorWriter,
+    };
+    let uuid = uuid::Uuid::new_v4();
+    let mut bytes = Vec::new();
+    let mut writer = StreamingDeletionVectorWriter::new(&mut bytes);
+    let mut descriptors = Vec::new();
+    for rows in hidden {
+        let mut dv = KernelDeletionVector::new();
+        dv.add_deleted_row_indexes(rows.iter().copied());
+        let written = writer.write_deletion_vector(dv).unwrap();
+        descriptors.push(json!({
+            "storageType": "u",
+            "pathOrInlineDv": z85::encode(uuid.as_bytes()),
+            "offset": written.offset,
+            "sizeInBytes": written.size_in_bytes,
+            "cardinality": written.cardinality,
+        }));
+    }
+    writer.finalize().unwrap();
+    let file = table.join(format!("deletion_vector_{uuid}.bin"));
+    std::fs::write(&file, &bytes).unwrap();
+    (file, descriptors)
 }
 
 /// The latest version of the Delta table at `table`.
