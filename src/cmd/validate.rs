@@ -79,7 +79,8 @@ pub async fn validate(job: &Job) -> Result<Summary> {
     let resolved = Table::open_all(job).await?;
     let mut listed = Vec::new();
     for table in &resolved {
-        let matcher = Matcher::new(&table.spec, &no_events);
+        let matcher =
+            Matcher::new(&table.spec, &no_events).absent_columns_null(table.format.log().is_some());
         let files = table.list().await?;
         for meta in &files {
             let rel = table.location.relative(&meta.location);

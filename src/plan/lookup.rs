@@ -89,6 +89,20 @@ pub(super) struct Lookup {
     pub(super) sorted: Option<SortedKeys>,
 }
 
+impl Lookup {
+    /// A lookup of no keys: its rule matches nothing.
+    pub(super) fn empty() -> Result<Lookup> {
+        let converter = RowConverter::new(vec![SortField::new(DataType::Int64)])
+            .map_err(|e| Error::arrow("an empty lookup".to_string(), e))?;
+        Ok(Lookup {
+            converter,
+            keys: KeyIndex::ints(Arc::new(Vec::new()), Vec::new()),
+            unconvertible: 0,
+            sorted: None,
+        })
+    }
+}
+
 pub(super) enum SortedKeys {
     /// Shared with a [`KeyIndex::Ints`] (a key named by several events may repeat).
     Ints(Arc<Vec<i64>>),

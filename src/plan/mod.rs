@@ -270,7 +270,8 @@ pub async fn plan_shard(
 /// Plans one table (the files `shard` owns, when given). The listing streams page by page
 /// into the scans (several files at once); only affected files are kept, in path order.
 pub async fn plan_table(table: &Table, events: &Events, shard: Option<Shard>) -> Result<TablePlan> {
-    let matcher = Matcher::new(&table.spec, events);
+    let matcher =
+        Matcher::new(&table.spec, events).absent_columns_null(table.format.log().is_some());
     let mut plan = TablePlan::unscanned(table, table.versioning().await?);
     if shard.is_some() && table.format.log().is_some() {
         return Ok(plan);
@@ -299,7 +300,8 @@ pub async fn plan_files(
     metas: Vec<ObjectMeta>,
     plan: &mut TablePlan,
 ) -> Result<()> {
-    let matcher = Matcher::new(&table.spec, events);
+    let matcher =
+        Matcher::new(&table.spec, events).absent_columns_null(table.format.log().is_some());
     let files = futures::stream::iter(metas.into_iter().map(Ok)).boxed();
     scan_files(table, &matcher, files, plan).await
 }

@@ -30,6 +30,9 @@ pub struct Matcher<'e> {
     pub(super) redact: Vec<String>,
     /// Lookup tables per (rule, key types): built once per distinct schema.
     pub(super) compiled: std::sync::Mutex<HashMap<LookupKey, Arc<Lookup>>>,
+    /// A key or redact column a file does not have is all null there (a table with a log whose
+    /// schema gained the column after the file was written), rather than an error.
+    pub(super) absent_is_null: bool,
 }
 
 /// A rule index and the key types a lookup was built for.
@@ -156,7 +159,15 @@ impl<'e> Matcher<'e> {
                 crate::spec::Action::Delete => Vec::new(),
             },
             compiled: std::sync::Mutex::new(HashMap::new()),
+            absent_is_null: false,
         }
+    }
+
+    /// With `yes` (a table with a log, whose schema a file may predate): a match or redact
+    /// column a file lacks holds only nulls there, so the rule matches nothing in it.
+    pub fn absent_columns_null(mut self, yes: bool) -> Self {
+        self.absent_is_null = yes;
+        self
     }
 
     /// A matcher of the rules whose key columns `schema` has, the others passed over: for
@@ -180,6 +191,7 @@ impl<'e> Matcher<'e> {
                 .collect(),
             redact: Vec::new(),
             compiled: std::sync::Mutex::new(HashMap::new()),
+            absent_is_null: false,
         }
     }
 
@@ -214,9 +226,11 @@ impl<'e> Matcher<'e> {
         schema: &Schema,
     ) -> std::result::Result<Vec<Vec<ResolvedKey>>, String> {
         for c in &self.redact {
-            let field = schema
-                .field_with_name(c)
-                .map_err(|_| format!("redact column {c:?} does not exist"))?;
+            let field = match schema.field_with_name(c) {
+                Ok(field) => field,
+                Err(_) if self.absent_is_null => continue,
+                Err(_) => return Err(format!("redact column {c:?} does not exist")),
+            };
             if !field.is_nullable() {
                 return Err(format!(
                     "redact column {c:?} is required (non-nullable): its values cannot be set to null"
@@ -226,6 +240,14 @@ impl<'e> Matcher<'e> {
         self.rules
             .iter()
             .map(|r| {
+                let absent = r
+                    .paths
+                    .iter()
+                    .any(|p| schema.field_with_name(&p[0]).is_err());
+                if self.absent_is_null && absent {
+                    // No keys: the rule matches nothing in this file.
+                    return Ok(Vec::new());
+                }
                 let keys = r
                     .paths
                     .iter()
@@ -255,7 +277,10 @@ impl<'e> Matcher<'e> {
         resolved
             .iter()
             .enumerate()
-            .map(|(i, keys)| self.lookup(i, keys))
+            .map(|(i, keys)| match keys.is_empty() {
+                true => Lookup::empty().map(Arc::new),
+                false => self.lookup(i, keys),
+            })
             .collect()
     }
 

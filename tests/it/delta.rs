@@ -1317,6 +1317,47 @@ fn read_delta_version(table: &Path) -> u64 {
     .unwrap()
 }
 
+/// Schema evolution (review): the match column was added to the table after its first file was
+/// written (`schema_mode = "merge"`), so that file lacks it — the column is null in all its rows
+/// for every reader. `validate` and `purge` accept the table (for a plain Parquet table a
+/// missing match column stays an error); the later file's erased rows go, the older file is
+/// left as it is.
+#[test]
+fn delta_match_column_added_after_a_file_is_null_there() {
+    let ws = tempfile::tempdir().unwrap();
+    let table = ws.path().join("wh/users");
+    run_python(
+        "a table whose match column came later",
+        "import sys, pyarrow as pa\nfrom deltalake import write_deltalake\n\
+         p = sys.argv[1]\n\
+         write_deltalake(p, pa.table({'seq': pa.array([0, 1, 2], pa.int64())}))\n\
+         write_deltalake(p, pa.table({'seq': pa.array([3, 4, 5], pa.int64()),\n\
+         \x20   'user_id': pa.array([900006, 7, 900006], pa.int64())}), mode='append', schema_mode='merge')\n",
+        &[&table],
+    );
+    let job = local_delta_job(ws.path(), &table, "");
+    let validated = lakepurge(&["validate", "--job", &job]);
+    assert_eq!(validated.code, 0, "{}", validated.stderr);
+    let run = lakepurge(&["purge", "--job", &job, "--run-id", "r1"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let seqs = run_python(
+        "reading it back",
+        "import sys, os, json\nfrom deltalake import DeltaTable\n\
+         t = DeltaTable(sys.argv[1]).to_pyarrow_table()\n\
+         print(json.dumps(sorted(zip(t.column('seq').to_pylist(), t.column('user_id').to_pylist()), key=lambda r: r[0])), flush=True)\n\
+         os._exit(0)  # pyarrow's teardown can abort after this read\n",
+        &[&table],
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&seqs).unwrap(),
+        json!([[0, null], [1, null], [2, null], [4, 7]])
+    );
+    let m = read_json(&ws.path().join("manifests/lake/r1.json"));
+    assert_eq!(m["tables"][0]["rows_removed"], json!(2));
+    let verify = lakepurge(&["verify", "--job", &job, "--run-id", "r1", "--deep"]);
+    assert_eq!(verify.code, 0, "{}", verify.all_output());
+}
+
 /// delta-rs's conflict checking, as a purge commit meets it: committing on a snapshot that
 /// another writer has since appended to succeeds after the append (a blind append does not
 /// conflict); one on a snapshot whose files another writer has since removed (the purge read
