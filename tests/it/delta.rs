@@ -1358,6 +1358,108 @@ fn delta_match_column_added_after_a_file_is_null_there() {
     assert_eq!(verify.code, 0, "{}", verify.all_output());
 }
 
+/// A table whose checkpoint is a v2 checkpoint with a sidecar (`_delta_log/_sidecars/`) holding
+/// the `add` actions, and no commit entry before it (readers must use the checkpoint).
+const WRITE_V2_CHECKPOINT: &str = r#"
+import sys, json, glob, os, time, uuid
+import pyarrow as pa, pyarrow.parquet as pq
+from deltalake import write_deltalake, DeltaTable
+out = sys.argv[1]
+def batch(start, n):
+    seqs = list(range(start, start + n))
+    return pa.table({"user_id": pa.array([900000 + s % 7 for s in seqs], pa.int64()), "seq": pa.array(seqs, pa.int64())})
+write_deltalake(out, batch(0, 20))
+write_deltalake(out, batch(20, 20), mode="append")
+# protocol upgrade to v2 checkpoints
+v = DeltaTable(out).version() + 1
+meta = None
+for f in sorted(glob.glob(out + "/_delta_log/*.json")):
+    for line in open(f):
+        a = json.loads(line)
+        if "metaData" in a: meta = a["metaData"]
+meta["configuration"]["delta.checkpointPolicy"] = "v2"
+with open(f"{out}/_delta_log/{v:020}.json", "x") as fh:
+    fh.write(json.dumps({"commitInfo": {"timestamp": int(time.time()*1000), "operation": "SET TBLPROPERTIES"}}) + "\n")
+    fh.write(json.dumps({"protocol": {"minReaderVersion": 3, "minWriterVersion": 7, "readerFeatures": ["v2Checkpoint"], "writerFeatures": ["v2Checkpoint"]}}) + "\n")
+    fh.write(json.dumps({"metaData": meta}) + "\n")
+DeltaTable(out).create_checkpoint()
+cp = glob.glob(out + f"/_delta_log/{v:020}.checkpoint.parquet")[0]
+t = pq.read_table(cp)
+adds = t.filter(pa.compute.is_valid(t.column("add"))).select(["add"])
+sid = str(uuid.uuid4()) + ".parquet"
+os.makedirs(out + "/_delta_log/_sidecars", exist_ok=True)
+pq.write_table(adds, out + "/_delta_log/_sidecars/" + sid)
+size = os.path.getsize(out + "/_delta_log/_sidecars/" + sid)
+rest = t.filter(pa.compute.is_null(t.column("add")))
+os.remove(cp)
+name = f"{out}/_delta_log/{v:020}.checkpoint.{uuid.uuid4()}.json"
+with open(name, "w") as fh:
+    fh.write(json.dumps({"checkpointMetadata": {"version": v}}) + "\n")
+    for r in rest.to_pylist():
+        for k in ("protocol", "metaData", "txn", "remove"):
+            if r.get(k) is not None:
+                x = {kk: vv for kk, vv in r[k].items() if vv is not None}
+                if k == "metaData":
+                    x = meta
+                if k == "protocol":
+                    x = {"minReaderVersion": 3, "minWriterVersion": 7, "readerFeatures": ["v2Checkpoint"], "writerFeatures": ["v2Checkpoint"]}
+                fh.write(json.dumps({k: x}) + "\n")
+    fh.write(json.dumps({"sidecar": {"path": sid, "sizeInBytes": size, "modificationTime": int(time.time()*1000)}}) + "\n")
+lc = json.load(open(out + "/_delta_log/_last_checkpoint"))
+print(lc)
+lc.pop("parts", None); lc.pop("checksum", None)
+json.dump(lc, open(out + "/_delta_log/_last_checkpoint", "w"))
+# remove the commits before the checkpoint, so the reader must use it
+for f in glob.glob(out + "/_delta_log/*.json"):
+    b = os.path.basename(f)
+    if b[:20].isdigit() and int(b[:20]) < v: os.remove(f)
+print(DeltaTable(out).version(), len(DeltaTable(out).file_uris()))
+"#;
+
+/// v2 checkpoints (review): the statistics in a checkpoint's sidecar name the erased id. Under
+/// `old_log = "expire"` the sidecar is counted, the log is summed up in a new checkpoint, and
+/// no sidecar or log file naming an erased value remains; the table still reads back (through
+/// the `deltalake` package's DataFusion reader) with exactly the rows not erased.
+#[test]
+fn delta_v2_checkpoint_sidecars_are_counted_and_expired() {
+    let ws = tempfile::tempdir().unwrap();
+    let table = ws.path().join("wh/users");
+    run_python(
+        "a table with a v2 checkpoint",
+        WRITE_V2_CHECKPOINT,
+        &[&table],
+    );
+    let job = local_delta_job(ws.path(), &table, "old_log = \"expire\"");
+    let run = lakepurge(&["purge", "--job", &job, "--run-id", "r1"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let m = read_json(&ws.path().join("manifests/lake/r1.json"));
+    let o = &m["tables"][0]["delta"]["old_log"];
+    assert!(o["checkpoints_naming_erased"].as_u64().unwrap() >= 1, "{o}");
+    assert_eq!(o["remaining_naming_erased"], json!(0), "{o}");
+    let left = run_python(
+        "reading the log and the table",
+        "import sys, os, glob, json, pyarrow as pa, pyarrow.parquet as pq\n\
+         from deltalake import DeltaTable, QueryBuilder\n\
+         p = sys.argv[1]\n\
+         named = []\n\
+         for f in glob.glob(p + '/_delta_log/_sidecars/*.parquet'):\n\
+         \x20   for r in pq.read_table(f).to_pylist():\n\
+         \x20       st = json.loads(((r.get('add') or {}).get('stats')) or '{}')\n\
+         \x20       if 900006 in ((st.get('minValues') or {}).get('user_id'), (st.get('maxValues') or {}).get('user_id')):\n\
+         \x20           named.append(f)\n\
+         t = pa.table(QueryBuilder().register('t', DeltaTable(p)).execute('select seq from t').read_all())\n\
+         print(json.dumps({'named': named, 'seqs': sorted(t.column('seq').to_pylist())}), flush=True)\n\
+         os._exit(0)\n",
+        &[&table],
+    );
+    let left: Value = serde_json::from_str(&left).unwrap();
+    assert_eq!(left["named"], json!([]), "{left}");
+    let kept: Vec<i64> = (0..40).filter(|s| s % 7 != 6).collect();
+    assert_eq!(left["seqs"], json!(kept), "{left}");
+    let verify = lakepurge(&["verify", "--job", &job, "--run-id", "r1", "--deep"]);
+    assert_eq!(verify.code, 0, "{}", verify.all_output());
+}
+
 /// delta-rs's conflict checking, as a purge commit meets it: committing on a snapshot that
 /// another writer has since appended to succeeds after the append (a blind append does not
 /// conflict); one on a snapshot whose files another writer has since removed (the purge read
