@@ -373,6 +373,16 @@ fn physical_spec(
 ) -> Result<crate::spec::TableSpec> {
     use crate::spec::ColumnPath;
     let mut spec = table.spec.clone();
+    // Every column the spec names must be in the table's schema (a file may predate it, and
+    // then holds nulls there; a name the schema lacks is a typo: exit 2).
+    for path in spec.matches.iter().flat_map(|r| r.key_paths()) {
+        physical_path(schema, &path)
+            .map_err(|m| Error::table(&table.spec.name, &table.location, m))?;
+    }
+    for c in &spec.redact {
+        physical_path(schema, std::slice::from_ref(c))
+            .map_err(|m| Error::table(&table.spec.name, &table.location, m))?;
+    }
     match configuration
         .get("delta.columnMapping.mode")
         .map(String::as_str)
