@@ -786,6 +786,32 @@ impl Events {
     pub fn count(&self) -> usize {
         self.event_ids.len()
     }
+
+    /// A set of subjects that is not read from an event dataset (`discover`'s probes): each
+    /// id of each type becomes an event of its own, numbered in the order given, so that a
+    /// match's event index says which id it was.
+    pub fn from_subjects<'a>(
+        what: &str,
+        types: impl IntoIterator<Item = (&'a str, &'a [String])>,
+    ) -> Result<Events> {
+        let mut spill = Spiller::new(what)?;
+        let mut n: u64 = 0;
+        for (ty, ids) in types {
+            for id in ids {
+                spill.push(&format!("{n:012}"), ty, id)?;
+                n += 1;
+            }
+        }
+        let (event_ids, digest, by_type) = spill.finish()?;
+        Ok(Events {
+            location: what.to_string(),
+            rows: n,
+            event_ids,
+            by_type,
+            digest,
+            ..Events::default()
+        })
+    }
 }
 
 /// The digest of a sorted list of distinct event ids.

@@ -126,7 +126,15 @@ enum Command {
         /// Write each proposed table spec to DIR/<table>.toml.
         #[arg(long)]
         write: Option<PathBuf>,
-        /// Exit 3 when an unregistered table or an uncovered column holds erased subjects.
+        /// A finding's column must hold erased ids this many times more often than ids of the
+        /// same shape that were not erased (its decoys).
+        #[arg(long, default_value_t = discover::DEFAULT_MIN_LIFT, value_parser = min_lift)]
+        min_lift: f64,
+        /// A finding's column must hold at least this many distinct erased subjects.
+        #[arg(long, default_value_t = discover::DEFAULT_MIN_SUBJECTS, value_parser = clap::value_parser!(u64).range(1..))]
+        min_subjects: u64,
+        /// Exit 3 when an unregistered table or an uncovered column holds erased subjects, or
+        /// when a root or a table could not be examined.
         #[arg(long)]
         fail_on_findings: bool,
         #[arg(long)]
@@ -246,6 +254,8 @@ async fn run(command: Command, log_format: LogFormat, quiet: bool) -> Result<u8,
             roots,
             files_per_table,
             write,
+            min_lift,
+            min_subjects,
             fail_on_findings,
             json,
         } => {
@@ -253,6 +263,8 @@ async fn run(command: Command, log_format: LogFormat, quiet: bool) -> Result<u8,
                 roots,
                 files_per_table,
                 write,
+                min_lift,
+                min_subjects,
             };
             cmd_discover(&Job::load(&job)?, &opts, fail_on_findings, json).await
         }
@@ -430,11 +442,21 @@ async fn cmd_discover(
     } else {
         print!("{}", discover::render(&report));
     }
-    Ok(if fail_on_findings && report.findings() > 0 {
-        3
-    } else {
-        0
-    })
+    Ok(
+        if fail_on_findings && (report.findings() > 0 || report.not_examined() > 0) {
+            3
+        } else {
+            0
+        },
+    )
+}
+
+/// `--min-lift`: a finite number of at least 1.
+fn min_lift(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 1.0 => Ok(v),
+        _ => Err(format!("{s:?}: expected a number of at least 1")),
+    }
 }
 
 async fn cmd_status(job: &Job, sla: Option<std::time::Duration>, json: bool) -> Result<u8, Error> {

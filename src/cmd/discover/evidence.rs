@@ -14,7 +14,7 @@ use object_store::{ObjectMeta, ObjectStore};
 use parquet::arrow::async_reader::AsyncFileReader;
 use serde::Serialize;
 
-use crate::events::Events;
+use super::chance::{self, Bar, Probe, ProbeType, Verdict, Weighed};
 use crate::plan::{self, Matcher, StoreReader};
 use crate::spec::{Action, MatchSpec, Normalize, TableFormat, TableSpec};
 use crate::store::ObjectVersion;
@@ -65,7 +65,7 @@ pub fn name_hint(path: &[String]) -> bool {
             .any(|w| ID_WORDS.contains(&w))
 }
 
-/// Rows of one column that hold erased subjects of one type.
+/// Rows of one column that hold erased subjects of one type, weighed against chance.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Evidence {
     pub column: Vec<String>,
@@ -75,15 +75,33 @@ pub struct Evidence {
     pub rows: u64,
     /// Files read where the column holds at least one.
     pub files_with: u64,
+    pub weighed: Weighed,
+}
+
+impl Evidence {
+    pub fn finding(&self) -> bool {
+        self.weighed.verdict == Verdict::Finding
+    }
+}
+
+/// What a table's columns are looked up against: the probe, how each subject type's ids are
+/// normalised (as the job's rules do), and the bar a finding must pass.
+#[derive(Clone, Copy)]
+pub struct Against<'a> {
+    pub probe: &'a Probe,
+    pub normalize: &'a BTreeMap<String, Option<Normalize>>,
+    pub bar: Bar,
 }
 
 /// What reading a table's sample found.
 #[derive(Debug, Default)]
 pub struct TableEvidence {
     pub files_read: u64,
-    pub files_unreadable: u64,
+    /// Files of the sample that could not be read (their footer, or a column looked up).
+    pub unreadable: BTreeSet<String>,
     /// Every column that can hold a subject id, as path segments.
     pub columns: BTreeSet<Vec<String>>,
+    /// Columns holding erased subjects: findings and weak matches.
     pub evidence: Vec<Evidence>,
 }
 
@@ -95,78 +113,110 @@ struct Opened {
 }
 
 /// Reads the footers of `files`, then looks every column that can hold a subject id (except
-/// those `covered` by a rule) up against every subject type of `events`. `normalize` says how
-/// each subject type's text ids are normalised (as the job's rules do).
+/// those `covered` by a rule) up against every subject type of the `probe`, its erased ids and
+/// their decoys. `normalize` says how each subject type's text ids are normalised (as the job's
+/// rules do).
 pub async fn gather(
     table: &str,
     root: &crate::store::Location,
     relative: impl Fn(&ObjectMeta) -> String,
     files: Vec<ObjectMeta>,
-    events: &Events,
-    normalize: &BTreeMap<String, Option<Normalize>>,
+    against: &Against<'_>,
     covered: &BTreeSet<Vec<String>>,
 ) -> TableEvidence {
+    let Against {
+        probe,
+        normalize,
+        bar,
+    } = *against;
     let mut out = TableEvidence::default();
-    let sampled = files.len() as u64;
     let in_flight = plan::io_concurrency(root);
     let store = &root.store;
-    let opened: Vec<Option<Opened>> = futures::stream::iter(files.into_iter().map(|meta| {
-        let rel = relative(&meta);
-        open(table, Arc::clone(store), meta, rel)
-    }))
-    .buffered(in_flight)
-    .collect()
-    .await;
-    let opened: Vec<Opened> = opened.into_iter().flatten().collect();
+    let opened: Vec<std::result::Result<Opened, String>> =
+        futures::stream::iter(files.into_iter().map(|meta| {
+            let rel = relative(&meta);
+            open(table, Arc::clone(store), meta, rel)
+        }))
+        .buffered(in_flight)
+        .collect()
+        .await;
+    let mut readable = Vec::with_capacity(opened.len());
+    for o in opened {
+        match o {
+            Ok(o) => readable.push(o),
+            Err(rel) => {
+                out.unreadable.insert(rel);
+            }
+        }
+    }
+    let opened = readable;
     out.files_read = opened.len() as u64;
     for o in &opened {
         leaf_paths(o.schema.fields(), &[], &mut out.columns);
     }
-    out.files_unreadable = sampled - out.files_read;
     out.columns
         .retain(|p| opened.iter().any(|o| key_type(&o.schema, p).is_some()));
+    let ctx = LookUp {
+        table,
+        files: &opened,
+        probe,
+        in_flight,
+    };
     for column in out.columns.iter().filter(|c| !covered.contains(*c)) {
-        for subject_type in events.by_type.keys() {
+        for (subject_type, t) in &probe.types {
             let norm = normalize.get(subject_type).copied().flatten();
-            let found = look_up(
-                table,
-                &opened,
-                column,
-                subject_type,
-                norm,
-                events,
-                in_flight,
-            )
-            .await;
-            if found.rows > 0 {
-                out.evidence.push(found);
+            let found = ctx.column(column, subject_type, t, norm).await;
+            out.unreadable.extend(found.failed);
+            if found.subjects > 0 {
+                let weighed = chance::weigh(
+                    found.subjects,
+                    &t.decoys,
+                    &found.decoy_hits,
+                    name_hint(column),
+                    chance::measure_name(column),
+                    bar,
+                );
+                out.evidence.push(Evidence {
+                    column: column.to_vec(),
+                    subject_type: subject_type.clone(),
+                    normalize: found.normalize,
+                    rows: found.rows,
+                    files_with: found.files_with,
+                    weighed,
+                });
             }
         }
     }
+    out.files_read = out.files_read.saturating_sub(
+        out.unreadable
+            .iter()
+            .filter(|f| opened.iter().any(|o| &o.rel == *f))
+            .count() as u64,
+    );
     out
 }
 
-/// A file's reader and Arrow schema; a file that does not read is a warning and `None`.
+/// A file's reader and Arrow schema; a file that does not read is a warning, and its path.
 async fn open(
     table: &str,
     store: Arc<dyn ObjectStore>,
     meta: ObjectMeta,
     rel: String,
-) -> Option<Opened> {
+) -> std::result::Result<Opened, String> {
     let mut reader = StoreReader::new(ObjectVersion::new(store, meta));
     let schema = match reader.get_metadata(None).await {
         Ok(m) => plan::arrow_schema(&m).map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
     match schema {
-        Ok(schema) => Some(Opened {
+        Ok(schema) => Ok(Opened {
             reader,
             schema,
             rel,
         }),
         Err(e) => {
-            tracing::warn!(table, file = %rel, error = %e, "not a readable Parquet file: passed over");
-            None
+            tracing::warn!(table, file = %rel, error = %e, "not a readable Parquet file: the table is not fully examined");
+            Err(rel)
         }
     }
 }
@@ -199,44 +249,110 @@ fn key_type(schema: &Schema, path: &[String]) -> Option<DataType> {
         .map(|k| k.compare_type)
 }
 
-/// Counts the rows of `column` holding erased subjects of `subject_type` over the files.
-async fn look_up(
-    table: &str,
-    files: &[Opened],
-    column: &[String],
-    subject_type: &str,
+/// What looking one column up against one subject type found.
+struct Found {
     normalize: Option<Normalize>,
-    events: &Events,
+    rows: u64,
+    files_with: u64,
+    /// Distinct erased ids held.
+    subjects: u64,
+    /// Decoys held, per seed.
+    decoy_hits: Vec<u32>,
+    /// Files where the lookup failed.
+    failed: Vec<String>,
+}
+
+/// The files of a table's sample and the probe they are looked up against.
+struct LookUp<'a> {
+    table: &'a str,
+    files: &'a [Opened],
+    probe: &'a Probe,
     in_flight: usize,
-) -> Evidence {
-    let text = files
-        .iter()
-        .any(|o| key_type(&o.schema, column) == Some(DataType::Utf8));
-    let normalize = normalize.filter(|_| text);
-    let spec = rule(table, column, subject_type, normalize);
-    let matcher = Matcher::new(&spec, events);
-    let matcher = &matcher;
-    let counts: Vec<u64> = futures::stream::iter(files.iter().filter(|o| {
-        plan::resolve_key(&o.schema, column, normalize).is_ok()
-    }))
-    .map(|o| async move {
-        match matcher.scan(o.reader.clone(), table, &o.rel).await {
-            Ok(fp) => fp.rows_matched,
-            Err(e) => {
-                tracing::warn!(table, file = %o.rel, column = %column.join("."), error = %e, "cannot look the column up: passed over");
-                0
+}
+
+impl LookUp<'_> {
+    /// Looks `column` up against the erased ids of `subject_type` and against their decoys.
+    async fn column(
+        &self,
+        column: &[String],
+        subject_type: &str,
+        t: &ProbeType,
+        normalize: Option<Normalize>,
+    ) -> Found {
+        let text = self
+            .files
+            .iter()
+            .any(|o| key_type(&o.schema, column) == Some(DataType::Utf8));
+        let normalize = normalize.filter(|_| text);
+        let mut found = Found {
+            normalize,
+            rows: 0,
+            files_with: 0,
+            subjects: 0,
+            decoy_hits: vec![0; t.decoys.per_seed.len()],
+            failed: Vec::new(),
+        };
+        let erased = self.scan(column, subject_type, normalize).await;
+        let mut held = BTreeSet::new();
+        for (rel, plan) in erased {
+            match plan {
+                Some(p) => {
+                    found.rows += p.rows_matched;
+                    found.files_with += u64::from(p.rows_matched > 0);
+                    held.extend(p.per_event.keys().copied());
+                }
+                None => found.failed.push(rel),
             }
         }
-    })
-    .buffer_unordered(in_flight)
-    .collect()
-    .await;
-    Evidence {
-        column: column.to_vec(),
-        subject_type: subject_type.to_string(),
-        normalize,
-        rows: counts.iter().sum(),
-        files_with: counts.iter().filter(|n| **n > 0).count() as u64,
+        found.subjects = held.len() as u64;
+        if found.subjects == 0 {
+            return found;
+        }
+        let mut decoys_held = BTreeSet::new();
+        for (rel, plan) in self.scan(column, &t.decoy_type, normalize).await {
+            match plan {
+                Some(p) => decoys_held.extend(p.per_event.keys().copied()),
+                None => found.failed.push(rel),
+            }
+        }
+        for e in decoys_held {
+            let seed = e
+                .checked_sub(t.decoy_base)
+                .and_then(|i| t.decoys.seed_of.get(i as usize));
+            if let Some(hits) = seed.and_then(|&s| found.decoy_hits.get_mut(s as usize)) {
+                *hits += 1;
+            }
+        }
+        found
+    }
+
+    /// Scans every file that has `column` with a rule matching it against `subject_type`
+    /// (of the probe): each file's plan, or `None` where the lookup failed.
+    async fn scan(
+        &self,
+        column: &[String],
+        subject_type: &str,
+        normalize: Option<Normalize>,
+    ) -> Vec<(String, Option<crate::plan::FilePlan>)> {
+        let table = self.table;
+        let spec = rule(table, column, subject_type, normalize);
+        let matcher = Matcher::new(&spec, &self.probe.events);
+        let matcher = &matcher;
+        futures::stream::iter(self.files.iter().filter(|o| {
+            plan::resolve_key(&o.schema, column, normalize).is_ok()
+        }))
+        .map(|o| async move {
+            match matcher.scan(o.reader.clone(), table, &o.rel).await {
+                Ok(fp) => (o.rel.clone(), Some(fp)),
+                Err(e) => {
+                    tracing::warn!(table, file = %o.rel, column = %column.join("."), error = %e, "cannot look the column up: the table is not fully examined");
+                    (o.rel.clone(), None)
+                }
+            }
+        })
+        .buffer_unordered(self.in_flight)
+        .collect()
+        .await
     }
 }
 

@@ -20,10 +20,12 @@ use crate::store::Location;
 use crate::table::Table;
 use crate::table::detect::Logged;
 
+mod chance;
 mod evidence;
 mod propose;
 mod walk;
 
+pub use chance::{DEFAULT_MIN_LIFT, DEFAULT_MIN_SUBJECTS, Verdict};
 pub use evidence::Evidence;
 
 /// Files read per table by default, spread over its (partition) folders.
@@ -35,6 +37,9 @@ pub struct Options {
     pub files_per_table: usize,
     /// Where the proposed specs are written.
     pub write: Option<PathBuf>,
+    /// The lift and the distinct subjects a finding needs.
+    pub min_lift: f64,
+    pub min_subjects: u64,
 }
 
 /// What `discover` found in one table.
@@ -47,9 +52,15 @@ pub struct TableReport {
     pub format: String,
     pub files: u64,
     pub files_read: u64,
+    /// Files of the sample that could not be read: the table is not fully examined.
     pub files_unreadable: u64,
-    /// Columns (not covered by a rule) holding erased subjects.
+    /// Every file of the sample was read and looked up.
+    pub examined: bool,
+    /// Columns (not covered by a rule) holding erased subjects well beyond chance: findings.
     pub evidence: Vec<EvidenceReport>,
+    /// Columns holding erased subjects that chance explains, or too few to tell: never
+    /// proposed.
+    pub weak_matches: Vec<EvidenceReport>,
     /// Columns whose names look like identifiers, not covered, where nothing was found.
     pub suspects: Vec<String>,
     /// `unregistered` (a) or `uncovered` (b).
@@ -72,19 +83,38 @@ pub struct EvidenceReport {
     pub normalize: Option<Normalize>,
     pub rows: u64,
     pub files_with: u64,
+    /// Distinct erased subjects held, what chance would give, and the verdict.
+    #[serde(flatten)]
+    pub weighed: chance::Weighed,
 }
 
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub job: String,
     pub roots: Vec<String>,
+    /// The bar a finding passed.
+    pub min_lift: f64,
+    pub min_subjects: u64,
     pub tables: Vec<TableReport>,
+    /// Roots that could not be listed: nothing under them was examined.
+    pub roots_not_examined: Vec<RootError>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RootError {
+    pub root: String,
+    pub error: String,
 }
 
 impl Report {
     /// Findings (a) and (b).
     pub fn findings(&self) -> usize {
         self.tables.iter().filter(|t| t.finding.is_some()).count()
+    }
+
+    /// Roots and tables that were not (fully) examined: a finding may hide there.
+    pub fn not_examined(&self) -> usize {
+        self.roots_not_examined.len() + self.tables.iter().filter(|t| !t.examined).count()
     }
 }
 
@@ -124,16 +154,40 @@ pub async fn discover(job: &Job, opts: &Options) -> Result<Report> {
     let registered = Table::resolve_all(job)?;
     let own = own_locations(job)?;
     let normalize = normalizations(job, &events);
+    let probe = chance::Probe::new(&events)?;
+    drop(events);
+    let against = evidence::Against {
+        probe: &probe,
+        normalize: &normalize,
+        bar: chance::Bar {
+            min_lift: opts.min_lift,
+            min_subjects: opts.min_subjects,
+        },
+    };
     let mut report = Report {
         job: job.name.clone(),
         roots: opts.roots.clone(),
+        min_lift: opts.min_lift,
+        min_subjects: opts.min_subjects,
         tables: Vec::new(),
+        roots_not_examined: Vec::new(),
     };
     let mut names: BTreeSet<String> = job.tables.iter().map(|t| t.name.clone()).collect();
     for root in &opts.roots {
         let loc = Location::parse(root, std::path::Path::new("."), &Default::default())
             .map_err(|m| Error::Usage(format!("--root {root}: {m}")))?;
-        for found in walk::tables(&loc).await? {
+        let found_tables = match walk::tables(&loc).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(root = %root, error = %e, "cannot list the root: nothing under it was examined");
+                report.roots_not_examined.push(RootError {
+                    root: root.clone(),
+                    error: e.to_string(),
+                });
+                continue;
+            }
+        };
+        for found in found_tables {
             let url = format!("{}{}", loc.url, with_slash(&found.root));
             if own.iter().any(|o| url.starts_with(o.as_str())) {
                 continue;
@@ -146,7 +200,7 @@ pub async fn discover(job: &Job, opts: &Options) -> Result<Report> {
                 Some(t) => t.spec.name.clone(),
                 None => unique_name(&url, &mut names),
             };
-            let table = examine(&loc, found, url, name, owner, &events, &normalize, opts).await?;
+            let table = examine(&loc, found, url, name, owner, &against, opts).await?;
             report.tables.push(table);
         }
     }
@@ -188,15 +242,13 @@ fn unique_name(url: &str, taken: &mut BTreeSet<String>) -> String {
 }
 
 /// Reads a sample of one found table and makes its report (and proposed spec).
-#[allow(clippy::too_many_arguments)]
 async fn examine(
     root: &Location,
     found: walk::FoundTable,
     url: String,
     name: String,
     owner: Option<&Table>,
-    events: &Events,
-    normalize: &BTreeMap<String, Option<Normalize>>,
+    against: &evidence::Against<'_>,
     opts: &Options,
 ) -> Result<TableReport> {
     let files = found.files.len() as u64;
@@ -210,7 +262,8 @@ async fn examine(
         .flat_map(|m| m.key_paths())
         .collect();
     let rel = |m: &object_store::ObjectMeta| root.relative(&m.location);
-    let ev = evidence::gather(&name, root, rel, sample, events, normalize, &covered).await;
+    let sampled = sample.len() as u64;
+    let ev = evidence::gather(&name, root, rel, sample, against, &covered).await;
     let suspects = ev
         .columns
         .iter()
@@ -229,17 +282,19 @@ async fn examine(
             .replace(' ', "_"),
         files,
         files_read: ev.files_read,
-        files_unreadable: ev.files_unreadable,
+        files_unreadable: ev.unreadable.len() as u64,
+        examined: ev.unreadable.is_empty() && ev.files_read == sampled,
         evidence: ev
             .evidence
             .iter()
-            .map(|e| EvidenceReport {
-                column: propose::column_path(&e.column).to_string(),
-                subject_type: e.subject_type.clone(),
-                normalize: e.normalize,
-                rows: e.rows,
-                files_with: e.files_with,
-            })
+            .filter(|e| e.finding())
+            .map(evidence_report)
+            .collect(),
+        weak_matches: ev
+            .evidence
+            .iter()
+            .filter(|e| !e.finding())
+            .map(evidence_report)
             .collect(),
         suspects,
         finding: None,
@@ -247,10 +302,22 @@ async fn examine(
         written: None,
         note: None,
     };
-    if !ev.evidence.is_empty() {
-        propose_spec(&mut report, owner, found.format, &ev.evidence, opts)?;
+    let findings: Vec<Evidence> = ev.evidence.into_iter().filter(|e| e.finding()).collect();
+    if !findings.is_empty() {
+        propose_spec(&mut report, owner, found.format, &findings, opts)?;
     }
     Ok(report)
+}
+
+fn evidence_report(e: &Evidence) -> EvidenceReport {
+    EvidenceReport {
+        column: propose::column_path(&e.column).to_string(),
+        subject_type: e.subject_type.clone(),
+        normalize: e.normalize,
+        rows: e.rows,
+        files_with: e.files_with,
+        weighed: e.weighed.clone(),
+    }
 }
 
 /// Makes `report` a finding, with its proposed spec (written with `--write`).
@@ -316,11 +383,13 @@ fn normalize_name(n: Normalize) -> &'static str {
 /// The report as text.
 pub fn render(r: &Report) -> String {
     let mut out = String::new();
+    let mut weak = String::new();
     let mut suspects = String::new();
     for t in &r.tables {
         let what = match t.finding.as_deref() {
             Some("unregistered") => "FINDING unregistered table",
             Some(_) => "FINDING uncovered column(s) in registered table",
+            None if !t.examined => "NOT EXAMINED (fully)",
             None if t.registered => "ok      registered table",
             None => "ok      unregistered table, no erased subject found in",
         };
@@ -332,23 +401,13 @@ pub fn render(r: &Report) -> String {
             t.files_read,
             t.files,
             if t.files_unreadable > 0 {
-                format!(", {} unreadable", t.files_unreadable)
+                format!(", {} could not be read", t.files_unreadable)
             } else {
                 String::new()
             }
         );
         for e in &t.evidence {
-            out += &format!(
-                "    column {}: {} rows hold erased `{}` subjects{}, in {} of {} files read\n",
-                e.column,
-                e.rows,
-                e.subject_type,
-                e.normalize
-                    .map(|n| format!(" (normalize = {})", normalize_name(n)))
-                    .unwrap_or_default(),
-                e.files_with,
-                t.files_read
-            );
+            out += &format!("    column {}\n", evidence_line(e, t.files_read));
         }
         if let Some(w) = &t.written {
             out += &format!("    proposed spec written to {w}\n");
@@ -358,6 +417,14 @@ pub fn render(r: &Report) -> String {
         if let Some(n) = &t.note {
             out += &format!("    {n}\n");
         }
+        for e in &t.weak_matches {
+            weak += &format!(
+                "weak match, not proposed: table {} column {}\n    {}\n",
+                t.name,
+                evidence_line(e, t.files_read),
+                e.weighed.reason.as_deref().unwrap_or_default()
+            );
+        }
         for s in &t.suspects {
             suspects += &format!(
                 "suspect table {}: column {s} looks like an identifier; no erased subject found in {} files read\n",
@@ -365,12 +432,36 @@ pub fn render(r: &Report) -> String {
             );
         }
     }
+    out += &weak;
     out += &suspects;
+    for e in &r.roots_not_examined {
+        out += &format!("NOT EXAMINED root {}: {}\n", e.root, e.error);
+    }
     out += &format!(
-        "{} tables examined under {} root(s); {} finding(s)\n",
+        "{} tables examined under {} root(s); {} finding(s); {} not examined\n",
         r.tables.len(),
         r.roots.len(),
-        r.findings()
+        r.findings(),
+        r.not_examined()
     );
     out
+}
+
+/// One column's evidence: counts, lift and where.
+fn evidence_line(e: &EvidenceReport, files_read: u64) -> String {
+    let w = &e.weighed;
+    format!(
+        "{}: {} erased `{}` subjects in {} rows{} (chance: {:.2}, lift {:.1}), in {} of {} files read",
+        e.column,
+        w.subjects,
+        e.subject_type,
+        e.rows,
+        e.normalize
+            .map(|n| format!(", normalize = {}", normalize_name(n)))
+            .unwrap_or_default(),
+        w.expected,
+        w.lift,
+        e.files_with,
+        files_read
+    )
 }
