@@ -35,6 +35,10 @@ use crate::manifest::{self, ConfirmationsRecord, Manifest};
 use crate::spec::Job;
 use crate::store::Location;
 
+/// The status of an event some of whose rows were kept: not final, the event is confirmed
+/// again once the rows are erased.
+pub const HELD: &str = "held";
+
 /// The folder of the default dataset, under the job's manifest folder.
 pub const DEFAULT_FOLDER: &str = "confirmations";
 
@@ -84,20 +88,68 @@ pub fn schema() -> SchemaRef {
         Field::new("rows_removed", DataType::Int64, false),
         Field::new("rows_redacted", DataType::Int64, false),
         Field::new_list("tables", Field::new_list_field(DataType::Utf8, true), false),
+        Field::new("rows_held", DataType::Int64, false),
+        Field::new_list(
+            "held_bases",
+            Field::new_list_field(DataType::Utf8, true),
+            false,
+        ),
+        Field::new_list(
+            "hold_ids",
+            Field::new_list_field(DataType::Utf8, true),
+            false,
+        ),
+        Field::new("held_since", utc_type(), true),
     ]))
 }
 
-/// What a run did for one event, from its manifest's files.
+fn utc_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// What a run did for one event, from its manifest's files and held rows.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Tally {
     pub rows_removed: u64,
     pub rows_redacted: u64,
+    /// Tables where rows were removed or redacted.
     pub tables: BTreeSet<String>,
+    /// Rows kept under holds or exemptions, their bases and hold ids, and the earliest time a
+    /// hold keeping them was placed.
+    pub rows_held: u64,
+    pub bases: BTreeSet<String>,
+    pub hold_ids: BTreeSet<String>,
+    pub held_since: Option<String>,
 }
 
-/// Per event id with a row removed or redacted, what the manifest `m` records of it.
+/// Per event id with a row removed, redacted or kept under a hold, what the manifest `m`
+/// records of it.
 pub fn tallies(m: &Manifest) -> BTreeMap<&str, Tally> {
     let mut out: BTreeMap<&str, Tally> = BTreeMap::new();
+    for t in &m.tables {
+        let Some(held) = &t.held else { continue };
+        for (event, h) in &held.per_event {
+            let tally = out.entry(event.as_str()).or_default();
+            tally.rows_held += h.rows;
+            if let Some(r) = held.retain.as_ref().filter(|_| h.retained) {
+                tally.bases.insert(r.basis.name().to_string());
+            }
+            for id in &h.hold_ids {
+                tally.hold_ids.insert(id.clone());
+                let applied = m.holds.as_ref().and_then(|d| d.applied.get(id));
+                if let Some(a) = applied {
+                    tally.bases.insert(a.basis.name().to_string());
+                    let earlier = tally
+                        .held_since
+                        .as_deref()
+                        .is_none_or(|since| a.placed_at.as_str() < since);
+                    if earlier {
+                        tally.held_since = Some(a.placed_at.clone());
+                    }
+                }
+            }
+        }
+    }
     for t in &m.tables {
         for f in &t.files {
             let redacted = f.rows_redacted > 0;
@@ -200,7 +252,15 @@ async fn first_confirmed(
     let qerr = |e| Error::query(&shown, e);
     let earlier: BTreeSet<String> = runs.iter().filter(|r| *r != &m.run_id).cloned().collect();
     let confirmed = dataset(&ctx, loc, &job.name, &earlier).await?;
-    let mut stream = unconfirmed(&ctx, confirmed)
+    let (finals, held_before) = match confirmed {
+        Some(c) => {
+            let held = held_events(&c, &shown).await?;
+            let finals = c.filter(col("status").not_eq(lit(HELD))).map_err(qerr)?;
+            (Some(finals), held)
+        }
+        None => (None, BTreeSet::new()),
+    };
+    let mut stream = unconfirmed(&ctx, finals)
         .await?
         .sort_by(vec![col("event_id")])
         .map_err(qerr)?
@@ -212,12 +272,41 @@ async fn first_confirmed(
     let mut writer = writer(file)?;
     let mut count = 0;
     while let Some(batch) = stream.next().await {
-        let batch = rows(&batch.map_err(qerr)?, &tallies, ruled.as_ref(), row, &shown)?;
+        let batch = rows(
+            &batch.map_err(qerr)?,
+            &tallies,
+            ruled.as_ref(),
+            &held_before,
+            row,
+            &shown,
+        )?;
         count += batch.num_rows() as u64;
         writer.write(&batch).map_err(|e| Error::parquet(file, e))?;
     }
     let bytes = writer.into_inner().map_err(|e| Error::parquet(file, e))?;
     Ok((count, bytes))
+}
+
+/// The event ids `confirmed` (a frame of `event_id`, `status`) holds as `held`: few, and
+/// collected.
+async fn held_events(confirmed: &DataFrame, shown: &str) -> Result<BTreeSet<String>> {
+    let qerr = |e| Error::query(shown, e);
+    let batches = confirmed
+        .clone()
+        .filter(col("status").eq(lit(HELD)))
+        .map_err(qerr)?
+        .select(vec![col("event_id")])
+        .map_err(qerr)?
+        .collect()
+        .await
+        .map_err(qerr)?;
+    let mut out = BTreeSet::new();
+    for b in batches {
+        let ids = arrow::compute::cast(b.column(0), &DataType::Utf8)
+            .map_err(|e| Error::arrow(format!("confirmations at {shown}"), e))?;
+        out.extend(ids.as_string::<i32>().iter().flatten().map(str::to_string));
+    }
+    Ok(out)
 }
 
 /// The distinct usable events of the view `events` (id, a subject type, the earliest request
@@ -249,7 +338,8 @@ pub async fn unconfirmed(ctx: &SessionContext, confirmed: Option<DataFrame>) -> 
 }
 
 /// The job's confirmations in the dataset at `loc`, from the files of `runs` only (runs with
-/// a manifest), as a frame of `event_id`, `status`, `run_id`; none when there is no such file.
+/// a manifest), as a frame of `event_id`, `status`, `run_id`, `held_bases`, `held_since`;
+/// none when there is no such file.
 pub async fn dataset(
     ctx: &SessionContext,
     loc: &Location,
@@ -284,17 +374,36 @@ pub async fn dataset(
         let df = ctx
             .read_parquet(files, ParquetReadOptions::default().file_extension(""))
             .await
-            .map_err(qerr)?
+            .map_err(qerr)?;
+        // Files written before holds existed have no held columns: null there.
+        let schema = df.schema().clone();
+        let or_null = |c: &str, ty: DataType| {
+            if schema.has_column_with_unqualified_name(c) {
+                datafusion::prelude::cast(col(c), ty).alias(c)
+            } else {
+                datafusion::prelude::cast(lit(datafusion::scalar::ScalarValue::Null), ty).alias(c)
+            }
+        };
+        let bases_type = DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)));
+        let df = df
             .select(vec![
                 col("event_id"),
                 col("status"),
                 utf8("run_id"),
                 utf8("job"),
+                or_null("held_bases", bases_type),
+                or_null("held_since", utc_type()),
             ])
             .map_err(qerr)?
             .filter(col("job").eq(lit(job)))
             .map_err(qerr)?
-            .select(vec![col("event_id"), col("status"), col("run_id")])
+            .select(vec![
+                col("event_id"),
+                col("status"),
+                col("run_id"),
+                col("held_bases"),
+                col("held_since"),
+            ])
             .map_err(qerr)?;
         out = Some(match out {
             None => df,
@@ -314,15 +423,18 @@ pub fn ruled_types(m: &Manifest) -> Option<BTreeSet<&str>> {
     Some(out)
 }
 
-/// The status of an event: `erased` when the run removed or redacted rows of its subject,
-/// `no_rule` when no table has a rule for its subject type (nothing was searched for it),
-/// `no_data` otherwise (every table with a rule for it was searched by the completed run).
+/// The status of an event: `held` when rows of its subject were kept under a hold or an
+/// exemption (the rest erased; not final), `erased` when the run removed or redacted rows of
+/// its subject, `no_rule` when no table has a rule for its subject type (nothing was searched
+/// for it), `no_data` otherwise (every table with a rule for it was searched by the completed
+/// run).
 pub fn status(
     tally: Option<&Tally>,
     subject_type: Option<&str>,
     ruled: Option<&BTreeSet<&str>>,
 ) -> &'static str {
     match (tally, subject_type, ruled) {
+        (Some(t), _, _) if t.rows_held > 0 => HELD,
         (Some(_), _, _) => "erased",
         (None, _, None) => "no_data",
         (None, Some(t), Some(ruled)) if ruled.contains(t) => "no_data",
@@ -331,11 +443,13 @@ pub fn status(
 }
 
 /// The file rows of a batch of unconfirmed events (`event_id`, `subject_type`,
-/// `requested_at`).
+/// `requested_at`). An event confirmed `held` before (`held_before`) that is still held is left
+/// out: it was confirmed so already, and is confirmed again once its status is final.
 fn rows(
     batch: &RecordBatch,
     tallies: &BTreeMap<&str, Tally>,
     ruled: Option<&BTreeSet<&str>>,
+    held_before: &BTreeSet<String>,
     row: &RowValues<'_>,
     shown: &str,
 ) -> Result<RecordBatch> {
@@ -346,14 +460,17 @@ fn rows(
     let types = arrow::compute::cast(batch.column(1), &DataType::Utf8).map_err(aerr)?;
     let requested = requested_at_utc(batch.column(2)).map_err(aerr)?;
     let found: Vec<Option<&Tally>> = (0..n).map(|i| tallies.get(ids.value(i))).collect();
-    let mut tables = ListBuilder::new(StringBuilder::new())
-        .with_field(Arc::new(Field::new_list_field(DataType::Utf8, true)));
-    for t in &found {
-        for name in t.iter().flat_map(|t| &t.tables) {
-            tables.values().append_value(name);
+    let lists = |f: fn(&Tally) -> &BTreeSet<String>| {
+        let mut list = ListBuilder::new(StringBuilder::new())
+            .with_field(Arc::new(Field::new_list_field(DataType::Utf8, true)));
+        for t in &found {
+            for name in t.iter().flat_map(|t| f(t)) {
+                list.values().append_value(name);
+            }
+            list.append(true);
         }
-        tables.append(true);
-    }
+        Arc::new(list.finish()) as ArrayRef
+    };
     let repeat = |s: &str| Arc::new(StringArray::from(vec![s; n])) as ArrayRef;
     let count = |f: fn(&Tally) -> u64| {
         Arc::new(Int64Array::from_iter_values(
@@ -367,10 +484,16 @@ fn rows(
         )) as ArrayRef
     };
     let type_names = types.as_string::<i32>();
-    let status = StringArray::from_iter_values(found.iter().enumerate().map(|(i, t)| {
-        let subject_type = type_names.is_valid(i).then(|| type_names.value(i));
-        status(*t, subject_type, ruled)
-    }));
+    let statuses: Vec<&str> = (0..n)
+        .map(|i| {
+            let subject_type = type_names.is_valid(i).then(|| type_names.value(i));
+            status(found[i], subject_type, ruled)
+        })
+        .collect();
+    let keep: arrow::array::BooleanArray = (0..n)
+        .map(|i| Some(!(statuses[i] == HELD && held_before.contains(ids.value(i)))))
+        .collect();
+    let since = StringArray::from_iter(found.iter().map(|t| t.and_then(|t| t.held_since.clone())));
     let columns: Vec<ArrayRef> = vec![
         Arc::new(ids.clone()),
         types,
@@ -380,12 +503,17 @@ fn rows(
         one(row.run_id),
         repeat(row.manifest),
         Arc::new(Int64Array::from(vec![row.sequence; n])),
-        Arc::new(status),
+        Arc::new(StringArray::from(statuses)),
         count(|t| t.rows_removed),
         count(|t| t.rows_redacted),
-        Arc::new(tables.finish()),
+        lists(|t| &t.tables),
+        count(|t| t.rows_held),
+        lists(|t| &t.bases),
+        lists(|t| &t.hold_ids),
+        Arc::new(requested_at_utc(&(Arc::new(since) as ArrayRef)).map_err(aerr)?),
     ];
-    RecordBatch::try_new(schema(), columns).map_err(aerr)
+    let all = RecordBatch::try_new(schema(), columns).map_err(aerr)?;
+    arrow::compute::filter_record_batch(&all, &keep).map_err(aerr)
 }
 
 /// A request time (timestamp, date or text) as a UTC timestamp; text that is not a time is

@@ -21,6 +21,10 @@ pub enum Error {
     #[error("events at {location}: {message}")]
     Events { location: String, message: String },
 
+    /// The hold dataset cannot be used (a missing column, a row that is not a hold).
+    #[error("holds at {location}: {message}")]
+    Holds { location: String, message: String },
+
     /// A table's data does not fit its spec (missing column, unmatchable type, corrupt file).
     #[error("table {table}: {file}: {message}")]
     Table {
@@ -157,6 +161,7 @@ impl Error {
         match self {
             Error::Spec { .. }
             | Error::Events { .. }
+            | Error::Holds { .. }
             | Error::Table { .. }
             | Error::Usage(_)
             | Error::Corrupt { .. }
@@ -210,6 +215,13 @@ impl Error {
 
     pub fn events(location: impl fmt::Display, message: impl fmt::Display) -> Self {
         Error::Events {
+            location: location.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    pub fn holds(location: impl fmt::Display, message: impl fmt::Display) -> Self {
+        Error::Holds {
             location: location.to_string(),
             message: message.to_string(),
         }

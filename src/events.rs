@@ -394,6 +394,9 @@ pub struct Events {
     pub max_requested_at: Option<String>,
     /// sha256 over the sorted distinct event ids, newline-separated.
     pub digest: String,
+    /// The holds in force at the run's start: a held subject's rows are kept where its hold
+    /// applies (see [`crate::holds`]); the plan's matcher consults them.
+    pub holds: Option<Arc<crate::holds::Held>>,
 }
 
 /// Normalises a table value the way DataFusion's `lower` and `btrim` normalised the events:
@@ -433,10 +436,18 @@ pub fn location(job: &Job) -> Result<Location> {
 
 /// Lists the event files under `loc` (the snapshot a run applies).
 pub async fn list(spec: &EventsSpec, loc: &Location) -> Result<Vec<(ObjectMeta, EventFile)>> {
+    list_format(spec.format, loc).await
+}
+
+/// Lists the files of `format` under `loc` (events, holds), with what a snapshot pins of each.
+pub async fn list_format(
+    format: EventFormat,
+    loc: &Location,
+) -> Result<Vec<(ObjectMeta, EventFile)>> {
     let files = loc.list_files().await?;
     Ok(files
         .into_iter()
-        .filter(|m| is_event_file(spec.format, m.location.as_ref()).is_some())
+        .filter(|m| is_event_file(format, m.location.as_ref()).is_some())
         .map(|m| {
             let f = EventFile {
                 path: loc.relative(&m.location),
@@ -497,19 +508,32 @@ pub async fn snapshot_files(
 ) -> Result<(Location, Vec<(ObjectMeta, EventFile)>)> {
     let loc = location(job)?;
     let mut listed = list(&job.events, &loc).await?;
-    if let Some(files) = snapshot {
-        listed.retain(|(_, f)| files.iter().any(|s| s.path == f.path));
-        if let Some(missing) = files
-            .iter()
-            .find(|s| !listed.iter().any(|(_, f)| f.path == s.path))
-        {
-            return Err(Error::events(
-                &loc,
-                format!("event file {} of the snapshot is gone", missing.path),
-            ));
-        }
+    if let Err(gone) = pin(&mut listed, snapshot) {
+        return Err(Error::events(
+            &loc,
+            format!("event file {gone} of the snapshot is gone"),
+        ));
     }
     Ok((loc, listed))
+}
+
+/// Restricts `listed` to the files of `snapshot` when given; `Err` names a file of the
+/// snapshot that is not listed (gone).
+pub fn pin(
+    listed: &mut Vec<(ObjectMeta, EventFile)>,
+    snapshot: Option<&[EventFile]>,
+) -> std::result::Result<(), String> {
+    let Some(files) = snapshot else {
+        return Ok(());
+    };
+    listed.retain(|(_, f)| files.iter().any(|s| s.path == f.path));
+    match files
+        .iter()
+        .find(|s| !listed.iter().any(|(_, f)| f.path == s.path))
+    {
+        Some(gone) => Err(gone.path.clone()),
+        None => Ok(()),
+    }
 }
 
 /// A DataFusion session over the event files `listed` (at least one), registered as the view
@@ -777,6 +801,7 @@ impl Default for Events {
             by_type: BTreeMap::new(),
             max_requested_at: None,
             digest: digest(std::iter::empty()),
+            holds: None,
         }
     }
 }

@@ -42,6 +42,9 @@ pub struct Snapshot {
     /// could not convert): the manifest reports these, whichever attempt or shard finishes.
     #[serde(default)]
     pub tables: Vec<TableCounts>,
+    /// The hold files the run applies (a job with `[holds]`), in force as of `started_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holds: Option<Vec<EventFile>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -51,6 +54,9 @@ pub struct TableCounts {
     pub files_listed: u64,
     pub files_pruned: u64,
     pub ids_unconvertible: u64,
+    /// Matched rows kept under holds or the table's exemption.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<crate::holds::HeldRecord>,
 }
 
 /// A shard's side of a run.

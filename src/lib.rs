@@ -1,6 +1,7 @@
 //! lakepurge: a batch erasure engine for Parquet warehouses in object storage.
 //!
-//! The pipeline, one module a stage: [`spec`] → [`events`] → [`plan`] → [`rewrite`] →
+//! The pipeline, one module a stage: [`spec`] → [`events`] (and the [`holds`] that except
+//! subjects from erasure) → [`plan`] → [`rewrite`] →
 //! [`commit`] → [`manifest`] (with the [`confirm`]ations the erasure pipeline reads back) →
 //! [`verify`]. [`purge`] runs the stages for a job, keeping its
 //! [`journal`] so a crashed run resumes, and the job's [`lease`] so one run works at a time; [`table`] is where table formats differ (a plain
@@ -13,6 +14,7 @@ pub mod commit;
 pub mod confirm;
 pub mod error;
 pub mod events;
+pub mod holds;
 pub mod journal;
 pub mod lease;
 pub mod manifest;

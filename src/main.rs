@@ -284,6 +284,9 @@ async fn run(command: Command, log_format: LogFormat, quiet: bool) -> Result<u8,
 async fn cmd_validate(job: &Job) -> Result<u8, Error> {
     let s = validate::validate(job).await?;
     println!("events: {} files, {} rows", s.event_files, s.event_rows);
+    if let Some((files, rows, in_force)) = s.holds {
+        println!("holds: {files} files, {rows} rows, {in_force} holds in force");
+    }
     for t in &s.tables {
         let versions = match t.versioning {
             Some(v) => format!(", object versioning {v}"),
@@ -305,7 +308,8 @@ async fn cmd_validate(job: &Job) -> Result<u8, Error> {
 }
 
 async fn cmd_plan(job: &Job, json: bool) -> Result<u8, Error> {
-    let events = events::load(job).await?;
+    let mut events = events::load(job).await?;
+    lakepurge::holds::attach(job, &mut events, None, chrono::Utc::now()).await?;
     let tables = lakepurge::table::Table::open_all(job).await?;
     let plans = plan::plan_tables(&tables, &events).await?;
     let listed: Vec<(&lakepurge::table::Table, u64)> = tables

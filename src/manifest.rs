@@ -35,6 +35,9 @@ pub struct Manifest {
     /// 1 for the job's first manifest, then previous + 1.
     pub sequence: u64,
     pub events: EventsRecord,
+    /// The hold dataset the run applied (a job with `[holds]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holds: Option<crate::holds::HoldsRecord>,
     pub tables: Vec<TableRecord>,
     pub per_event: BTreeMap<String, u64>,
     /// The confirmations this run wrote for the erasure pipeline (see [`crate::confirm`]).
@@ -112,6 +115,10 @@ pub struct TableRecord {
     pub subject_types: Option<Vec<String>>,
     /// Subject ids that could not be converted to a key column's type (they match nothing).
     pub ids_unconvertible: u64,
+    /// Matched rows kept under legal holds or the table's exemption (`retain`), never
+    /// changed: counts per basis and per event, the hold ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<crate::holds::HeldRecord>,
     /// A sharded run: the files its final step planned itself, because no shard listed them
     /// as they were (new, moved or changed after the shards ran).
     #[serde(default, skip_serializing_if = "Option::is_none")]

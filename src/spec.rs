@@ -24,6 +24,8 @@ pub struct Job {
     /// it uses the `[job]` storage options, like the manifests.
     pub confirmations: Option<String>,
     pub events: EventsSpec,
+    /// The hold dataset (`[holds]`): subjects whose rows are kept under a legal hold.
+    pub holds: Option<HoldsSpec>,
     pub tables: Vec<TableSpec>,
     /// The folder of the job file: relative locations resolve against it.
     pub dir: PathBuf,
@@ -41,6 +43,7 @@ pub struct Job {
 struct JobFile {
     job: JobSection,
     events: EventsSpec,
+    holds: Option<HoldsSpec>,
     #[serde(default, rename = "table")]
     tables: Vec<TableSpec>,
 }
@@ -56,6 +59,122 @@ struct JobSection {
     storage_options: BTreeMap<String, String>,
     old_files: Option<OldFiles>,
     old_versions: Option<OldVersions>,
+}
+
+/// The `[holds]` section: where the hold dataset is, its format, and what its columns are
+/// called (each defaults to its standard name).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoldsSpec {
+    pub location: String,
+    pub format: EventFormat,
+    #[serde(default)]
+    pub columns: HoldColumns,
+    #[serde(default)]
+    pub storage_options: BTreeMap<String, String>,
+}
+
+/// The hold dataset's column names (`[holds.columns]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HoldColumns {
+    pub hold_id: String,
+    pub subject_type: String,
+    pub subject_id: String,
+    pub table: String,
+    pub basis: String,
+    pub reference: String,
+    pub placed_at: String,
+    pub released_at: String,
+}
+
+impl Default for HoldColumns {
+    fn default() -> HoldColumns {
+        HoldColumns {
+            hold_id: "hold_id".into(),
+            subject_type: "subject_type".into(),
+            subject_id: "subject_id".into(),
+            table: "table".into(),
+            basis: "basis".into(),
+            reference: "reference".into(),
+            placed_at: "placed_at".into(),
+            released_at: "released_at".into(),
+        }
+    }
+}
+
+/// The lawful grounds for keeping data an erasure request names (GDPR Art. 17(3)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Basis {
+    LegalClaims,
+    LegalObligation,
+    PublicInterest,
+    Archiving,
+    Other,
+}
+
+impl Basis {
+    pub const ALL: [Basis; 5] = [
+        Basis::LegalClaims,
+        Basis::LegalObligation,
+        Basis::PublicInterest,
+        Basis::Archiving,
+        Basis::Other,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Basis::LegalClaims => "legal_claims",
+            Basis::LegalObligation => "legal_obligation",
+            Basis::PublicInterest => "public_interest",
+            Basis::Archiving => "archiving",
+            Basis::Other => "other",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Basis> {
+        Basis::ALL.into_iter().find(|b| b.name() == s)
+    }
+}
+
+/// A table's exemption (`retain = { basis, reference, until }`): the table is searched and
+/// counted, never changed, until `until` (an RFC 3339 time or a date) when given.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retain {
+    pub basis: Basis,
+    pub reference: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+}
+
+impl Retain {
+    /// Whether the exemption is in force at `now`.
+    pub fn in_force(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        self.until
+            .as_deref()
+            .and_then(parse_time)
+            .is_none_or(|until| now < until)
+    }
+}
+
+/// An RFC 3339 time, a `YYYY-MM-DD HH:MM:SS` time (UTC) or a date (its midnight, UTC).
+pub fn parse_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let s = s.trim();
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&chrono::Utc));
+    }
+    if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f") {
+        return Some(t.and_utc());
+    }
+    if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f") {
+        return Some(t.and_utc());
+    }
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
 }
 
 /// The `[events]` section: where the erasure-event dataset is and what its columns are called.
@@ -180,6 +299,8 @@ pub struct TableSpec {
     /// first file lands).
     #[serde(default)]
     pub allow_empty: bool,
+    /// A lawful exemption: the table is searched and counted, never changed.
+    pub retain: Option<Retain>,
     /// The file this table was declared in (the job file for inline tables).
     #[serde(skip)]
     pub source: PathBuf,
@@ -368,6 +489,7 @@ impl Job {
             manifests_storage_options: parsed.job.storage_options,
             confirmations: parsed.job.confirmations,
             events: parsed.events,
+            holds: parsed.holds,
             tables,
             dir,
             file: path.to_path_buf(),
@@ -395,6 +517,19 @@ fn check_table(t: &TableSpec) -> Result<()> {
     }
     if t.matches.is_empty() {
         return Err(err("needs at least one [[match]] rule".into()));
+    }
+    if let Some(r) = &t.retain {
+        if r.reference.trim().is_empty() {
+            return Err(err(
+                "retain.reference: must name the ground for keeping the table (a law, a case)"
+                    .into(),
+            ));
+        }
+        if let Some(until) = r.until.as_deref().filter(|u| parse_time(u).is_none()) {
+            return Err(err(format!(
+                "retain.until: {until:?} is not a time: expected RFC 3339 or YYYY-MM-DD"
+            )));
+        }
     }
     if t.format != TableFormat::Delta && t.old_files.is_some() {
         return Err(err(

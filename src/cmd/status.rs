@@ -64,6 +64,21 @@ pub struct Status {
     pub pending_by_age: Ages,
     pub oldest_pending: Option<Oldest>,
     pub late: Option<Late>,
+    /// Requests confirmed `held` (some rows kept under a hold or an exemption) and not yet
+    /// confirmed finally: neither pending nor late.
+    pub held: HeldStatus,
+}
+
+/// The held requests: how many, by basis, since when.
+#[derive(Debug, Default, Serialize, PartialEq)]
+pub struct HeldStatus {
+    pub requests: u64,
+    /// Requests per basis (a request kept on two bases counts under each).
+    pub by_basis: std::collections::BTreeMap<String, u64>,
+    /// When the earliest hold keeping one of them was placed (exemptions have no date).
+    pub oldest_hold_placed_at: Option<String>,
+    /// The held event ids, at most [`LATE_LISTED`].
+    pub event_ids: Vec<String>,
 }
 
 impl Status {
@@ -86,6 +101,7 @@ impl Status {
             pending: 0,
             pending_by_age: Ages::default(),
             oldest_pending: None,
+            held: HeldStatus::default(),
             late: sla.map(|d| Late {
                 sla_seconds: d.as_secs(),
                 count: 0,
@@ -152,7 +168,8 @@ pub async fn status(
             &format!(
                 "SELECT c.status, count(*) FROM \
                  (SELECT DISTINCT event_id FROM events WHERE {USABLE}) e JOIN \
-                 (SELECT event_id, min(status) AS status FROM confirmed GROUP BY event_id) c \
+                 (SELECT event_id, coalesce(max(CASE WHEN status <> 'held' THEN status END), \
+                  'held') AS status FROM confirmed GROUP BY event_id) c \
                  ON e.event_id = c.event_id GROUP BY c.status"
             ),
             &shown,
@@ -166,10 +183,15 @@ pub async fn status(
             match status.as_str() {
                 "erased" => s.erased += n,
                 "no_rule" => s.no_rule += n,
+                confirm::HELD => {
+                    s.held.requests += n;
+                    continue;
+                }
                 _ => s.no_data += n,
             }
             s.confirmed += n;
         }
+        held_details(&ctx, &mut s.held, &shown).await?;
     }
     let mut pending = confirm::unconfirmed(&ctx, confirmed)
         .await?
@@ -185,6 +207,60 @@ pub async fn status(
         late.event_ids = late_all.into_iter().map(|(_, id)| id).collect();
     }
     Ok(s)
+}
+
+/// The bases, the earliest hold and the ids of the held requests (those whose only
+/// confirmation is `held`): few, collected.
+async fn held_details(
+    ctx: &datafusion::prelude::SessionContext,
+    held: &mut HeldStatus,
+    shown: &str,
+) -> Result<()> {
+    if held.requests == 0 {
+        return Ok(());
+    }
+    let qerr = |e| Error::query(shown, e);
+    let batches = ctx
+        .sql(&format!(
+            "SELECT h.event_id, h.held_bases, CAST(h.held_since AS BIGINT) FROM confirmed h \
+             JOIN (SELECT DISTINCT event_id FROM events WHERE {USABLE}) e \
+             ON h.event_id = e.event_id \
+             LEFT ANTI JOIN (SELECT event_id FROM confirmed WHERE status <> 'held') f \
+             ON h.event_id = f.event_id WHERE h.status = 'held' ORDER BY h.event_id"
+        ))
+        .await
+        .map_err(qerr)?
+        .collect()
+        .await
+        .map_err(qerr)?;
+    let aerr = |e| Error::arrow(format!("confirmations of {shown}"), e);
+    let mut oldest: Option<i64> = None;
+    for b in &batches {
+        let ids = arrow::compute::cast(b.column(0), &DataType::Utf8).map_err(aerr)?;
+        let ids = ids.as_string::<i32>();
+        let bases = b.column(1).as_list::<i32>();
+        let since = arrow::compute::cast(b.column(2), &DataType::Int64).map_err(aerr)?;
+        let since = since.as_primitive::<Int64Type>();
+        for r in 0..b.num_rows() {
+            if held.event_ids.len() < LATE_LISTED {
+                held.event_ids.push(ids.value(r).to_string());
+            }
+            if !bases.is_null(r) {
+                let list = bases.value(r);
+                let list = arrow::compute::cast(&list, &DataType::Utf8).map_err(aerr)?;
+                for basis in list.as_string::<i32>().iter().flatten() {
+                    *held.by_basis.entry(basis.to_string()).or_default() += 1;
+                }
+            }
+            if !since.is_null(r) {
+                oldest = Some(oldest.map_or(since.value(r), |o| o.min(since.value(r))));
+            }
+        }
+    }
+    held.oldest_hold_placed_at = oldest
+        .and_then(chrono::DateTime::from_timestamp_micros)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    Ok(())
 }
 
 /// Counts a batch of pending events (`event_id`, `subject_type`, `requested_at`) into `s`,
@@ -344,6 +420,25 @@ pub fn render(s: &Status) -> String {
         a.over_30d,
         a.unknown
     );
+    if s.held.requests > 0 {
+        let bases: Vec<String> = s
+            .held
+            .by_basis
+            .iter()
+            .map(|(b, n)| format!("{b} {n}"))
+            .collect();
+        out += &format!(
+            "held      {:>8}  ({}){}: kept under holds or exemptions, confirmed again once \
+             erased\n",
+            s.held.requests,
+            bases.join(", "),
+            s.held
+                .oldest_hold_placed_at
+                .as_deref()
+                .map(|t| format!(", oldest hold placed {t}"))
+                .unwrap_or_default()
+        );
+    }
     if let Some(o) = &s.oldest_pending {
         out += &format!(
             "oldest pending: {} requested {} ({} ago)\n",

@@ -31,6 +31,9 @@ pub struct Summary {
     pub job: String,
     pub event_files: u64,
     pub event_rows: u64,
+    /// The hold dataset, when the job has one: its files, rows and holds in force now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holds: Option<(u64, u64, u64)>,
     pub tables: Vec<TableSummary>,
     /// Subject types of the events that no table has a rule for, with their distinct events:
     /// those events are confirmed `no_rule` (a type the pipeline started sending, or a typo).
@@ -71,6 +74,16 @@ async fn unruled_subject_types(job: &Job) -> Result<Vec<(String, u64)>> {
 
 pub async fn validate(job: &Job) -> Result<Summary> {
     let events = events::load(job).await?;
+    // The hold dataset: every row a hold or its release, every table it names the job's.
+    let holds = match crate::holds::load(job, None).await? {
+        Some(h) => {
+            let counts = (h.files.len() as u64, h.rows, 0);
+            let held =
+                crate::holds::Held::new(job, Some(h), &Events::default(), chrono::Utc::now())?;
+            Some((counts.0, counts.1, held.holds.len() as u64))
+        }
+        None => None,
+    };
     let folder = manifest::folder(job)?;
     manifest::all(&folder).await?;
     crate::confirm::location(job)?.list_files().await?;
@@ -116,6 +129,7 @@ pub async fn validate(job: &Job) -> Result<Summary> {
         job: job.name.clone(),
         event_files: events.files.len() as u64,
         event_rows: events.rows,
+        holds,
         tables,
         unruled_subject_types: unruled_subject_types(job).await?,
     })

@@ -21,6 +21,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::datatypes::Schema;
+
+pub use crate::holds::{HeldRecord, HeldTally};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStoreExt};
@@ -113,6 +115,10 @@ pub struct FilePlan {
     /// Compressed bytes of the largest row group: what reading the file by ranges holds.
     #[serde(skip)]
     pub largest_row_group: u64,
+    /// Matched rows kept under a legal hold or the table's exemption (not erased, not in
+    /// `rows_matched`).
+    #[serde(skip)]
+    pub held: HeldTally,
 }
 
 impl FilePlan {
@@ -145,6 +151,7 @@ impl FilePlan {
                 .map(|rg| rg.compressed_size().max(0) as u64)
                 .max()
                 .unwrap_or(0),
+            held: HeldTally::default(),
         }
     }
 }
@@ -177,6 +184,11 @@ pub struct TablePlan {
     /// A sharded run's final step: the files it planned itself (no shard listed them).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub files_final_step: Option<u64>,
+    /// Matched rows kept under holds or the table's exemption.
+    pub rows_held: u64,
+    /// What they are, per event and basis (summed over shards in a sharded run's final step).
+    #[serde(skip)]
+    pub held: Option<HeldRecord>,
     /// The affected files, in path order.
     #[serde(skip)]
     pub files: Vec<FilePlan>,
@@ -241,6 +253,8 @@ impl TablePlan {
             delta_version: None,
             versioning,
             files_final_step: None,
+            rows_held: 0,
+            held: None,
             files: Vec::new(),
             listed: Vec::new(),
         }
@@ -315,6 +329,7 @@ async fn scan_files(
     plan: &mut TablePlan,
 ) -> Result<()> {
     let concurrency = io_concurrency(&table.location);
+    let mut held = HeldTally::default();
     let mut scans = files
         .map(|listed| async move {
             let meta = listed?;
@@ -338,6 +353,7 @@ async fn scan_files(
         plan.requests += fp.requests;
         plan.files_pruned += u64::from(fp.pruned);
         plan.rows_skipped_by_page_index += fp.rows_skipped_by_page_index;
+        held.merge(&fp.held);
         if fp.affected() {
             plan.files_affected += 1;
             plan.files_emptied += u64::from(fp.rows_matched == fp.rows);
@@ -349,6 +365,10 @@ async fn scan_files(
     plan.files.sort_by(|a, b| a.path.cmp(&b.path));
     plan.listed.sort_by(|a, b| a.path.cmp(&b.path));
     plan.ids_unconvertible = plan.ids_unconvertible.max(matcher.unconvertible());
+    if let Some(record) = matcher.held_record(&held)? {
+        plan.rows_held += record.rows;
+        plan.held.get_or_insert_default().merge(&record);
+    }
     Ok(())
 }
 

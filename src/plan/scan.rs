@@ -33,6 +33,11 @@ pub struct Matcher<'e> {
     /// A key or redact column a file does not have is all null there (a table with a log whose
     /// schema gained the column after the file was written), rather than an error.
     pub(super) absent_is_null: bool,
+    /// What is held in the table (legal holds on subjects, the table's exemption): matched
+    /// rows it covers are kept and counted, not erased.
+    pub(super) held: Option<Arc<crate::holds::TableHolds>>,
+    /// The events the holds were matched against (to name them in the record).
+    pub(super) events: &'e Events,
 }
 
 /// A rule index and the key types a lookup was built for.
@@ -152,6 +157,12 @@ impl<'e> Matcher<'e> {
         if BROKEN_MATCHER.load(std::sync::atomic::Ordering::Relaxed) && rules.len() > 1 {
             rules.pop();
         }
+        let held = events
+            .holds
+            .as_ref()
+            .map(|h| h.for_table(spec))
+            .filter(|t| !t.is_empty())
+            .map(Arc::new);
         Matcher {
             rules,
             redact: match spec.action {
@@ -160,7 +171,46 @@ impl<'e> Matcher<'e> {
             },
             compiled: std::sync::Mutex::new(HashMap::new()),
             absent_is_null: false,
+            held,
+            events,
         }
+    }
+
+    /// The holds keeping a row matched by `events` (indices into the held holds, or
+    /// [`crate::holds::RETAIN`] for the table's exemption); `None` when the row is erased. A
+    /// row is kept when any subject it matched is held here: the hold preserves the row.
+    fn holding(&self, events: &BTreeSet<u32>) -> Option<BTreeSet<u32>> {
+        let held = self.held.as_ref()?;
+        if held.retain.is_some() {
+            return Some(BTreeSet::from([crate::holds::RETAIN]));
+        }
+        let holds: BTreeSet<u32> = events
+            .iter()
+            .filter_map(|e| held.events.get(e))
+            .flatten()
+            .copied()
+            .collect();
+        (!holds.is_empty()).then_some(holds)
+    }
+
+    /// The record of the rows this matcher kept (`tally`, summed over the table's files).
+    pub fn held_record(
+        &self,
+        tally: &crate::holds::HeldTally,
+    ) -> Result<Option<crate::holds::HeldRecord>> {
+        match (&self.events.holds, &self.held) {
+            (Some(h), Some(here)) => h.record(tally, self.events, here),
+            _ => Ok(None),
+        }
+    }
+
+    /// The basis of a hold [`Matcher::holding`] returned.
+    fn basis_of(&self, hold: u32) -> Option<crate::spec::Basis> {
+        let held = self.held.as_ref()?;
+        if hold == crate::holds::RETAIN {
+            return held.retain;
+        }
+        held.basis.get(hold as usize).copied()
     }
 
     /// With `yes` (a table with a log, whose schema a file may predate): a match or redact
@@ -192,6 +242,8 @@ impl<'e> Matcher<'e> {
             redact: Vec::new(),
             compiled: std::sync::Mutex::new(HashMap::new()),
             absent_is_null: false,
+            held: None,
+            events: self.events,
         }
     }
 
@@ -376,6 +428,11 @@ impl<'e> Matcher<'e> {
             let mut hits = self.match_batch(&batch, &lookups, table, file)?;
             self.drop_already_redacted(&batch, &mut hits);
             for (row, evs) in hits {
+                if let Some(holds) = self.holding(&evs) {
+                    let bases = holds.iter().filter_map(|h| self.basis_of(*h)).collect();
+                    plan.held.add_row(&evs, &holds, &bases);
+                    continue;
+                }
                 let (k, row) = rows.locate(offset + row as u64);
                 plan.erased[selected[k]].push(row);
                 plan.rows_matched += 1;

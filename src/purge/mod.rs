@@ -223,7 +223,7 @@ async fn run(job: &Job, run_id: &str, clock: &dyn Clock, opts: &Options<'_>) -> 
     // writes anything: bad input exits 2 with nothing written.
     let prepared = match journal.snapshot().await? {
         Some(_) => None,
-        None => Some(prepare(job, &tables, opts.shard).await?),
+        None => Some(prepare(job, &tables, opts.shard, clock.now()).await?),
     };
     // One run of the job at a time (the manifests form one hash chain); shards of one run
     // share it. Whether the run is complete is asked again once it is held.
@@ -244,8 +244,10 @@ async fn prepare(
     job: &Job,
     tables: &[Table],
     shard: Option<Shard>,
-) -> Result<(Events, Vec<TablePlan>)> {
-    let events = events::load(job).await?;
+    started_at: String,
+) -> Result<Prepared> {
+    let mut events = events::load(job).await?;
+    crate::holds::attach(job, &mut events, None, run_start(&started_at)?).await?;
     let plans = plan::plan_shard(tables, &events, shard).await?;
     if shard.is_none() {
         let listed: Vec<(&Table, u64)> = tables
@@ -255,7 +257,25 @@ async fn prepare(
             .collect();
         plan::refuse_empty(job, &listed).await?;
     }
-    Ok((events, plans))
+    Ok(Prepared {
+        events,
+        plans,
+        started_at,
+    })
+}
+
+/// A first attempt's events (with the holds in force at its start) and plans.
+struct Prepared {
+    events: Events,
+    plans: Vec<TablePlan>,
+    started_at: String,
+}
+
+/// A run's start time, as its snapshot records it.
+fn run_start(started_at: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(started_at)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| Error::Internal(format!("run start {started_at:?}: {e}")))
 }
 
 /// The run journal and the entries it held when the attempt started.
@@ -279,7 +299,7 @@ async fn run_leased(
     clock: &dyn Clock,
     opts: &Options<'_>,
     held: Held<'_>,
-    prepared: Option<(Events, Vec<TablePlan>)>,
+    prepared: Option<Prepared>,
 ) -> Result<Outcome> {
     let Held {
         folder,
@@ -385,6 +405,20 @@ async fn purge_tables(
 ) -> Vec<(String, Error)> {
     let mut failures = Vec::new();
     for (table, tplan) in tables.iter().zip(plans) {
+        if let Some(h) = attempt
+            .events
+            .holds
+            .as_ref()
+            .filter(|h| h.retains(&table.spec))
+        {
+            tracing::info!(
+                table = %table.spec.name,
+                rows_held = tplan.rows_held,
+                at = %h.now,
+                "table exempt (retain): searched and counted, never changed"
+            );
+            continue;
+        }
         let purged = match table.format.log() {
             Some(l) => log::purge_table(table, l, tplan, attempt, entries).await,
             None => file::purge_table(table, tplan, attempt, entries).await,
@@ -418,7 +452,7 @@ async fn plan_pinned(
     tables: &[Table],
     journaled: Journaled<'_>,
     shard: Option<Shard>,
-    prepared: Option<(Events, Vec<TablePlan>)>,
+    prepared: Option<Prepared>,
 ) -> Result<Planned> {
     let journal = journaled.journal;
     let pinned = journal.snapshot().await?;
@@ -431,12 +465,16 @@ async fn plan_pinned(
             (pinned_events(job, run_id, &snap).await?, snap, None)
         }
         None => {
-            let (events, plans) = match prepared {
+            let Prepared {
+                events,
+                plans,
+                started_at,
+            } = match prepared {
                 Some(done) => done,
-                None => prepare(job, tables, shard).await?,
+                None => prepare(job, tables, shard, clock.now()).await?,
             };
             let fresh = Snapshot {
-                started_at: clock.now(),
+                started_at,
                 files: events.files.clone(),
                 digest: events.digest.clone(),
                 tables: if shard.is_some() {
@@ -444,6 +482,11 @@ async fn plan_pinned(
                 } else {
                     counts(&plans)
                 },
+                holds: events
+                    .holds
+                    .as_ref()
+                    .and_then(|h| h.dataset.as_ref())
+                    .map(|d| d.files.clone()),
             };
             let snap = journal.pin(fresh.clone()).await?;
             if snap == fresh {
@@ -498,6 +541,7 @@ fn counts(plans: &[TablePlan]) -> Vec<TableCounts> {
             files_listed: p.files_listed,
             files_pruned: p.files_pruned,
             ids_unconvertible: p.ids_unconvertible,
+            held: p.held.clone(),
         })
         .collect()
 }
@@ -548,6 +592,10 @@ async fn plans_of_shards(
             plan.files_pruned += c.files_pruned;
             // The same ids fail to convert in every shard that saw the column's type.
             plan.ids_unconvertible = plan.ids_unconvertible.max(c.ids_unconvertible);
+            if let Some(h) = &c.held {
+                plan.rows_held += h.rows;
+                plan.held.get_or_insert_default().merge(h);
+            }
         }
         let name = &table.spec.name;
         let unseen: Vec<object_store::ObjectMeta> = table
@@ -671,6 +719,14 @@ impl RunRecord<'_> {
         }
         let previous = history.last();
         let events = self.events;
+        let holds = events.holds.as_ref().and_then(|h| {
+            let applied = records
+                .iter()
+                .filter_map(|t| t.held.as_ref())
+                .flat_map(|r| r.hold_ids.iter().cloned())
+                .collect();
+            h.dataset.as_ref().map(|d| d.record(h.now, &applied))
+        });
         Ok(Manifest {
             format_version: manifest::FORMAT_VERSION,
             job: self.job.name.clone(),
@@ -694,6 +750,7 @@ impl RunRecord<'_> {
                 digest: events.digest.clone(),
                 files: events.files.clone(),
             },
+            holds,
             tables: records,
             per_event,
             confirmations: None,
@@ -732,7 +789,9 @@ fn log_io_totals() {
 
 /// The events of a pinned snapshot; they must still have the pinned digest.
 async fn pinned_events(job: &Job, run_id: &str, snap: &Snapshot) -> Result<Events> {
-    let events = events::load_snapshot(job, Some(&snap.files)).await?;
+    let mut events = events::load_snapshot(job, Some(&snap.files)).await?;
+    let now = run_start(&snap.started_at)?;
+    crate::holds::attach(job, &mut events, snap.holds.as_deref(), now).await?;
     if events.digest != snap.digest {
         return Err(Error::events(
             &events.location,
@@ -835,6 +894,7 @@ fn table_record(
                 .collect(),
         ),
         ids_unconvertible: start.map_or(tplan.ids_unconvertible, |c| c.ids_unconvertible),
+        held: start.map_or_else(|| tplan.held.clone(), |c| c.held.clone()),
         files_final_step: tplan.files_final_step,
         files_vanished: entries
             .values()

@@ -1,7 +1,8 @@
 //! The checks of a run's confirmations: its file is there with the recorded sha256; its rows
 //! belong to the run and agree with the manifest's files (status, counts, tables); every event
-//! whose rows the run erased is confirmed, by this run or an earlier one; no event is confirmed
-//! twice in the job's dataset.
+//! whose rows the run erased or kept is confirmed, by this run or an earlier one (with a final
+//! status where this run's is final); no event is confirmed twice in the job's dataset, but for
+//! one `held` confirmation before its final one.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use arrow::array::{Array, AsArray, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Int64Type};
 use datafusion::common::JoinType;
-use datafusion::prelude::{SessionContext, col};
+use datafusion::prelude::{SessionContext, col, lit};
 
 use super::{Check, fail, ok};
 use crate::confirm::{self, Tally};
@@ -59,7 +60,15 @@ pub async fn checks(folder: &Location, m: &Manifest) -> Result<Vec<Check>> {
         .copied()
         .filter(|e| !in_file.contains(*e))
         .collect();
-    out.push(confirmed_earlier(&ctx, &loc, m, &earlier, &missing).await?);
+    // A held event may have been confirmed `held` before; an event whose rows this run erased
+    // (and kept none) needs a final confirmation.
+    let (held, done): (Vec<&str>, Vec<&str>) = missing
+        .into_iter()
+        .partition(|e| tallies.get(e).is_some_and(|t| t.rows_held > 0));
+    out.push(confirmed_earlier(&ctx, &loc, m, &earlier, &done, true).await?);
+    if !held.is_empty() {
+        out.push(confirmed_earlier(&ctx, &loc, m, &earlier, &held, false).await?);
+    }
     out.push(once(&ctx, &loc, m, &runs).await?);
     Ok(out)
 }
@@ -151,18 +160,27 @@ fn agree(
             int("rows_removed")?,
             int("rows_redacted")?,
         );
-        let tables = b
-            .column_by_name("tables")
-            .and_then(|c| c.as_list_opt::<i32>().cloned())
+        // Files written before holds existed have no held columns: nothing was held.
+        let held_rows = b
+            .column_by_name("rows_held")
+            .map(|_| int("rows_held"))
+            .transpose()?;
+        let list = |name: &str| {
+            b.column_by_name(name)
+                .and_then(|c| c.as_list_opt::<i32>().cloned())
+        };
+        let tables = list("tables")
             .ok_or_else(|| Error::Internal("confirmations: no list column tables".into()))?;
+        let (bases, holds) = (list("held_bases"), list("hold_ids"));
         for i in 0..b.num_rows() {
             let id = ids.value(i);
-            let names: BTreeSet<String> = {
-                let t = tables.value(i);
+            let set_at = |l: &arrow::array::ListArray| -> BTreeSet<String> {
+                let t = l.value(i);
                 t.as_string_opt::<i32>()
                     .map(|t| (0..t.len()).map(|k| t.value(k).to_string()).collect())
                     .unwrap_or_default()
             };
+            let names = set_at(&tables);
             let tally = tallies.get(id);
             let subject_type = types.is_valid(i).then(|| types.value(i));
             let expected_status = crate::confirm::status(tally, subject_type, ruled.as_ref());
@@ -173,6 +191,12 @@ fn agree(
                 && removed.value(i) == tally.map_or(0, |t| t.rows_removed as i64)
                 && redacted.value(i) == tally.map_or(0, |t| t.rows_redacted as i64)
                 && names == tally.map(|t| t.tables.clone()).unwrap_or_default()
+                && held_rows.as_ref().map_or(0, |h| h.value(i))
+                    == tally.map_or(0, |t| t.rows_held as i64)
+                && bases.as_ref().map(&set_at).unwrap_or_default()
+                    == tally.map(|t| t.bases.clone()).unwrap_or_default()
+                && holds.as_ref().map(&set_at).unwrap_or_default()
+                    == tally.map(|t| t.hold_ids.clone()).unwrap_or_default()
                 && seen.insert(id.to_string());
             if !good {
                 wrong.push(id.to_string());
@@ -194,14 +218,15 @@ fn agree(
     })
 }
 
-/// The events whose rows the run erased and that its file does not hold (`missing`) are
-/// confirmed by an earlier completed run.
+/// The events whose rows the run erased or kept and that its file does not hold (`missing`)
+/// are confirmed by an earlier completed run (with a final status when `finally`).
 async fn confirmed_earlier(
     ctx: &SessionContext,
     loc: &Location,
     m: &Manifest,
     earlier: &BTreeSet<String>,
     missing: &[&str],
+    finally: bool,
 ) -> Result<Check> {
     if missing.is_empty() {
         return Ok(ok(
@@ -218,6 +243,12 @@ async fn confirmed_earlier(
     let unconfirmed = match confirm::dataset(ctx, loc, &m.job, earlier).await? {
         None => missing.iter().map(|s| s.to_string()).collect(),
         Some(c) => {
+            let c = if finally {
+                c.filter(col("status").not_eq(lit(confirm::HELD)))
+                    .map_err(qerr)?
+            } else {
+                c
+            };
             let c = c
                 .select(vec![col("event_id").alias("confirmed_id")])
                 .map_err(qerr)?;
@@ -238,19 +269,23 @@ async fn confirmed_earlier(
     };
     Ok(if unconfirmed.is_empty() {
         ok(format!(
-            "confirmations: every event with erased rows is confirmed ({} by earlier runs)",
+            "confirmations: every event with {} rows is confirmed ({} by earlier runs)",
+            if finally { "erased" } else { "held" },
             missing.len()
         ))
     } else {
         fail(format!(
-            "confirmations: {} events with erased rows are confirmed nowhere: {}",
+            "confirmations: {} events with {} rows are confirmed nowhere{}: {}",
             unconfirmed.len(),
+            if finally { "erased" } else { "held" },
+            if finally { " with a final status" } else { "" },
             named(&unconfirmed)
         ))
     })
 }
 
-/// No event is confirmed twice over the files of the job's completed runs.
+/// No event is confirmed twice over the files of the job's completed runs: at most one
+/// final confirmation, and at most one `held` before it.
 async fn once(
     ctx: &SessionContext,
     loc: &Location,
@@ -266,7 +301,11 @@ async fn once(
     ctx.register_table("all_confirmed", all.into_view())
         .map_err(qerr)?;
     let rows = ctx
-        .sql("SELECT event_id FROM all_confirmed GROUP BY event_id HAVING count(*) > 1")
+        .sql(
+            "SELECT event_id FROM all_confirmed GROUP BY event_id \
+             HAVING sum(CASE WHEN status = 'held' THEN 1 ELSE 0 END) > 1 \
+             OR sum(CASE WHEN status = 'held' THEN 0 ELSE 1 END) > 1",
+        )
         .await
         .map_err(qerr)?
         .collect()

@@ -28,6 +28,7 @@ use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
 use crate::error::{Error, Result};
 use crate::events::Events;
+use crate::holds::TableHolds;
 use crate::spec::{Action, MatchSpec, Normalize};
 use crate::table::Table;
 
@@ -39,15 +40,22 @@ const ROW: &str = "__lakepurge_row";
 
 /// Counts, per file of `table`, the rows that still match a subject of `events`; returns the
 /// files (relative paths) with their counts, and the number of files scanned.
-pub async fn remaining(table: &Table, events: &Events) -> Result<(Vec<(String, u64)>, usize)> {
+pub async fn remaining(
+    table: &Table,
+    events: &Events,
+    held: Option<&TableHolds>,
+) -> Result<(Vec<(String, u64)>, usize)> {
     use futures::StreamExt;
     let name = &table.spec.name;
     let qerr = |e| Error::query(format!("deep verify, table {name}"), e);
     let subjects_ctx = SessionContext::new();
-    let subjects = register_subjects(&subjects_ctx, table, events)?;
+    let subjects = register_subjects(&subjects_ctx, table, events, held)?;
     let mut providers = Vec::new();
     // Rules of the same subject type and width share a table: each is registered once.
-    let names: std::collections::BTreeSet<&String> = subjects.iter().flatten().collect();
+    let names: std::collections::BTreeSet<&String> = subjects
+        .iter()
+        .flat_map(|s| s.iter().flat_map(|s| [&s.erased, &s.held]))
+        .collect();
     for s in names {
         providers.push((
             s.clone(),
@@ -95,18 +103,29 @@ pub async fn remaining(table: &Table, events: &Events) -> Result<(Vec<(String, u
     Ok((out, files.len()))
 }
 
-/// The subjects of each rule as a table `subjects_<n>` of text columns `p0`, `p1`, ...: the
-/// raw ids of the rule's subject type, or for a composite key the parts of each JSON array (an
-/// id that is not an array of that many strings or numbers matches nothing); rules of the same
-/// subject type and width share one. `None` for a rule with no subject.
+/// The tables of one rule's subjects: those erased, and those held in the table (a row
+/// matching one of these is kept).
+#[derive(Debug, Clone)]
+struct RuleSubjects {
+    erased: String,
+    held: String,
+}
+
+/// The subjects of each rule as tables `subjects_<n>` (erased) and `held_<n>` (held in this
+/// table by `held`) of text columns `p0`, `p1`, ...: the raw ids of the rule's subject type, or
+/// for a composite key the parts of each JSON array (an id that is not an array of that many
+/// strings or numbers matches nothing); rules of the same subject type and width share them.
+/// `None` for a rule with no subject.
 fn register_subjects(
     ctx: &SessionContext,
     table: &Table,
     events: &Events,
-) -> Result<Vec<Option<String>>> {
+    held: Option<&TableHolds>,
+) -> Result<Vec<Option<RuleSubjects>>> {
     let mut names = Vec::new();
     // One table per subject type and key width, whatever the number of rules using it.
-    let mut registered: std::collections::BTreeMap<(&str, usize), String> = Default::default();
+    let mut registered: std::collections::BTreeMap<(&str, usize), RuleSubjects> =
+        Default::default();
     for rule in &table.spec.matches {
         let Some(subjects) = events.by_type.get(&rule.subject_type) else {
             names.push(None);
@@ -117,36 +136,57 @@ fn register_subjects(
             names.push(Some(name.clone()));
             continue;
         }
-        let mut parts: Vec<Vec<Option<String>>> = vec![Vec::new(); width];
+        let is_held = |event: u32| held.is_some_and(|h| h.events.contains_key(&event));
+        let mut parts: [Vec<Vec<Option<String>>>; 2] =
+            [vec![Vec::new(); width], vec![Vec::new(); width]];
         for batch in subjects.batches(None)? {
-            for id in batch?.ids.iter().flatten() {
+            let batch = batch?;
+            for (id, event) in batch.ids.iter().zip(batch.events.values()) {
+                let Some(id) = id else { continue };
+                let side = &mut parts[usize::from(is_held(*event))];
                 if width == 1 {
-                    parts[0].push(Some(id.to_string()));
+                    side[0].push(Some(id.to_string()));
                 } else if let Some(split) = split_composite(id, width) {
                     for (k, p) in split.into_iter().enumerate() {
-                        parts[k].push(Some(p));
+                        side[k].push(Some(p));
                     }
                 }
             }
         }
-        let fields: Vec<Field> = (0..width)
-            .map(|k| Field::new(format!("p{k}"), DataType::Utf8, true))
-            .collect();
-        let columns: Vec<ArrayRef> = parts
-            .into_iter()
-            .map(|p| Arc::new(StringArray::from(p)) as ArrayRef)
-            .collect();
-        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-            .map_err(|e| Error::arrow(format!("deep verify, table {}", table.spec.name), e))?;
-        let mem = MemTable::try_new(batch.schema(), vec![vec![batch]])
-            .map_err(|e| Error::query(format!("deep verify, table {}", table.spec.name), e))?;
-        let name = format!("subjects_{}", registered.len());
-        ctx.register_table(name.as_str(), Arc::new(mem))
-            .map_err(|e| Error::query(format!("deep verify, table {}", table.spec.name), e))?;
-        registered.insert((rule.subject_type.as_str(), width), name.clone());
-        names.push(Some(name));
+        let n = registered.len();
+        let [erased, kept] = parts;
+        let rule_subjects = RuleSubjects {
+            erased: register_parts(ctx, table, &format!("subjects_{n}"), erased)?,
+            held: register_parts(ctx, table, &format!("held_{n}"), kept)?,
+        };
+        registered.insert((rule.subject_type.as_str(), width), rule_subjects.clone());
+        names.push(Some(rule_subjects));
     }
     Ok(names)
+}
+
+/// Registers `parts` (one text column `p<k>` each) as the table `name`.
+fn register_parts(
+    ctx: &SessionContext,
+    table: &Table,
+    name: &str,
+    parts: Vec<Vec<Option<String>>>,
+) -> Result<String> {
+    let fields: Vec<Field> = (0..parts.len())
+        .map(|k| Field::new(format!("p{k}"), DataType::Utf8, true))
+        .collect();
+    let columns: Vec<ArrayRef> = parts
+        .into_iter()
+        .map(|p| Arc::new(StringArray::from(p)) as ArrayRef)
+        .collect();
+    let what = || format!("deep verify, table {}", table.spec.name);
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .map_err(|e| Error::arrow(what(), e))?;
+    let mem = MemTable::try_new(batch.schema(), vec![vec![batch]])
+        .map_err(|e| Error::query(what(), e))?;
+    ctx.register_table(name, Arc::new(mem))
+        .map_err(|e| Error::query(what(), e))?;
+    Ok(name.to_string())
 }
 
 /// A composite subject id (a JSON array of `width` strings or numbers) split into its parts.
@@ -169,7 +209,7 @@ fn split_composite(id: &str, width: usize) -> Option<Vec<String>> {
 async fn count_file(
     ctx: &SessionContext,
     table: &Table,
-    subjects: &[Option<String>],
+    subjects: &[Option<RuleSubjects>],
     url: &str,
 ) -> datafusion::error::Result<u64> {
     let spec = &table.spec;
@@ -196,21 +236,35 @@ async fn count_file(
     ctx.register_table("keys", Arc::new(keys))?;
     let keys_schema = schema.clone();
 
-    let mut matches = Vec::new();
+    let (mut matches, mut kept) = (Vec::new(), Vec::new());
     for (rule, subjects) in spec.matches.iter().zip(subjects) {
         let Some(subjects) = subjects else {
             continue;
         };
-        if let Some(sql) = rule_sql(rule, subjects, &keys_schema).map_err(|m| {
-            datafusion::error::DataFusionError::Plan(format!("match {}: {m}", rule.label()))
-        })? {
-            matches.push(sql);
+        for (on, out) in [
+            (&subjects.erased, &mut matches),
+            (&subjects.held, &mut kept),
+        ] {
+            if let Some(sql) = rule_sql(rule, on, &keys_schema).map_err(|m| {
+                datafusion::error::DataFusionError::Plan(format!("match {}: {m}", rule.label()))
+            })? {
+                out.push(sql);
+            }
         }
     }
     if matches.is_empty() {
         return Ok(0);
     }
-    let union = matches.join(" UNION ALL ");
+    // A row matching a subject held in the table is kept, whatever else it matches.
+    let union = if kept.is_empty() {
+        matches.join(" UNION ALL ")
+    } else {
+        format!(
+            "SELECT e.r FROM ({}) e LEFT ANTI JOIN ({}) h ON e.r = h.r",
+            matches.join(" UNION ALL "),
+            kept.join(" UNION ALL ")
+        )
+    };
     let still = redacted(spec)
         .filter(|c| keys_schema.field_with_name(c).is_ok())
         .map(|c| format!("k.{} IS NOT NULL", ident(&c)))

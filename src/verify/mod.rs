@@ -648,13 +648,32 @@ async fn delta_checks(
 
 /// Scans every file of one table for rows that still match, with the independent SQL matching
 /// of [`deep`] (not the `plan` code that `purge` used).
-async fn deep_table(table: &Table, events: &events::Events) -> Result<Check> {
+async fn deep_table(
+    table: &Table,
+    events: &events::Events,
+    held: &crate::holds::Held,
+) -> Result<Check> {
     let name = &table.spec.name;
-    let (remaining, files) = deep::remaining(table, events).await?;
+    if held.retains(&table.spec) {
+        return Ok(ok(format!(
+            "deep: table {name}: exempt (retain) at the run's start: searched and counted, \
+             never changed; not checked"
+        )));
+    }
+    let here = held.for_table(&table.spec);
+    let (remaining, files) = deep::remaining(table, events, Some(&here)).await?;
+    let kept = if here.events.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; rows of the {} held subjects' events are kept there",
+            here.events.len()
+        )
+    };
     Ok(if remaining.is_empty() {
         ok(format!(
             "deep: table {name}: no erased subject in {files} files (match columns scanned with \
-             DataFusion, matched by SQL independently of purge)"
+             DataFusion, matched by SQL independently of purge){kept}"
         ))
     } else {
         let named: Vec<String> = remaining
@@ -698,8 +717,18 @@ async fn deep(job: &Job, m: &Manifest) -> Result<Vec<Check>> {
         "deep: event snapshot re-read, {} events, digest matches",
         events.count()
     )));
+    // The holds the run applied: its hold files, in force at its start.
+    let dataset = match &m.holds {
+        Some(h) => crate::holds::load(job, Some(&h.files)).await?,
+        None => None,
+    };
+    let started = crate::spec::parse_time(&m.started_at).ok_or_else(|| Error::Manifest {
+        path: m.run_id.clone(),
+        message: format!("started_at {:?} is not a time", m.started_at),
+    })?;
+    let held = crate::holds::Held::new(job, dataset, &events, started)?;
     for table in Table::open_all(job).await? {
-        out.push(deep_table(&table, &events).await?);
+        out.push(deep_table(&table, &events, &held).await?);
     }
     Ok(out)
 }

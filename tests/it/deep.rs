@@ -25,7 +25,7 @@ fn assert_agree(job: &Path) -> (usize, u64) {
                 .iter()
                 .map(|f| (f.path.clone(), f.rows_matched))
                 .collect();
-            let (deep, _) = lakepurge::verify::deep::remaining(&table, &events)
+            let (deep, _) = lakepurge::verify::deep::remaining(&table, &events, None)
                 .await
                 .unwrap();
             let by_sql: BTreeMap<String, u64> = deep.into_iter().collect();

@@ -15,6 +15,7 @@ mod discover;
 mod faults;
 mod fixtures;
 mod formats;
+mod holds;
 mod ops;
 mod proxy;
 mod regressions;

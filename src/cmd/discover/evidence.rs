@@ -381,6 +381,7 @@ fn rule(
         old_versions: None,
         old_log: None,
         allow_empty: false,
+        retain: None,
         source: PathBuf::new(),
     }
 }

@@ -19,6 +19,8 @@ struct Spec<'a> {
     action: Option<&'a str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     redact: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retain: Option<crate::spec::Retain>,
     #[serde(rename = "match")]
     matches: Vec<Rule>,
 }
@@ -84,6 +86,7 @@ pub fn unregistered(name: &str, location: &str, delta: bool, evidence: &[Evidenc
             partitioning: Vec::new(),
             action: None,
             redact: Vec::new(),
+            retain: None,
             matches: new_rules(evidence),
         },
     )
@@ -113,6 +116,7 @@ pub fn extended(spec: &TableSpec, location: &str, evidence: &[Evidence]) -> Stri
             partitioning: spec.partitioning.clone(),
             action: (spec.action == Action::Redact).then_some("redact"),
             redact: spec.redact.clone(),
+            retain: spec.retain.clone(),
             matches,
         },
     )
