@@ -26,21 +26,23 @@ put("events/part-0.parquet", pa.table({
                    "Alice@Example.org", "Carol@Example.org", "Dave@Example.org"],
     "requested_at": ["2026-11-20T00:00:00Z"] * 8}))
 # Registered (user_id); referrer_uid holds erased ids and no rule covers it.
+# (Each table also holds people who were not erased: a reference names mostly those.)
+others = [f"u-{n}" for n in range(5100, 5110)]
 put("crm/users/part-0.parquet", pa.table({
-    "user_id": ["u-1001", "u-5009", "u-5010", "u-5011", "u-5012", "u-5013"],
-    "referrer_uid": ["u-5020", "u-1002", "u-1002", "u-1003", "u-1004", None],
-    "plan": ["a", "b", "c", "d", "e", "f"]}))
+    "user_id": ["u-1001", "u-5009", "u-5010", "u-5011", "u-5012", "u-5013"] + others,
+    "referrer_uid": ["u-5020", "u-1002", "u-1002", "u-1003", "u-1004", None] + others,
+    "plan": ["a", "b", "c", "d", "e", "f"] + ["g"] * 10}))
 # Unregistered, hive-partitioned: erased ids in a struct field under another name.
 visitor = pa.struct([("uid", pa.string()), ("country", pa.string())])
-for dt, uids in [("2026-11-01", ["u-1001", "u-1001", "u-5050"]), ("2026-11-02", ["u-1003", "u-5060", "u-1005"])]:
+for dt, uids in [("2026-11-01", ["u-1001", "u-1001", "u-5050"] + others), ("2026-11-02", ["u-1003", "u-5060", "u-1005"] + others)]:
     put(f"analytics/clicks/dt={dt}/part-0.parquet", pa.table({
         "visitor": pa.array([{"uid": u, "country": "FR"} for u in uids], visitor),
         "session_id": [f"s-{i}" for i in range(len(uids))]}))
 # Unregistered: emails differently cased and padded.
 put("marketing/leads/part-0.parquet", pa.table({
-    "lead_id": pa.array([1, 2, 3, 4, 5], pa.int64()),
+    "lead_id": pa.array(range(1, 16), pa.int64()),
     "email": ["ALICE@example.org ", " alice@EXAMPLE.org", "bob@example.org", "carol@example.org",
-              "DAVE@example.org"]}))
+              "DAVE@example.org"] + [f"lead{i}@example.org" for i in range(10)]}))
 # Columns that look like ids but hold no erased value.
 put("billing/invoices/part-0.parquet", pa.table({
     "account_id": pa.array([100, 200], pa.int64()), "customer_id": ["c-1", "c-2"],
@@ -50,8 +52,8 @@ put(".staging/part-0.parquet", pa.table({"user_id": ["u-1001", "u-1002", "u-1003
 put("_tmp/part-0.parquet", pa.table({"user_id": ["u-1002", "u-1003", "u-1004"]}))
 # A Delta table (its log makes it one table).
 write_deltalake(os.path.join(wh, "lake/orders"), pa.table({
-    "order_id": pa.array([1, 2, 3, 4], pa.int64()),
-    "buyer_id": ["u-1002", "u-5099", "u-1004", "u-1005"]}))
+    "order_id": pa.array(range(1, 15), pa.int64()),
+    "buyer_id": ["u-1002", "u-5099", "u-1004", "u-1005"] + others}))
 "#;
 
 /// Rows per (table folder, column) holding erased subjects, counted by pyarrow (emails
@@ -568,4 +570,99 @@ fn discover_reports_what_it_could_not_examine_and_fails_the_gate() {
         "{t}"
     );
     assert!(proxy.faults_fired() >= 1);
+}
+
+/// Erased-id shapes that fool a naive chance model (argv: folder, case), each with the columns
+/// that must never be proposed and, where there is one, the genuine reference that must be:
+/// `block` (ids 1..300 erased together: a month, a rating, a skewed count and a sequence all
+/// inside the block), `stride` (ids from an allocator stepping by 10, like other entities'
+/// ids), `small` (ids 1..5 erased: small-domain columns), `few` (two erased emails: found).
+/// Prints [genuine references as [folder, column]].
+const ADVERSE: &str = r#"
+import sys, os, json, random
+import pyarrow as pa, pyarrow.parquet as pq
+wh, case = sys.argv[1], sys.argv[2]
+rng = random.Random(11)
+def put(rel, cols):
+    path = os.path.join(wh, rel)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    pq.write_table(pa.table(cols), path)
+def events(pairs):
+    put("events/part-0.parquet", {"event_id": [f"e{i:05d}" for i in range(len(pairs))],
+        "subject_type": [t for t, _ in pairs], "subject_id": [s for _, s in pairs],
+        "requested_at": ["2026-11-20T00:00:00Z"] * len(pairs)})
+i32 = lambda v: pa.array(v, pa.int32())
+i64 = lambda v: pa.array(v, pa.int64())
+n = 30_000
+genuine = []
+if case == "block":
+    users = list(range(1, 200_001))
+    erased = list(range(1, 301)) + rng.sample(range(301, 200_001), 20)
+    events([("user_id", str(u)) for u in erased])
+    put("logs/messages/part-0.parquet", {
+        "message_id": i64(range(1, n + 1)),
+        "rating": i32([rng.randrange(1, 6) for _ in range(n)]),
+        "month": i32([rng.randrange(1, 13) for _ in range(n)]),
+        "attachments": i32([min(int(rng.paretovariate(1.5)) - 1, 200) for _ in range(n)])})
+elif case == "stride":
+    users = rng.sample(range(1, 10 * 1_000_000, 10), 50_000)
+    erased = rng.sample(users, 200)
+    events([("user_id", str(u)) for u in erased])
+    put("shop/orders/part-0.parquet", {
+        "order_id": i64(range(1, 10 * n, 10)),
+        "buyer_id": i64([rng.choice(users) if rng.random() < 0.3 else None for _ in range(n)])})
+    genuine.append(["shop/orders", "buyer_id"])
+elif case == "small":
+    users = list(range(1, 11)) + rng.sample(range(11, 2_000_000), 60_000)
+    erased = [1, 2, 3, 4, 5] + rng.sample(users[10:], 200)
+    events([("user_id", str(u)) for u in erased])
+    put("shop/lines/part-0.parquet", {
+        "items": i32([rng.choice([1, 1, 1, 1, 2, 2, 3, 4, 5, 6, 10, 12]) for _ in range(n)]),
+        "priority": i32([rng.randrange(1, 6) for _ in range(n)]),
+        "retries": i32([min(int(rng.paretovariate(1.2)), 1000) - 1 for _ in range(n)])})
+elif case == "few":
+    emails = [f"person{i}.x{rng.randrange(10**6)}@corp.example" for i in range(10_000)]
+    users = []
+    events([("email", e) for e in emails[:2]])
+    put("marketing/leads/part-0.parquet", {"email": [rng.choice(emails[2:]) for _ in range(2000)] + emails[:2]})
+    genuine.append(["marketing/leads", "email"])
+put("crm/users/part-0.parquet", {"user_id": i64(users)})
+print(json.dumps(genuine))
+"#;
+
+/// #26, review: blocks of erased ids, a common stride, small erased ids: nothing proposed but
+/// the genuine reference; two erased emails in an unregistered table are a finding.
+#[test]
+fn discover_is_not_fooled_by_blocks_strides_or_small_ids() {
+    for case in ["block", "stride", "small", "few"] {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = std::path::absolute(dir.path()).unwrap();
+        let wh = ws.join("wh");
+        let genuine = run_python(case, ADVERSE, &[wh.to_str().unwrap(), case]);
+        let genuine: Vec<(String, String)> = serde_json::from_str(&genuine).unwrap();
+        let job_path = ws.join("jobs/gdpr.toml");
+        write(&job_path, &job_text(&ws, &registered("crm/users")));
+        let root = file_url(&wh);
+        let run = lakepurge(&[
+            "discover",
+            "--job",
+            job_path.to_str().unwrap(),
+            "--root",
+            &root,
+            "--json",
+            "--fail-on-findings",
+        ]);
+        let report: Value = serde_json::from_str(&run.stdout).unwrap();
+        let mut proposed = Vec::new();
+        for t in report["tables"].as_array().unwrap() {
+            let folder = t["location"].as_str().unwrap()[root.len()..]
+                .trim_end_matches('/')
+                .to_string();
+            for e in t["evidence"].as_array().unwrap() {
+                proposed.push((folder.clone(), e["column"].as_str().unwrap().to_string()));
+            }
+        }
+        assert_eq!(proposed, genuine, "{case}: {}", run.stdout);
+        assert_eq!(run.code, if genuine.is_empty() { 0 } else { 3 }, "{case}");
+    }
 }

@@ -168,14 +168,29 @@ pub async fn gather(
             let found = ctx.column(column, subject_type, t, norm).await;
             out.unreadable.extend(found.failed);
             if found.subjects > 0 {
-                let weighed = chance::weigh(
-                    found.subjects,
+                let seen = chance::Observed {
+                    subjects: found.subjects,
+                    rows: found.rows,
+                    rows_scanned: found.rows_scanned,
+                    seeds_held: &found.seeds_held,
+                };
+                let mut weighed = chance::weigh(
+                    seen,
                     &t.decoys,
                     &found.decoy_hits,
                     name_hint(column),
                     chance::measure_name(column),
                     bar,
                 );
+                if let Some(f) =
+                    unmatchable(&opened, column).filter(|_| weighed.verdict == Verdict::Finding)
+                {
+                    weighed.verdict = Verdict::WeakMatch;
+                    weighed.reason = Some(format!(
+                        "in {f} the column has a type no rule can match: a spec naming it would \
+                         be refused"
+                    ));
+                }
                 out.evidence.push(Evidence {
                     column: column.to_vec(),
                     subject_type: subject_type.clone(),
@@ -242,6 +257,19 @@ fn leaf_paths(fields: &Fields, prefix: &[String], out: &mut BTreeSet<Vec<String>
     }
 }
 
+/// A file of the sample that has `column` with a type no rule can match (an all-null column,
+/// floats), if any.
+fn unmatchable<'a>(files: &'a [Opened], column: &[String]) -> Option<&'a str> {
+    files
+        .iter()
+        .find(|o| {
+            let mut paths = BTreeSet::new();
+            leaf_paths(o.schema.fields(), &[], &mut paths);
+            paths.contains(column) && key_type(&o.schema, column).is_none()
+        })
+        .map(|o| o.rel.as_str())
+}
+
 /// The type a column's values are compared as, if it can hold a subject id.
 fn key_type(schema: &Schema, path: &[String]) -> Option<DataType> {
     plan::resolve_key(schema, path, None)
@@ -253,11 +281,14 @@ fn key_type(schema: &Schema, path: &[String]) -> Option<DataType> {
 struct Found {
     normalize: Option<Normalize>,
     rows: u64,
+    /// Rows of the files the column was looked up in.
+    rows_scanned: u64,
     files_with: u64,
     /// Distinct erased ids held.
     subjects: u64,
-    /// Decoys held, per seed.
+    /// Decoys held, per seed; whether the seed's erased id is held.
     decoy_hits: Vec<u32>,
+    seeds_held: Vec<bool>,
     /// Files where the lookup failed.
     failed: Vec<String>,
 }
@@ -287,9 +318,11 @@ impl LookUp<'_> {
         let mut found = Found {
             normalize,
             rows: 0,
+            rows_scanned: 0,
             files_with: 0,
             subjects: 0,
             decoy_hits: vec![0; t.decoys.per_seed.len()],
+            seeds_held: vec![false; t.decoys.per_seed.len()],
             failed: Vec::new(),
         };
         let erased = self.scan(column, subject_type, normalize).await;
@@ -298,6 +331,7 @@ impl LookUp<'_> {
             match plan {
                 Some(p) => {
                     found.rows += p.rows_matched;
+                    found.rows_scanned += p.rows;
                     found.files_with += u64::from(p.rows_matched > 0);
                     held.extend(p.per_event.keys().copied());
                 }
@@ -307,6 +341,9 @@ impl LookUp<'_> {
         found.subjects = held.len() as u64;
         if found.subjects == 0 {
             return found;
+        }
+        for (s, at) in t.decoys.seeds.iter().enumerate() {
+            found.seeds_held[s] = held.contains(&(t.erased_base + at));
         }
         let mut decoys_held = BTreeSet::new();
         for (rel, plan) in self.scan(column, &t.decoy_type, normalize).await {

@@ -177,6 +177,14 @@ pub async fn discover(job: &Job, opts: &Options) -> Result<Report> {
         let loc = Location::parse(root, std::path::Path::new("."), &Default::default())
             .map_err(|m| Error::Usage(format!("--root {root}: {m}")))?;
         let found_tables = match walk::tables(&loc).await {
+            Ok(t) if t.is_empty() => {
+                tracing::error!(root = %root, "the root lists no Parquet file: nothing under it was examined");
+                report.roots_not_examined.push(RootError {
+                    root: root.clone(),
+                    error: "lists no Parquet file (is the root right?)".into(),
+                });
+                continue;
+            }
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(root = %root, error = %e, "cannot list the root: nothing under it was examined");
@@ -196,11 +204,26 @@ pub async fn discover(job: &Job, opts: &Options) -> Result<Report> {
                 .iter()
                 .filter(|t| url.starts_with(t.location.url.as_str()))
                 .max_by_key(|t| t.location.url.as_str().len());
+            let masked = probe.mask(&url);
             let name = match owner {
                 Some(t) => t.spec.name.clone(),
-                None => unique_name(&url, &mut names),
+                None => unique_name(&masked, &mut names),
             };
-            let table = examine(&loc, found, url, name, owner, &against, opts).await?;
+            let mut table = examine(&loc, found, url, name, owner, &against, opts).await?;
+            if masked != table.location {
+                // A folder named after an erased id: said without the id, and no spec
+                // proposed (it would have to name the folder).
+                table.location = masked;
+                if table.proposed_spec.take().is_some() {
+                    table.note = Some(
+                        "its location names an erased subject: no spec is proposed; review it by hand"
+                            .into(),
+                    );
+                }
+            }
+            if let (Some(dir), Some(spec)) = (&opts.write, &table.proposed_spec) {
+                table.written = Some(write_spec(dir, &table.name, spec)?);
+            }
             report.tables.push(table);
         }
     }
@@ -304,7 +327,7 @@ async fn examine(
     };
     let findings: Vec<Evidence> = ev.evidence.into_iter().filter(|e| e.finding()).collect();
     if !findings.is_empty() {
-        propose_spec(&mut report, owner, found.format, &findings, opts)?;
+        propose_spec(&mut report, owner, found.format, &findings)?;
     }
     Ok(report)
 }
@@ -326,7 +349,6 @@ fn propose_spec(
     owner: Option<&Table>,
     format: Option<Logged>,
     evidence: &[Evidence],
-    opts: &Options,
 ) -> Result<()> {
     report.finding = Some(
         if owner.is_some() {
@@ -356,9 +378,6 @@ fn propose_spec(
             None
         }
     };
-    if let (Some(dir), Some(spec)) = (&opts.write, &report.proposed_spec) {
-        report.written = Some(write_spec(dir, &report.name, spec)?);
-    }
     Ok(())
 }
 
