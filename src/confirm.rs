@@ -338,8 +338,8 @@ pub async fn unconfirmed(ctx: &SessionContext, confirmed: Option<DataFrame>) -> 
 }
 
 /// The job's confirmations in the dataset at `loc`, from the files of `runs` only (runs with
-/// a manifest), as a frame of `event_id`, `status`, `run_id`, `held_bases`, `held_since`;
-/// none when there is no such file.
+/// a manifest), as a frame of `event_id`, `status`, `run_id`, `held_bases`, `held_since`,
+/// `confirmed_at`, `requested_at`; none when there is no such file.
 pub async fn dataset(
     ctx: &SessionContext,
     loc: &Location,
@@ -393,6 +393,8 @@ pub async fn dataset(
                 utf8("job"),
                 or_null("held_bases", bases_type),
                 or_null("held_since", utc_type()),
+                col("confirmed_at"),
+                col("requested_at"),
             ])
             .map_err(qerr)?
             .filter(col("job").eq(lit(job)))
@@ -403,6 +405,8 @@ pub async fn dataset(
                 col("run_id"),
                 col("held_bases"),
                 col("held_since"),
+                datafusion::prelude::cast(col("confirmed_at"), utc_type()).alias("confirmed_at"),
+                datafusion::prelude::cast(col("requested_at"), utc_type()).alias("requested_at"),
             ])
             .map_err(qerr)?;
         out = Some(match out {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use lakepurge::cmd::{demo, discover, status, trace, validate};
+use lakepurge::cmd::{demo, discover, report, status, trace, validate};
 use lakepurge::purge::{Outcome, SystemClock};
 use lakepurge::spec::Job;
 use lakepurge::{Error, events, plan, purge, verify};
@@ -109,6 +109,25 @@ enum Command {
         /// Fail (exit 3) when a pending request is older than this, e.g. 25d or 36h.
         #[arg(long, value_parser = parse_sla)]
         sla: Option<std::time::Duration>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One HTML page for the privacy office and auditors: requests confirmed per day, time to
+    /// confirmation against the SLA, pending and held requests, every run and whether its
+    /// manifest verifies. Exit 3 when a manifest fails or a request is late.
+    Report {
+        #[arg(long)]
+        job: PathBuf,
+        /// The page to write: a local path or an object store URL.
+        #[arg(long)]
+        out: String,
+        /// The SLA drawn and checked, e.g. 25d or 36h.
+        #[arg(long, value_parser = parse_sla)]
+        sla: Option<std::time::Duration>,
+        /// Check each manifest's signature with this ed25519 public key.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        /// Also print the report's numbers as JSON on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -249,6 +268,13 @@ async fn run(command: Command, log_format: LogFormat, quiet: bool) -> Result<u8,
             json,
         } => cmd_trace(&Job::load(&job)?, &event_id, json).await,
         Command::Status { job, sla, json } => cmd_status(&Job::load(&job)?, sla, json).await,
+        Command::Report {
+            job,
+            out,
+            sla,
+            public_key,
+            json,
+        } => cmd_report(&Job::load(&job)?, &out, sla, public_key, json).await,
         Command::Discover {
             job,
             roots,
@@ -423,6 +449,20 @@ async fn cmd_trace(job: &Job, event_id: &str, json: bool) -> Result<u8, Error> {
         t.runs_with_rows,
         t.runs_checked
     );
+    for h in &t.held {
+        let by = match &h.retained {
+            Some(r) => format!(
+                "the table's exemption ({}, {})",
+                r.basis.name(),
+                r.reference
+            ),
+            None => format!("holds {}", h.hold_ids.join(", ")),
+        };
+        println!(
+            "run {} (finished {}): table {}: {} rows kept under {by}",
+            h.run_id, h.finished_at, h.table, h.rows
+        );
+    }
     match t.confirmations.as_slice() {
         [] => println!("event {}: not confirmed (pending)", t.event_id),
         confirmed => {
@@ -463,15 +503,59 @@ fn min_lift(s: &str) -> Result<f64, String> {
     }
 }
 
-async fn cmd_status(job: &Job, sla: Option<std::time::Duration>, json: bool) -> Result<u8, Error> {
-    // `LAKEPURGE_NOW` (RFC 3339) fixes the clock, for tests.
-    let now = match std::env::var("LAKEPURGE_NOW") {
-        Ok(v) => chrono::DateTime::parse_from_rfc3339(&v)
+/// The time `status` and `report` measure ages at: now, or `LAKEPURGE_NOW` (RFC 3339), which
+/// fixes the clock for tests.
+fn now() -> Result<chrono::DateTime<chrono::Utc>, Error> {
+    match std::env::var("LAKEPURGE_NOW") {
+        Ok(v) => Ok(chrono::DateTime::parse_from_rfc3339(&v)
             .map_err(|e| Error::Usage(format!("LAKEPURGE_NOW {v:?}: expected RFC 3339: {e}")))?
-            .with_timezone(&chrono::Utc),
-        Err(_) => chrono::Utc::now(),
+            .with_timezone(&chrono::Utc)),
+        Err(_) => Ok(chrono::Utc::now()),
+    }
+}
+
+async fn cmd_report(
+    job: &Job,
+    out: &str,
+    sla: Option<std::time::Duration>,
+    public_key: Option<PathBuf>,
+    json: bool,
+) -> Result<u8, Error> {
+    let opts = report::Options {
+        now: now()?,
+        sla,
+        public_key: public_key
+            .map(|p| lakepurge::manifest::read_public_key(&p))
+            .transpose()?,
     };
-    let s = status::status(job, now, sla).await?;
+    let r = report::report(job, &opts).await?;
+    let by = format!("lakepurge {}", env!("CARGO_PKG_VERSION"));
+    report::write(out, report::render(&r, &by)).await?;
+    let late = r.status.late.as_ref().map_or(0, |l| l.count);
+    if json {
+        print_json(&r)?;
+    } else {
+        println!(
+            "report written to {out}: {} requests, {} confirmed, {} pending, {} held, {} late; \
+             {} of {} run manifests fail verification",
+            r.status.events,
+            r.status.confirmed,
+            r.status.pending,
+            r.status.held.requests,
+            late,
+            r.runs_failing(),
+            r.runs.len()
+        );
+    }
+    Ok(if r.runs_failing() > 0 || late > 0 {
+        3
+    } else {
+        0
+    })
+}
+
+async fn cmd_status(job: &Job, sla: Option<std::time::Duration>, json: bool) -> Result<u8, Error> {
+    let s = status::status(job, now()?, sla).await?;
     if json {
         print_json(&s)?;
     } else {

@@ -501,6 +501,24 @@ pub async fn all(folder: &Location) -> Result<Vec<Stored>> {
     Ok(out)
 }
 
+/// `LAKEPURGE_MANIFEST_COPY=<folder>`: each manifest written is also copied into this local
+/// folder (the test suite validates every one against `docs/manifest.schema.json`). A copy
+/// that cannot be written is a warning, never a failure of the run.
+fn keep_copy(manifest: &Manifest, bytes: &[u8]) {
+    let Some(dir) = std::env::var_os("LAKEPURGE_MANIFEST_COPY") else {
+        return;
+    };
+    let file = std::path::Path::new(&dir).join(format!(
+        "{}.{}.{}.json",
+        manifest.job,
+        manifest.run_id,
+        std::process::id()
+    ));
+    if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&file, bytes)) {
+        tracing::warn!(file = %file.display(), error = %e, "cannot keep a copy of the manifest");
+    }
+}
+
 /// Writes a new manifest; fails if one already exists for the run (never overwritten).
 pub async fn write(folder: &Location, manifest: &Manifest) -> Result<Stored> {
     let bytes = serde_json::to_vec_pretty(manifest).map_err(|e| Error::Manifest {
@@ -526,6 +544,7 @@ pub async fn write(folder: &Location, manifest: &Manifest) -> Result<Stored> {
                 .is_some_and(|there| there == bytes) => {}
         Err(e) => return Err(Error::store(format!("writing manifest {path}"), e)),
     }
+    keep_copy(manifest, &bytes);
     Ok(Stored {
         manifest: manifest.clone(),
         sha256: sha256_hex(&bytes),

@@ -4,6 +4,8 @@
 //! The warehouse has three tables covering the match kinds: `users` (an integer key and a
 //! normalised email; one of its files holds only erased users and is deleted), `messages` (a
 //! struct path `sender.id` and a list column `recipients`) and `sessions` (a composite key).
+//! One request is under a legal hold for the users table: its user row is kept, its other
+//! rows erased, and it is confirmed `held`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -40,7 +42,8 @@ pub async fn run(dir: Option<PathBuf>) -> Result<u8> {
     }
 
     println!("\n== lakepurge plan --job {}", job_file.display());
-    let ev = events::load(&job).await?;
+    let mut ev = events::load(&job).await?;
+    crate::holds::attach(&job, &mut ev, None, chrono::Utc::now()).await?;
     println!(
         "events: {} rows, {} skipped (no subject id), {} distinct events",
         ev.rows,
@@ -50,13 +53,15 @@ pub async fn run(dir: Option<PathBuf>) -> Result<u8> {
     let tables = Table::open_all(&job).await?;
     for p in plan::plan_tables(&tables, &ev).await? {
         println!(
-            "table {}: {} files listed, {} pruned, {} affected ({} emptied), {} rows would go",
+            "table {}: {} files listed, {} pruned, {} affected ({} emptied), {} rows would go, \
+             {} kept under holds",
             p.name,
             p.files_listed,
             p.files_pruned,
             p.files_affected,
             p.files_emptied,
-            p.rows_matched
+            p.rows_matched,
+            p.rows_held
         );
     }
 
@@ -79,8 +84,19 @@ pub async fn run(dir: Option<PathBuf>) -> Result<u8> {
         };
     for t in &stored.manifest.tables {
         println!(
-            "table {}: {} rows removed, {} files rewritten, {} deleted",
-            t.name, t.rows_removed, t.files_rewritten, t.files_deleted
+            "table {}: {} rows removed, {} files rewritten, {} deleted{}",
+            t.name,
+            t.rows_removed,
+            t.files_rewritten,
+            t.files_deleted,
+            t.held
+                .as_ref()
+                .map(|h| format!(
+                    ", {} rows kept under holds {}",
+                    h.rows,
+                    h.hold_ids.join(", ")
+                ))
+                .unwrap_or_default()
         );
     }
     let manifest_path = dir.join("manifests").join("demo").join("demo-1.json");
@@ -96,6 +112,15 @@ pub async fn run(dir: Option<PathBuf>) -> Result<u8> {
         println!("{} {}", if c.ok { "ok  " } else { "FAIL" }, c.what);
     }
     println!("{}", if report.pass { "PASS" } else { "FAIL" });
+
+    println!("\n== lakepurge status --job {}", job_file.display());
+    let s = super::status::status(&job, chrono::Utc::now(), None).await?;
+    print!("{}", super::status::render(&s));
+    println!(
+        "\nnext: lakepurge report --job {} --out {}",
+        job_file.display(),
+        dir.join("report.html").display()
+    );
     Ok(if report.pass { 0 } else { 3 })
 }
 
@@ -260,13 +285,21 @@ pub fn write_sample(dir: &Path) -> Result<PathBuf> {
             .map_err(|()| io_err(p, "not an absolute path"))
     };
     let abs = std::path::absolute(dir).map_err(|e| io_err(dir, e))?;
+    write_file(
+        &dir.join("holds/holds.json"),
+        "{\"hold_id\":\"LH-2026-117\",\"subject_type\":\"user_id\",\"subject_id\":\"142\",\
+         \"table\":\"crm.users\",\"basis\":\"legal_claims\",\
+         \"reference\":\"case 2026-117\",\"placed_at\":\"2026-11-20T00:00:00Z\"}\n",
+    )?;
     let job_file = dir.join("jobs/demo.toml");
     write_file(
         &job_file,
         &format!(
             "[job]\nname = \"demo\"\nmanifests = \"{}\"\ntables = \"tables\"\n\n\
+             [holds]\nlocation = \"{}\"\nformat = \"ndjson\"\n\n\
              [events]\nlocation = \"{}\"\nformat = \"ndjson\"\n",
             url(&abs.join("manifests"))?,
+            url(&abs.join("holds"))?,
             url(&abs.join("events"))?
         ),
     )?;

@@ -111,6 +111,40 @@ impl Status {
     }
 }
 
+/// A query over the job's events (the view `events`) and, when there are any, its
+/// confirmations from runs with a manifest (the view `confirmed`, see [`confirm::dataset`]).
+pub(crate) struct Opened {
+    pub ctx: datafusion::prelude::SessionContext,
+    /// The event dataset, for messages.
+    pub shown: String,
+    pub confirmed: Option<datafusion::prelude::DataFrame>,
+    loc: crate::store::Location,
+    listed: Vec<(object_store::ObjectMeta, crate::events::EventFile)>,
+}
+
+/// Opens the job's events and confirmations for querying; none when there is no event file.
+pub(crate) async fn open(job: &Job) -> Result<Option<Opened>> {
+    let (loc, listed) = events::snapshot_files(job, None).await?;
+    if listed.is_empty() {
+        return Ok(None);
+    }
+    let ctx = events::query(&job.events, &loc, &listed).await?;
+    let shown = loc.url.to_string();
+    let runs = manifest::run_ids(&manifest::folder(job)?).await?;
+    let confirmed = confirm::dataset(&ctx, &confirm::location(job)?, &job.name, &runs).await?;
+    if let Some(c) = &confirmed {
+        ctx.register_table("confirmed", c.clone().into_view())
+            .map_err(|e| Error::query(&shown, e))?;
+    }
+    Ok(Some(Opened {
+        ctx,
+        shown,
+        confirmed,
+        loc,
+        listed,
+    }))
+}
+
 /// The status of `job`'s events at `now`; with `sla`, the pending events older than it.
 pub async fn status(
     job: &Job,
@@ -118,19 +152,17 @@ pub async fn status(
     sla: Option<std::time::Duration>,
 ) -> Result<Status> {
     let mut s = Status::empty(job, now, sla);
-    let (loc, listed) = events::snapshot_files(job, None).await?;
-    if listed.is_empty() {
+    let Some(Opened {
+        ctx,
+        shown,
+        confirmed,
+        loc,
+        listed,
+    }) = open(job).await?
+    else {
         return Ok(s);
-    }
-    let ctx = events::query(&job.events, &loc, &listed).await?;
-    let shown = loc.url.to_string();
+    };
     let qerr = |e| Error::query(&shown, e);
-    let runs = manifest::run_ids(&manifest::folder(job)?).await?;
-    let confirmed = confirm::dataset(&ctx, &confirm::location(job)?, &job.name, &runs).await?;
-    if let Some(c) = &confirmed {
-        ctx.register_table("confirmed", c.clone().into_view())
-            .map_err(qerr)?;
-    }
     // The first query reads every row: a file that does not read is bad input, named.
     let counts = match count_rows(
         &ctx,

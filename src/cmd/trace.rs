@@ -2,7 +2,8 @@
 //!
 //! Reads every manifest of the job (oldest first) and lists each run, table and file where the
 //! event removed rows, with counts and times, and how the job's completed runs confirmed it
-//! (`erased`, `no_data`, `no_rule`): the answer to "can I acknowledge request X?".
+//! (`erased`, `no_data`, `no_rule`, `held`), and where its rows were kept under a legal hold or a
+//! table's exemption, by which holds: the answer to "can I acknowledge request X?".
 
 use serde::Serialize;
 
@@ -19,6 +20,19 @@ pub struct Hit {
     pub rows: u64,
 }
 
+/// Rows of the event a run kept in a table, under holds or the table's exemption.
+#[derive(Debug, Serialize)]
+pub struct HeldHit {
+    pub run_id: String,
+    pub finished_at: String,
+    pub table: String,
+    pub rows: u64,
+    pub hold_ids: Vec<String>,
+    /// The table's exemption (`retain`) kept them: its basis and reference.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retained: Option<crate::spec::Retain>,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Trace {
     pub event_id: String,
@@ -26,6 +40,8 @@ pub struct Trace {
     pub runs_with_rows: u64,
     pub rows: u64,
     pub hits: Vec<Hit>,
+    /// Where runs kept the event's rows under holds or exemptions.
+    pub held: Vec<HeldHit>,
     /// How completed runs of the job confirmed the event: (run id, status).
     pub confirmations: Vec<(String, String)>,
 }
@@ -74,12 +90,27 @@ pub async fn trace(job: &Job, event_id: &str) -> Result<Trace> {
         runs_with_rows: 0,
         rows: 0,
         hits: Vec::new(),
+        held: Vec::new(),
         confirmations: confirmations_of(job, event_id).await?,
     };
     for s in &history {
         let m = &s.manifest;
         let before = out.hits.len();
         for t in &m.tables {
+            if let Some((h, e)) = t
+                .held
+                .as_ref()
+                .and_then(|h| h.per_event.get(event_id).map(|e| (h, e)))
+            {
+                out.held.push(HeldHit {
+                    run_id: m.run_id.clone(),
+                    finished_at: m.finished_at.clone(),
+                    table: t.name.clone(),
+                    rows: e.rows,
+                    hold_ids: e.hold_ids.clone(),
+                    retained: h.retain.clone().filter(|_| e.retained),
+                });
+            }
             for f in &t.files {
                 if let Some(&rows) = f.per_event.get(event_id).filter(|n| **n > 0) {
                     out.rows += rows;

@@ -14,7 +14,7 @@ fn demo_runs_end_to_end_and_ends_with_pass() {
     let ws = tempfile::tempdir().unwrap();
     let run = demo(ws.path());
     assert_eq!(run.code, 0);
-    assert_eq!(run.stdout.trim_end().lines().last(), Some("PASS"));
+    assert!(run.stdout.contains("\nPASS\n"), "{}", run.stdout);
     // The file of only erased users is gone; the manifest says so.
     assert!(
         !ws.path()
@@ -29,7 +29,42 @@ fn demo_runs_end_to_end_and_ends_with_pass() {
         .find(|t| t["name"] == "crm.users")
         .unwrap();
     assert_eq!(users["files_deleted"], 1);
-    assert_eq!(users["rows_removed"], 5);
+    // User 142 (ev-6) is under a legal hold in crm.users: its row is kept, on the record.
+    assert_eq!(users["rows_removed"], 4);
+    assert_eq!(users["held"]["rows"], 1);
+    assert_eq!(
+        users["held"]["hold_ids"],
+        serde_json::json!(["LH-2026-117"])
+    );
+    assert_eq!(users["held"]["per_event"]["ev-6"]["rows"], 1);
+    // "Which requests are held, why, since when": from status --json.
+    let job = ws.path().join("jobs/demo.toml");
+    let status = lakepurge(&["status", "--job", job.to_str().unwrap(), "--json"]);
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    let s: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(
+        s["held"],
+        serde_json::json!({"requests": 1, "by_basis": {"legal_claims": 1},
+            "oldest_hold_placed_at": "2026-11-20T00:00:00Z", "event_ids": ["ev-6"]})
+    );
+    assert_eq!([&s["erased"], &s["no_data"], &s["pending"]], [5, 1, 0]);
+    // "Where is it held": trace names the table, the rows and the hold.
+    let trace = lakepurge(&["trace", "--job", job.to_str().unwrap(), "ev-6", "--json"]);
+    assert_eq!(trace.code, 0, "{}", trace.stderr);
+    let t: serde_json::Value = serde_json::from_str(&trace.stdout).unwrap();
+    assert_eq!(
+        t["held"],
+        serde_json::json!([{"run_id": "demo-1", "finished_at": m["finished_at"],
+            "table": "crm.users", "rows": 1, "hold_ids": ["LH-2026-117"]}])
+    );
+    assert_eq!(t["confirmations"], serde_json::json!([["demo-1", "held"]]));
+    let text = lakepurge(&["trace", "--job", job.to_str().unwrap(), "ev-6"]);
+    assert!(
+        text.stdout
+            .contains("table crm.users: 1 rows kept under holds LH-2026-117"),
+        "{}",
+        text.stdout
+    );
     // No raw subject id (the demo's email and composite ids) in the output or the manifest.
     let manifest_text =
         std::fs::read_to_string(ws.path().join("manifests/demo/demo-1.json")).unwrap();
@@ -246,8 +281,8 @@ fn events_missing_a_column() {
         |d| {
             edit(
                 &d.join("jobs/demo.toml"),
-                "format = \"ndjson\"",
-                "format = \"ndjson\"\nsubject_id = \"who\"",
+                "[events]\n",
+                "[events]\nsubject_id = \"who\"\n",
             )
         },
         "r1",

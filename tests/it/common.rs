@@ -33,12 +33,15 @@ pub fn lakepurge(args: &[&str]) -> Run {
 
 /// Runs the built binary with `args` and extra environment variables.
 pub fn lakepurge_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let copies = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_lakepurge"))
         .args(args)
         .env_remove("LAKEPURGE_LOG")
+        .env("LAKEPURGE_MANIFEST_COPY", copies.path())
         .envs(env.iter().copied())
         .output()
         .expect("run lakepurge");
+    check_manifests(copies.path());
     let run = Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -51,6 +54,72 @@ pub fn lakepurge_env(args: &[&str], env: &[(&str, &str)]) -> Run {
         run.all_output()
     );
     run
+}
+
+/// Validates every manifest in `dir` (the copies a run kept, see `LAKEPURGE_MANIFEST_COPY`)
+/// against `docs/manifest.schema.json`, with Python's `jsonschema` (one validator process for
+/// the whole test binary); panics naming the manifest and the error.
+pub fn check_manifests(dir: &Path) {
+    use std::io::{BufRead, Write as _};
+    static CHECKER: std::sync::Mutex<Option<SchemaChecker>> = std::sync::Mutex::new(None);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    if files.is_empty() {
+        return;
+    }
+    files.sort();
+    let mut checker = CHECKER.lock().unwrap_or_else(|p| p.into_inner());
+    let c = checker.get_or_insert_with(SchemaChecker::start);
+    for f in files {
+        writeln!(c.stdin, "{}", f.display()).unwrap();
+        c.stdin.flush().unwrap();
+        let mut line = String::new();
+        c.stdout.read_line(&mut line).unwrap();
+        assert_eq!(
+            line.trim(),
+            "ok",
+            "the manifest {} does not validate against docs/manifest.schema.json:\n{}",
+            f.display(),
+            std::fs::read_to_string(&f).unwrap_or_default()
+        );
+    }
+}
+
+/// A Python process validating manifests against the schema, a path per line in, `ok` or the
+/// error per line out.
+pub struct SchemaChecker {
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    _child: std::process::Child,
+}
+
+const SCHEMA_CHECKER: &str = r#"
+import sys, json, jsonschema
+schema = json.load(open(sys.argv[1]))
+jsonschema.Draft202012Validator.check_schema(schema)
+v = jsonschema.Draft202012Validator(schema)
+for line in sys.stdin:
+    errors = sorted(v.iter_errors(json.load(open(line.strip()))), key=lambda e: list(e.path))
+    print("ok" if not errors else "; ".join(f"{list(e.path)}: {e.message}" for e in errors[:5]).replace(chr(10), " "), flush=True)
+"#;
+
+impl SchemaChecker {
+    fn start() -> SchemaChecker {
+        let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/manifest.schema.json");
+        let mut child = Command::new(python())
+            .args(["-c", SCHEMA_CHECKER])
+            .arg(schema)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the manifest schema checker (python with jsonschema)");
+        SchemaChecker {
+            stdin: child.stdin.take().unwrap(),
+            stdout: std::io::BufReader::new(child.stdout.take().unwrap()),
+            _child: child,
+        }
+    }
 }
 
 /// The repository's testdata folder.

@@ -19,6 +19,7 @@ mod holds;
 mod ops;
 mod proxy;
 mod regressions;
+mod report;
 mod rewrite;
 mod s3;
 mod store_faults;
