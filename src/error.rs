@@ -193,6 +193,17 @@ impl Error {
         }
     }
 
+    /// Whether the store refused the request (403).
+    pub fn is_permission_denied(&self) -> bool {
+        matches!(
+            self,
+            Error::Store {
+                source: object_store::Error::PermissionDenied { .. },
+                ..
+            }
+        )
+    }
+
     /// Whether the object changed or went away while it was read (a concurrent writer).
     pub fn is_conflict(&self) -> bool {
         matches!(

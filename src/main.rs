@@ -595,6 +595,7 @@ async fn cmd_verify_args(
             .map(|p| lakepurge::manifest::read_public_key(&p))
             .transpose()?,
         deep: if deep { job.as_ref() } else { None },
+        job: job.as_ref(),
     };
     cmd_verify(&manifest, json, &opts).await
 }

@@ -135,6 +135,10 @@ pub struct TableRecord {
     pub versions_deleted: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub versions_remaining: Option<u64>,
+    /// Of the remaining versions, those the store holds under S3 Object Lock (listed per file
+    /// in `old_versions.locked`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versions_locked: Option<u64>,
     /// A Delta table: the commit the purge made, and what became of the files it removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta: Option<DeltaRecord>,
@@ -259,9 +263,35 @@ pub struct OldVersionsRecord {
     pub deleted: Vec<String>,
     /// Versions that still hold erased rows (`keep`).
     pub remaining: u64,
+    /// Versions the store refused to delete because S3 Object Lock holds them (a legal hold
+    /// or a retention): they still hold erased rows, until the store releases them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub locked: Vec<LockedVersion>,
     /// Journal only: deletions decided but not all made yet (a resumed run finishes them).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pending: bool,
+}
+
+/// An old version the store holds under S3 Object Lock.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LockedVersion {
+    pub version_id: String,
+    /// `legal_hold`, `governance` or `compliance`.
+    pub mode: String,
+    /// The retention's retain-until date, as the store gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain_until: Option<String>,
+}
+
+impl LockedVersion {
+    pub fn new(version_id: &str, lock: crate::store::versions::ObjectLock) -> Self {
+        LockedVersion {
+            version_id: version_id.to_string(),
+            mode: lock.mode,
+            retain_until: lock.retain_until,
+        }
+    }
 }
 
 fn is_zero(n: &u64) -> bool {

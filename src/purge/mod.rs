@@ -904,9 +904,15 @@ fn table_record(
         versions_deleted: tplan
             .versioning
             .map(|_| old_versions().map(|o| o.deleted.len() as u64).sum()),
-        versions_remaining: tplan
+        versions_remaining: tplan.versioning.map(|_| {
+            old_versions()
+                .map(|o| o.remaining + o.locked.len() as u64)
+                .sum()
+        }),
+        versions_locked: tplan
             .versioning
-            .map(|_| old_versions().map(|o| o.remaining).sum()),
+            .map(|_| old_versions().map(|o| o.locked.len() as u64).sum())
+            .filter(|n| *n > 0),
         delta,
         versioning: tplan.versioning,
         files,

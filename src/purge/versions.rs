@@ -6,7 +6,8 @@
 //! the record is journaled as settled; a resumed run finishes what a crash left pending. Newer
 //! versions (another writer's, and the purge's own new version) are never touched; delete
 //! markers hold no data and stay. With `keep` nothing is deleted and the record counts the
-//! versions that still hold erased rows.
+//! versions that still hold erased rows. A version the store refuses to delete because S3
+//! Object Lock holds it is moved to the record's `locked` list, with the lock's mode and date.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,10 +17,11 @@ use object_store::path::Path;
 use super::Attempt;
 use crate::error::Result;
 use crate::journal::Entry;
-use crate::manifest::{FileRecord, OldVersionsRecord};
+use crate::manifest::{FileRecord, LockedVersion, OldVersionsRecord};
 use crate::plan::TablePlan;
 use crate::spec::OldVersions;
-use crate::store::{S3Versions, Versioning, versions::Version};
+use crate::store::versions::{Deletion, Version};
+use crate::store::{S3Versions, Versioning};
 use crate::table::Table;
 
 /// A table on a versioned bucket, and its policy.
@@ -88,6 +90,7 @@ async fn decide(v: &Versioned, path: &Path, record: &mut FileRecord) -> Result<b
         remaining: if keep { held.len() as u64 } else { 0 },
         pending: !keep,
         deleted: if keep { Vec::new() } else { held },
+        locked: Vec::new(),
     });
     Ok(true)
 }
@@ -103,12 +106,38 @@ async fn delete_pending(
         return Ok(false);
     };
     let skipped = usize::from(skip_oldest && !old.deleted.is_empty());
-    for id in &old.deleted[..old.deleted.len() - skipped] {
-        v.calls.delete(path, id).await?;
-    }
-    tracing::info!(file = %path, versions = old.deleted.len(), "deleted the old versions that held erased rows");
+    let upto = old.deleted.len() - skipped;
+    delete_each(v, path, old, upto).await?;
+    tracing::info!(file = %path, versions = old.deleted.len(), locked = old.locked.len(), "deleted the old versions that held erased rows");
     old.pending = false;
     Ok(true)
+}
+
+/// Deletes the first `upto` versions `old` lists as to delete; those S3 Object Lock holds
+/// move to `old.locked` (recorded, never silent: the store keeps them until it releases them).
+async fn delete_each(
+    v: &Versioned,
+    path: &Path,
+    old: &mut OldVersionsRecord,
+    upto: usize,
+) -> Result<()> {
+    let mut kept = Vec::with_capacity(old.deleted.len());
+    for (i, id) in old.deleted.iter().enumerate() {
+        if i >= upto {
+            kept.push(id.clone());
+            continue;
+        }
+        match v.calls.delete(path, id).await? {
+            Deletion::Deleted => kept.push(id.clone()),
+            Deletion::Locked(lock) => {
+                if !old.locked.iter().any(|l| &l.version_id == id) {
+                    old.locked.push(LockedVersion::new(id, lock));
+                }
+            }
+        }
+    }
+    old.deleted = kept;
+    Ok(())
 }
 
 /// The fate of the data versions of a file the run deleted from a Delta table (Delta never
@@ -129,6 +158,7 @@ pub(super) async fn decide_all(v: &Versioned, path: &Path) -> Result<OldVersions
         remaining: if keep { held.len() as u64 } else { 0 },
         pending: !keep,
         deleted: if keep { Vec::new() } else { held },
+        locked: Vec::new(),
     })
 }
 
@@ -139,9 +169,8 @@ pub(super) async fn delete_all_pending(
     old: &mut OldVersionsRecord,
 ) -> Result<()> {
     if old.pending {
-        for id in &old.deleted {
-            v.calls.delete(path, id).await?;
-        }
+        let all = old.deleted.len();
+        delete_each(v, path, old, all).await?;
         old.pending = false;
     }
     Ok(())

@@ -55,6 +55,52 @@ pub struct Version {
     pub delete_marker: bool,
 }
 
+/// What became of a version lakepurge deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deletion {
+    Deleted,
+    /// The store refused: S3 Object Lock holds the version.
+    Locked(ObjectLock),
+}
+
+/// What holds an object version under S3 Object Lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectLock {
+    /// `legal_hold` when a legal hold is on (whatever the retention), else the retention's
+    /// mode: `governance` or `compliance`.
+    pub mode: String,
+    /// The retention's retain-until date, as the store gives it.
+    pub retain_until: Option<String>,
+}
+
+impl ObjectLock {
+    /// The lock a version's headers describe at `now`: a legal hold that is `ON`, or a
+    /// retention whose date is after `now` (a date that cannot be read counts as in force).
+    fn from_headers(
+        legal_hold: Option<&str>,
+        mode: Option<&str>,
+        retain_until: Option<String>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<ObjectLock> {
+        let held = legal_hold.is_some_and(|h| h.eq_ignore_ascii_case("ON"));
+        let retained = mode.is_some()
+            && retain_until.as_deref().is_some_and(|t| {
+                chrono::DateTime::parse_from_rfc3339(t).map_or(true, |until| until > now)
+            });
+        match (held, retained) {
+            (true, _) => Some(ObjectLock {
+                mode: "legal_hold".into(),
+                retain_until: retain_until.filter(|_| retained),
+            }),
+            (false, true) => Some(ObjectLock {
+                mode: mode.unwrap_or_default().to_ascii_lowercase(),
+                retain_until,
+            }),
+            (false, false) => None,
+        }
+    }
+}
+
 /// The version calls of one S3 bucket.
 pub struct S3Versions {
     client: reqwest::Client,
@@ -150,17 +196,63 @@ impl S3Versions {
         }
     }
 
-    /// Deletes one version of `key` for good (a missing version is not an error).
-    pub async fn delete(&self, key: &Path, version: &str) -> Result<()> {
+    /// Deletes one version of `key` for good (a missing version is not an error). A refusal
+    /// (403) is looked up: a version S3 Object Lock holds (a legal hold, or a retention not
+    /// yet expired) is [`Deletion::Locked`], with what holds it; any other refusal is the
+    /// error it is.
+    pub async fn delete(&self, key: &Path, version: &str) -> Result<Deletion> {
         let query = format!("versionId={}", encode(version));
-        self.send(
-            reqwest::Method::DELETE,
-            key.as_ref(),
-            &query,
-            "s3:DeleteObjectVersion",
-        )
-        .await
-        .map(|_| ())
+        let refused = match self
+            .send(
+                reqwest::Method::DELETE,
+                key.as_ref(),
+                &query,
+                "s3:DeleteObjectVersion",
+            )
+            .await
+        {
+            Ok(_) => return Ok(Deletion::Deleted),
+            Err(e) if e.is_permission_denied() => e,
+            Err(e) => return Err(e),
+        };
+        match self.lock(key, version).await {
+            Ok(Some(lock)) => {
+                tracing::warn!(file = %key, version, mode = %lock.mode, retain_until = ?lock.retain_until, "the store holds this old version under Object Lock: not deleted");
+                Ok(Deletion::Locked(lock))
+            }
+            Ok(None) => Err(refused),
+            Err(e) => {
+                tracing::warn!(file = %key, version, error = %e, "cannot look up the Object Lock of a version whose deletion was refused");
+                Err(refused)
+            }
+        }
+    }
+
+    /// The Object Lock holding a version of `key` now, from its HeadObject headers
+    /// (`x-amz-object-lock-legal-hold`, `-mode`, `-retain-until-date`): none when neither a
+    /// legal hold is on nor a retention runs past now.
+    pub async fn lock(&self, key: &Path, version: &str) -> Result<Option<ObjectLock>> {
+        let query = format!("versionId={}", encode(version));
+        let (headers, _) = self
+            .send_full(
+                reqwest::Method::HEAD,
+                key.as_ref(),
+                &query,
+                "s3:GetObjectVersion, s3:GetObjectLegalHold and s3:GetObjectRetention",
+            )
+            .await?;
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        Ok(ObjectLock::from_headers(
+            header("x-amz-object-lock-legal-hold").as_deref(),
+            header("x-amz-object-lock-mode").as_deref(),
+            header("x-amz-object-lock-retain-until-date"),
+            chrono::Utc::now(),
+        ))
     }
 
     fn error(&self, what: &str, message: String) -> Error {
@@ -183,6 +275,19 @@ impl S3Versions {
         query: &str,
         permission: &str,
     ) -> Result<Bytes> {
+        self.send_full(method, key, query, permission)
+            .await
+            .map(|(_, body)| body)
+    }
+
+    /// [`Self::send`], with the response's headers.
+    async fn send_full(
+        &self,
+        method: reqwest::Method,
+        key: &str,
+        query: &str,
+        permission: &str,
+    ) -> Result<(reqwest::header::HeaderMap, Bytes)> {
         let mut retry = 0;
         loop {
             match self.send_once(method.clone(), key, query, permission).await {
@@ -204,7 +309,7 @@ impl S3Versions {
         key: &str,
         query: &str,
         permission: &str,
-    ) -> std::result::Result<Bytes, Failure> {
+    ) -> std::result::Result<(reqwest::header::HeaderMap, Bytes), Failure> {
         let url = format!(
             "{}/{}?{query}",
             self.bucket_endpoint,
@@ -228,12 +333,13 @@ impl S3Versions {
             .await
             .map_err(|e| Failure::Transient(self.error(&what, e.to_string())))?;
         let status = response.status();
+        let headers = response.headers().clone();
         let body = response
             .bytes()
             .await
             .map_err(|e| Failure::Transient(self.error(&what, e.to_string())))?;
         if status.is_success() {
-            return Ok(body);
+            return Ok((headers, body));
         }
         let code = element(&String::from_utf8_lossy(&body), "Code").unwrap_or_default();
         let message = format!("HTTP {status} {code}");
@@ -396,6 +502,40 @@ fn parse_versions(body: &[u8], key: &str) -> std::result::Result<Page, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lock_holds_while_a_legal_hold_is_on_or_a_retention_runs() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-05T00:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let lock = |hold, mode, until: Option<&str>| {
+            ObjectLock::from_headers(hold, mode, until.map(str::to_string), now)
+        };
+        let future = Some("2030-01-01T00:00:00.000Z");
+        let past = Some("2020-01-01T00:00:00Z");
+        assert_eq!(lock(None, None, None), None);
+        assert_eq!(lock(Some("OFF"), Some("GOVERNANCE"), past), None);
+        assert_eq!(
+            lock(None, Some("COMPLIANCE"), future),
+            Some(ObjectLock {
+                mode: "compliance".into(),
+                retain_until: future.map(str::to_string)
+            })
+        );
+        // A legal hold holds whatever the retention; an expired date is not reported.
+        assert_eq!(
+            lock(Some("ON"), Some("GOVERNANCE"), past),
+            Some(ObjectLock {
+                mode: "legal_hold".into(),
+                retain_until: None
+            })
+        );
+        // A date that cannot be read is taken as in force: never assumed expired.
+        assert_eq!(
+            lock(None, Some("GOVERNANCE"), Some("soon")).map(|l| l.mode),
+            Some("governance".into())
+        );
+    }
 
     #[test]
     fn versions_of_the_key_in_document_order() {

@@ -22,20 +22,23 @@ use crate::store::Location;
 const NAMED: usize = 5;
 
 /// The checks of `m`'s confirmations; `folder` holds the job's manifests. None for a manifest
-/// that records no confirmations (written before they existed).
-pub async fn checks(folder: &Location, m: &Manifest) -> Result<Vec<Check>> {
+/// that records no confirmations (written before they existed). `options` are the
+/// confirmations store's.
+pub async fn checks(
+    folder: &Location,
+    m: &Manifest,
+    options: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<Check>> {
     let Some(rec) = &m.confirmations else {
         return Ok(Vec::new());
     };
-    let loc = Location::parse(
-        &rec.location,
-        std::path::Path::new("."),
-        &Default::default(),
-    )
-    .map_err(|msg| Error::Manifest {
-        path: folder.url.to_string(),
-        message: format!("confirmations.location: {msg}"),
-    })?;
+    let loc =
+        Location::parse(&rec.location, std::path::Path::new("."), options).map_err(|msg| {
+            Error::Manifest {
+                path: folder.url.to_string(),
+                message: format!("confirmations.location: {msg}"),
+            }
+        })?;
     let tallies = confirm::tallies(m);
     let mut out = Vec::new();
     let mut in_file = HashSet::new();

@@ -50,6 +50,27 @@ pub struct Options<'a> {
     pub public_key: Option<ed25519_dalek::VerifyingKey>,
     /// `--deep`: the job whose event snapshot and tables are re-scanned.
     pub deep: Option<&'a Job>,
+    /// The manifest's job (`--job`): its `storage_options` reach the manifests, the
+    /// confirmations and each table as the runs reached them. Without it, the environment's
+    /// configuration alone.
+    pub job: Option<&'a Job>,
+}
+
+impl Options<'_> {
+    /// The storage options of the manifests and confirmations locations.
+    fn manifests_storage(&self) -> BTreeMap<String, String> {
+        self.job
+            .map(|j| j.manifests_storage_options.clone())
+            .unwrap_or_default()
+    }
+
+    /// The storage options of table `name` (the job's spec of that name).
+    fn table_storage(&self, name: &str) -> BTreeMap<String, String> {
+        self.job
+            .and_then(|j| j.tables.iter().find(|t| t.name == name))
+            .map(|t| t.storage_options.clone())
+            .unwrap_or_default()
+    }
 }
 
 fn ok(what: String) -> Check {
@@ -60,18 +81,17 @@ fn fail(what: String) -> Check {
     Check { ok: false, what }
 }
 
-/// Resolves a manifest argument (a local path or a URL) to its folder and object path.
-pub fn locate(arg: &str) -> Result<(Location, Path)> {
+/// Resolves a manifest argument (a local path or a URL) to its folder and object path, with
+/// the store's `options`.
+pub fn locate(arg: &str, options: &BTreeMap<String, String>) -> Result<(Location, Path)> {
     let (dir, name) = match arg.rsplit_once('/') {
         Some((d, n)) => (if d.is_empty() { "/" } else { d }, n),
         None => (".", arg),
     };
     let folder =
-        Location::parse(dir, std::path::Path::new("."), &Default::default()).map_err(|m| {
-            Error::Manifest {
-                path: arg.to_string(),
-                message: m,
-            }
+        Location::parse(dir, std::path::Path::new("."), options).map_err(|m| Error::Manifest {
+            path: arg.to_string(),
+            message: m,
         })?;
     let path = folder.child(name);
     Ok((folder, path))
@@ -79,7 +99,7 @@ pub fn locate(arg: &str) -> Result<(Location, Path)> {
 
 /// Verifies the manifest at `arg`.
 pub async fn verify(arg: &str, opts: &Options<'_>) -> Result<Report> {
-    let (folder, path) = locate(arg)?;
+    let (folder, path) = locate(arg, &opts.manifests_storage())?;
     let stored = manifest::read(&folder, &path)
         .await?
         .ok_or_else(|| Error::Manifest {
@@ -114,11 +134,15 @@ pub async fn verify(arg: &str, opts: &Options<'_>) -> Result<Report> {
         .filter(|s| s.manifest.sequence > m.sequence)
         .collect();
     for t in &m.tables {
-        let loc = Location::parse(&t.location, std::path::Path::new("."), &Default::default())
-            .map_err(|msg| Error::Manifest {
-                path: arg.to_string(),
-                message: format!("table {} location: {msg}", t.name),
-            })?;
+        let loc = Location::parse(
+            &t.location,
+            std::path::Path::new("."),
+            &opts.table_storage(&t.name),
+        )
+        .map_err(|msg| Error::Manifest {
+            path: arg.to_string(),
+            message: format!("table {} location: {msg}", t.name),
+        })?;
         if let Some(d) = &t.delta {
             checks.extend(delta_checks(&loc, t, d).await?);
             checks.extend(delta_history_check(&loc, t, d).await?);
@@ -137,7 +161,7 @@ pub async fn verify(arg: &str, opts: &Options<'_>) -> Result<Report> {
             }
         }
     }
-    checks.extend(confirmations::checks(&folder, m).await?);
+    checks.extend(confirmations::checks(&folder, m, &opts.manifests_storage()).await?);
     if let Some(job) = opts.deep {
         checks.extend(deep(job, m).await?);
     }
@@ -336,6 +360,22 @@ async fn check_old_versions(
             "WARN table {table}: {shown}: {} old versions still hold erased rows \
              (old_versions = keep)",
             old.remaining
+        )));
+    }
+    if !old.locked.is_empty() {
+        let what: Vec<String> = old
+            .locked
+            .iter()
+            .map(|l| match &l.retain_until {
+                Some(until) => format!("{} ({} until {until})", l.version_id, l.mode),
+                None => format!("{} ({})", l.version_id, l.mode),
+            })
+            .collect();
+        out.push(ok(format!(
+            "WARN table {table}: {shown}: {} old versions still hold erased rows, held by the \
+             store under S3 Object Lock (deletion refused): {}",
+            old.locked.len(),
+            what.join(", ")
         )));
     }
     if old.deleted.is_empty() {

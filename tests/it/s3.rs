@@ -814,22 +814,8 @@ fn s3_escaped_keys_are_purged_and_their_versions_deleted_under_their_own_name() 
          \x20   c.put_object(Bucket='lake', Key='warehouse/t/region=eu%3Awest/part 0.parquet', Body=buf.getvalue())\n",
         &[],
     );
-    let ws = tempfile::tempdir().unwrap();
-    write_events(
-        &ws.path().join("events/e.json"),
-        &[("ev-1", "user_id", serde_json::json!("3"))],
-    );
-    let job = ws.path().join("job.toml");
-    write(
-        &job,
-        &user_id_job(
-            "esc",
-            "s3://lake/audit/",
-            &file_url(&ws.path().join("events")),
-            "s3://lake/warehouse/t/",
-        ),
-    );
-    let job = job.to_str().unwrap();
+    let (_ws, job) = user_3_job("lake", "esc", |t| t);
+    let job = job.as_str();
     let run = moto.lakepurge(&["purge", "--job", job, "--run-id", "r1"], &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let listed: serde_json::Value = serde_json::from_str(&moto.boto(
@@ -873,4 +859,224 @@ fn s3_escaped_keys_are_purged_and_their_versions_deleted_under_their_own_name() 
         "{}",
         verify.stdout
     );
+}
+
+/// Writes three versions of `a.parquet` (users 1-4 and one more: user 3 is erased) and of
+/// `b.parquet` (user 3 only: emptied) under `warehouse/t/` of the bucket `vault`, made with
+/// S3 Object Lock enabled; then puts a legal hold on the oldest version of `a.parquet` and a
+/// governance retention until 2099 on its middle one. Prints the version ids of `a.parquet`,
+/// oldest first.
+const WRITE_LOCKED: &str = "import io, datetime, pyarrow as pa, pyarrow.parquet as pq\n\
+c.create_bucket(Bucket='vault', ObjectLockEnabledForBucket=True)\n\
+def put(key, users):\n\
+\x20   buf = io.BytesIO()\n\
+\x20   pq.write_table(pa.table({'user_id': pa.array(users, pa.int64())}), buf)\n\
+\x20   return c.put_object(Bucket='vault', Key='warehouse/t/' + key, Body=buf.getvalue())['VersionId']\n\
+ids = []\n\
+for r in range(3):\n\
+\x20   ids.append(put('a.parquet', [1, 2, 3, 4, 10 + r]))\n\
+\x20   put('b.parquet', [3, 3])\n\
+c.put_object_legal_hold(Bucket='vault', Key='warehouse/t/a.parquet', VersionId=ids[0], LegalHold={'Status': 'ON'})\n\
+c.put_object_retention(Bucket='vault', Key='warehouse/t/a.parquet', VersionId=ids[1], Retention={'Mode': 'GOVERNANCE', 'RetainUntilDate': datetime.datetime(2099, 1, 1)})\n\
+print(json.dumps(ids))\n";
+
+/// #27: S3 Object Lock on a versioned bucket. The old versions of a purged file that a legal
+/// hold or an unexpired retention protects refuse DeleteObjectVersion: the run records them
+/// as held by the store (mode, retain-until date), deletes every other old version, and exits
+/// 0; the manifest counts them as remaining and locked, and `verify` passes and reports them.
+/// What the bucket holds afterwards is checked against the records, version by version.
+#[test]
+fn s3_object_lock_versions_are_recorded_as_held_by_the_store() {
+    let moto = Moto::start();
+    let a_ids: Vec<String> = serde_json::from_str(&moto.boto(WRITE_LOCKED, &[])).unwrap();
+    let (_ws, job) = user_3_job("vault", "vault", |t| t);
+    let run = moto.lakepurge(&["purge", "--job", &job, "--run-id", "r1"], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("Object Lock"),
+        "never silent: {}",
+        run.stderr
+    );
+    let m: serde_json::Value = serde_json::from_str(&moto.boto(
+        "print(c.get_object(Bucket='vault', Key='audit/vault/r1.json')['Body'].read().decode())",
+        &[],
+    ))
+    .unwrap();
+    let t = &m["tables"][0];
+    let file = |name: &str| {
+        t["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == name)
+            .unwrap_or_else(|| panic!("{name} in {t}"))
+            .clone()
+    };
+    // a.parquet: the version read (the newest) deleted; the two older ones locked.
+    let a = file("a.parquet");
+    assert_eq!(
+        a["old_versions"]["deleted"],
+        serde_json::json!([a_ids[2]]),
+        "{a}"
+    );
+    assert_eq!(
+        a["old_versions"]["locked"],
+        serde_json::json!([
+            {"version_id": a_ids[1], "mode": "governance", "retain_until": a["old_versions"]["locked"][0]["retain_until"]},
+            {"version_id": a_ids[0], "mode": "legal_hold"},
+        ]),
+        "{a}"
+    );
+    assert!(
+        a["old_versions"]["locked"][0]["retain_until"]
+            .as_str()
+            .unwrap()
+            .starts_with("2099-01-01"),
+        "{a}"
+    );
+    // b.parquet (emptied): nothing locked, every data version gone.
+    let b = file("b.parquet");
+    assert_eq!(
+        b["old_versions"]["deleted"].as_array().unwrap().len(),
+        3,
+        "{b}"
+    );
+    assert!(b["old_versions"].get("locked").is_none(), "{b}");
+    assert_eq!(
+        (
+            &t["versions_deleted"],
+            &t["versions_remaining"],
+            &t["versions_locked"]
+        ),
+        (
+            &serde_json::json!(4),
+            &serde_json::json!(2),
+            &serde_json::json!(2)
+        ),
+        "{m}"
+    );
+    // The bucket agrees: exactly the locked versions of a.parquet remain besides the
+    // purge's own new version, and each still holds user 3; b.parquet has no data version.
+    let left: serde_json::Value = serde_json::from_str(&moto.boto(
+        "import io, pyarrow.parquet as pq\n\
+         out = {}\n\
+         for v in c.list_object_versions(Bucket='vault', Prefix='warehouse/t/').get('Versions', []):\n\
+         \x20   body = c.get_object(Bucket='vault', Key=v['Key'], VersionId=v['VersionId'])['Body'].read()\n\
+         \x20   users = pq.read_table(io.BytesIO(body)).column('user_id').to_pylist()\n\
+         \x20   out.setdefault(v['Key'], {})[v['VersionId']] = 3 in users\n\
+         print(json.dumps(out))",
+        &[],
+    ))
+    .unwrap();
+    let a_left = left["warehouse/t/a.parquet"].as_object().unwrap();
+    assert_eq!(a_left.len(), 3, "{left}");
+    for id in &a_ids[..2] {
+        assert_eq!(a_left[id.as_str()], true, "{left}");
+    }
+    assert_eq!(a_left.values().filter(|v| **v == true).count(), 2, "{left}");
+    assert!(left.get("warehouse/t/b.parquet").is_none(), "{left}");
+    // verify passes and reports the versions the store holds.
+    let verify = moto.lakepurge(&["verify", "s3://vault/audit/vault/r1.json"], &[]);
+    assert_eq!(verify.code, 0, "{}", verify.all_output());
+    assert!(
+        verify.stdout.contains(
+            "2 old versions still hold erased rows, held by the store under S3 Object Lock"
+        ),
+        "{}",
+        verify.stdout
+    );
+    // A second run changes nothing and deletes nothing more.
+    let again = moto.lakepurge(&["purge", "--job", &job, "--run-id", "r2"], &[]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+}
+
+/// A job whose stores are configured only in its specs' `storage_options` (the environment
+/// points elsewhere): `verify --job` reaches the manifests, the confirmations and the table
+/// with the job's options, as the run did, and passes; so does `report`.
+#[test]
+fn verify_with_the_job_uses_its_storage_options() {
+    let moto = Moto::start();
+    moto.boto(
+        "import io, pyarrow as pa, pyarrow.parquet as pq\n\
+         buf = io.BytesIO()\n\
+         pq.write_table(pa.table({'user_id': pa.array([1, 2, 3, 4], pa.int64())}), buf)\n\
+         c.put_object(Bucket='lake', Key='warehouse/t/a.parquet', Body=buf.getvalue())",
+        &[],
+    );
+    let options = format!(
+        "{{ aws_access_key_id = \"test\", aws_secret_access_key = \"{SECRET}\", \
+         aws_region = \"us-east-1\", aws_endpoint = \"{}\", aws_allow_http = \"true\" }}",
+        moto.endpoint()
+    );
+    let (ws, job) = user_3_job("lake", "opts", |text| {
+        text.replacen(
+            "[events]",
+            &format!("storage_options = {options}\n[events]"),
+            1,
+        )
+        .replacen(
+            "[[table.match]]",
+            &format!("storage_options = {options}\n[[table.match]]"),
+            1,
+        )
+    });
+    let job = job.as_str();
+    // The environment points at nothing: only the specs' options reach the server.
+    let elsewhere = [
+        ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+        ("AWS_ACCESS_KEY_ID", "nobody"),
+    ];
+    let run = lakepurge_env(&["purge", "--job", job, "--run-id", "r1"], &elsewhere);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let verify = lakepurge_env(&["verify", "--job", job, "--run-id", "r1"], &elsewhere);
+    assert_eq!(verify.code, 0, "{}", verify.all_output());
+    assert!(
+        verify.stdout.contains("a.parquet has its purged content")
+            && verify
+                .stdout
+                .contains("confirmations: 1 rows, sha256 as recorded"),
+        "{}",
+        verify.stdout
+    );
+    let page = ws.path().join("report.html");
+    let report = lakepurge_env(
+        &[
+            "report",
+            "--job",
+            job,
+            "--out",
+            page.to_str().unwrap(),
+            "--json",
+        ],
+        &elsewhere,
+    );
+    assert_eq!(report.code, 0, "{}", report.stderr);
+    let r: serde_json::Value = serde_json::from_str(&report.stdout).unwrap();
+    assert_eq!(r["runs"][0]["verified"], true, "{r}");
+    assert_eq!(r["status"]["erased"], 1, "{r}");
+}
+
+/// A workspace with events erasing user 3 and the job text `name` over
+/// `s3://<bucket>/warehouse/t/` (manifests in `s3://<bucket>/audit/`), edited by `edit`;
+/// returns the workspace and the job file.
+fn user_3_job(
+    bucket: &str,
+    name: &str,
+    edit: impl FnOnce(String) -> String,
+) -> (tempfile::TempDir, String) {
+    let ws = tempfile::tempdir().unwrap();
+    write_events(
+        &ws.path().join("events/e.json"),
+        &[("ev-1", "user_id", serde_json::json!("3"))],
+    );
+    let job = ws.path().join("job.toml");
+    let text = user_id_job(
+        name,
+        &format!("s3://{bucket}/audit/"),
+        &file_url(&ws.path().join("events")),
+        &format!("s3://{bucket}/warehouse/t/"),
+    );
+    write(&job, &edit(text));
+    let job = job.display().to_string();
+    (ws, job)
 }

@@ -175,6 +175,17 @@ fn fault_403_listing_versions_fails_the_run() {
     assert_eq!(code, 1);
 }
 
+/// A version delete refused (403) by a role that lacks the permission, not by Object Lock (the
+/// version's headers show no lock): the run fails naming the permission and resumes once the
+/// role has it; it is never recorded as held by the store.
+#[test]
+fn fault_403_deleting_a_version_without_a_lock_fails_the_run() {
+    let code = fault_case(
+        json!({"kind": "version_delete", "fault": "status", "status": 403, "count": -1}),
+    );
+    assert_eq!(code, 1);
+}
+
 #[test]
 fn fault_lost_and_reset_reads() {
     fault_case(json!({"kind": "get", "fault": "reset", "count": 2, "match": "warehouse/t/"}));

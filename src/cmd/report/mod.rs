@@ -217,6 +217,7 @@ async fn runs(job: &Job, public_key: Option<&ed25519_dalek::VerifyingKey>) -> Re
                 .copied()
                 .filter(|_| s.manifest.signature.is_some()),
             deep: None,
+            job: Some(job),
         };
         let v = verify::verify(&s.url, &opts).await?;
         out.push(run_row(s, &v, public_key.is_some()));
