@@ -6,8 +6,9 @@
 //! a row of the same hold id carrying `released_at` releases the whole hold from that time. A
 //! run reads the dataset with DataFusion (each file on its own, so that an error names its file
 //! and row), pins the files it read, and applies the holds in force at its start: a held
-//! subject's rows are kept in the tables the hold covers ([`Held::for_table`], which the plan's
-//! matcher consults) and erased everywhere else.
+//! subject's rows are kept in the tables the hold covers and erased everywhere else. The plan's
+//! matcher matches each table's rows against the subjects held there ([`Held::subjects_in`]):
+//! a hold keeps the subject it names, not every subject of that subject's event.
 //!
 //! Hold subject ids are compared with the events' as written, or, when every rule of the job
 //! for the subject type normalises the same way, both normalised so.
@@ -199,24 +200,9 @@ async fn read_file(
     rows: &mut Vec<Row>,
 ) -> Result<()> {
     let err = |m: String| Error::holds(shown, format!("{rel}: {m}"));
-    let df = match spec.format {
-        EventFormat::Parquet => {
-            ctx.read_parquet(url, ParquetReadOptions::default().file_extension(""))
-                .await
-        }
-        EventFormat::Ndjson => {
-            let compression = if rel.ends_with(".gz") {
-                FileCompressionType::GZIP
-            } else {
-                FileCompressionType::UNCOMPRESSED
-            };
-            let opts = JsonReadOptions::default()
-                .file_extension("")
-                .file_compression_type(compression);
-            ctx.read_json(url, opts).await
-        }
-    }
-    .map_err(|e| err(e.to_string()))?;
+    let df = open_file(ctx, spec.format, url, rel)
+        .await
+        .map_err(|e| err(e.to_string()))?;
     let c = &spec.columns;
     // (standard name, the file's name, needed by a row that places a hold)
     let wanted: [(&str, &String, bool); 8] = [
@@ -254,45 +240,84 @@ async fn read_file(
     let first = rows.len();
     let mut line = 0;
     for batch in batches {
-        let text: Vec<Option<arrow::array::StringArray>> = present
-            .iter()
-            .map(|at| {
-                at.map(|i| {
-                    arrow::compute::cast(batch.column(i), &DataType::Utf8)
-                        .map(|a| a.as_string::<i32>().clone())
-                })
-                .transpose()
-            })
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| err(format!("a column is not text, a number or a time: {e}")))?;
-        for r in 0..batch.num_rows() {
-            line += 1;
-            let get = |k: usize| {
-                text[k]
-                    .as_ref()
-                    .filter(|a| a.is_valid(r))
-                    .map(|a| a.value(r).trim().to_string())
-                    .filter(|v| !v.is_empty())
-            };
-            let Some(hold_id) = get(0) else {
-                return Err(err(format!("row {line}: hold_id is empty")));
-            };
-            rows.push(Row {
-                file: rel.to_string(),
-                line,
-                hold_id,
-                subject_type: get(1),
-                subject_id: get(2),
-                table: get(3),
-                basis: get(4),
-                reference: get(5),
-                placed_at: get(6),
-                released_at: get(7),
-            });
-        }
+        add_rows(&batch, &present, rel, &mut line, rows).map_err(err)?;
     }
     if let Some(w) = missing.filter(|_| rows[first..].iter().any(|r| r.released_at.is_none())) {
         return Err(absent(w));
+    }
+    Ok(())
+}
+
+/// The frame of one hold file, read as its format says (NDJSON gzipped by its `.gz` name).
+async fn open_file(
+    ctx: &SessionContext,
+    format: EventFormat,
+    url: &str,
+    rel: &str,
+) -> datafusion::error::Result<datafusion::prelude::DataFrame> {
+    match format {
+        EventFormat::Parquet => {
+            ctx.read_parquet(url, ParquetReadOptions::default().file_extension(""))
+                .await
+        }
+        EventFormat::Ndjson => {
+            let compression = if rel.ends_with(".gz") {
+                FileCompressionType::GZIP
+            } else {
+                FileCompressionType::UNCOMPRESSED
+            };
+            let opts = JsonReadOptions::default()
+                .file_extension("")
+                .file_compression_type(compression);
+            ctx.read_json(url, opts).await
+        }
+    }
+}
+
+/// The rows of one batch of hold file `rel` (the standard columns at `present`, as text,
+/// trimmed, empty as none), numbered on from `line`. A row without a hold id is an error.
+fn add_rows(
+    batch: &arrow::array::RecordBatch,
+    present: &[Option<usize>],
+    rel: &str,
+    line: &mut usize,
+    rows: &mut Vec<Row>,
+) -> std::result::Result<(), String> {
+    let text: Vec<Option<arrow::array::StringArray>> = present
+        .iter()
+        .map(|at| {
+            at.map(|i| {
+                arrow::compute::cast(batch.column(i), &DataType::Utf8)
+                    .map(|a| a.as_string::<i32>().clone())
+            })
+            .transpose()
+        })
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| format!("a column is not text, a number or a time: {e}"))?;
+    for r in 0..batch.num_rows() {
+        *line += 1;
+        let get = |k: usize| {
+            text[k]
+                .as_ref()
+                .filter(|a| a.is_valid(r))
+                .map(|a| a.value(r).trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let Some(hold_id) = get(0) else {
+            return Err(format!("row {line}: hold_id is empty"));
+        };
+        rows.push(Row {
+            file: rel.to_string(),
+            line: *line,
+            hold_id,
+            subject_type: get(1),
+            subject_id: get(2),
+            table: get(3),
+            basis: get(4),
+            reference: get(5),
+            placed_at: get(6),
+            released_at: get(7),
+        });
     }
     Ok(())
 }
@@ -385,12 +410,28 @@ pub struct Held {
     /// Per event index: the holds (indices into `holds`) on its subject, each with its table
     /// (`None`: every table).
     events: HashMap<u32, HoldsOn>,
+    /// Per table name: the held subjects themselves. A hold keeps the rows of the subject it
+    /// names, not those of another subject the same event names.
+    subjects: HashMap<String, HeldSubjects>,
     /// The holds in force, in hold id order.
     pub holds: Vec<Hold>,
     /// The run's start: the time holds and exemptions are in force at.
     pub now: DateTime<Utc>,
     /// The dataset they were read from (none: the job has no `[holds]`, only exemptions).
     pub dataset: Option<Holds>,
+}
+
+/// The subjects held in one table, as events of their own: pseudo event `n` is one held
+/// (subject, event) of the run, kept by the holds `holds[n]`. The plan matches rows against
+/// them with the table's rules, as it matches the run's events: a row is kept when it holds a
+/// held subject's key.
+#[derive(Debug)]
+pub struct HeldSubjects {
+    pub events: Events,
+    /// Per pseudo event: the holds (indices into [`Held::holds`]) keeping it here.
+    pub holds: Vec<Vec<u32>>,
+    /// (subject type, subject id as the event wrote it), for `verify --deep`.
+    pub ids: std::collections::HashSet<(String, String)>,
 }
 
 /// What the plan's matcher consults for one table: the events whose subject is held there,
@@ -516,6 +557,45 @@ impl HeldRecord {
     }
 }
 
+impl HeldSubjects {
+    /// The subjects of `found` (type, id, holds with their tables) that a hold keeps in table
+    /// `name`, as pseudo events in the order given.
+    fn in_table(name: &str, found: &[(String, String, &HoldsOn)]) -> Result<Option<HeldSubjects>> {
+        let mut by_type: BTreeMap<&str, Vec<(String, Vec<u32>)>> = BTreeMap::new();
+        for (ty, id, hs) in found {
+            let here: Vec<u32> = hs
+                .iter()
+                .filter(|(_, t)| t.as_deref().is_none_or(|t| t == name))
+                .map(|(h, _)| *h)
+                .collect();
+            if !here.is_empty() {
+                by_type.entry(ty).or_default().push((id.clone(), here));
+            }
+        }
+        if by_type.is_empty() {
+            return Ok(None);
+        }
+        // Pseudo events are numbered over the types in this order (see `Events::from_subjects`).
+        let mut holds = Vec::new();
+        let mut ids = std::collections::HashSet::new();
+        let mut lists: Vec<(&str, Vec<String>)> = Vec::new();
+        for (ty, subjects) in by_type {
+            let mut list = Vec::with_capacity(subjects.len());
+            for (id, hs) in subjects {
+                ids.insert((ty.to_string(), id.clone()));
+                holds.push(hs);
+                list.push(id);
+            }
+            lists.push((ty, list));
+        }
+        let events = Events::from_subjects(
+            "the held subjects",
+            lists.iter().map(|(ty, l)| (*ty, l.as_slice())),
+        )?;
+        Ok(Some(HeldSubjects { events, holds, ids }))
+    }
+}
+
 impl Held {
     /// The record of `tally` (a table's kept rows, see [`crate::plan::Matcher`]), event indices
     /// named from `events`; `None` when nothing was kept.
@@ -567,6 +647,7 @@ impl Held {
         let Some(holds) = holds else {
             return Ok(Held {
                 events: HashMap::new(),
+                subjects: HashMap::new(),
                 holds: Vec::new(),
                 now,
                 dataset: None,
@@ -606,6 +687,7 @@ impl Held {
         }
         let mut held = Held {
             events: HashMap::new(),
+            subjects: HashMap::new(),
             holds: in_force,
             now,
             dataset: Some(holds),
@@ -613,6 +695,8 @@ impl Held {
         if wanted.is_empty() {
             return Ok(held);
         }
+        // (subject type, id as the event wrote it, the holds on it).
+        let mut found: Vec<(String, String, &HoldsOn)> = Vec::new();
         for (ty, subjects) in &events.by_type {
             let Some(wanted) = wanted.get(ty) else {
                 continue;
@@ -627,11 +711,22 @@ impl Held {
                             .entry(*event)
                             .or_default()
                             .extend(hs.iter().cloned());
+                        found.push((ty.clone(), id.to_string(), hs));
                     }
                 }
             }
         }
+        for table in &job.tables {
+            if let Some(subjects) = HeldSubjects::in_table(&table.name, &found)? {
+                held.subjects.insert(table.name.clone(), subjects);
+            }
+        }
         Ok(held)
+    }
+
+    /// The subjects held in table `name`, none when there is none.
+    pub fn subjects_in(&self, name: &str) -> Option<&HeldSubjects> {
+        self.subjects.get(name)
     }
 
     /// Whether `spec`'s exemption is in force: the table is searched and counted, never

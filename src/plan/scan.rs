@@ -38,6 +38,9 @@ pub struct Matcher<'e> {
     pub(super) held: Option<Arc<crate::holds::TableHolds>>,
     /// The events the holds were matched against (to name them in the record).
     pub(super) events: &'e Events,
+    /// The subjects held in the table, matched on their own (a row is kept when it holds
+    /// one), and the holds keeping each of their pseudo events.
+    pub(super) held_subjects: Option<(Box<Matcher<'e>>, &'e [Vec<u32>])>,
 }
 
 /// A rule index and the key types a lookup was built for.
@@ -163,6 +166,16 @@ impl<'e> Matcher<'e> {
             .map(|h| h.for_table(spec))
             .filter(|t| !t.is_empty())
             .map(Arc::new);
+        let held_subjects = events
+            .holds
+            .as_ref()
+            .and_then(|h| h.subjects_in(&spec.name))
+            .map(|hs| {
+                (
+                    Box::new(Matcher::new(spec, &hs.events)),
+                    hs.holds.as_slice(),
+                )
+            });
         Matcher {
             rules,
             redact: match spec.action {
@@ -173,24 +186,60 @@ impl<'e> Matcher<'e> {
             absent_is_null: false,
             held,
             events,
+            held_subjects,
         }
     }
 
-    /// The holds keeping a row matched by `events` (indices into the held holds, or
+    /// The holds keeping matched row `row` (indices into the held holds, or
     /// [`crate::holds::RETAIN`] for the table's exemption); `None` when the row is erased. A
-    /// row is kept when any subject it matched is held here: the hold preserves the row.
-    fn holding(&self, events: &BTreeSet<u32>) -> Option<BTreeSet<u32>> {
+    /// row is kept when it holds a subject held here (`held_hits`: the rows of the batch that
+    /// match held subjects, by pseudo event), whatever else it matches: the hold preserves the
+    /// row. Another subject of the same event does not keep a row.
+    fn holding(
+        &self,
+        row: usize,
+        held_hits: &BTreeMap<usize, BTreeSet<u32>>,
+    ) -> Option<BTreeSet<u32>> {
         let held = self.held.as_ref()?;
         if held.retain.is_some() {
             return Some(BTreeSet::from([crate::holds::RETAIN]));
         }
-        let holds: BTreeSet<u32> = events
+        let (_, holds_of) = self.held_subjects.as_ref()?;
+        let holds: BTreeSet<u32> = held_hits
+            .get(&row)?
             .iter()
-            .filter_map(|e| held.events.get(e))
+            .filter_map(|p| holds_of.get(*p as usize))
             .flatten()
             .copied()
             .collect();
         (!holds.is_empty()).then_some(holds)
+    }
+
+    /// The lookups of the held subjects for a file's schema (none when nothing is held here).
+    fn held_lookups_for(
+        &self,
+        schema: &Schema,
+        table: &str,
+        file: &str,
+    ) -> Result<Option<Vec<Arc<Lookup>>>> {
+        match &self.held_subjects {
+            Some((m, _)) => m.lookups_for(schema, table, file).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The rows of `batch` that hold a subject held here, by pseudo event.
+    fn held_hits(
+        &self,
+        batch: &RecordBatch,
+        lookups: Option<&Vec<Arc<Lookup>>>,
+        table: &str,
+        file: &str,
+    ) -> Result<BTreeMap<usize, BTreeSet<u32>>> {
+        match (&self.held_subjects, lookups) {
+            (Some((m, _)), Some(l)) => m.match_batch(batch, l, table, file),
+            _ => Ok(BTreeMap::new()),
+        }
     }
 
     /// The record of the rows this matcher kept (`tally`, summed over the table's files).
@@ -217,6 +266,9 @@ impl<'e> Matcher<'e> {
     /// column a file lacks holds only nulls there, so the rule matches nothing in it.
     pub fn absent_columns_null(mut self, yes: bool) -> Self {
         self.absent_is_null = yes;
+        if let Some((m, _)) = self.held_subjects.as_mut() {
+            m.absent_is_null = yes;
+        }
         self
     }
 
@@ -244,6 +296,7 @@ impl<'e> Matcher<'e> {
             absent_is_null: false,
             held: None,
             events: self.events,
+            held_subjects: None,
         }
     }
 
@@ -380,6 +433,7 @@ impl<'e> Matcher<'e> {
         refuse_encrypted(&metadata, table, file)?;
         let schema = Arc::clone(builder.schema());
         let lookups = self.lookups_for(&schema, table, file)?;
+        let held_lookups = self.held_lookups_for(&schema, table, file)?;
 
         let mut plan = FilePlan::unmatched(file, &metadata);
         let mut builder = builder;
@@ -427,8 +481,13 @@ impl<'e> Matcher<'e> {
             let batch = batch.map_err(|e| read_error(table, file, "cannot read key columns", e))?;
             let mut hits = self.match_batch(&batch, &lookups, table, file)?;
             self.drop_already_redacted(&batch, &mut hits);
+            let held_hits = if hits.is_empty() {
+                BTreeMap::new()
+            } else {
+                self.held_hits(&batch, held_lookups.as_ref(), table, file)?
+            };
             for (row, evs) in hits {
-                if let Some(holds) = self.holding(&evs) {
+                if let Some(holds) = self.holding(row, &held_hits) {
                     let bases = holds.iter().filter_map(|h| self.basis_of(*h)).collect();
                     plan.held.add_row(&evs, &holds, &bases);
                     continue;

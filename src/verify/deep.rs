@@ -28,7 +28,6 @@ use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
 use crate::error::{Error, Result};
 use crate::events::Events;
-use crate::holds::TableHolds;
 use crate::spec::{Action, MatchSpec, Normalize};
 use crate::table::Table;
 
@@ -38,12 +37,16 @@ const DEEP_FILES_IN_FLIGHT: usize = 16;
 /// The row number column added to each file's key columns.
 const ROW: &str = "__lakepurge_row";
 
+/// The subjects held in a table: (subject type, subject id as the event wrote it).
+pub type HeldIds = std::collections::HashSet<(String, String)>;
+
 /// Counts, per file of `table`, the rows that still match a subject of `events`; returns the
-/// files (relative paths) with their counts, and the number of files scanned.
+/// files (relative paths) with their counts, and the number of files scanned. A row that holds
+/// a subject of `held` (held in this table) is expected, whatever else it matches.
 pub async fn remaining(
     table: &Table,
     events: &Events,
-    held: Option<&TableHolds>,
+    held: Option<&HeldIds>,
 ) -> Result<(Vec<(String, u64)>, usize)> {
     use futures::StreamExt;
     let name = &table.spec.name;
@@ -120,7 +123,7 @@ fn register_subjects(
     ctx: &SessionContext,
     table: &Table,
     events: &Events,
-    held: Option<&TableHolds>,
+    held: Option<&HeldIds>,
 ) -> Result<Vec<Option<RuleSubjects>>> {
     let mut names = Vec::new();
     // One table per subject type and key width, whatever the number of rules using it.
@@ -136,14 +139,18 @@ fn register_subjects(
             names.push(Some(name.clone()));
             continue;
         }
-        let is_held = |event: u32| held.is_some_and(|h| h.events.contains_key(&event));
+        // A subject held in this table (not every subject of a held event: a hold keeps
+        // the rows of the subject it names).
+        let ty = rule.subject_type.clone();
+        let is_held =
+            |id: &str| held.is_some_and(|ids| ids.contains(&(ty.clone(), id.to_string())));
         let mut parts: [Vec<Vec<Option<String>>>; 2] =
             [vec![Vec::new(); width], vec![Vec::new(); width]];
         for batch in subjects.batches(None)? {
             let batch = batch?;
-            for (id, event) in batch.ids.iter().zip(batch.events.values()) {
+            for id in batch.ids.iter() {
                 let Some(id) = id else { continue };
-                let side = &mut parts[usize::from(is_held(*event))];
+                let side = &mut parts[usize::from(is_held(id))];
                 if width == 1 {
                     side[0].push(Some(id.to_string()));
                 } else if let Some(split) = split_composite(id, width) {

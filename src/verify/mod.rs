@@ -700,15 +700,13 @@ async fn deep_table(
              never changed; not checked"
         )));
     }
-    let here = held.for_table(&table.spec);
-    let (remaining, files) = deep::remaining(table, events, Some(&here)).await?;
-    let kept = if here.events.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "; rows of the {} held subjects' events are kept there",
-            here.events.len()
-        )
+    let here = held.subjects_in(name).map(|s| &s.ids);
+    let (remaining, files) = deep::remaining(table, events, here).await?;
+    let kept = match here {
+        Some(ids) if !ids.is_empty() => {
+            format!("; rows of the {} subjects held there are kept", ids.len())
+        }
+        _ => String::new(),
     };
     Ok(if remaining.is_empty() {
         ok(format!(

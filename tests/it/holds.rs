@@ -441,3 +441,82 @@ fn bad_holds_are_refused_before_anything_is_written() {
         assert_eq!(after, was, "something was written");
     }
 }
+
+/// One event naming several subjects (a request covering two accounts and a tenant-scoped
+/// id), one of them under a hold: the hold keeps the rows of the subject it names, and the
+/// other subjects of the same event are erased everywhere (but in the exempt table).
+#[test]
+fn a_hold_keeps_its_subject_not_the_other_subjects_of_its_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = std::path::absolute(dir.path()).unwrap();
+    let wh = ws.join("wh");
+    run_python("the warehouse", WAREHOUSE, &[&wh]);
+    let original = ws.join("original");
+    copy_dir(&wh, &original);
+    write(&ws.join("job.toml"), &job_text(&ws));
+    let job = ws.join("job.toml");
+    let job = job.to_str().unwrap();
+    write_events(
+        &ws.join("events/e.json"),
+        &[
+            ("e1", "user_id", json!("1")),
+            ("e1", "user_id", json!("2")),
+            ("e1", "tenant_user", json!("[\"t1\", 9]")),
+        ],
+    );
+    write(
+        &ws.join("holds/part-0.json"),
+        &hold(
+            "H1",
+            "user_id",
+            json!("1"),
+            None,
+            "legal_claims",
+            "2026-11-01T00:00:00Z",
+        ),
+    );
+    let run = lakepurge(&["purge", "--job", job, "--run-id", "r1"]);
+    assert_eq!(run.code, 0, "{}", run.all_output());
+    let tu = |a: &str, b: i64| json!([a, b]);
+    let expected = oracle(
+        &original,
+        json!({
+            "users": [["user_id"], [1, 2], [1]],
+            "orders": [["user_id"], [1, 2], [1]],
+            "invoices": [["user_id"], [], []],
+            "messages": [["tenant", "user"], [tu("t1", 9)], []],
+        }),
+    );
+    let now: Value = serde_json::from_str(&run_python("read back", READ_BACK, &[&wh])).unwrap();
+    assert_eq!(now, expected);
+    let m = read_json(&ws.join("manifests/gdpr/r1.json"));
+    let table = |name: &str| -> Value {
+        m["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == json!(name))
+            .unwrap()
+            .clone()
+    };
+    // users: user 1 held, user 2 removed; orders: user 1's two orders held, user 2's two
+    // removed; messages: the tenant-scoped id removed, nothing held there.
+    assert_eq!(
+        [
+            &table("users")["rows_removed"],
+            &table("users")["held"]["rows"]
+        ],
+        [&json!(1), &json!(1)]
+    );
+    assert_eq!(
+        [
+            &table("orders")["rows_removed"],
+            &table("orders")["held"]["rows"]
+        ],
+        [&json!(2), &json!(2)]
+    );
+    assert_eq!(table("messages")["rows_removed"], json!(1));
+    assert!(table("messages").get("held").is_none(), "{m}");
+    let deep = lakepurge(&["verify", "--job", job, "--run-id", "r1", "--deep"]);
+    assert_eq!(deep.code, 0, "{}", deep.all_output());
+}
