@@ -35,22 +35,40 @@ pub async fn run(dir: Option<PathBuf>) -> Result<u8> {
     println!("== sample warehouse written to {}", dir.display());
     let job = Job::load(&job_file)?;
 
+    show_plan(&job, &job_file).await?;
+    if !show_purge(&job, &job_file, &dir).await? {
+        return Ok(1);
+    }
+    let pass = show_verify(&dir).await?;
+    println!("\n== lakepurge status --job {}", job_file.display());
+    let s = super::status::status(&job, chrono::Utc::now(), None).await?;
+    print!("{}", super::status::render(&s));
+    println!(
+        "\nnext: lakepurge report --job {} --out {}",
+        job_file.display(),
+        dir.join("report.html").display()
+    );
+    Ok(if pass { 0 } else { 3 })
+}
+
+/// validate and plan, as the commands print them.
+async fn show_plan(job: &Job, job_file: &Path) -> Result<()> {
     println!("\n== lakepurge validate --job {}", job_file.display());
-    let v = validate::validate(&job).await?;
+    let v = validate::validate(job).await?;
     for t in &v.tables {
         println!("table {}: {} files, match columns ok", t.name, t.files);
     }
 
     println!("\n== lakepurge plan --job {}", job_file.display());
-    let mut ev = events::load(&job).await?;
-    crate::holds::attach(&job, &mut ev, None, chrono::Utc::now()).await?;
+    let mut ev = events::load(job).await?;
+    crate::holds::attach(job, &mut ev, None, chrono::Utc::now()).await?;
     println!(
         "events: {} rows, {} skipped (no subject id), {} distinct events",
         ev.rows,
         ev.skipped,
         ev.count()
     );
-    let tables = Table::open_all(&job).await?;
+    let tables = Table::open_all(job).await?;
     for p in plan::plan_tables(&tables, &ev).await? {
         println!(
             "table {}: {} files listed, {} pruned, {} affected ({} emptied), {} rows would go, \
@@ -64,24 +82,28 @@ pub async fn run(dir: Option<PathBuf>) -> Result<u8> {
             p.rows_held
         );
     }
+    Ok(())
+}
 
+/// The purge (run `demo-1`); `false` when a table failed.
+async fn show_purge(job: &Job, job_file: &Path, dir: &Path) -> Result<bool> {
     println!(
         "\n== lakepurge purge --job {} --run-id demo-1",
         job_file.display()
     );
-    let stored =
-        match purge::purge(&job, "demo-1", &SystemClock, &purge::Options::default()).await? {
-            Outcome::Completed(s) | Outcome::AlreadyComplete(s) => s,
-            Outcome::Failed { failures } => {
-                for (t, e) in failures {
-                    eprintln!("table {t} failed: {e}");
-                }
-                return Ok(1);
+    let stored = match purge::purge(job, "demo-1", &SystemClock, &purge::Options::default()).await?
+    {
+        Outcome::Completed(s) | Outcome::AlreadyComplete(s) => s,
+        Outcome::Failed { failures } => {
+            for (t, e) in failures {
+                eprintln!("table {t} failed: {e}");
             }
-            Outcome::ShardDone { .. } => {
-                return Err(Error::Internal("the demo's purge ran as a shard".into()));
-            }
-        };
+            return Ok(false);
+        }
+        Outcome::ShardDone { .. } => {
+            return Err(Error::Internal("the demo's purge ran as a shard".into()));
+        }
+    };
     for t in &stored.manifest.tables {
         println!(
             "table {}: {} rows removed, {} files rewritten, {} deleted{}",
@@ -101,7 +123,12 @@ pub async fn run(dir: Option<PathBuf>) -> Result<u8> {
     }
     let manifest_path = dir.join("manifests").join("demo").join("demo-1.json");
     println!("manifest: {}", manifest_path.display());
+    Ok(true)
+}
 
+/// verify on the run's manifest; whether it passed.
+async fn show_verify(dir: &Path) -> Result<bool> {
+    let manifest_path = dir.join("manifests").join("demo").join("demo-1.json");
     println!("\n== lakepurge verify {}", manifest_path.display());
     let report = verify::verify(
         &manifest_path.display().to_string(),
@@ -112,16 +139,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<u8> {
         println!("{} {}", if c.ok { "ok  " } else { "FAIL" }, c.what);
     }
     println!("{}", if report.pass { "PASS" } else { "FAIL" });
-
-    println!("\n== lakepurge status --job {}", job_file.display());
-    let s = super::status::status(&job, chrono::Utc::now(), None).await?;
-    print!("{}", super::status::render(&s));
-    println!(
-        "\nnext: lakepurge report --job {} --out {}",
-        job_file.display(),
-        dir.join("report.html").display()
-    );
-    Ok(if report.pass { 0 } else { 3 })
+    Ok(report.pass)
 }
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> Error {

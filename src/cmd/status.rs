@@ -195,34 +195,7 @@ pub async fn status(
         .and_then(|(_, c)| c.first().copied())
         .unwrap_or(0);
     if confirmed.is_some() {
-        let by_status = count_rows(
-            &ctx,
-            &format!(
-                "SELECT c.status, count(*) FROM \
-                 (SELECT DISTINCT event_id FROM events WHERE {USABLE}) e JOIN \
-                 (SELECT event_id, coalesce(max(CASE WHEN status <> 'held' THEN status END), \
-                  'held') AS status FROM confirmed GROUP BY event_id) c \
-                 ON e.event_id = c.event_id GROUP BY c.status"
-            ),
-            &shown,
-            true,
-        )
-        .await?;
-        for (status, n) in by_status
-            .iter()
-            .map(|(k, c)| (k, c.first().copied().unwrap_or(0)))
-        {
-            match status.as_str() {
-                "erased" => s.erased += n,
-                "no_rule" => s.no_rule += n,
-                confirm::HELD => {
-                    s.held.requests += n;
-                    continue;
-                }
-                _ => s.no_data += n,
-            }
-            s.confirmed += n;
-        }
+        count_confirmed(&ctx, &mut s, &shown).await?;
         held_details(&ctx, &mut s.held, &shown).await?;
     }
     let mut pending = confirm::unconfirmed(&ctx, confirmed)
@@ -239,6 +212,44 @@ pub async fn status(
         late.event_ids = late_all.into_iter().map(|(_, id)| id).collect();
     }
     Ok(s)
+}
+
+/// Counts the events of the dataset by their final confirmation (`held` when `held` is their
+/// only one) into `s`.
+async fn count_confirmed(
+    ctx: &datafusion::prelude::SessionContext,
+    s: &mut Status,
+    shown: &str,
+) -> Result<()> {
+    let by_status = count_rows(
+        ctx,
+        &format!(
+            "SELECT c.status, count(*) FROM \
+             (SELECT DISTINCT event_id FROM events WHERE {USABLE}) e JOIN \
+             (SELECT event_id, coalesce(max(CASE WHEN status <> 'held' THEN status END), \
+              'held') AS status FROM confirmed GROUP BY event_id) c \
+             ON e.event_id = c.event_id GROUP BY c.status"
+        ),
+        shown,
+        true,
+    )
+    .await?;
+    for (status, n) in by_status
+        .iter()
+        .map(|(k, c)| (k, c.first().copied().unwrap_or(0)))
+    {
+        match status.as_str() {
+            "erased" => s.erased += n,
+            "no_rule" => s.no_rule += n,
+            confirm::HELD => {
+                s.held.requests += n;
+                continue;
+            }
+            _ => s.no_data += n,
+        }
+        s.confirmed += n;
+    }
+    Ok(())
 }
 
 /// The bases, the earliest hold and the ids of the held requests (those whose only

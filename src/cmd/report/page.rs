@@ -220,6 +220,29 @@ fn per_day(h: &mut String, days: &[Day]) {
     }
     statuses.retain(|st| days.iter().any(|d| d.by_status.contains_key(*st)));
     legend(h, &statuses);
+    day_bars(h, days, &statuses);
+    h.push_str("<details><summary>The numbers</summary><table><tr><th>day (UTC)</th>");
+    for st in &statuses {
+        let _ = write!(h, "<th class=\"num\">{}</th>", esc(st));
+    }
+    h.push_str("</tr>");
+    for d in days {
+        let _ = write!(h, "<tr data-day=\"{0}\"><td>{0}</td>", esc(&d.day));
+        for st in &statuses {
+            let n = d.by_status.get(*st).copied().unwrap_or(0);
+            let _ = write!(
+                h,
+                "<td class=\"num\" data-status=\"{}\" data-count=\"{n}\">{n}</td>",
+                esc(st)
+            );
+        }
+        h.push_str("</tr>");
+    }
+    h.push_str("</table></details></section>");
+}
+
+/// The stacked bars of [`per_day`], one per day, `statuses` in drawing order.
+fn day_bars(h: &mut String, days: &[Day], statuses: &[&str]) {
     let (w, ht, left, bottom) = (1000.0_f64, 200.0_f64, 44.0_f64, 22.0_f64);
     let top = days
         .iter()
@@ -242,7 +265,7 @@ fn per_day(h: &mut String, days: &[Day]) {
     for (i, d) in days.iter().enumerate() {
         let x = left + slot * i as f64 + (slot - bar) / 2.0;
         let mut y = ht;
-        for st in &statuses {
+        for st in statuses {
             let n = d.by_status.get(*st).copied().unwrap_or(0);
             if n == 0 {
                 continue;
@@ -269,24 +292,7 @@ fn per_day(h: &mut String, days: &[Day]) {
             esc(&d.day)
         );
     }
-    h.push_str("</svg><details><summary>The numbers</summary><table><tr><th>day (UTC)</th>");
-    for st in &statuses {
-        let _ = write!(h, "<th class=\"num\">{}</th>", esc(st));
-    }
-    h.push_str("</tr>");
-    for d in days {
-        let _ = write!(h, "<tr data-day=\"{0}\"><td>{0}</td>", esc(&d.day));
-        for st in &statuses {
-            let n = d.by_status.get(*st).copied().unwrap_or(0);
-            let _ = write!(
-                h,
-                "<td class=\"num\" data-status=\"{}\" data-count=\"{n}\">{n}</td>",
-                esc(st)
-            );
-        }
-        h.push_str("</tr>");
-    }
-    h.push_str("</table></details></section>");
+    h.push_str("</svg>");
 }
 
 /// A duration, or a dash.
