@@ -55,7 +55,7 @@ pub fn location(job: &Job) -> Result<Location> {
 /// The file of `job`'s `run_id` in the dataset at `loc`: keyed by job, so that jobs sharing a
 /// location (and run ids such as the DAG's `{{ ds }}`) never meet.
 pub fn file_path(loc: &Location, job: &str, run_id: &str) -> Path {
-    loc.child(&format!("job={job}/run_id={run_id}/part-0.parquet"))
+    loc.child(&run_file(job, run_id, false))
 }
 
 /// The run of `job` whose file `rel` (relative to the dataset) is: `job=<job>/run_id=<id>/…`,
@@ -69,6 +69,16 @@ fn run_of<'a>(rel: &'a str, job: &str) -> Option<(&'a str, bool)> {
     }
     let run = parts.next()?.strip_prefix("run_id=")?;
     (first.strip_prefix("job=")? == job).then_some((run, false))
+}
+
+/// The path a run's file has relative to the dataset: keyed by job, or (`legacy`) under
+/// `run_id=<id>/` alone.
+pub fn run_file(job: &str, run_id: &str, legacy: bool) -> String {
+    if legacy {
+        format!("run_id={run_id}/part-0.parquet")
+    } else {
+        format!("job={job}/run_id={run_id}/part-0.parquet")
+    }
 }
 
 /// The columns of a confirmations file.
@@ -352,7 +362,9 @@ pub async fn dataset(
     for m in loc.list_files().await? {
         let rel = loc.relative(&m.location);
         match run_of(&rel, job) {
-            Some((run, old)) if rel.ends_with(".parquet") && runs.contains(run) => {
+            // Only the file a run writes (the one its manifest records and `verify` checks):
+            // any other file in a run's folder is no confirmation.
+            Some((run, old)) if runs.contains(run) && rel == run_file(job, run, old) => {
                 if old {
                     legacy.push(loc.object_url(&m.location));
                 } else {

@@ -128,6 +128,44 @@ pub(crate) fn column_names(schema: &arrow::datatypes::Schema) -> String {
         .join(", ")
 }
 
+/// A reader's message about a value it could not decode (JSON's `whilst decoding field 'x':
+/// expected string got "…"`), without the value: in the event and hold datasets a value may be
+/// a subject id, and no output line names one. The field is kept; quoted text and the token
+/// after `got` are masked.
+pub(crate) fn without_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find('"') {
+        out.push_str(&rest[..at]);
+        match rest[at + 1..].find('"') {
+            Some(end) => {
+                out.push_str("\"…\"");
+                rest = &rest[at + 1 + end + 1..];
+            }
+            None => {
+                out.push('…');
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    // `got 9`, `got true`: the token after `got`.
+    let mut masked = String::with_capacity(out.len());
+    let mut words = out.split(' ').peekable();
+    while let Some(w) = words.next() {
+        masked.push_str(w);
+        if let Some(next) = words.next_if(|_| w == "got") {
+            // A quoted value is masked already; a bare one (a number, `true`) is masked here.
+            masked.push(' ');
+            masked.push_str(if next.starts_with('"') { next } else { "…" });
+        }
+        if words.peek().is_some() {
+            masked.push(' ');
+        }
+    }
+    masked
+}
+
 /// Whether the first I/O error in `error`'s source chain is one a retry cannot fix. Errors
 /// without one (an HTTP failure, a closed connection) are not.
 fn permanent_io(error: &(dyn std::error::Error + 'static)) -> bool {
@@ -286,5 +324,25 @@ impl Error {
             context: context.to_string(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_values;
+
+    #[test]
+    fn decode_errors_lose_their_values_and_keep_their_fields() {
+        let m =
+            "Json error: whilst decoding field 'subject_id': expected [ got \"secret@example.com\"";
+        assert_eq!(
+            without_values(m),
+            "Json error: whilst decoding field 'subject_id': expected [ got \"…\""
+        );
+        assert_eq!(
+            without_values("whilst decoding field 'subject_id': expected string got 9 here"),
+            "whilst decoding field 'subject_id': expected string got … here"
+        );
+        assert_eq!(without_values("unterminated \"abc"), "unterminated …");
     }
 }

@@ -94,10 +94,13 @@ pub async fn load(job: &Job, snapshot: Option<&[EventFile]>) -> Result<Option<Ho
     let loc = location(job, spec)?;
     let shown = loc.url.to_string();
     let mut listed = events::list_format(spec.format, &loc).await?;
-    if let Err(gone) = events::pin(&mut listed, snapshot) {
+    if let Err(why) = events::pin_exact(&mut listed, snapshot) {
         return Err(Error::holds(
             &shown,
-            format!("hold file {gone} of the run's snapshot is gone"),
+            format!(
+                "hold file {why}: the run applies the hold files as it first read them; hold \
+                 files are append-only (add rows in new files)"
+            ),
         ));
     }
     let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
@@ -200,9 +203,10 @@ async fn read_file(
     rows: &mut Vec<Row>,
 ) -> Result<()> {
     let err = |m: String| Error::holds(shown, format!("{rel}: {m}"));
-    let df = open_file(ctx, spec.format, url, rel)
-        .await
-        .map_err(|e| err(e.to_string()))?;
+    // A reader's error may quote a value it could not decode: never shown (a subject id).
+    let derr =
+        |e: datafusion::error::DataFusionError| err(crate::error::without_values(&e.to_string()));
+    let df = open_file(ctx, spec.format, url, rel).await.map_err(derr)?;
     let c = &spec.columns;
     // (standard name, the file's name, needed by a row that places a hold)
     let wanted: [(&str, &String, bool); 8] = [
@@ -236,7 +240,7 @@ async fn read_file(
     if present[0].is_none() {
         return Err(absent(&wanted[0]));
     }
-    let batches = df.collect().await.map_err(|e| err(e.to_string()))?;
+    let batches = df.collect().await.map_err(derr)?;
     let first = rows.len();
     let mut line = 0;
     for batch in batches {
@@ -421,8 +425,8 @@ pub struct Held {
     pub dataset: Option<Holds>,
 }
 
-/// The subjects held in one table, as events of their own: pseudo event `n` is one held
-/// (subject, event) of the run, kept by the holds `holds[n]`. The plan matches rows against
+/// The subjects held in one table, as events of their own: pseudo event `n` is one subject a
+/// hold in force names, kept by the holds `holds[n]`. The plan matches rows against
 /// them with the table's rules, as it matches the run's events: a row is kept when it holds a
 /// held subject's key.
 #[derive(Debug)]
@@ -430,7 +434,7 @@ pub struct HeldSubjects {
     pub events: Events,
     /// Per pseudo event: the holds (indices into [`Held::holds`]) keeping it here.
     pub holds: Vec<Vec<u32>>,
-    /// (subject type, subject id as the event wrote it), for `verify --deep`.
+    /// (subject type, subject id as the hold wrote it), for `verify --deep`.
     pub ids: std::collections::HashSet<(String, String)>,
 }
 
@@ -445,12 +449,14 @@ pub struct TableHolds {
     /// The table's exemption (`retain`) in force: every matched row is kept.
     pub retain: Option<Basis>,
     pub retain_record: Option<Retain>,
+    /// Whether a hold in force names a subject in the table (see [`Held::subjects_in`]).
+    pub subjects: bool,
 }
 
 impl TableHolds {
     /// Whether nothing is held in the table.
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.retain.is_none()
+        self.events.is_empty() && self.retain.is_none() && !self.subjects
     }
 }
 
@@ -558,18 +564,30 @@ impl HeldRecord {
 }
 
 impl HeldSubjects {
-    /// The subjects of `found` (type, id, holds with their tables) that a hold keeps in table
-    /// `name`, as pseudo events in the order given.
-    fn in_table(name: &str, found: &[(String, String, &HoldsOn)]) -> Result<Option<HeldSubjects>> {
+    /// The subjects the holds in force name (`holds`, by index) that they keep in table
+    /// `name`, as the holds wrote them, as pseudo events. They are matched with the table's
+    /// rules like any subject (ids converted to the key column's type, normalised as the rule
+    /// says), so a hold keeps the rows an event naming the same subject in another spelling
+    /// (`07` for `7`) would erase.
+    fn in_table(name: &str, holds: &[Hold]) -> Result<Option<HeldSubjects>> {
+        let found: Vec<(&str, &str, HoldsOn)> = holds
+            .iter()
+            .enumerate()
+            .flat_map(|(i, h)| {
+                h.subjects
+                    .iter()
+                    .map(move |(ty, id, t)| (ty.as_str(), id.as_str(), vec![(i as u32, t.clone())]))
+            })
+            .collect();
         let mut by_type: BTreeMap<&str, Vec<(String, Vec<u32>)>> = BTreeMap::new();
-        for (ty, id, hs) in found {
+        for (ty, id, hs) in &found {
             let here: Vec<u32> = hs
                 .iter()
                 .filter(|(_, t)| t.as_deref().is_none_or(|t| t == name))
                 .map(|(h, _)| *h)
                 .collect();
             if !here.is_empty() {
-                by_type.entry(ty).or_default().push((id.clone(), here));
+                by_type.entry(ty).or_default().push((id.to_string(), here));
             }
         }
         if by_type.is_empty() {
@@ -659,32 +677,7 @@ impl Held {
             .filter(|h| h.in_force(now))
             .cloned()
             .collect();
-        let tables: BTreeSet<&str> = job.tables.iter().map(|t| t.name.as_str()).collect();
-        // By subject type, then canonical id: the holds on it, with their tables.
-        let mut wanted: HashMap<String, HashMap<String, HoldsOn>> = HashMap::new();
-        for (i, h) in in_force.iter().enumerate() {
-            for (ty, id, table) in &h.subjects {
-                if let Some(t) = table.as_deref().filter(|t| !tables.contains(t)) {
-                    return Err(Error::holds(
-                        &holds.location,
-                        format!(
-                            "hold {} names table {t:?}, which job {} does not have (the \
-                             tables are: {}); fix the hold's table, or leave it empty to hold \
-                             the subject in every table",
-                            h.hold_id,
-                            job.name,
-                            tables.iter().copied().collect::<Vec<_>>().join(", ")
-                        ),
-                    ));
-                }
-                wanted
-                    .entry(ty.clone())
-                    .or_default()
-                    .entry(canonical(normalization(job, ty), id))
-                    .or_default()
-                    .push((i as u32, table.clone()));
-            }
-        }
+        let wanted = wanted(job, &in_force, &holds.location)?;
         let mut held = Held {
             events: HashMap::new(),
             subjects: HashMap::new(),
@@ -692,11 +685,14 @@ impl Held {
             now,
             dataset: Some(holds),
         };
+        for table in &job.tables {
+            if let Some(subjects) = HeldSubjects::in_table(&table.name, &held.holds)? {
+                held.subjects.insert(table.name.clone(), subjects);
+            }
+        }
         if wanted.is_empty() {
             return Ok(held);
         }
-        // (subject type, id as the event wrote it, the holds on it).
-        let mut found: Vec<(String, String, &HoldsOn)> = Vec::new();
         for (ty, subjects) in &events.by_type {
             let Some(wanted) = wanted.get(ty) else {
                 continue;
@@ -711,14 +707,8 @@ impl Held {
                             .entry(*event)
                             .or_default()
                             .extend(hs.iter().cloned());
-                        found.push((ty.clone(), id.to_string(), hs));
                     }
                 }
-            }
-        }
-        for table in &job.tables {
-            if let Some(subjects) = HeldSubjects::in_table(&table.name, &found)? {
-                held.subjects.insert(table.name.clone(), subjects);
             }
         }
         Ok(held)
@@ -756,8 +746,45 @@ impl Held {
             basis: self.holds.iter().map(|h| h.basis).collect(),
             retain: retain.as_ref().map(|r| r.basis),
             retain_record: retain,
+            subjects: self.subjects.contains_key(&spec.name),
         }
     }
+}
+
+/// The holds of `in_force` by subject type, then canonical id, each with its table; a hold
+/// naming a table `job` does not have is refused (a typo would erase what it holds).
+fn wanted(
+    job: &Job,
+    in_force: &[Hold],
+    location: &str,
+) -> Result<HashMap<String, HashMap<String, HoldsOn>>> {
+    let tables: BTreeSet<&str> = job.tables.iter().map(|t| t.name.as_str()).collect();
+    // By subject type, then canonical id: the holds on it, with their tables.
+    let mut wanted: HashMap<String, HashMap<String, HoldsOn>> = HashMap::new();
+    for (i, h) in in_force.iter().enumerate() {
+        for (ty, id, table) in &h.subjects {
+            if let Some(t) = table.as_deref().filter(|t| !tables.contains(t)) {
+                return Err(Error::holds(
+                    location,
+                    format!(
+                        "hold {} names table {t:?}, which job {} does not have (the \
+                         tables are: {}); fix the hold's table, or leave it empty to hold \
+                         the subject in every table",
+                        h.hold_id,
+                        job.name,
+                        tables.iter().copied().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+            wanted
+                .entry(ty.clone())
+                .or_default()
+                .entry(canonical(normalization(job, ty), id))
+                .or_default()
+                .push((i as u32, table.clone()));
+        }
+    }
+    Ok(wanted)
 }
 
 /// How ids of `subject_type` are normalised before holds are compared with events: as every

@@ -53,28 +53,7 @@ enum Command {
         json: bool,
     },
     /// Erase the events' subjects from every table and write the run manifest.
-    Purge {
-        #[arg(long)]
-        job: PathBuf,
-        #[arg(long)]
-        run_id: String,
-        /// Sign the manifest with this ed25519 key (made by `lakepurge keygen`).
-        #[arg(long)]
-        signing_key: Option<PathBuf>,
-        /// Process only shard I of N (`I/N`, 0-based) and write no manifest; a final purge
-        /// without --shard finishes the run and writes the manifest.
-        #[arg(long)]
-        shard: Option<String>,
-        /// Files rewritten at once (default: one more than the CPUs, so that one file's I/O
-        /// overlaps the others' CPU work; at least 16 when a table is on an object store).
-        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
-        concurrency: Option<u16>,
-        /// Memory the run may hold, e.g. 512MiB or 2GiB (default 2GiB): the files being
-        /// rewritten get what the process does not already hold when the rewrites start.
-        /// Files wait for room; one larger than the room is purged alone.
-        #[arg(long, value_parser = parse_size)]
-        memory_limit: Option<u64>,
-    },
+    Purge(PurgeArgs),
     /// Check a manifest against the objects it names (give MANIFEST, or --job and --run-id).
     Verify {
         #[arg(required_unless_present = "run_id")]
@@ -172,6 +151,31 @@ enum Command {
     },
 }
 
+/// The arguments of `purge`.
+#[derive(clap::Args)]
+struct PurgeArgs {
+    #[arg(long)]
+    job: PathBuf,
+    #[arg(long)]
+    run_id: String,
+    /// Sign the manifest with this ed25519 key (made by `lakepurge keygen`).
+    #[arg(long)]
+    signing_key: Option<PathBuf>,
+    /// Process only shard I of N (`I/N`, 0-based) and write no manifest; a final purge
+    /// without --shard finishes the run and writes the manifest.
+    #[arg(long)]
+    shard: Option<String>,
+    /// Files rewritten at once (default: one more than the CPUs, so that one file's I/O
+    /// overlaps the others' CPU work; at least 16 when a table is on an object store).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    concurrency: Option<u16>,
+    /// Memory the run may hold, e.g. 512MiB or 2GiB (default 2GiB): the files being
+    /// rewritten get what the process does not already hold when the rewrites start.
+    /// Files wait for room; one larger than the room is purged alone.
+    #[arg(long, value_parser = parse_size)]
+    memory_limit: Option<u64>,
+}
+
 fn main() -> ExitCode {
     tune_allocator();
     let cli = Cli::parse();
@@ -225,35 +229,7 @@ async fn run(command: Command, log_format: LogFormat, quiet: bool) -> Result<u8,
     match command {
         Command::Validate { job } => cmd_validate(&Job::load(&job)?).await,
         Command::Plan { job, json } => cmd_plan(&Job::load(&job)?, json).await,
-        Command::Purge {
-            job,
-            run_id,
-            signing_key,
-            shard,
-            concurrency,
-            memory_limit,
-        } => {
-            let progress = matches!(log_format, LogFormat::Text)
-                && !quiet
-                && std::io::IsTerminal::is_terminal(&std::io::stderr());
-            let key = signing_key
-                .map(|p| lakepurge::manifest::read_signing_key(&p))
-                .transpose()?;
-            let shard = shard
-                .map(|s| purge::Shard::parse(&s))
-                .transpose()
-                .map_err(Error::Usage)?;
-            let opts = purge::Options {
-                signing_key: key.as_ref(),
-                failpoint: Default::default(),
-                shard,
-                concurrency: concurrency.map(usize::from),
-                progress,
-                memory_limit,
-                large_file: None,
-            };
-            cmd_purge(&Job::load(&job)?, &run_id, opts).await
-        }
+        Command::Purge(args) => cmd_purge_args(args, log_format, quiet).await,
         Command::Verify {
             manifest,
             run_id,
@@ -305,6 +281,38 @@ async fn run(command: Command, log_format: LogFormat, quiet: bool) -> Result<u8,
         }
         Command::Demo { dir } => demo::run(dir).await,
     }
+}
+
+/// `purge` as given on the command line.
+async fn cmd_purge_args(args: PurgeArgs, log_format: LogFormat, quiet: bool) -> Result<u8, Error> {
+    let PurgeArgs {
+        job,
+        run_id,
+        signing_key,
+        shard,
+        concurrency,
+        memory_limit,
+    } = args;
+    let progress = matches!(log_format, LogFormat::Text)
+        && !quiet
+        && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let key = signing_key
+        .map(|p| lakepurge::manifest::read_signing_key(&p))
+        .transpose()?;
+    let shard = shard
+        .map(|s| purge::Shard::parse(&s))
+        .transpose()
+        .map_err(Error::Usage)?;
+    let opts = purge::Options {
+        signing_key: key.as_ref(),
+        failpoint: Default::default(),
+        shard,
+        concurrency: concurrency.map(usize::from),
+        progress,
+        memory_limit,
+        large_file: None,
+    };
+    cmd_purge(&Job::load(&job)?, &run_id, opts).await
 }
 
 async fn cmd_validate(job: &Job) -> Result<u8, Error> {
@@ -640,12 +648,17 @@ fn tune_allocator() {
 }
 
 /// An SLA: a duration such as 25d, 36h or 2w (above zero).
+/// The longest `--sla` taken (ages are counted in microseconds: far below their limit).
+const MAX_SLA: std::time::Duration = std::time::Duration::from_secs(100 * 366 * 86_400);
+
 fn parse_sla(s: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(s)
         .map_err(|e| format!("{s:?}: expected a duration such as 25d or 36h: {e}"))
         .and_then(|d| {
             if d.is_zero() {
                 Err(format!("{s:?}: expected a duration above zero"))
+            } else if d > MAX_SLA {
+                Err(format!("{s:?}: expected a duration of at most 100 years"))
             } else {
                 Ok(d)
             }

@@ -210,6 +210,32 @@ pub fn pin(
     }
 }
 
+/// [`pin`], and each file must be as the snapshot recorded it (its size, and its etag where
+/// both know one): `Err` says which file is gone or changed. For datasets whose content no
+/// digest pins (the holds): a file rewritten in place would change what a run applies.
+pub fn pin_exact(
+    listed: &mut Vec<(ObjectMeta, EventFile)>,
+    snapshot: Option<&[EventFile]>,
+) -> std::result::Result<(), String> {
+    pin(listed, snapshot).map_err(|gone| format!("{gone} is gone"))?;
+    for s in snapshot.unwrap_or_default() {
+        let Some((_, now)) = listed.iter().find(|(_, f)| f.path == s.path) else {
+            continue;
+        };
+        let etag_changed = matches!((&s.etag, &now.etag), (Some(a), Some(b)) if a != b);
+        if now.size != s.size || etag_changed {
+            return Err(format!(
+                "{} changed since it was read ({} bytes then, {} now{})",
+                s.path,
+                s.size,
+                now.size,
+                if etag_changed { ", another etag" } else { "" }
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A DataFusion session over the event files `listed` (at least one), registered as the view
 /// `events` with the standard column names (`event_id`, `subject_type`, `subject_id`,
 /// `requested_at`): for the queries of `status` and the confirmations. Their joins and
@@ -441,14 +467,18 @@ async fn ndjson_error(
             return Error::events(
                 format!("{}{}", loc.url, f.path),
                 format!(
-                    "cannot read NDJSON (a malformed line, or a column mixing JSON types?): {e}"
+                    "cannot read NDJSON (a malformed line, or a column mixing JSON types?): {}",
+                    crate::error::without_values(&e.to_string())
                 ),
             );
         }
     }
     Error::events(
         &loc.url,
-        format!("cannot read NDJSON (does a column mix JSON types across files?): {error}"),
+        format!(
+            "cannot read NDJSON (does a column mix JSON types across files?): {}",
+            crate::error::without_values(&error.to_string())
+        ),
     )
 }
 

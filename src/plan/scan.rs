@@ -486,22 +486,38 @@ impl<'e> Matcher<'e> {
             } else {
                 self.held_hits(&batch, held_lookups.as_ref(), table, file)?
             };
-            for (row, evs) in hits {
-                if let Some(holds) = self.holding(row, &held_hits) {
-                    let bases = holds.iter().filter_map(|h| self.basis_of(*h)).collect();
-                    plan.held.add_row(&evs, &holds, &bases);
-                    continue;
-                }
+            let at = |row: usize| {
                 let (k, row) = rows.locate(offset + row as u64);
-                plan.erased[selected[k]].push(row);
-                plan.rows_matched += 1;
-                for e in evs {
-                    *plan.per_event.entry(e).or_default() += 1;
-                }
-            }
+                (selected[k], row)
+            };
+            self.tally(&mut plan, hits, &held_hits, at);
             offset += batch.num_rows() as u64;
         }
         Ok(plan)
+    }
+
+    /// Adds a batch's matched rows (`hits`, each with its events) to `plan`: kept and counted
+    /// when a hold keeps it (`held_hits`), else erased at its place (`at`: row group, row).
+    fn tally(
+        &self,
+        plan: &mut FilePlan,
+        hits: BTreeMap<usize, BTreeSet<u32>>,
+        held_hits: &BTreeMap<usize, BTreeSet<u32>>,
+        at: impl Fn(usize) -> (usize, u32),
+    ) {
+        for (row, evs) in hits {
+            if let Some(holds) = self.holding(row, held_hits) {
+                let bases = holds.iter().filter_map(|h| self.basis_of(*h)).collect();
+                plan.held.add_row(&evs, &holds, &bases);
+                continue;
+            }
+            let (group, row) = at(row);
+            plan.erased[group].push(row);
+            plan.rows_matched += 1;
+            for e in evs {
+                *plan.per_event.entry(e).or_default() += 1;
+            }
+        }
     }
 
     /// The projection of a file's schema to the top-level columns the rules (and redact) read.
@@ -679,13 +695,7 @@ impl<'e> Matcher<'e> {
                     row_of = map;
                 }
             }
-            if let KeyIndex::Ints {
-                keys,
-                events,
-                starts,
-                hasher,
-            } = &lookup.keys
-            {
+            if matches!(lookup.keys, KeyIndex::Ints { .. }) {
                 let Some(values) = columns[0].as_primitive_opt::<arrow::datatypes::Int64Type>()
                 else {
                     return Err(Error::table(
@@ -694,24 +704,7 @@ impl<'e> Matcher<'e> {
                         format!("match {}: key column is not Int64", rule.spec.label()),
                     ));
                 };
-                for i in 0..values.len() {
-                    if values.is_null(i) {
-                        continue;
-                    }
-                    let v = values.value(i);
-                    let Some(&lo) = starts.find(hasher.hash_one(v), |&j| keys[j as usize] == v)
-                    else {
-                        continue;
-                    };
-                    let lo = lo as usize;
-                    let n = keys[lo..].partition_point(|k| *k == v);
-                    let target = row_of.as_ref().map_or(i as u32, |map| map[i]);
-                    if target != u32::MAX {
-                        hits.entry(target as usize)
-                            .or_default()
-                            .extend(events[lo..lo + n].iter().copied());
-                    }
-                }
+                match_ints(values, &lookup.keys, row_of.as_deref(), &mut hits);
                 continue;
             }
             let KeyIndex::Rows(key_table) = &lookup.keys else {
@@ -742,6 +735,42 @@ impl<'e> Matcher<'e> {
         Ok(hits)
     }
 }
+/// Adds to `hits` the rows of `values` (an Int64 key column; `row_of` maps its values to
+/// rows, for a list column) whose value an Int64 lookup `index` holds, with its events.
+fn match_ints(
+    values: &arrow::array::Int64Array,
+    index: &KeyIndex,
+    row_of: Option<&[u32]>,
+    hits: &mut BTreeMap<usize, BTreeSet<u32>>,
+) {
+    let KeyIndex::Ints {
+        keys,
+        events,
+        starts,
+        hasher,
+    } = index
+    else {
+        return;
+    };
+    for i in 0..values.len() {
+        if values.is_null(i) {
+            continue;
+        }
+        let v = values.value(i);
+        let Some(&lo) = starts.find(hasher.hash_one(v), |&j| keys[j as usize] == v) else {
+            continue;
+        };
+        let lo = lo as usize;
+        let n = keys[lo..].partition_point(|k| *k == v);
+        let target = row_of.map_or(i as u32, |map| map[i]);
+        if target != u32::MAX {
+            hits.entry(target as usize)
+                .or_default()
+                .extend(events[lo..lo + n].iter().copied());
+        }
+    }
+}
+
 pub(super) fn combined_nulls(columns: &[ArrayRef]) -> Option<NullBuffer> {
     columns.iter().fold(None, |acc, c| {
         NullBuffer::union(acc.as_ref(), c.logical_nulls().as_ref())

@@ -335,13 +335,7 @@ async fn run_leased(
         shard: shard_record,
     } = plan_pinned(job, run_id, clock, tables, journaled, opts.shard, prepared).await?;
 
-    // A shard touches only its own entries: another shard may be committing its own.
-    let mine = |e: &Entry| opts.shard.is_none_or(|s| s.owns(&e.table, &e.path));
-    for ((table_name, _), entry) in entries.iter_mut().filter(|(_, e)| mine(e)) {
-        if let Some(table) = tables.iter().find(|t| &t.spec.name == table_name) {
-            resolve_pending(table, entry, &journal).await?;
-        }
-    }
+    resolve_all_pending(tables, &mut entries, &journal, opts.shard).await?;
 
     let run = RunId {
         job: job.name.clone(),
@@ -358,16 +352,7 @@ async fn run_leased(
         return Ok(Outcome::Failed { failures });
     }
     if let Some(shard) = opts.shard {
-        let files_done = entries
-            .values()
-            .filter(|e| shard.owns(&e.table, &e.path))
-            .map(|e| e.done.len() as u64)
-            .sum();
-        if let Some(record) = shard_record {
-            attempt.journal.shard_done(shard, record).await?;
-        }
-        tracing::info!(run_id, %shard, files_done, "shard complete");
-        return Ok(Outcome::ShardDone { shard, files_done });
+        return shard_done(run_id, shard, shard_record, &entries, &attempt).await;
     }
 
     let run = RunRecord {
@@ -380,6 +365,55 @@ async fn run_leased(
         entries: &entries,
     };
     let stored = run.write(folder, clock, opts, lease).await?;
+    finished(run_id, &stored, opts, &attempt).await;
+    Ok(Outcome::Completed(stored))
+}
+
+/// Resolves the rewrites an earlier attempt left pending. A shard touches only its own
+/// entries: another shard may be committing its own.
+async fn resolve_all_pending(
+    tables: &[Table],
+    entries: &mut BTreeMap<(String, String), Entry>,
+    journal: &Journal,
+    shard: Option<Shard>,
+) -> Result<()> {
+    let mine = |e: &Entry| shard.is_none_or(|s| s.owns(&e.table, &e.path));
+    for ((table_name, _), entry) in entries.iter_mut().filter(|(_, e)| mine(e)) {
+        if let Some(table) = tables.iter().find(|t| &t.spec.name == table_name) {
+            resolve_pending(table, entry, journal).await?;
+        }
+    }
+    Ok(())
+}
+
+/// A shard that finished its files: records it in the journal (the final step reads it).
+async fn shard_done(
+    run_id: &str,
+    shard: Shard,
+    record: Option<crate::journal::ShardRecord>,
+    entries: &BTreeMap<(String, String), Entry>,
+    attempt: &Attempt<'_>,
+) -> Result<Outcome> {
+    let files_done = entries
+        .values()
+        .filter(|e| shard.owns(&e.table, &e.path))
+        .map(|e| e.done.len() as u64)
+        .sum();
+    if let Some(record) = record {
+        attempt.journal.shard_done(shard, record).await?;
+    }
+    tracing::info!(run_id, %shard, files_done, "shard complete");
+    Ok(Outcome::ShardDone { shard, files_done })
+}
+
+/// After the manifest: logs the run's totals and deletes its journal (a journal left is
+/// deleted by the next run of the id).
+async fn finished(
+    run_id: &str,
+    stored: &manifest::Stored,
+    opts: &Options<'_>,
+    attempt: &Attempt<'_>,
+) {
     tracing::info!(run_id, manifest = %stored.url, "run complete");
     log_io_totals();
     tracing::info!(
@@ -392,7 +426,6 @@ async fn run_leased(
     if let Err(e) = attempt.journal.clear().await {
         tracing::warn!(run_id, error = %e, "could not delete the run journal; the next run of this id deletes it");
     }
-    Ok(Outcome::Completed(stored))
 }
 
 /// Purges every table (a table with a log through it); a table that fails is named with its

@@ -55,6 +55,9 @@ pub async fn checks(
             }
         }
     }
+    if let Some(stray) = stray_files(&loc, m).await? {
+        out.push(stray);
+    }
     let ctx = SessionContext::new();
     let runs = manifest::run_ids(folder).await?;
     let earlier: BTreeSet<String> = runs.iter().filter(|r| **r != m.run_id).cloned().collect();
@@ -74,6 +77,43 @@ pub async fn checks(
     }
     out.push(once(&ctx, &loc, m, &runs).await?);
     Ok(out)
+}
+
+/// A failed check naming the objects in the run's folders of the dataset that are not the
+/// run's file (readers of the dataset would take their rows for confirmations); none when
+/// there is none.
+async fn stray_files(loc: &Location, m: &Manifest) -> Result<Option<Check>> {
+    use futures::TryStreamExt;
+    let mut stray = Vec::new();
+    for legacy in [false, true] {
+        let file = confirm::run_file(&m.job, &m.run_id, legacy);
+        let folder = loc.child(file.trim_end_matches("part-0.parquet"));
+        let listed: Vec<object_store::ObjectMeta> = loc
+            .store
+            .list(Some(&folder))
+            .try_collect()
+            .await
+            .map_err(|e| Error::store(format!("listing {}", loc.object_url(&folder)), e))?;
+        stray.extend(
+            listed
+                .into_iter()
+                .filter(|o| loc.relative(&o.location) != file)
+                .map(|o| loc.object_url(&o.location)),
+        );
+    }
+    Ok((!stray.is_empty()).then(|| {
+        fail(format!(
+            "confirmations: {} objects in the run's folder are not its file (confirmations \
+             no manifest records): {}",
+            stray.len(),
+            stray
+                .iter()
+                .take(NAMED)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }))
 }
 
 /// The run's file, checked against its record: `Err` says what is wrong.

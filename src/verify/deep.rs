@@ -37,7 +37,7 @@ const DEEP_FILES_IN_FLIGHT: usize = 16;
 /// The row number column added to each file's key columns.
 const ROW: &str = "__lakepurge_row";
 
-/// The subjects held in a table: (subject type, subject id as the event wrote it).
+/// The subjects held in a table: (subject type, subject id as the hold wrote it).
 pub type HeldIds = std::collections::HashSet<(String, String)>;
 
 /// Counts, per file of `table`, the rows that still match a subject of `events`; returns the
@@ -139,25 +139,29 @@ fn register_subjects(
             names.push(Some(name.clone()));
             continue;
         }
-        // A subject held in this table (not every subject of a held event: a hold keeps
-        // the rows of the subject it names).
-        let ty = rule.subject_type.clone();
-        let is_held =
-            |id: &str| held.is_some_and(|ids| ids.contains(&(ty.clone(), id.to_string())));
+        // Every subject of the events is looked for; the subjects the holds name in this
+        // table (as the holds wrote them: a row holding one is kept, whatever else it
+        // matches) are the other side.
         let mut parts: [Vec<Vec<Option<String>>>; 2] =
             [vec![Vec::new(); width], vec![Vec::new(); width]];
+        let mut add = |side: usize, id: &str| {
+            if width == 1 {
+                parts[side][0].push(Some(id.to_string()));
+            } else if let Some(split) = split_composite(id, width) {
+                for (k, p) in split.into_iter().enumerate() {
+                    parts[side][k].push(Some(p));
+                }
+            }
+        };
         for batch in subjects.batches(None)? {
             let batch = batch?;
-            for id in batch.ids.iter() {
-                let Some(id) = id else { continue };
-                let side = &mut parts[usize::from(is_held(id))];
-                if width == 1 {
-                    side[0].push(Some(id.to_string()));
-                } else if let Some(split) = split_composite(id, width) {
-                    for (k, p) in split.into_iter().enumerate() {
-                        side[k].push(Some(p));
-                    }
-                }
+            for id in batch.ids.iter().flatten() {
+                add(0, id);
+            }
+        }
+        for (ty, id) in held.into_iter().flatten() {
+            if *ty == rule.subject_type {
+                add(1, id);
             }
         }
         let n = registered.len();

@@ -276,7 +276,8 @@ fn each_event_is_confirmed_once_with_its_counts_over_runs_crashes_and_resumes() 
     assert_eq!(duck.trim(), "[8, 8, 2, 'r1,r2,r3,r4']");
 
     check_status(&ws, job);
-    // A second file confirming r1's events again is caught.
+    // A second file confirming r1's events again, in r2's folder, is no confirmation (status
+    // and the dataset's readers through lakepurge ignore it) and is caught by verify.
     std::fs::copy(
         run_dir(&ws, "r1").join("part-0.parquet"),
         run_dir(&ws, "r2").join("part-1.parquet"),
@@ -290,7 +291,23 @@ fn each_event_is_confirmed_once_with_its_counts_over_runs_crashes_and_resumes() 
     assert!(
         verified
             .stdout
-            .contains("3 events are confirmed more than once"),
+            .contains("confirmations: 1 objects in the run's folder are not its file")
+            && verified.stdout.contains("run_id=r2/part-1.parquet"),
+        "{}",
+        verified.stdout
+    );
+    check_status(&ws, job);
+    std::fs::remove_file(run_dir(&ws, "r2").join("part-1.parquet")).unwrap();
+    // Another run's rows as r2's own file: caught as not the file r2's manifest recorded.
+    let own = run_dir(&ws, "r2").join("part-0.parquet");
+    std::fs::copy(run_dir(&ws, "r1").join("part-0.parquet"), &own).unwrap();
+    let verified = lakepurge(&[
+        "verify",
+        ws.join("manifests/gdpr/r2.json").to_str().unwrap(),
+    ]);
+    assert_eq!(verified.code, 3);
+    assert!(
+        verified.stdout.contains("the manifest recorded"),
         "{}",
         verified.stdout
     );

@@ -137,8 +137,14 @@ fn oracle(wh: &Path, spec: Value) -> Value {
     .unwrap()
 }
 
-#[test]
-fn holds_keep_exactly_what_they_hold_and_release_it_later() {
+/// A workspace with the warehouse (`wh`), a copy of it as written (`original`) and the job
+/// (`job.toml`): the folder (kept alive by the first value), its absolute path, and the two.
+fn workspace() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    std::path::PathBuf,
+) {
     let dir = tempfile::tempdir().unwrap();
     let ws = std::path::absolute(dir.path()).unwrap();
     let wh = ws.join("wh");
@@ -146,6 +152,12 @@ fn holds_keep_exactly_what_they_hold_and_release_it_later() {
     let original = ws.join("original");
     copy_dir(&wh, &original);
     write(&ws.join("job.toml"), &job_text(&ws));
+    (dir, ws, wh, original)
+}
+
+#[test]
+fn holds_keep_exactly_what_they_hold_and_release_it_later() {
+    let (_dir, ws, wh, original) = workspace();
     let job = ws.join("job.toml");
     let job = job.to_str().unwrap();
     write_events(
@@ -447,13 +459,7 @@ fn bad_holds_are_refused_before_anything_is_written() {
 /// other subjects of the same event are erased everywhere (but in the exempt table).
 #[test]
 fn a_hold_keeps_its_subject_not_the_other_subjects_of_its_event() {
-    let dir = tempfile::tempdir().unwrap();
-    let ws = std::path::absolute(dir.path()).unwrap();
-    let wh = ws.join("wh");
-    run_python("the warehouse", WAREHOUSE, &[&wh]);
-    let original = ws.join("original");
-    copy_dir(&wh, &original);
-    write(&ws.join("job.toml"), &job_text(&ws));
+    let (_dir, ws, wh, original) = workspace();
     let job = ws.join("job.toml");
     let job = job.to_str().unwrap();
     write_events(
@@ -519,4 +525,85 @@ fn a_hold_keeps_its_subject_not_the_other_subjects_of_its_event() {
     assert!(table("messages").get("held").is_none(), "{m}");
     let deep = lakepurge(&["verify", "--job", job, "--run-id", "r1", "--deep"]);
     assert_eq!(deep.code, 0, "{}", deep.all_output());
+}
+
+/// A hold names its subject as the rules read it: a hold on user `5` keeps the rows an event
+/// naming `05` would erase, and a hold on `["t1", 9]` the row an event naming `["t1","9"]`
+/// would (ids are converted to the key columns' types on both sides). And the run applies the
+/// hold files as its first attempt read them: one changed in place between two shards of the
+/// run is refused (exit 2), never read anew.
+#[test]
+fn holds_match_as_rules_do_and_are_pinned_by_content() {
+    let (_dir, ws, wh, original) = workspace();
+    let job = ws.join("job.toml");
+    let job = job.to_str().unwrap();
+    write_events(
+        &ws.join("events/e.json"),
+        &[
+            ("e1", "user_id", json!("05")),
+            ("e2", "user_id", json!("6")),
+            ("e3", "tenant_user", json!("[\"t1\",\"9\"]")),
+        ],
+    );
+    let holds = hold(
+        "H1",
+        "user_id",
+        json!("5"),
+        None,
+        "legal_claims",
+        "2026-11-01T00:00:00Z",
+    ) + &hold(
+        "H2",
+        "tenant_user",
+        json!("[\"t1\", 9]"),
+        Some("messages"),
+        "other",
+        "2026-11-01T00:00:00Z",
+    );
+    write(&ws.join("holds/part-0.json"), &holds);
+    let run = lakepurge(&["purge", "--job", job, "--run-id", "r1"]);
+    assert_eq!(run.code, 0, "{}", run.all_output());
+    let tu = |a: &str, b: i64| json!([a, b]);
+    let expected = oracle(
+        &original,
+        json!({
+            "users": [["user_id"], [5, 6], [5]],
+            "orders": [["user_id"], [5, 6], [5]],
+            "invoices": [["user_id"], [], []],
+            "messages": [["tenant", "user"], [tu("t1", 9)], [tu("t1", 9)]],
+        }),
+    );
+    let now: Value = serde_json::from_str(&run_python("read back", READ_BACK, &[&wh])).unwrap();
+    assert_eq!(now, expected);
+    let deep = lakepurge(&["verify", "--job", job, "--run-id", "r1", "--deep"]);
+    assert_eq!(deep.code, 0, "{}", deep.all_output());
+
+    // A second run in two shards; the hold file is appended to in place between them.
+    write_events(
+        &ws.join("events/f.json"),
+        &[("e4", "user_id", json!("2")), ("e5", "user_id", json!("3"))],
+    );
+    let first = lakepurge(&["purge", "--job", job, "--run-id", "r2", "--shard", "0/2"]);
+    assert_eq!(first.code, 0, "{}", first.all_output());
+    write(
+        &ws.join("holds/part-0.json"),
+        &(holds
+            + &hold(
+                "H3",
+                "user_id",
+                json!("2"),
+                None,
+                "legal_claims",
+                "2026-11-01T00:00:00Z",
+            )),
+    );
+    let second = lakepurge(&["purge", "--job", job, "--run-id", "r2", "--shard", "1/2"]);
+    assert_eq!(second.code, 2, "{}", second.all_output());
+    assert!(
+        second
+            .stderr
+            .contains("part-0.json changed since it was read"),
+        "{}",
+        second.stderr
+    );
 }

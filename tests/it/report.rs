@@ -128,16 +128,20 @@ print(json.dumps([n, rank(0.5), rank(0.95), d[-1], sum(1 for x in d if x <= 30 *
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `lakepurge demo` in a new folder: the folder and its job file.
+fn demo() -> (tempfile::TempDir, String) {
+    let ws = tempfile::tempdir().unwrap();
+    let run = lakepurge(&["demo", "--dir", ws.path().to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.all_output());
+    let job = ws.path().join("jobs/demo.toml").display().to_string();
+    (ws, job)
+}
+
 #[test]
 fn report_page_renders_in_chromium_and_its_numbers_are_the_status_and_the_manifests() {
-    let ws = tempfile::tempdir().unwrap();
+    let (ws, job) = demo();
     let root = ws.path();
-    assert_eq!(
-        lakepurge(&["demo", "--dir", root.to_str().unwrap()]).code,
-        0
-    );
-    let job = root.join("jobs/demo.toml");
-    let job = job.to_str().unwrap();
+    let job = job.as_str();
     // A second, signed run over two more requests; then three requests no run has seen: one
     // new, one 65 days old, one with no request time (late under any SLA).
     let keys = root.join("keys");
@@ -346,4 +350,119 @@ fn report_page_renders_in_chromium_and_its_numbers_are_the_status_and_the_manife
     let n = numbers(&dom);
     assert_eq!(n["runs"]["demo-1"]["verified"], false);
     assert_ne!(n["keys"]["runs_failing"], "0");
+}
+
+/// What the report and `verify` must not be fooled by: a confirmations file that no manifest
+/// records (its rows are not confirmations, and verify FAILs the run), a signature removed
+/// from a manifest after the job began signing, a request time after its confirmation
+/// (counted as negative, never clamped), and bad `--sla` and `--out` values (exit 2).
+#[test]
+fn report_is_not_fooled_by_a_stray_file_a_stripped_signature_or_a_future_request() {
+    let (ws, job) = demo();
+    let root = ws.path();
+    let job = job.as_str();
+    let now = [("LAKEPURGE_NOW", "2026-12-10T00:00:00Z")];
+    // A request made "in 2027" (a clock error upstream), purged by a signed run.
+    write(
+        &root.join("events/dt=2026-12-01/future.json"),
+        "{\"event_id\":\"ev-future\",\"subject_type\":\"user_id\",\"subject_id\":\"43\",\
+         \"requested_at\":\"2027-01-01T00:00:00Z\"}\n",
+    );
+    let keys = root.join("keys");
+    assert_eq!(
+        lakepurge(&["keygen", "--out", keys.to_str().unwrap()]).code,
+        0
+    );
+    let key = keys.join("lakepurge.key");
+    let signed = lakepurge(&[
+        "purge",
+        "--job",
+        job,
+        "--run-id",
+        "demo-2",
+        "--signing-key",
+        key.to_str().unwrap(),
+    ]);
+    assert_eq!(signed.code, 0, "{}", signed.stderr);
+    let public = keys.join("lakepurge.pub");
+    let page = root.join("r.html");
+    let report = |extra: &[&str]| {
+        let mut args = vec![
+            "report",
+            "--job",
+            job,
+            "--out",
+            page.to_str().unwrap(),
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        lakepurge_env(&args, &now)
+    };
+    let r = report(&["--public-key", public.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.all_output());
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["latency"]["negative"], 1, "{}", v["latency"]);
+    assert!(v["latency"]["p50_seconds"].as_i64().unwrap() > 0);
+
+    // A file no manifest records, in demo-1's folder, confirming a request no run erased.
+    write(
+        &root.join("events/dt=2026-12-02/new.json"),
+        "{\"event_id\":\"ev-new\",\"subject_type\":\"user_id\",\"subject_id\":\"5\",\
+         \"requested_at\":\"2026-11-01T00:00:00Z\"}\n",
+    );
+    let folder = root.join("manifests/demo/confirmations/job=demo/run_id=demo-1");
+    run_python(
+        "a forged confirmation",
+        "import sys, pyarrow.parquet as pq, pyarrow as pa\n\
+         t = pq.read_table(sys.argv[1] + '/part-0.parquet').slice(0, 1)\n\
+         t = t.set_column(t.schema.get_field_index('event_id'), 'event_id', pa.array(['ev-new']))\n\
+         pq.write_table(t, sys.argv[1] + '/zz-forged.parquet')\n",
+        &[&folder],
+    );
+    let status = lakepurge_env(&["status", "--job", job, "--json"], &now);
+    let s: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(s["pending"], 1, "the forged row is no confirmation: {s}");
+    let verify = lakepurge(&["verify", "--job", job, "--run-id", "demo-1"]);
+    assert_eq!(verify.code, 3, "{}", verify.stdout);
+    assert!(
+        verify.stdout.contains("are not its file") && verify.stdout.contains("zz-forged"),
+        "{}",
+        verify.stdout
+    );
+    let r = report(&["--public-key", public.to_str().unwrap()]);
+    assert_eq!(r.code, 3);
+    std::fs::remove_file(folder.join("zz-forged.parquet")).unwrap();
+
+    // A later run left unsigned (or its signature removed): a failure once signing began.
+    let unsigned = lakepurge(&["purge", "--job", job, "--run-id", "demo-3"]);
+    assert_eq!(unsigned.code, 0, "{}", unsigned.stderr);
+    let r = report(&["--public-key", public.to_str().unwrap()]);
+    assert_eq!(r.code, 3, "{}", r.stdout);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let runs = v["runs"].as_array().unwrap();
+    let state: Vec<(&str, bool)> = runs
+        .iter()
+        .map(|r| {
+            (
+                r["signature"].as_str().unwrap(),
+                r["verified"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        state,
+        [("unsigned", true), ("valid", true), ("unsigned", false)],
+        "{v}"
+    );
+    // Without a key, nothing is checked: the same runs verify.
+    assert_eq!(report(&[]).code, 0);
+
+    // Bad values are usage errors, nothing written.
+    let huge = lakepurge(&["status", "--job", job, "--sla", "99999999999d"]);
+    assert_eq!(huge.code, 2, "{}", huge.stderr);
+    for out in [".", "..", root.to_str().unwrap()] {
+        let bad = lakepurge(&["report", "--job", job, "--out", out]);
+        assert_eq!(bad.code, 2, "--out {out}: {}", bad.stderr);
+    }
+    assert!(!root.join("%2E").exists());
 }

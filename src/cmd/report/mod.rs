@@ -49,6 +49,11 @@ pub struct Latency {
     pub max_seconds: Option<i64>,
     /// With an SLA: the requests confirmed within it.
     pub within_sla: Option<u64>,
+    /// Of the requests measured, those whose request time is after their confirmation (a
+    /// clock or data error upstream): their durations are negative, and counted as they are.
+    pub negative: u64,
+    /// Confirmed requests without a usable request time: not measured.
+    pub unmeasured: u64,
 }
 
 /// One table a run changed.
@@ -169,45 +174,88 @@ async fn per_day(open: &status::Opened) -> Result<Vec<Day>> {
 }
 
 async fn latency(open: &status::Opened, sla: Option<std::time::Duration>) -> Result<Latency> {
-    let sla_seconds = sla.map_or(-1, |d| d.as_secs() as i64);
-    let rows = status::count_rows(
+    let sla_seconds = sla.map_or(-1, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let first = format!(
+        "SELECT c.event_id, CAST(min(c.confirmed_at) AS BIGINT) AS c_us, \
+         CAST(min(c.requested_at) AS BIGINT) AS r_us FROM confirmed c {} GROUP BY c.event_id",
+        events_join()
+    );
+    let unmeasured = status::count_rows(
         &open.ctx,
+        &format!("SELECT count(*) FROM ({first}) WHERE r_us IS NULL OR c_us IS NULL"),
+        &open.shown,
+        false,
+    )
+    .await?
+    .first()
+    .and_then(|(_, v)| v.first().copied())
+    .unwrap_or(0);
+    let v = signed_row(
+        open,
         &format!(
-            "WITH f AS (SELECT c.event_id, \
-               (CAST(min(c.confirmed_at) AS BIGINT) - CAST(min(c.requested_at) AS BIGINT)) \
-               / 1000000 AS d \
-               FROM confirmed c {} \
-               WHERE c.confirmed_at IS NOT NULL AND c.requested_at IS NOT NULL \
-               GROUP BY c.event_id), \
+            "WITH f AS (SELECT (c_us - r_us) / 1000000 AS d FROM ({first}) \
+               WHERE c_us IS NOT NULL AND r_us IS NOT NULL), \
              r AS (SELECT d, row_number() OVER (ORDER BY d) AS rn, count(*) OVER () AS n FROM f) \
              SELECT n, \
                max(CASE WHEN rn = CAST(ceil(0.5 * n) AS BIGINT) THEN d END), \
                max(CASE WHEN rn = CAST(ceil(0.95 * n) AS BIGINT) THEN d END), \
-               max(d), sum(CASE WHEN d <= {sla_seconds} THEN 1 ELSE 0 END) \
-             FROM r GROUP BY n",
-            events_join()
+               max(d), sum(CASE WHEN d <= {sla_seconds} THEN 1 ELSE 0 END), \
+               sum(CASE WHEN d < 0 THEN 1 ELSE 0 END) \
+             FROM r GROUP BY n"
         ),
-        &open.shown,
-        false,
     )
     .await?;
-    let Some((_, v)) = rows.into_iter().next() else {
-        return Ok(Latency::default());
-    };
-    let at = |i: usize| v.get(i).map(|&n| n as i64);
+    let at = |i: usize| v.get(i).copied().flatten();
+    let count = |i: usize| at(i).map_or(0, |n| n.max(0) as u64);
     Ok(Latency {
-        requests: v.first().copied().unwrap_or(0),
+        requests: count(0),
         p50_seconds: at(1),
         p95_seconds: at(2),
         max_seconds: at(3),
-        within_sla: sla.map(|_| v.get(4).copied().unwrap_or(0)),
+        within_sla: sla.map(|_| count(4)),
+        negative: count(5),
+        unmeasured,
     })
+}
+
+/// The first row of a query whose columns are integers, signs and nulls kept (empty when the
+/// query returns no row).
+async fn signed_row(open: &status::Opened, sql: &str) -> Result<Vec<Option<i64>>> {
+    use arrow::array::{Array, AsArray};
+    let qerr = |e| Error::query(&open.shown, e);
+    let batches = open
+        .ctx
+        .sql(sql)
+        .await
+        .map_err(qerr)?
+        .collect()
+        .await
+        .map_err(qerr)?;
+    let Some(b) = batches.iter().find(|b| b.num_rows() > 0) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::with_capacity(b.num_columns());
+    for c in b.columns() {
+        let c = arrow::compute::cast(c, &arrow::datatypes::DataType::Int64)
+            .map_err(|e| Error::arrow(format!("confirmations of {}", open.shown), e))?;
+        let c = c.as_primitive::<arrow::datatypes::Int64Type>();
+        out.push((!c.is_null(0)).then(|| c.value(0)));
+    }
+    Ok(out)
 }
 
 /// Every manifest of the job, oldest first, each verified in full.
 async fn runs(job: &Job, public_key: Option<&ed25519_dalek::VerifyingKey>) -> Result<Vec<Run>> {
     let folder = manifest::folder(job)?;
     let (stored, unreadable) = manifest::all_lenient(&folder).await?;
+    // With a key: once a run of the job was signed, a later unsigned manifest is a failure
+    // (a stripped signature), not a warning.
+    let signed_from = stored
+        .iter()
+        .filter(|s| s.manifest.signature.is_some())
+        .map(|s| s.manifest.sequence)
+        .min()
+        .filter(|_| public_key.is_some());
     let mut out = Vec::with_capacity(stored.len() + unreadable.len());
     for s in &stored {
         // An unsigned manifest is verified without the key and shown as unsigned (a job may
@@ -219,7 +267,19 @@ async fn runs(job: &Job, public_key: Option<&ed25519_dalek::VerifyingKey>) -> Re
             deep: None,
             job: Some(job),
         };
-        let v = verify::verify(&s.url, &opts).await?;
+        let mut v = verify::verify(&s.url, &opts).await?;
+        if let Some(first) =
+            signed_from.filter(|f| s.manifest.signature.is_none() && s.manifest.sequence > *f)
+        {
+            v.pass = false;
+            v.checks.push(verify::Check {
+                ok: false,
+                what: format!(
+                    "signature: none, though the job's manifests are signed from sequence \
+                     {first} on (a signature removed?)"
+                ),
+            });
+        }
         out.push(run_row(s, &v, public_key.is_some()));
     }
     for (path, why) in unreadable {
@@ -304,9 +364,15 @@ pub async fn write(out: &str, html: String) -> Result<()> {
         Some((d, n)) => (if d.is_empty() { "/" } else { d }, n),
         None => (".", out),
     };
-    if name.is_empty() {
+    let local_folder = !out.contains("://") && std::path::Path::new(out).is_dir();
+    if name.is_empty() || name == "." || name == ".." || local_folder {
         return Err(Error::Usage(format!(
             "report --out {out:?}: expected a file, not a folder"
+        )));
+    }
+    if !dir.contains("://") && std::path::Path::new(dir).is_file() {
+        return Err(Error::Usage(format!(
+            "report --out {out:?}: {dir} is a file, not a folder"
         )));
     }
     let folder = crate::store::Location::parse(dir, std::path::Path::new("."), &Default::default())

@@ -157,9 +157,24 @@ fn verdicts(h: &mut String, r: &Report) {
         };
         let _ = write!(
             h,
-            "<div class=\"verdict {class}\" data-key=\"late\" data-value=\"{}\">{text}</div>",
-            l.count
+            "<div class=\"verdict {class}\" data-key=\"late\" data-value=\"{}\" \
+             data-sla-seconds=\"{}\">{text}</div>",
+            l.count, l.sla_seconds
         );
+        let lat = &r.latency;
+        if let Some(over) = lat
+            .within_sla
+            .map(|w| lat.requests.saturating_sub(w))
+            .filter(|o| *o > 0)
+        {
+            let _ = write!(
+                h,
+                "<div class=\"verdict warn\" data-key=\"confirmed_late\" \
+                 data-value=\"{over}\">SLA {sla}: {over} of {} confirmed requests took longer \
+                 than the SLA.</div>",
+                lat.requests
+            );
+        }
     }
     h.push_str("</section>");
 }
@@ -181,7 +196,8 @@ fn summary(h: &mut String, s: &Status) {
     if s.skipped_rows > 0 {
         let _ = write!(
             h,
-            "<p class=\"muted\" data-key=\"skipped_rows\" data-value=\"{0}\">{0} of {1} rows of \
+            "<p class=\"muted\" data-key=\"skipped_rows\" data-value=\"{0}\" \
+             data-rows=\"{1}\">{0} of {1} rows of \
              the event dataset were skipped as malformed (no event id, subject type or subject \
              id).</p>",
             s.skipped_rows, s.rows
@@ -242,7 +258,43 @@ fn per_day(h: &mut String, days: &[Day]) {
 }
 
 /// The stacked bars of [`per_day`], one per day, `statuses` in drawing order.
+/// The days drawn: every calendar day from the first to the last with a confirmation (a day
+/// without one is an empty slot, so gaps show), at most the last [`DAYS_DRAWN`].
+fn calendar(days: &[Day]) -> Vec<Day> {
+    let date = |d: &Day| chrono::NaiveDate::parse_from_str(&d.day, "%Y-%m-%d").ok();
+    let dated: Vec<(chrono::NaiveDate, &Day)> = days
+        .iter()
+        .filter_map(|d| date(d).map(|t| (t, d)))
+        .collect();
+    let (Some(first), Some(last)) = (
+        dated.iter().map(|d| d.0).min(),
+        dated.iter().map(|d| d.0).max(),
+    ) else {
+        return Vec::new();
+    };
+    let start = first.max(last - chrono::Days::new(DAYS_DRAWN as u64 - 1));
+    let by_day: std::collections::BTreeMap<chrono::NaiveDate, &Day> = dated.into_iter().collect();
+    start
+        .iter_days()
+        .take_while(|d| *d <= last)
+        .map(|d| Day {
+            day: d.format("%Y-%m-%d").to_string(),
+            by_status: by_day
+                .get(&d)
+                .map(|x| x.by_status.clone())
+                .unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// Days drawn at most (the table below the chart lists every day).
+const DAYS_DRAWN: usize = 366;
+
 fn day_bars(h: &mut String, days: &[Day], statuses: &[&str]) {
+    let days = &calendar(days);
+    if days.is_empty() {
+        return;
+    }
     let (w, ht, left, bottom) = (1000.0_f64, 200.0_f64, 44.0_f64, 22.0_f64);
     let top = days
         .iter()
@@ -297,15 +349,19 @@ fn day_bars(h: &mut String, days: &[Day], statuses: &[&str]) {
 
 /// A duration, or a dash.
 fn dur(seconds: Option<i64>) -> String {
-    seconds.map_or("–".into(), age)
+    match seconds {
+        None => "–".into(),
+        Some(s) if s < 0 => format!("−{}", age(-s)),
+        Some(s) => age(s),
+    }
 }
 
 fn latency(h: &mut String, l: &Latency, s: &Status) {
     h.push_str("<section id=\"latency\"><h2>Time from request to confirmation</h2>");
     if l.requests == 0 {
-        h.push_str(
-            "<p class=\"muted\">No confirmed request with a known request time.</p></section>",
-        );
+        h.push_str("<p class=\"muted\">No confirmed request with a known request time.</p>");
+        latency_notes(h, l);
+        h.push_str("</section>");
         return;
     }
     h.push_str("<div class=\"tiles\">");
@@ -372,13 +428,36 @@ fn latency(h: &mut String, l: &Latency, s: &Status) {
         let pct = 100.0 * within as f64 / l.requests as f64;
         let _ = write!(
             h,
-            "<p data-key=\"within_sla\" data-value=\"{within}\">{within} of {} confirmed \
-             requests ({pct:.1}%) were confirmed within the SLA of {}.</p>",
+            "<p data-key=\"within_sla\" data-value=\"{within}\" data-percent=\"{pct:.1}\">\
+             {within} of {} confirmed requests ({pct:.1}%) were confirmed within the SLA of \
+             {}.</p>",
             l.requests,
             age(sla)
         );
     }
+    latency_notes(h, l);
     h.push_str("</section>");
+}
+
+/// What the times leave out or cannot be trusted for.
+fn latency_notes(h: &mut String, l: &Latency) {
+    if l.negative > 0 {
+        let _ = write!(
+            h,
+            "<p class=\"fail\" data-key=\"latency_negative\" data-value=\"{0}\">{0} requests \
+             were confirmed before their request time (a clock or data error upstream): their \
+             times are negative, and counted as they are.</p>",
+            l.negative
+        );
+    }
+    if l.unmeasured > 0 {
+        let _ = write!(
+            h,
+            "<p class=\"muted\" data-key=\"latency_unmeasured\" data-value=\"{0}\">{0} \
+             confirmed requests have no usable request time and are not measured.</p>",
+            l.unmeasured
+        );
+    }
 }
 
 fn pending(h: &mut String, s: &Status) {
@@ -494,8 +573,13 @@ fn runs(h: &mut String, runs: &[Run]) {
                     parts.push(format!("{} held", t.rows_held));
                 }
                 format!(
-                    "{} <span class=\"muted\">({})</span>",
+                    "<span data-table=\"{0}\" data-rows-removed=\"{1}\" \
+                     data-rows-redacted=\"{2}\" data-rows-held=\"{3}\">{0} <span \
+                     class=\"muted\">({4})</span></span>",
                     esc(&t.name),
+                    t.rows_removed,
+                    t.rows_redacted,
+                    t.rows_held,
                     parts.join(", ")
                 )
             })
@@ -508,12 +592,15 @@ fn runs(h: &mut String, runs: &[Run]) {
         };
         let _ = write!(
             h,
-            "<tr data-run=\"{run}\" data-verified=\"{verified}\" data-rows-removed=\"{removed}\" \
-             data-tables-changed=\"{changed}\"><td class=\"num\">{seq}</td><td class=\"nw\">{run}</td>\
+            "<tr data-run=\"{run}\" data-manifest=\"{manifest}\" data-sequence=\"{seq}\" \
+             data-verified=\"{verified}\" data-rows-removed=\"{removed}\" \
+             data-rows-redacted=\"{redacted}\" data-events=\"{events}\" \
+             data-confirmations=\"{conf}\" data-tables-changed=\"{changed}\"><td class=\"num\">{seq}</td><td class=\"nw\">{run}</td>\
              <td class=\"nw\">{finished}</td><td class=\"num\">{events}</td><td class=\"num\">{conf}</td>\
              <td>{tables}</td><td class=\"num\">{removed}</td><td class=\"num\">{redacted}</td>\
              <td>{verdict}</td><td>{signature}</td></tr>",
             run = esc(r.run_id.as_deref().unwrap_or("?")),
+            manifest = esc(&r.manifest),
             verified = r.verified,
             removed = r.rows_removed,
             redacted = r.rows_redacted,
