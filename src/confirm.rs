@@ -224,6 +224,11 @@ pub async fn write(
         return Ok(record);
     }
     let sha256 = manifest::sha256_hex(&bytes);
+    // A temporary an interrupted attempt left beside the file (local disk) goes first.
+    let folder = loc
+        .folder(&format!("job={}", job.name))
+        .folder(&format!("run_id={}", m.run_id));
+    crate::store::clean_temporaries(&folder, |target| target == "part-0.parquet").await?;
     loc.store
         .put(&path, bytes.into())
         .await

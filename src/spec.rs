@@ -428,37 +428,8 @@ impl Job {
         }
         let (job_old_files, job_old_versions) = (parsed.job.old_files, parsed.job.old_versions);
         if let Some(folder) = &parsed.job.tables {
-            let folder_path = dir.join(folder);
-            let entries = std::fs::read_dir(&folder_path).map_err(|e| {
-                Error::spec(
-                    &shown,
-                    format!(
-                        "job.tables: cannot read folder {}: {e}",
-                        folder_path.display()
-                    ),
-                )
-            })?;
-            let mut files: Vec<PathBuf> = entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-                .collect();
-            files.sort();
-            for file in files {
-                let shown_t = file.display().to_string();
-                let text = std::fs::read_to_string(&file)
-                    .map_err(|e| Error::spec(&shown_t, format!("cannot read table spec: {e}")))?;
-                let mut table: TableSpec =
-                    toml::from_str(&text).map_err(|e| Error::spec(&shown_t, e))?;
-                table.source = file.clone();
-                hash_file(&mut hasher, &shown_t, text.as_bytes());
-                let rel = file
-                    .strip_prefix(&dir)
-                    .unwrap_or(&file)
-                    .display()
-                    .to_string();
-                spec_files.insert(rel, hex::encode(Sha256::digest(text.as_bytes())));
-                tables.push(table);
-            }
+            let found = read_table_folder(&dir, folder, &shown, &mut hasher, &mut spec_files)?;
+            tables.extend(found);
         }
         let mut seen = BTreeSet::new();
         for t in &mut tables {
@@ -504,6 +475,49 @@ fn hash_file(hasher: &mut Sha256, name: &str, bytes: &[u8]) {
     hasher.update(name.as_bytes());
     hasher.update((bytes.len() as u64).to_le_bytes());
     hasher.update(bytes);
+}
+
+/// The table specs of `folder` (`job.tables`, relative to the job's `dir`), by file name; each
+/// file's text is hashed into `hasher` and its digest recorded in `spec_files`.
+fn read_table_folder(
+    dir: &Path,
+    folder: &str,
+    shown: &str,
+    hasher: &mut Sha256,
+    spec_files: &mut BTreeMap<String, String>,
+) -> Result<Vec<TableSpec>> {
+    let mut tables = Vec::new();
+    let folder_path = dir.join(folder);
+    let entries = std::fs::read_dir(&folder_path).map_err(|e| {
+        Error::spec(
+            shown,
+            format!(
+                "job.tables: cannot read folder {}: {e}",
+                folder_path.display()
+            ),
+        )
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    for file in files {
+        let shown_t = file.display().to_string();
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| Error::spec(&shown_t, format!("cannot read table spec: {e}")))?;
+        let mut table: TableSpec = toml::from_str(&text).map_err(|e| Error::spec(&shown_t, e))?;
+        table.source = file.clone();
+        hash_file(hasher, &shown_t, text.as_bytes());
+        let rel = file
+            .strip_prefix(dir)
+            .unwrap_or(&file)
+            .display()
+            .to_string();
+        spec_files.insert(rel, hex::encode(Sha256::digest(text.as_bytes())));
+        tables.push(table);
+    }
+    Ok(tables)
 }
 
 fn check_table(t: &TableSpec) -> Result<()> {
@@ -553,38 +567,7 @@ fn check_table(t: &TableSpec) -> Result<()> {
         ));
     }
     for (i, m) in t.matches.iter().enumerate() {
-        let at = format!("match[{i}]");
-        match (&m.column, &m.columns) {
-            (Some(_), Some(_)) => {
-                return Err(err(format!(
-                    "{at}: give either column or columns, not both"
-                )));
-            }
-            (None, None) => return Err(err(format!("{at}: missing column (or columns)"))),
-            (None, Some(cs)) if cs.len() < 2 => {
-                return Err(err(format!(
-                    "{at}.columns: a composite key needs at least two columns, got {}",
-                    cs.len()
-                )));
-            }
-            _ => {}
-        }
-        for c in m.key_paths() {
-            if c.is_empty() || c.iter().any(String::is_empty) {
-                return Err(err(format!(
-                    "{at}: {c:?} is not a column name, a dotted path or an array of path \
-                     segments"
-                )));
-            }
-        }
-        if m.subject_type.trim().is_empty() {
-            return Err(err(format!("{at}.subject_type: must not be empty")));
-        }
-        if m.is_composite() && m.normalize.is_some() {
-            return Err(err(format!(
-                "{at}.normalize: not supported on a composite key"
-            )));
-        }
+        check_match(m, &format!("match[{i}]")).map_err(err)?;
     }
     match t.action {
         Action::Delete => {
@@ -600,6 +583,38 @@ fn check_table(t: &TableSpec) -> Result<()> {
                 return Err(err(format!("redact: {c:?} is not a top-level column name")));
             }
         }
+    }
+    Ok(())
+}
+
+/// Checks one match rule of a table spec (`at` names it in messages).
+fn check_match(m: &MatchSpec, at: &str) -> std::result::Result<(), String> {
+    match (&m.column, &m.columns) {
+        (Some(_), Some(_)) => {
+            return Err(format!("{at}: give either column or columns, not both"));
+        }
+        (None, None) => return Err(format!("{at}: missing column (or columns)")),
+        (None, Some(cs)) if cs.len() < 2 => {
+            return Err(format!(
+                "{at}.columns: a composite key needs at least two columns, got {}",
+                cs.len()
+            ));
+        }
+        _ => {}
+    }
+    for c in m.key_paths() {
+        if c.is_empty() || c.iter().any(String::is_empty) {
+            return Err(format!(
+                "{at}: {c:?} is not a column name, a dotted path or an array of path \
+                 segments"
+            ));
+        }
+    }
+    if m.subject_type.trim().is_empty() {
+        return Err(format!("{at}.subject_type: must not be empty"));
+    }
+    if m.is_composite() && m.normalize.is_some() {
+        return Err(format!("{at}.normalize: not supported on a composite key"));
     }
     Ok(())
 }

@@ -45,6 +45,12 @@ fn temp_target(rel: &str) -> Option<String> {
     Some(format!("{dir}{target}"))
 }
 
+/// Whether `rel` names a temporary object of lakepurge's (hidden, `.tmp`: no reader of a
+/// dataset takes it for data).
+pub fn is_temporary(rel: &str) -> bool {
+    temp_target(rel).is_some()
+}
+
 /// Deletes temporary objects an interrupted run left under `location` (see [`TEMP_PREFIX`])
 /// for the files `owned` accepts (a shard cleans only its own files' temporaries). A purge
 /// calls it under the table's lock ([`TableLocks`]), so no other lakepurge process is writing

@@ -33,7 +33,9 @@ pub mod versions;
 
 pub use counting::{BYTES_READ, BYTES_WRITTEN, CountingStore};
 pub use direct_io::{DIRECT_IO_ALIGN, aligned_buffer};
-pub use local::{LocalStore, TEMP_PREFIX, TEMP_SUFFIX, TableLocks, clean_temporaries};
+pub use local::{
+    LocalStore, TEMP_PREFIX, TEMP_SUFFIX, TableLocks, clean_temporaries, is_temporary,
+};
 pub use read::{ObjectVersion, RangedObject, current_object, hash_object};
 pub use versions::{S3Versions, Versioning};
 

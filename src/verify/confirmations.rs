@@ -97,7 +97,12 @@ async fn stray_files(loc: &Location, m: &Manifest) -> Result<Option<Check>> {
         stray.extend(
             listed
                 .into_iter()
-                .filter(|o| loc.relative(&o.location) != file)
+                .filter(|o| {
+                    let rel = loc.relative(&o.location);
+                    // A temporary a killed write left is no reader's data (the next attempt
+                    // deletes it).
+                    rel != file && !crate::store::is_temporary(&rel)
+                })
                 .map(|o| loc.object_url(&o.location)),
         );
     }
@@ -164,17 +169,25 @@ async fn read_file(
     Ok(Ok(batches))
 }
 
-/// Each row of the run's file belongs to the run, names an event once and agrees with what
-/// the manifest's files record of it. Fills `seen` with the file's event ids.
-fn agree(
-    batches: &[RecordBatch],
-    m: &Manifest,
-    tallies: &BTreeMap<&str, Tally>,
-    seen: &mut HashSet<String>,
-) -> Result<Check> {
-    let mut wrong = Vec::new();
-    let ruled = crate::confirm::ruled_types(m);
-    for b in batches {
+/// The columns of a confirmations batch [`agree`] compares, as text, integers and lists.
+struct Columns {
+    types: StringArray,
+    ids: StringArray,
+    job: StringArray,
+    run: StringArray,
+    status: StringArray,
+    seq: arrow::array::Int64Array,
+    removed: arrow::array::Int64Array,
+    redacted: arrow::array::Int64Array,
+    /// Files written before holds existed have no held columns: nothing was held.
+    held_rows: Option<arrow::array::Int64Array>,
+    tables: arrow::array::ListArray,
+    bases: Option<arrow::array::ListArray>,
+    holds: Option<arrow::array::ListArray>,
+}
+
+impl Columns {
+    fn of(b: &RecordBatch) -> Result<Columns> {
         let text = |name: &str| -> Result<StringArray> {
             let c = b
                 .column_by_name(name)
@@ -215,6 +228,48 @@ fn agree(
         let tables = list("tables")
             .ok_or_else(|| Error::Internal("confirmations: no list column tables".into()))?;
         let (bases, holds) = (list("held_bases"), list("hold_ids"));
+        Ok(Columns {
+            types,
+            ids,
+            job,
+            run,
+            status,
+            seq,
+            removed,
+            redacted,
+            held_rows,
+            tables,
+            bases,
+            holds,
+        })
+    }
+}
+
+/// Each row of the run's file belongs to the run, names an event once and agrees with what
+/// the manifest's files record of it. Fills `seen` with the file's event ids.
+fn agree(
+    batches: &[RecordBatch],
+    m: &Manifest,
+    tallies: &BTreeMap<&str, Tally>,
+    seen: &mut HashSet<String>,
+) -> Result<Check> {
+    let mut wrong = Vec::new();
+    let ruled = crate::confirm::ruled_types(m);
+    for b in batches {
+        let Columns {
+            types,
+            ids,
+            job,
+            run,
+            status,
+            seq,
+            removed,
+            redacted,
+            held_rows,
+            tables,
+            bases,
+            holds,
+        } = Columns::of(b)?;
         for i in 0..b.num_rows() {
             let id = ids.value(i);
             let set_at = |l: &arrow::array::ListArray| -> BTreeSet<String> {

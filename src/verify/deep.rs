@@ -247,6 +247,32 @@ async fn count_file(
     ctx.register_table("keys", Arc::new(keys))?;
     let keys_schema = schema.clone();
 
+    let Some(sql) = count_sql(spec, subjects, &keys_schema)? else {
+        return Ok(0);
+    };
+    let out = ctx.sql(&sql).await?.collect().await?;
+    let n = out
+        .first()
+        .filter(|b| b.num_rows() > 0)
+        .and_then(|b| {
+            arrow::compute::cast(b.column(0), &DataType::UInt64)
+                .ok()
+                .map(|a| {
+                    arrow::array::AsArray::as_primitive::<arrow::datatypes::UInt64Type>(&a).value(0)
+                })
+        })
+        .unwrap_or(0);
+    Ok(n)
+}
+
+/// The SQL counting the rows of the registered `keys` that still match an erased subject of
+/// `subjects` and no subject held in the table (with `redact`, only rows whose redacted
+/// columns still hold a value); `None` when no rule applies to the file.
+fn count_sql(
+    spec: &crate::spec::TableSpec,
+    subjects: &[Option<RuleSubjects>],
+    keys_schema: &arrow::datatypes::Schema,
+) -> datafusion::error::Result<Option<String>> {
     let (mut matches, mut kept) = (Vec::new(), Vec::new());
     for (rule, subjects) in spec.matches.iter().zip(subjects) {
         let Some(subjects) = subjects else {
@@ -256,7 +282,7 @@ async fn count_file(
             (&subjects.erased, &mut matches),
             (&subjects.held, &mut kept),
         ] {
-            if let Some(sql) = rule_sql(rule, on, &keys_schema).map_err(|m| {
+            if let Some(sql) = rule_sql(rule, on, keys_schema).map_err(|m| {
                 datafusion::error::DataFusionError::Plan(format!("match {}: {m}", rule.label()))
             })? {
                 out.push(sql);
@@ -264,7 +290,7 @@ async fn count_file(
         }
     }
     if matches.is_empty() {
-        return Ok(0);
+        return Ok(None);
     }
     // A row matching a subject held in the table is kept, whatever else it matches.
     let union = if kept.is_empty() {
@@ -295,19 +321,7 @@ async fn count_file(
     } else {
         format!("SELECT count(DISTINCT m.r) AS n FROM ({union}) m")
     };
-    let out = ctx.sql(&sql).await?.collect().await?;
-    let n = out
-        .first()
-        .filter(|b| b.num_rows() > 0)
-        .and_then(|b| {
-            arrow::compute::cast(b.column(0), &DataType::UInt64)
-                .ok()
-                .map(|a| {
-                    arrow::array::AsArray::as_primitive::<arrow::datatypes::UInt64Type>(&a).value(0)
-                })
-        })
-        .unwrap_or(0);
-    Ok(n)
+    Ok(Some(sql))
 }
 
 /// The batches as one table with each row numbered (column [`ROW`]); `None` for no batch.

@@ -166,31 +166,9 @@ pub async fn gather(
         for (subject_type, t) in &probe.types {
             let norm = normalize.get(subject_type).copied().flatten();
             let found = ctx.column(column, subject_type, t, norm).await;
-            out.unreadable.extend(found.failed);
+            out.unreadable.extend(found.failed.iter().cloned());
             if found.subjects > 0 {
-                let seen = chance::Observed {
-                    subjects: found.subjects,
-                    rows: found.rows,
-                    rows_scanned: found.rows_scanned,
-                    seeds_held: &found.seeds_held,
-                };
-                let mut weighed = chance::weigh(
-                    seen,
-                    &t.decoys,
-                    &found.decoy_hits,
-                    name_hint(column),
-                    chance::measure_name(column),
-                    bar,
-                );
-                if let Some(f) =
-                    unmatchable(&opened, column).filter(|_| weighed.verdict == Verdict::Finding)
-                {
-                    weighed.verdict = Verdict::WeakMatch;
-                    weighed.reason = Some(format!(
-                        "in {f} the column has a type no rule can match: a spec naming it would \
-                         be refused"
-                    ));
-                }
+                let weighed = weigh(&opened, column, t, &found, bar);
                 out.evidence.push(Evidence {
                     column: column.to_vec(),
                     subject_type: subject_type.clone(),
@@ -209,6 +187,39 @@ pub async fn gather(
             .count() as u64,
     );
     out
+}
+
+/// What `found` (the column's lookup) says against chance, as [`chance::weigh`] judges it; a
+/// finding in a column some file of the sample types so that no rule could match it is only
+/// a weak match (a spec naming it would be refused).
+fn weigh(
+    opened: &[Opened],
+    column: &[String],
+    t: &ProbeType,
+    found: &Found,
+    bar: chance::Bar,
+) -> chance::Weighed {
+    let seen = chance::Observed {
+        subjects: found.subjects,
+        rows: found.rows,
+        rows_scanned: found.rows_scanned,
+        seeds_held: &found.seeds_held,
+    };
+    let mut weighed = chance::weigh(
+        seen,
+        &t.decoys,
+        &found.decoy_hits,
+        name_hint(column),
+        chance::measure_name(column),
+        bar,
+    );
+    if let Some(f) = unmatchable(opened, column).filter(|_| weighed.verdict == Verdict::Finding) {
+        weighed.verdict = Verdict::WeakMatch;
+        weighed.reason = Some(format!(
+            "in {f} the column has a type no rule can match: a spec naming it would be refused"
+        ));
+    }
+    weighed
 }
 
 /// A file's reader and Arrow schema; a file that does not read is a warning, and its path.

@@ -385,6 +385,24 @@ fn latency(h: &mut String, l: &Latency, s: &Status) {
     ));
     h.push_str("</div>");
     let sla = s.late.as_ref().map(|x| x.sla_seconds as i64);
+    latency_bars(h, l, sla);
+    if let (Some(within), Some(sla)) = (l.within_sla, sla) {
+        let pct = 100.0 * within as f64 / l.requests as f64;
+        let _ = write!(
+            h,
+            "<p data-key=\"within_sla\" data-value=\"{within}\" data-percent=\"{pct:.1}\">\
+             {within} of {} confirmed requests ({pct:.1}%) were confirmed within the SLA of \
+             {}.</p>",
+            l.requests,
+            age(sla)
+        );
+    }
+    latency_notes(h, l);
+    h.push_str("</section>");
+}
+
+/// The p50, p95 and longest times as bars, with the SLA (seconds) as a line.
+fn latency_bars(h: &mut String, l: &Latency, sla: Option<i64>) {
     let top = l.max_seconds.unwrap_or(0).max(sla.unwrap_or(0)).max(1) as f64;
     let (w, left) = (1000.0_f64, 70.0_f64);
     let scale = |v: i64| left + (w - left - 20.0) * v as f64 / top;
@@ -409,7 +427,7 @@ fn latency(h: &mut String, l: &Latency, s: &Status) {
             left - 6.0,
             y + 13.0,
             (scale(v) - left).max(1.0),
-            age(v)
+            dur(Some(v))
         );
     }
     if let Some(sla) = sla {
@@ -424,19 +442,6 @@ fn latency(h: &mut String, l: &Latency, s: &Status) {
         );
     }
     h.push_str("</svg>");
-    if let (Some(within), Some(sla)) = (l.within_sla, sla) {
-        let pct = 100.0 * within as f64 / l.requests as f64;
-        let _ = write!(
-            h,
-            "<p data-key=\"within_sla\" data-value=\"{within}\" data-percent=\"{pct:.1}\">\
-             {within} of {} confirmed requests ({pct:.1}%) were confirmed within the SLA of \
-             {}.</p>",
-            l.requests,
-            age(sla)
-        );
-    }
-    latency_notes(h, l);
-    h.push_str("</section>");
 }
 
 /// What the times leave out or cannot be trusted for.
@@ -550,6 +555,26 @@ fn held(h: &mut String, s: &Status) {
     h.push_str("</section>");
 }
 
+/// One table a run changed: its name and rows, readable back by its attributes.
+fn table_change(t: &super::TableChange) -> String {
+    let mut parts = vec![format!("{} removed", t.rows_removed)];
+    if t.rows_redacted > 0 {
+        parts.push(format!("{} redacted", t.rows_redacted));
+    }
+    if t.rows_held > 0 {
+        parts.push(format!("{} held", t.rows_held));
+    }
+    format!(
+        "<span data-table=\"{0}\" data-rows-removed=\"{1}\" data-rows-redacted=\"{2}\" \
+         data-rows-held=\"{3}\">{0} <span class=\"muted\">({4})</span></span>",
+        esc(&t.name),
+        t.rows_removed,
+        t.rows_redacted,
+        t.rows_held,
+        parts.join(", ")
+    )
+}
+
 fn runs(h: &mut String, runs: &[Run]) {
     h.push_str(
         "<section id=\"runs\"><h2>Runs</h2><table><tr><th class=\"num\">#</th><th>run</th>\
@@ -561,29 +586,7 @@ fn runs(h: &mut String, runs: &[Run]) {
         h.push_str("<tr><td colspan=\"10\" class=\"muted\">No run yet.</td></tr>");
     }
     for r in runs.iter().rev() {
-        let tables: Vec<String> = r
-            .tables_changed
-            .iter()
-            .map(|t| {
-                let mut parts = vec![format!("{} removed", t.rows_removed)];
-                if t.rows_redacted > 0 {
-                    parts.push(format!("{} redacted", t.rows_redacted));
-                }
-                if t.rows_held > 0 {
-                    parts.push(format!("{} held", t.rows_held));
-                }
-                format!(
-                    "<span data-table=\"{0}\" data-rows-removed=\"{1}\" \
-                     data-rows-redacted=\"{2}\" data-rows-held=\"{3}\">{0} <span \
-                     class=\"muted\">({4})</span></span>",
-                    esc(&t.name),
-                    t.rows_removed,
-                    t.rows_redacted,
-                    t.rows_held,
-                    parts.join(", ")
-                )
-            })
-            .collect();
+        let tables: Vec<String> = r.tables_changed.iter().map(table_change).collect();
         let signature = match r.signature {
             SignatureState::Valid => "<span class=\"pass\">valid</span>",
             SignatureState::Invalid => "<span class=\"fail\">INVALID</span>",
