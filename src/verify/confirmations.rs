@@ -256,44 +256,31 @@ fn agree(
     let mut wrong = Vec::new();
     let ruled = crate::confirm::ruled_types(m);
     for b in batches {
-        let Columns {
-            types,
-            ids,
-            job,
-            run,
-            status,
-            seq,
-            removed,
-            redacted,
-            held_rows,
-            tables,
-            bases,
-            holds,
-        } = Columns::of(b)?;
+        let c = Columns::of(b)?;
         for i in 0..b.num_rows() {
-            let id = ids.value(i);
+            let id = c.ids.value(i);
             let set_at = |l: &arrow::array::ListArray| -> BTreeSet<String> {
                 let t = l.value(i);
                 t.as_string_opt::<i32>()
                     .map(|t| (0..t.len()).map(|k| t.value(k).to_string()).collect())
                     .unwrap_or_default()
             };
-            let names = set_at(&tables);
+            let names = set_at(&c.tables);
             let tally = tallies.get(id);
-            let subject_type = types.is_valid(i).then(|| types.value(i));
+            let subject_type = c.types.is_valid(i).then(|| c.types.value(i));
             let expected_status = crate::confirm::status(tally, subject_type, ruled.as_ref());
-            let good = job.value(i) == m.job
-                && run.value(i) == m.run_id
-                && seq.value(i) == m.sequence as i64
-                && status.value(i) == expected_status
-                && removed.value(i) == tally.map_or(0, |t| t.rows_removed as i64)
-                && redacted.value(i) == tally.map_or(0, |t| t.rows_redacted as i64)
+            let good = c.job.value(i) == m.job
+                && c.run.value(i) == m.run_id
+                && c.seq.value(i) == m.sequence as i64
+                && c.status.value(i) == expected_status
+                && c.removed.value(i) == tally.map_or(0, |t| t.rows_removed as i64)
+                && c.redacted.value(i) == tally.map_or(0, |t| t.rows_redacted as i64)
                 && names == tally.map(|t| t.tables.clone()).unwrap_or_default()
-                && held_rows.as_ref().map_or(0, |h| h.value(i))
+                && c.held_rows.as_ref().map_or(0, |h| h.value(i))
                     == tally.map_or(0, |t| t.rows_held as i64)
-                && bases.as_ref().map(&set_at).unwrap_or_default()
+                && c.bases.as_ref().map(&set_at).unwrap_or_default()
                     == tally.map(|t| t.bases.clone()).unwrap_or_default()
-                && holds.as_ref().map(&set_at).unwrap_or_default()
+                && c.holds.as_ref().map(&set_at).unwrap_or_default()
                     == tally.map(|t| t.hold_ids.clone()).unwrap_or_default()
                 && seen.insert(id.to_string());
             if !good {
