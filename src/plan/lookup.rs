@@ -152,6 +152,28 @@ impl KeyIndex {
     }
 }
 
+/// One string column per key column: the ids themselves (`width` 1), or the parts of
+/// composite ids (JSON arrays of `width` strings or numbers; any other id is null in each).
+fn id_columns(values: &StringArray, width: usize) -> Vec<StringArray> {
+    if width == 1 {
+        return vec![values.clone()];
+    }
+    let mut parts: Vec<Vec<Option<String>>> = vec![Vec::with_capacity(values.len()); width];
+    for value in values.iter() {
+        let elems = value
+            .and_then(|v| serde_json::from_str::<Vec<serde_json::Value>>(v).ok())
+            .filter(|v| v.len() == width);
+        for (k, col) in parts.iter_mut().enumerate() {
+            col.push(elems.as_ref().and_then(|v| match &v[k] {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Number(x) => Some(x.to_string()),
+                _ => None,
+            }));
+        }
+    }
+    parts.into_iter().map(StringArray::from).collect()
+}
+
 pub(super) fn build_lookup(
     rule: &RuleSubjects<'_>,
     types: &[DataType],
@@ -194,26 +216,7 @@ pub(super) fn build_lookup(
     };
     drop(ids);
     let values = &values;
-    // One string column per key column: the ids themselves, or the parts of composite ids.
-    let id_columns: Vec<StringArray> = if types.len() == 1 {
-        vec![values.clone()]
-    } else {
-        let mut parts: Vec<Vec<Option<String>>> =
-            vec![Vec::with_capacity(values.len()); types.len()];
-        for value in values.iter() {
-            let elems = value
-                .and_then(|v| serde_json::from_str::<Vec<serde_json::Value>>(v).ok())
-                .filter(|v| v.len() == types.len());
-            for (k, col) in parts.iter_mut().enumerate() {
-                col.push(elems.as_ref().and_then(|v| match &v[k] {
-                    serde_json::Value::String(s) => Some(s.clone()),
-                    serde_json::Value::Number(x) => Some(x.to_string()),
-                    _ => None,
-                }));
-            }
-        }
-        parts.into_iter().map(StringArray::from).collect()
-    };
+    let id_columns = id_columns(values, types.len());
     let mut columns = Vec::with_capacity(types.len());
     for (col, ty) in id_columns.iter().zip(types) {
         columns.push(convert_ids(col, ty).map_err(aerr)?);

@@ -473,6 +473,27 @@ struct Planned {
     shard: Option<ShardRecord>,
 }
 
+/// Pins what shard `s` planned (its counts, the spec it ran with, the files it listed) in the
+/// journal, or the record an earlier attempt of the shard pinned.
+async fn pin_shard(
+    job: &Job,
+    journal: &Journal,
+    s: Shard,
+    plans: &[TablePlan],
+) -> Result<ShardRecord> {
+    let fresh = ShardRecord {
+        tables: counts(plans),
+        done: false,
+        spec_sha256: Some(job.spec_sha256.clone()),
+        spec_files: job.spec_files.clone(),
+        listed: plans
+            .iter()
+            .map(|p| (p.name.clone(), p.listed.clone()))
+            .collect(),
+    };
+    journal.pin_shard(s, fresh).await
+}
+
 /// Reads the events and plans the tables: on the first attempt, pins the event snapshot (and
 /// the start-of-run counts, unless a shard plans only its files) in the journal; on a later one
 /// (or when a concurrent attempt pinned first), applies exactly the pinned event files. A
@@ -542,19 +563,7 @@ async fn plan_pinned(
     };
 
     let shard = match shard {
-        Some(s) => {
-            let fresh = ShardRecord {
-                tables: counts(&plans),
-                done: false,
-                spec_sha256: Some(job.spec_sha256.clone()),
-                spec_files: job.spec_files.clone(),
-                listed: plans
-                    .iter()
-                    .map(|p| (p.name.clone(), p.listed.clone()))
-                    .collect(),
-            };
-            Some(journal.pin_shard(s, fresh).await?)
-        }
+        Some(s) => Some(pin_shard(job, journal, s, &plans).await?),
         None => None,
     };
     Ok(Planned {
