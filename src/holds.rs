@@ -287,6 +287,20 @@ fn add_rows(
     line: &mut usize,
     rows: &mut Vec<Row>,
 ) -> std::result::Result<(), String> {
+    // A nested column (a list, a struct) would be cast to text no rule can read: refused,
+    // never a hold that silently holds nothing.
+    if let Some(c) = present
+        .iter()
+        .flatten()
+        .find(|&&i| batch.column(i).data_type().is_nested())
+    {
+        return Err(format!(
+            "column {:?} is {}: expected text, a number or a time (a composite id is a JSON \
+             array written as text, e.g. [\"t1\", 9])",
+            batch.schema().field(*c).name(),
+            batch.column(*c).data_type()
+        ));
+    }
     let text: Vec<Option<arrow::array::StringArray>> = present
         .iter()
         .map(|at| {

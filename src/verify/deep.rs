@@ -130,10 +130,14 @@ fn register_subjects(
     let mut registered: std::collections::BTreeMap<(&str, usize), RuleSubjects> =
         Default::default();
     for rule in &table.spec.matches {
-        let Some(subjects) = events.by_type.get(&rule.subject_type) else {
+        // A type no event names may still be held here: its held rows are kept whatever
+        // other rule erases them.
+        let subjects = events.by_type.get(&rule.subject_type);
+        let held_here = held.is_some_and(|ids| ids.iter().any(|(ty, _)| *ty == rule.subject_type));
+        if subjects.is_none() && !held_here {
             names.push(None);
             continue;
-        };
+        }
         let width = rule.key_paths().len();
         if let Some(name) = registered.get(&(rule.subject_type.as_str(), width)) {
             names.push(Some(name.clone()));
@@ -153,7 +157,12 @@ fn register_subjects(
                 }
             }
         };
-        for batch in subjects.batches(None)? {
+        for batch in subjects
+            .map(|s| s.batches(None))
+            .transpose()?
+            .into_iter()
+            .flatten()
+        {
             let batch = batch?;
             for id in batch.ids.iter().flatten() {
                 add(0, id);

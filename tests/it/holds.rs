@@ -607,3 +607,76 @@ fn holds_match_as_rules_do_and_are_pinned_by_content() {
         second.stderr
     );
 }
+
+/// A hold on a subject type no event of the run names (an email) keeps the row another
+/// rule's event (a user id) would erase, and `verify --deep` passes on it; a Parquet hold
+/// file whose `subject_id` is a list is refused (exit 2), never a hold that holds nothing.
+#[test]
+fn a_hold_of_a_type_without_events_keeps_its_rows_and_list_ids_are_refused() {
+    let (_dir, ws, wh, _original) = workspace();
+    let job = ws.join("job.toml");
+    let text = std::fs::read_to_string(&job).unwrap().replacen(
+        "[[table.match]]\ncolumn = \"user_id\"\nsubject_type = \"user_id\"\n[[table]]\nname = \"orders\"",
+        "[[table.match]]\ncolumn = \"user_id\"\nsubject_type = \"user_id\"\n[[table.match]]\ncolumn = \"name\"\nsubject_type = \"name\"\nnormalize = \"lowercase_trim\"\n[[table]]\nname = \"orders\"",
+        1,
+    );
+    assert!(text.contains("subject_type = \"name\""), "{text}");
+    write(&job, &text);
+    let job = job.to_str().unwrap();
+    write_events(&ws.join("events/e.json"), &[("e1", "user_id", json!("3"))]);
+    write(
+        &ws.join("holds/part-0.json"),
+        &hold(
+            "H1",
+            "name",
+            json!(" C "),
+            Some("users"),
+            "legal_claims",
+            "2026-11-01T00:00:00Z",
+        ),
+    );
+    let run = lakepurge(&["purge", "--job", job, "--run-id", "r1"]);
+    assert_eq!(run.code, 0, "{}", run.all_output());
+    let now: Value = serde_json::from_str(&run_python("read back", READ_BACK, &[&wh])).unwrap();
+    let users: Vec<&str> = now["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert!(
+        users.iter().any(|r| r.contains("\"user_id\": 3")),
+        "user 3's row (name c) is held: {users:?}"
+    );
+    let deep = lakepurge(&["verify", "--job", job, "--run-id", "r1", "--deep"]);
+    assert_eq!(deep.code, 0, "{}", deep.all_output());
+
+    // A list-typed subject_id in a Parquet hold file.
+    std::fs::remove_file(ws.join("holds/part-0.json")).unwrap();
+    write(
+        &ws.join("job.toml"),
+        &std::fs::read_to_string(ws.join("job.toml"))
+            .unwrap()
+            .replacen(
+                "[holds]\nlocation",
+                "[holds]\nformat = \"parquet\"\nlocation",
+                1,
+            )
+            .replacen("format = \"ndjson\"\n[[table]]", "[[table]]", 1),
+    );
+    run_python(
+        "a hold file with a list id",
+        "import sys, pyarrow as pa, pyarrow.parquet as pq\n\
+         pq.write_table(pa.table({'hold_id': ['H2'], 'subject_type': ['user_id'], \
+         'subject_id': pa.array([['3']]), 'basis': ['other'], 'placed_at': ['2026-11-01']}), \
+         sys.argv[1] + '/holds/h.parquet')\n",
+        &[&ws],
+    );
+    let bad = lakepurge(&["purge", "--job", job, "--run-id", "r2"]);
+    assert_eq!(bad.code, 2, "{}", bad.all_output());
+    assert!(
+        bad.stderr.contains("h.parquet") && bad.stderr.contains("subject_id"),
+        "{}",
+        bad.stderr
+    );
+}
