@@ -669,7 +669,9 @@ fn a_hold_of_a_type_without_events_keeps_its_rows_and_list_ids_are_refused() {
         "import sys, pyarrow as pa, pyarrow.parquet as pq\n\
          pq.write_table(pa.table({'hold_id': ['H2'], 'subject_type': ['user_id'], \
          'subject_id': pa.array([['3']]), 'basis': ['other'], 'placed_at': ['2026-11-01']}), \
-         sys.argv[1] + '/holds/h.parquet')\n",
+         sys.argv[1] + '/holds/h.parquet')\n\
+         import os\n\
+         os._exit(0)\n",
         &[&ws],
     );
     let bad = lakepurge(&["purge", "--job", job, "--run-id", "r2"]);

@@ -114,6 +114,9 @@ d = sorted((c - q) // __import__("datetime").timedelta(microseconds=1) // 100000
 n = len(d)
 rank = lambda p: d[math.ceil(p * n) - 1]
 print(json.dumps([n, rank(0.5), rank(0.95), d[-1], sum(1 for x in d if x <= 30 * 86400)]))
+sys.stdout.flush()
+import os
+os._exit(0)
 "#;
     let out = Command::new(python())
         .args(["-c", script])
@@ -416,7 +419,9 @@ fn report_is_not_fooled_by_a_stray_file_a_stripped_signature_or_a_future_request
         "import sys, pyarrow.parquet as pq, pyarrow as pa\n\
          t = pq.read_table(sys.argv[1] + '/part-0.parquet').slice(0, 1)\n\
          t = t.set_column(t.schema.get_field_index('event_id'), 'event_id', pa.array(['ev-new']))\n\
-         pq.write_table(t, sys.argv[1] + '/zz-forged.parquet')\n",
+         pq.write_table(t, sys.argv[1] + '/zz-forged.parquet')\n\
+         import os\n\
+         os._exit(0)\n",
         &[&folder],
     );
     let status = lakepurge_env(&["status", "--job", job, "--json"], &now);
@@ -460,7 +465,13 @@ fn report_is_not_fooled_by_a_stray_file_a_stripped_signature_or_a_future_request
     // Bad values are usage errors, nothing written.
     let huge = lakepurge(&["status", "--job", job, "--sla", "99999999999d"]);
     assert_eq!(huge.code, 2, "{}", huge.stderr);
-    for out in [".", "..", root.to_str().unwrap()] {
+    let as_url = url::Url::from_directory_path(root).unwrap().to_string();
+    for out in [
+        ".",
+        "..",
+        root.to_str().unwrap(),
+        as_url.trim_end_matches('/'),
+    ] {
         let bad = lakepurge(&["report", "--job", job, "--out", out]);
         assert_eq!(bad.code, 2, "--out {out}: {}", bad.stderr);
     }

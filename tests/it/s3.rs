@@ -878,7 +878,9 @@ for r in range(3):\n\
 \x20   put('b.parquet', [3, 3])\n\
 c.put_object_legal_hold(Bucket='vault', Key='warehouse/t/a.parquet', VersionId=ids[0], LegalHold={'Status': 'ON'})\n\
 c.put_object_retention(Bucket='vault', Key='warehouse/t/a.parquet', VersionId=ids[1], Retention={'Mode': 'GOVERNANCE', 'RetainUntilDate': datetime.datetime(2099, 1, 1)})\n\
-print(json.dumps(ids))\n";
+print(json.dumps(ids))\n\
+sys.stdout.flush()\n\
+os._exit(0)\n";
 
 /// #27: S3 Object Lock on a versioned bucket. The old versions of a purged file that a legal
 /// hold or an unexpired retention protects refuse DeleteObjectVersion: the run records them
@@ -964,7 +966,9 @@ fn s3_object_lock_versions_are_recorded_as_held_by_the_store() {
          \x20   body = c.get_object(Bucket='vault', Key=v['Key'], VersionId=v['VersionId'])['Body'].read()\n\
          \x20   users = pq.read_table(io.BytesIO(body)).column('user_id').to_pylist()\n\
          \x20   out.setdefault(v['Key'], {})[v['VersionId']] = 3 in users\n\
-         print(json.dumps(out))",
+         print(json.dumps(out))\n\
+         sys.stdout.flush()\n\
+         os._exit(0)",
         &[],
     ))
     .unwrap();
@@ -1000,7 +1004,9 @@ fn verify_with_the_job_uses_its_storage_options() {
         "import io, pyarrow as pa, pyarrow.parquet as pq\n\
          buf = io.BytesIO()\n\
          pq.write_table(pa.table({'user_id': pa.array([1, 2, 3, 4], pa.int64())}), buf)\n\
-         c.put_object(Bucket='lake', Key='warehouse/t/a.parquet', Body=buf.getvalue())",
+         c.put_object(Bucket='lake', Key='warehouse/t/a.parquet', Body=buf.getvalue())\n\
+         sys.stdout.flush()\n\
+         os._exit(0)",
         &[],
     );
     let options = format!(

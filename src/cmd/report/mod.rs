@@ -364,13 +364,21 @@ pub async fn write(out: &str, html: String) -> Result<()> {
         Some((d, n)) => (if d.is_empty() { "/" } else { d }, n),
         None => (".", out),
     };
-    let local_folder = !out.contains("://") && std::path::Path::new(out).is_dir();
+    // A local path, written as a path or a file:// URL.
+    let local = |p: &str| -> Option<std::path::PathBuf> {
+        match p.strip_prefix("file://") {
+            Some(_) => url::Url::parse(p).ok()?.to_file_path().ok(),
+            None if p.contains("://") => None,
+            None => Some(std::path::PathBuf::from(p)),
+        }
+    };
+    let local_folder = local(out).is_some_and(|p| p.is_dir());
     if name.is_empty() || name == "." || name == ".." || local_folder {
         return Err(Error::Usage(format!(
             "report --out {out:?}: expected a file, not a folder"
         )));
     }
-    if !dir.contains("://") && std::path::Path::new(dir).is_file() {
+    if local(dir).is_some_and(|p| p.is_file()) {
         return Err(Error::Usage(format!(
             "report --out {out:?}: {dir} is a file, not a folder"
         )));
