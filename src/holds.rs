@@ -8,10 +8,9 @@
 //! and row), pins the files it read, and applies the holds in force at its start: a held
 //! subject's rows are kept in the tables the hold covers and erased everywhere else. The plan's
 //! matcher matches each table's rows against the subjects held there ([`Held::subjects_in`]):
-//! a hold keeps the subject it names, not every subject of that subject's event.
-//!
-//! Hold subject ids are compared with the events' as written, or, when every rule of the job
-//! for the subject type normalises the same way, both normalised so.
+//! a hold keeps the subject it names, not every subject of that subject's event. Its id is
+//! matched as the table's rules match an event's: converted to the key column's type,
+//! normalised as the rule says, a composite id by its parts.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -25,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::events::{self, EventFile, Events};
-use crate::spec::{Basis, EventFormat, HoldsSpec, Job, Normalize, Retain, parse_time};
+use crate::spec::{Basis, EventFormat, HoldsSpec, Job, Retain, parse_time};
 use crate::store::Location;
 
 /// One hold: the subjects it keeps, where, on what ground, and since and until when.
@@ -164,14 +163,14 @@ pub async fn attach(
     if holds.is_none() && job.tables.iter().all(|t| t.retain.is_none()) {
         return Ok(());
     }
-    let held = Held::new(job, holds, events, now)?;
+    let held = Held::new(job, holds, now)?;
     if let Some(d) = &held.dataset {
         tracing::info!(
             location = %d.location,
             files = d.files.len(),
             rows = d.rows,
             in_force = held.holds.len(),
-            events_held = held.events.len(),
+            tables_holding = held.subjects.len(),
             "read holds"
         );
     }
@@ -425,9 +424,6 @@ type HoldsOn = Vec<(u32, Option<String>)>;
 /// matched against the run's events.
 #[derive(Debug)]
 pub struct Held {
-    /// Per event index: the holds (indices into `holds`) on its subject, each with its table
-    /// (`None`: every table).
-    events: HashMap<u32, HoldsOn>,
     /// Per table name: the held subjects themselves. A hold keeps the rows of the subject it
     /// names, not those of another subject the same event names.
     subjects: HashMap<String, HeldSubjects>,
@@ -452,12 +448,10 @@ pub struct HeldSubjects {
     pub ids: std::collections::HashSet<(String, String)>,
 }
 
-/// What the plan's matcher consults for one table: the events whose subject is held there,
+/// What the plan's matcher consults for one table: whether a hold names a subject there,
 /// and the table's own exemption.
 #[derive(Debug, Default)]
 pub struct TableHolds {
-    /// Per event index: the holds (indices into [`Held::holds`]) keeping its rows here.
-    pub events: HashMap<u32, Vec<u32>>,
     /// The basis of each hold, by index.
     pub basis: Vec<Basis>,
     /// The table's exemption (`retain`) in force: every matched row is kept.
@@ -470,7 +464,7 @@ pub struct TableHolds {
 impl TableHolds {
     /// Whether nothing is held in the table.
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.retain.is_none() && !self.subjects
+        self.retain.is_none() && !self.subjects
     }
 }
 
@@ -667,18 +661,12 @@ impl Held {
         }))
     }
 
-    /// The holds of `holds` in force at `now`, matched against the subjects of `events`.
-    /// `job` says how each subject type is normalised, and the tables a hold may name (a hold
-    /// naming a table the job does not have is refused: a typo would erase what it holds).
-    pub fn new(
-        job: &Job,
-        holds: Option<Holds>,
-        events: &Events,
-        now: DateTime<Utc>,
-    ) -> Result<Held> {
+    /// The holds of `holds` in force at `now`, and the subjects they hold in each table of
+    /// `job` (a hold naming a table the job does not have is refused: a typo would erase what
+    /// it holds).
+    pub fn new(job: &Job, holds: Option<Holds>, now: DateTime<Utc>) -> Result<Held> {
         let Some(holds) = holds else {
             return Ok(Held {
-                events: HashMap::new(),
                 subjects: HashMap::new(),
                 holds: Vec::new(),
                 now,
@@ -691,9 +679,8 @@ impl Held {
             .filter(|h| h.in_force(now))
             .cloned()
             .collect();
-        let wanted = wanted(job, &in_force, &holds.location)?;
+        check_tables(job, &in_force, &holds.location)?;
         let mut held = Held {
-            events: HashMap::new(),
             subjects: HashMap::new(),
             holds: in_force,
             now,
@@ -702,27 +689,6 @@ impl Held {
         for table in &job.tables {
             if let Some(subjects) = HeldSubjects::in_table(&table.name, &held.holds)? {
                 held.subjects.insert(table.name.clone(), subjects);
-            }
-        }
-        if wanted.is_empty() {
-            return Ok(held);
-        }
-        for (ty, subjects) in &events.by_type {
-            let Some(wanted) = wanted.get(ty) else {
-                continue;
-            };
-            let normalize = normalization(job, ty);
-            for batch in subjects.batches(None)? {
-                let batch = batch?;
-                for (id, event) in batch.ids.iter().zip(batch.events.values()) {
-                    let Some(id) = id else { continue };
-                    if let Some(hs) = wanted.get(&canonical(normalize, id)) {
-                        held.events
-                            .entry(*event)
-                            .or_default()
-                            .extend(hs.iter().cloned());
-                    }
-                }
             }
         }
         Ok(held)
@@ -742,21 +708,8 @@ impl Held {
     /// What is held in `table` (its spec's exemption in force included).
     pub fn for_table(&self, spec: &crate::spec::TableSpec) -> TableHolds {
         let now = self.now;
-        let events = self
-            .events
-            .iter()
-            .filter_map(|(e, hs)| {
-                let here: Vec<u32> = hs
-                    .iter()
-                    .filter(|(_, t)| t.as_deref().is_none_or(|t| t == spec.name))
-                    .map(|(h, _)| *h)
-                    .collect();
-                (!here.is_empty()).then_some((*e, here))
-            })
-            .collect();
         let retain = spec.retain.clone().filter(|r| r.in_force(now));
         TableHolds {
-            events,
             basis: self.holds.iter().map(|h| h.basis).collect(),
             retain: retain.as_ref().map(|r| r.basis),
             retain_record: retain,
@@ -765,18 +718,12 @@ impl Held {
     }
 }
 
-/// The holds of `in_force` by subject type, then canonical id, each with its table; a hold
-/// naming a table `job` does not have is refused (a typo would erase what it holds).
-fn wanted(
-    job: &Job,
-    in_force: &[Hold],
-    location: &str,
-) -> Result<HashMap<String, HashMap<String, HoldsOn>>> {
+/// Refuses a hold of `in_force` naming a table `job` does not have (a typo would erase what
+/// it holds).
+fn check_tables(job: &Job, in_force: &[Hold], location: &str) -> Result<()> {
     let tables: BTreeSet<&str> = job.tables.iter().map(|t| t.name.as_str()).collect();
-    // By subject type, then canonical id: the holds on it, with their tables.
-    let mut wanted: HashMap<String, HashMap<String, HoldsOn>> = HashMap::new();
-    for (i, h) in in_force.iter().enumerate() {
-        for (ty, id, table) in &h.subjects {
+    for h in in_force {
+        for (_, _, table) in &h.subjects {
             if let Some(t) = table.as_deref().filter(|t| !tables.contains(t)) {
                 return Err(Error::holds(
                     location,
@@ -790,39 +737,7 @@ fn wanted(
                     ),
                 ));
             }
-            wanted
-                .entry(ty.clone())
-                .or_default()
-                .entry(canonical(normalization(job, ty), id))
-                .or_default()
-                .push((i as u32, table.clone()));
         }
     }
-    Ok(wanted)
-}
-
-/// How ids of `subject_type` are normalised before holds are compared with events: as every
-/// rule of the job for the type normalises, when they all agree.
-fn normalization(job: &Job, subject_type: &str) -> Option<Normalize> {
-    let mut ways = job
-        .tables
-        .iter()
-        .flat_map(|t| &t.matches)
-        .filter(|m| m.subject_type == subject_type)
-        .map(|m| m.normalize);
-    let first = ways.next().flatten()?;
-    ways.all(|w| w == Some(first)).then_some(first)
-}
-
-/// `id` as a hold is compared: normalised as `normalize` says, and a composite id (a JSON
-/// array) written canonically, so that `["t1", 9]` and `["t1",9]` are one subject.
-fn canonical(normalize: Option<Normalize>, id: &str) -> String {
-    let id = match normalize {
-        Some(n) => events::normalize_value(n, id),
-        None => id.to_string(),
-    };
-    match serde_json::from_str::<serde_json::Value>(&id) {
-        Ok(v @ serde_json::Value::Array(_)) => v.to_string(),
-        _ => id,
-    }
+    Ok(())
 }

@@ -78,8 +78,7 @@ pub async fn validate(job: &Job) -> Result<Summary> {
     let holds = match crate::holds::load(job, None).await? {
         Some(h) => {
             let counts = (h.files.len() as u64, h.rows, 0);
-            let held =
-                crate::holds::Held::new(job, Some(h), &Events::default(), chrono::Utc::now())?;
+            let held = crate::holds::Held::new(job, Some(h), chrono::Utc::now())?;
             Some((counts.0, counts.1, held.holds.len() as u64))
         }
         None => None,

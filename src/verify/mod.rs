@@ -774,7 +774,7 @@ async fn deep(job: &Job, m: &Manifest) -> Result<Vec<Check>> {
         path: m.run_id.clone(),
         message: format!("started_at {:?} is not a time", m.started_at),
     })?;
-    let held = crate::holds::Held::new(job, dataset, &events, started)?;
+    let held = crate::holds::Held::new(job, dataset, started)?;
     for table in Table::open_all(job).await? {
         out.push(deep_table(&table, &events, &held).await?);
     }
