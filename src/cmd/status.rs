@@ -151,6 +151,16 @@ pub async fn status(
     now: chrono::DateTime<chrono::Utc>,
     sla: Option<std::time::Duration>,
 ) -> Result<Status> {
+    status_of(job, open(job).await?.as_ref(), now, sla).await
+}
+
+/// [`status`] over the job's events and confirmations as `opened` (none: no event file).
+pub(crate) async fn status_of(
+    job: &Job,
+    opened: Option<&Opened>,
+    now: chrono::DateTime<chrono::Utc>,
+    sla: Option<std::time::Duration>,
+) -> Result<Status> {
     let mut s = Status::empty(job, now, sla);
     let Some(Opened {
         ctx,
@@ -158,23 +168,23 @@ pub async fn status(
         confirmed,
         loc,
         listed,
-    }) = open(job).await?
+    }) = opened
     else {
         return Ok(s);
     };
-    let qerr = |e| Error::query(&shown, e);
+    let qerr = |e| Error::query(shown, e);
     // The first query reads every row: a file that does not read is bad input, named.
     let counts = match count_rows(
-        &ctx,
+        ctx,
         &format!("SELECT count(*), sum(CASE WHEN {USABLE} THEN 0 ELSE 1 END) FROM events"),
-        &shown,
+        shown,
         false,
     )
     .await
     {
         Ok(rows) => rows.into_iter().next().map(|(_, c)| c).unwrap_or_default(),
         Err(Error::Query { source, .. }) => {
-            return Err(events::read_error(&ctx, &job.events, &loc, &listed, *source).await);
+            return Err(events::read_error(ctx, &job.events, loc, listed, *source).await);
         }
         Err(e) => return Err(e),
     };
@@ -182,11 +192,11 @@ pub async fn status(
     [s.rows, s.skipped_rows] = [count(0), count(1)];
     // Distinct events by a grouping, which spills past the pool (a COUNT(DISTINCT) does not).
     let distinct = count_rows(
-        &ctx,
+        ctx,
         &format!(
             "SELECT count(*) FROM (SELECT event_id FROM events WHERE {USABLE} GROUP BY event_id)"
         ),
-        &shown,
+        shown,
         false,
     )
     .await?;
@@ -195,17 +205,17 @@ pub async fn status(
         .and_then(|(_, c)| c.first().copied())
         .unwrap_or(0);
     if confirmed.is_some() {
-        count_confirmed(&ctx, &mut s, &shown).await?;
-        held_details(&ctx, &mut s.held, &shown).await?;
+        count_confirmed(ctx, &mut s, shown).await?;
+        held_details(ctx, &mut s.held, shown).await?;
     }
-    let mut pending = confirm::unconfirmed(&ctx, confirmed)
+    let mut pending = confirm::unconfirmed(ctx, confirmed.clone())
         .await?
         .execute_stream()
         .await
         .map_err(qerr)?;
     let mut late_all = Vec::new();
     while let Some(batch) = pending.next().await {
-        tally_pending(&mut s, &batch.map_err(qerr)?, now, &mut late_all, &shown)?;
+        tally_pending(&mut s, &batch.map_err(qerr)?, now, &mut late_all, shown)?;
     }
     if let Some(late) = s.late.as_mut() {
         keep_oldest(&mut late_all);

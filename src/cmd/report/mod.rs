@@ -120,10 +120,12 @@ impl Report {
 
 /// The report of `job`.
 pub async fn report(job: &Job, opts: &Options) -> Result<Report> {
-    let status = status::status(job, opts.now, opts.sla).await?;
-    let (per_day, latency) = match status::open(job).await? {
+    // The events and confirmations are read once, for the status and the charts.
+    let opened = status::open(job).await?;
+    let status = status::status_of(job, opened.as_ref(), opts.now, opts.sla).await?;
+    let (per_day, latency) = match &opened {
         Some(open) if open.confirmed.is_some() => {
-            (per_day(&open).await?, latency(&open, opts.sla).await?)
+            (per_day(open).await?, latency(open, opts.sla).await?)
         }
         _ => (Vec::new(), Latency::default()),
     };
