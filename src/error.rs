@@ -92,6 +92,15 @@ pub enum Error {
         source: Box<deltalake_core::DeltaTableError>,
     },
 
+    /// An Iceberg table's catalog or metadata failed (a database error, metadata the library
+    /// could not read or write); bad input is `Table` (exit 2).
+    #[error("table {table}: {context}: {message}")]
+    Iceberg {
+        table: String,
+        context: String,
+        message: String,
+    },
+
     /// A bug: a task panicked or an invariant broke.
     #[error("internal error: {0}")]
     Internal(String),
@@ -210,6 +219,7 @@ impl Error {
             | Error::Arrow { .. }
             | Error::Internal(_)
             | Error::Delta { .. }
+            | Error::Iceberg { .. }
             | Error::Conflict { .. }
             | Error::Busy { .. } => 1,
             Error::Permission { .. } => 2,

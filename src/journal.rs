@@ -118,6 +118,10 @@ pub struct DeltaHistory {
     /// On a versioned bucket, the fate of each deleted file's noncurrent versions, by path.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub old_versions: BTreeMap<String, crate::manifest::OldVersionsRecord>,
+    /// The older versions that read `files`, taken out of the table before they were deleted
+    /// (see [`crate::table::Log::release`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released: Option<crate::table::Released>,
 }
 
 /// A purge's commit to a Delta table, journaled before it is made.
@@ -140,6 +144,10 @@ pub struct DeltaCommit {
     pub marks: Vec<String>,
     /// The manifest records of the commit's files.
     pub files: Vec<FileRecord>,
+    /// The older versions that read the removed files, taken out of the table before they
+    /// were deleted (see [`crate::table::Log::release`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released: Option<crate::table::Released>,
 }
 
 pub struct Journal {

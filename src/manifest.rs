@@ -142,6 +142,10 @@ pub struct TableRecord {
     /// A Delta table: the commit the purge made, and what became of the files it removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta: Option<DeltaRecord>,
+    /// An Iceberg table: the same, for its snapshot (versions are snapshot ids, `app_id` the
+    /// key in the snapshot summary's `lakepurge.key`), with the older snapshots expired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iceberg: Option<DeltaRecord>,
     pub files: Vec<FileRecord>,
 }
 
@@ -183,6 +187,22 @@ pub struct DeltaRecord {
     /// The log's own files whose data-file statistics name an erased value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub old_log: Option<OldLogRecord>,
+    /// Iceberg: older snapshots that read a removed or history file holding erased rows,
+    /// expired before the files were deleted, and their manifest lists and manifests (which
+    /// list those files and their bounds) deleted; branches and tags that named only them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub snapshots_expired: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub metadata_files_deleted: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refs_removed: Vec<String>,
+}
+
+impl DeltaRecord {
+    /// The log record of a table record: Delta's or Iceberg's.
+    pub fn of(t: &TableRecord) -> Option<&DeltaRecord> {
+        t.delta.as_ref().or(t.iceberg.as_ref())
+    }
 }
 
 /// A table log's own files (entries, checkpoints, checksums) scanned for data-file statistics

@@ -222,6 +222,33 @@ pub enum TableFormat {
     Parquet,
     /// A Delta Lake table: files come from its log, and a purge is one transaction in it.
     Delta,
+    /// An Apache Iceberg table, through its catalog: files come from its current snapshot,
+    /// and a purge is one snapshot committed with the catalog's compare-and-swap.
+    Iceberg,
+}
+
+/// The catalog of an Iceberg table (`catalog = { type = "sql", uri = "...", name = "..." }`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogSpec {
+    #[serde(rename = "type")]
+    pub kind: CatalogKind,
+    /// `sql`: the database (`sqlite:///relative.db`, `sqlite:////absolute.db`,
+    /// `postgresql://...`), as pyiceberg, Spark and Trino give it. `rest`: the server.
+    pub uri: String,
+    /// `sql`: the catalog's name (the `catalog_name` column of its tables).
+    pub name: Option<String>,
+    /// `rest`: the warehouse to ask for.
+    pub warehouse: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CatalogKind {
+    /// The JDBC catalog schema (`iceberg_tables`) that pyiceberg, Spark and Trino share.
+    Sql,
+    /// The REST catalog protocol.
+    Rest,
 }
 
 /// What happens to the noncurrent versions of purged objects on versioned buckets (they hold
@@ -275,6 +302,9 @@ pub enum Action {
 #[serde(deny_unknown_fields)]
 pub struct TableSpec {
     pub name: String,
+    /// Required but for `format = "iceberg"`, whose location its metadata gives (when given,
+    /// it must be that one).
+    #[serde(default)]
     pub location: String,
     #[serde(default)]
     pub format: TableFormat,
@@ -288,7 +318,12 @@ pub struct TableSpec {
     pub redact: Vec<String>,
     #[serde(default)]
     pub storage_options: BTreeMap<String, String>,
-    /// `format = "delta"` only; when absent, the job's `old_files` (default `delete`).
+    /// `format = "iceberg"` only: the table's name in its catalog (`namespace.table`).
+    pub identifier: Option<String>,
+    /// `format = "iceberg"` only: where the table's current metadata is named.
+    pub catalog: Option<CatalogSpec>,
+    /// `format = "delta"` or `"iceberg"` only; when absent, the job's `old_files` (default
+    /// `delete`).
     pub old_files: Option<OldFiles>,
     /// When absent, the job's `old_versions` (default `delete`).
     pub old_versions: Option<OldVersions>,
@@ -435,7 +470,7 @@ impl Job {
         for t in &mut tables {
             check_table(t)?;
             t.old_versions = t.old_versions.or(job_old_versions);
-            if t.format == TableFormat::Delta {
+            if t.format != TableFormat::Parquet {
                 t.old_files = t.old_files.or(job_old_files).or(Some(OldFiles::default()));
             }
             if !seen.insert(t.name.clone()) {
@@ -526,9 +561,10 @@ fn check_table(t: &TableSpec) -> Result<()> {
     if t.name.trim().is_empty() {
         return Err(Error::spec(&file, "name: must not be empty"));
     }
-    if t.location.trim().is_empty() {
+    if t.location.trim().is_empty() && t.format != TableFormat::Iceberg {
         return Err(err("location: must not be empty".into()));
     }
+    check_iceberg(t).map_err(err)?;
     if t.matches.is_empty() {
         return Err(err("needs at least one [[match]] rule".into()));
     }
@@ -545,10 +581,10 @@ fn check_table(t: &TableSpec) -> Result<()> {
             )));
         }
     }
-    if t.format != TableFormat::Delta && t.old_files.is_some() {
+    if t.format == TableFormat::Parquet && t.old_files.is_some() {
         return Err(err(
-            "old_files: only allowed with format = \"delta\" (it says what happens to the files \
-             a Delta commit removed)"
+            "old_files: only allowed with format = \"delta\" or \"iceberg\" (it says what \
+             happens to the files a commit removed)"
                 .into(),
         ));
     }
@@ -559,10 +595,10 @@ fn check_table(t: &TableSpec) -> Result<()> {
                 .into(),
         ));
     }
-    if t.format == TableFormat::Delta && !t.partitioning.is_empty() {
+    if t.format != TableFormat::Parquet && !t.partitioning.is_empty() {
         return Err(err(
-            "partitioning: not used with format = \"delta\" (the partition values come from \
-             the table's log); remove it"
+            "partitioning: not used with format = \"delta\" or \"iceberg\" (the partition \
+             values come from the table's log or manifests); remove it"
                 .into(),
         ));
     }
@@ -582,6 +618,66 @@ fn check_table(t: &TableSpec) -> Result<()> {
             if let Some(c) = t.redact.iter().find(|c| c.is_empty() || c.contains('.')) {
                 return Err(err(format!("redact: {c:?} is not a top-level column name")));
             }
+        }
+    }
+    Ok(())
+}
+
+/// The fields only an Iceberg table has: `identifier` (`namespace.table`) and a `catalog`,
+/// both required for it and refused for any other format.
+fn check_iceberg(t: &TableSpec) -> std::result::Result<(), String> {
+    if t.format != TableFormat::Iceberg {
+        if t.identifier.is_some() || t.catalog.is_some() {
+            return Err(
+                "identifier and catalog: only allowed with format = \"iceberg\" (they name the \
+                 table in its catalog)"
+                    .into(),
+            );
+        }
+        return Ok(());
+    }
+    let Some(identifier) = t.identifier.as_deref() else {
+        return Err(
+            "identifier: format = \"iceberg\" needs the table's name in its catalog, e.g. \
+             identifier = \"crm.users\""
+                .into(),
+        );
+    };
+    let parts: Vec<&str> = identifier.split('.').collect();
+    if parts.len() < 2 || parts.iter().any(|p| p.trim().is_empty()) {
+        return Err(format!(
+            "identifier: {identifier:?} is not namespace.table (e.g. \"crm.users\")"
+        ));
+    }
+    let Some(catalog) = &t.catalog else {
+        return Err(
+            "catalog: format = \"iceberg\" needs its catalog, e.g. catalog = { type = \"sql\", \
+             uri = \"sqlite:////var/lib/iceberg/catalog.db\", name = \"prod\" }"
+                .into(),
+        );
+    };
+    if catalog.uri.trim().is_empty() {
+        return Err("catalog.uri: must not be empty".into());
+    }
+    match catalog.kind {
+        CatalogKind::Sql => {
+            if catalog.name.as_deref().is_none_or(|n| n.trim().is_empty()) {
+                return Err(
+                    "catalog.name: a SQL catalog needs its name (the catalog_name of its tables, \
+                     e.g. name = \"prod\")"
+                        .into(),
+                );
+            }
+            if catalog.warehouse.is_some() {
+                return Err("catalog.warehouse: only for type = \"rest\"".into());
+            }
+        }
+        CatalogKind::Rest => {
+            return Err(
+                "catalog.type = \"rest\": not supported by this version of lakepurge (type = \
+                 \"sql\" is); nothing was written"
+                    .into(),
+            );
         }
     }
     Ok(())

@@ -55,7 +55,7 @@ pub(super) async fn purge_table(
     if result.is_ok() {
         result = settle_history(table, log, attempt, &mut entry).await;
     }
-    if result.is_ok() {
+    if result.is_ok() && log.keeps_statistics() {
         result = settle_log(table, log, attempt, &mut entry).await;
     }
     entries.insert(key, entry);
@@ -113,8 +113,21 @@ async fn settle_history(
     if !delete || history.files.is_empty() {
         return Ok(());
     }
+    if history.released.is_none() {
+        let files = history.files.clone();
+        let released = log.release(table, &files).await?;
+        if let Some(h) = entry.history.as_mut() {
+            h.released = Some(released);
+        }
+        attempt.journal.put(entry).await?;
+    }
     let versioned = attempt.versioned.get(&table.spec.name);
-    for path in history.files.clone() {
+    let files = entry
+        .history
+        .as_ref()
+        .map(|h| h.files.clone())
+        .unwrap_or_default();
+    for path in files {
         let settled = |e: &Entry| {
             e.history
                 .as_ref()
@@ -382,6 +395,7 @@ async fn purge(
                 .into_iter()
                 .collect(),
             files: files.clone(),
+            released: None,
         });
         attempt.journal.put(entry).await?;
         attempt.crash_if(
@@ -802,6 +816,13 @@ async fn delete_old_files(
     let Some(removed) = entry.delta.as_ref().map(|c| c.removed.clone()) else {
         return Ok(());
     };
+    if entry.delta.as_ref().is_some_and(|c| c.released.is_none()) {
+        let released = log.release(table, &removed).await?;
+        if let Some(c) = entry.delta.as_mut() {
+            c.released = Some(released);
+        }
+        attempt.journal.put(entry).await?;
+    }
     let versioned = attempt.versioned.get(&table.spec.name);
     for path in &removed {
         let location = table.location.child(path);

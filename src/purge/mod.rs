@@ -906,10 +906,12 @@ fn table_record(
         .filter(|e| e.table == table.spec.name)
         .flat_map(|e| e.done.iter().cloned())
         .collect();
-    let delta = tplan
+    let log_record = tplan
         .delta_version
         .map(|planned| delta_record(table, planned, entries));
-    let history_versions = delta.iter().flat_map(|d| d.history_old_versions.values());
+    let history_versions = log_record
+        .iter()
+        .flat_map(|d| d.history_old_versions.values());
     let old_versions = || {
         files
             .iter()
@@ -955,7 +957,10 @@ fn table_record(
             .versioning
             .map(|_| old_versions().map(|o| o.locked.len() as u64).sum())
             .filter(|n| *n > 0),
-        delta,
+        delta: log_record
+            .clone()
+            .filter(|_| table.spec.format != crate::spec::TableFormat::Iceberg),
+        iceberg: log_record.filter(|_| table.spec.format == crate::spec::TableFormat::Iceberg),
         versioning: tplan.versioning,
         files,
     }
@@ -976,6 +981,12 @@ fn delta_record(
     let commit = entry
         .and_then(|e| e.delta.as_ref())
         .filter(|c| c.version.is_some());
+    let released = || {
+        commit
+            .and_then(|c| c.released.as_ref())
+            .into_iter()
+            .chain(history.and_then(|h| h.released.as_ref()))
+    };
     let policy = table.spec.old_files.unwrap_or_default();
     let removed = commit.map_or(0, |c| c.removed.len() as u64);
     let deleted = commit.map_or(0, |c| c.old_files_deleted);
@@ -987,8 +998,15 @@ fn delta_record(
         old_files_deleted: deleted,
         old_files_remaining: removed.saturating_sub(deleted),
         retention: (policy == OldFiles::Keep && removed > 0).then(|| {
-            "until VACUUM, after the table's delta.deletedFileRetentionDuration (default 7 days)"
-                .to_string()
+            if table.spec.format == crate::spec::TableFormat::Iceberg {
+                "until the snapshots that read them are expired (expire_snapshots) and the files \
+                 deleted"
+                    .to_string()
+            } else {
+                "until VACUUM, after the table's delta.deletedFileRetentionDuration (default 7 \
+                 days)"
+                    .to_string()
+            }
         }),
         history_files_scanned: history.map_or(0, |h| h.scanned),
         history_files: history.map(|h| h.files.clone()).unwrap_or_default(),
@@ -1000,6 +1018,11 @@ fn delta_record(
             .map_or(0, |h| h.files.len() as u64),
         history_old_versions: history.map(|h| h.old_versions.clone()).unwrap_or_default(),
         old_log: entry.and_then(|e| e.old_log.clone()),
+        snapshots_expired: released().map(|r| r.snapshots_expired).sum(),
+        metadata_files_deleted: released().map(|r| r.metadata_files_deleted).sum(),
+        refs_removed: released()
+            .flat_map(|r| r.refs_removed.iter().cloned())
+            .collect(),
     }
 }
 

@@ -50,7 +50,11 @@ impl Logged {
                 "Register the table's root ({root}) with format = \"delta\": lakepurge then \
                  purges it through its log"
             ),
-            Logged::Iceberg | Logged::Hudi => format!(
+            Logged::Iceberg => format!(
+                "Register the table ({root}) with format = \"iceberg\", its identifier and its \
+                 catalog: lakepurge then purges it through the catalog"
+            ),
+            Logged::Hudi => format!(
                 "lakepurge cannot purge {} tables yet: leave it out of this job",
                 self.name()
             ),

@@ -31,6 +31,7 @@ use crate::store::Location;
 pub mod delta;
 pub mod detect;
 pub mod folder;
+pub mod iceberg;
 
 /// A table of the job with its location resolved, and its format.
 #[derive(Debug, Clone)]
@@ -106,6 +107,13 @@ pub trait Log: Send + Sync {
         exclude: &BTreeSet<String>,
     ) -> Result<Vec<ObjectMeta>>;
 
+    /// Whether the log's own files keep data-file statistics that [`Log::log_files`] and
+    /// [`Log::statistics`] give (Delta); an Iceberg table's manifests go with the snapshots
+    /// [`Log::release`] expires instead.
+    fn keeps_statistics(&self) -> bool {
+        true
+    }
+
     /// The log's own files on disk (entries, checkpoints, checksums), in version order.
     async fn log_files(&self, table: &Table) -> Result<Vec<LogFile>>;
 
@@ -116,6 +124,26 @@ pub trait Log: Send + Sync {
     /// Sums the log up at its latest version (a checkpoint) and removes its files before it:
     /// time travel to earlier versions ends. Returns that version.
     async fn expire(&self, table: &Table) -> Result<u64>;
+
+    /// Before the files `paths` (relative to the table: removed by the run's commit, or
+    /// history holding erased rows) are deleted: makes the table's older versions that read
+    /// them unreachable, so that no version the table lists names a deleted file. Delta keeps
+    /// its versions (time travel to them fails for those files, which is the point): nothing.
+    async fn release(&self, _table: &Table, _paths: &[String]) -> Result<Released> {
+        Ok(Released::default())
+    }
+}
+
+/// What [`Log::release`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Released {
+    /// Older versions (Iceberg snapshots) taken out of the table.
+    pub snapshots_expired: u64,
+    /// Their own metadata files deleted (manifest lists, manifests no kept version uses).
+    pub metadata_files_deleted: u64,
+    /// Branches and tags that named only expired versions, removed with them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refs_removed: Vec<String>,
 }
 
 /// A file of a table's log on disk.
@@ -212,37 +240,40 @@ pub enum Committed {
 }
 
 impl Table {
-    /// Resolves the locations and formats of every table of `job`.
-    pub fn resolve_all(job: &Job) -> Result<Vec<Table>> {
-        job.tables
-            .iter()
-            .map(|spec| {
-                let base = spec.source.parent().unwrap_or(&job.dir);
-                let location = Location::parse(&spec.location, base, &spec.storage_options)
-                    .map_err(|m| {
-                        Error::spec(
-                            spec.source.display(),
-                            format!("table {:?}: location: {m}", spec.name),
-                        )
-                    })?;
-                let format: Arc<dyn Format> = match spec.format {
-                    TableFormat::Parquet => Arc::new(folder::Folder),
-                    TableFormat::Delta => Arc::new(delta::Delta),
-                };
-                Ok(Table {
-                    spec: spec.clone(),
-                    location,
-                    format,
-                })
-            })
-            .collect()
+    /// Resolves the locations and formats of every table of `job` (an Iceberg table's
+    /// location is its metadata's, read through its catalog).
+    pub async fn resolve_all(job: &Job) -> Result<Vec<Table>> {
+        let mut tables = Vec::with_capacity(job.tables.len());
+        for spec in &job.tables {
+            let base = spec.source.parent().unwrap_or(&job.dir);
+            let location = match spec.format {
+                TableFormat::Iceberg => self::iceberg::locate(spec, base).await?,
+                _ => Location::parse(&spec.location, base, &spec.storage_options).map_err(|m| {
+                    Error::spec(
+                        spec.source.display(),
+                        format!("table {:?}: location: {m}", spec.name),
+                    )
+                })?,
+            };
+            let format: Arc<dyn Format> = match spec.format {
+                TableFormat::Parquet => Arc::new(folder::Folder),
+                TableFormat::Delta => Arc::new(delta::Delta),
+                TableFormat::Iceberg => Arc::new(self::iceberg::Iceberg),
+            };
+            tables.push(Table {
+                spec: spec.clone(),
+                location,
+                format,
+            });
+        }
+        Ok(tables)
     }
 
     /// [`Table::resolve_all`], then each table opened by its format ([`Format::open`]): what
     /// every command that reads a table's rows uses.
     pub async fn open_all(job: &Job) -> Result<Vec<Table>> {
         let mut opened = Vec::with_capacity(job.tables.len());
-        for table in Table::resolve_all(job)? {
+        for table in Table::resolve_all(job).await? {
             let format = Arc::clone(&table.format);
             opened.push(format.open(table).await?);
         }
@@ -310,7 +341,36 @@ impl Table {
     }
 }
 
+/// The path a purge run writes the rewrite of `old` to: next to it (same partition folder),
+/// named after the run and the old path, so a resumed run writes the same name again.
+pub fn new_path(old: &str, run_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(run_id.as_bytes());
+    h.update([0]);
+    h.update(old.as_bytes());
+    let id = hex::encode(&h.finalize()[..16]);
+    match old.rsplit_once('/') {
+        Some((dir, _)) => format!("{dir}/part-{id}-lakepurge.parquet"),
+        None => format!("part-{id}-lakepurge.parquet"),
+    }
+}
+
 /// A stream of the listed files, boxed.
 pub(crate) fn stream(files: Vec<ObjectMeta>) -> BoxStream<'static, Result<ObjectMeta>> {
     futures::stream::iter(files.into_iter().map(Ok)).boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_paths_stay_in_the_partition_folder_and_are_stable() {
+        let a = new_path("dt=2026-11-24/part-0.parquet", "run-1");
+        assert!(a.starts_with("dt=2026-11-24/part-"), "{a}");
+        assert_eq!(a, new_path("dt=2026-11-24/part-0.parquet", "run-1"));
+        assert_ne!(a, new_path("dt=2026-11-24/part-0.parquet", "run-2"));
+        assert!(!new_path("x.parquet", "r").contains('/'));
+    }
 }

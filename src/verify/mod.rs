@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 
+use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use serde::Serialize;
@@ -145,14 +146,19 @@ pub async fn verify(arg: &str, opts: &Options<'_>) -> Result<Report> {
         })?;
         if let Some(d) = &t.delta {
             checks.extend(delta_checks(&loc, t, d).await?);
-            checks.extend(delta_history_check(&loc, t, d).await?);
             checks.extend(old_log_check(&loc, t, d).await?);
+        }
+        if let Some(d) = &t.iceberg {
+            checks.push(iceberg_check(&loc, t, d).await?);
+        }
+        if let Some(d) = manifest::DeltaRecord::of(t) {
+            checks.extend(delta_history_check(&loc, t, d).await?);
             for (file, old) in &d.history_old_versions {
                 checks.extend(check_old_versions(&loc, &t.name, file, old).await?);
             }
         }
         for f in &t.files {
-            checks.push(match &t.delta {
+            checks.push(match manifest::DeltaRecord::of(t) {
                 Some(_) => check_delta_file(&loc, t, f, &later).await?,
                 None => check_file(&loc, &t.name, &t.location, f, &later).await?,
             });
@@ -430,10 +436,8 @@ async fn check_delta_file(
 ) -> Result<Check> {
     let table = &t.name;
     let old_shown = format!("{}{}", loc.url, f.path);
-    let delete_policy = t
-        .delta
-        .as_ref()
-        .is_some_and(|d| d.old_files == crate::spec::OldFiles::Delete);
+    let delete_policy =
+        manifest::DeltaRecord::of(t).is_some_and(|d| d.old_files == crate::spec::OldFiles::Delete);
     if delete_policy
         && current_sha(loc, &loc.child(&f.path), &old_shown)
             .await?
@@ -626,6 +630,68 @@ async fn missing_commit(
             d.app_id
         )),
     })
+}
+
+/// An Iceberg table's purge snapshot: a metadata file of the table (the newest first) lists
+/// the snapshot the manifest names, with the run's key in its summary. Read from the table's
+/// `metadata/` folder, so that no catalog is needed.
+async fn iceberg_check(
+    loc: &Location,
+    t: &manifest::TableRecord,
+    d: &manifest::DeltaRecord,
+) -> Result<Check> {
+    let table = &t.name;
+    let Some(version) = d.version else {
+        return Ok(ok(format!(
+            "table {table}: Iceberg snapshot {} planned, nothing to commit",
+            crate::table::iceberg::snapshot_id(d.read_version)
+        )));
+    };
+    let id = crate::table::iceberg::snapshot_id(version);
+    let folder = loc.child("metadata");
+    let mut files: Vec<object_store::ObjectMeta> = loc
+        .store
+        .list(Some(&folder))
+        .try_collect()
+        .await
+        .map_err(|e| Error::store(format!("listing {}metadata/", loc.url), e))?;
+    files.retain(|m| m.location.as_ref().ends_with(".metadata.json"));
+    files.sort_by(|a, b| b.location.cmp(&a.location));
+    let mut newest = true;
+    for m in &files {
+        let shown = format!("{}{}", loc.url, loc.relative(&m.location));
+        let bytes = loc
+            .store
+            .get(&m.location)
+            .await
+            .map_err(|e| Error::store(format!("reading {shown}"), e))?
+            .bytes()
+            .await
+            .map_err(|e| Error::store(format!("reading {shown}"), e))?;
+        let Ok(metadata) = serde_json::from_slice::<iceberg::spec::TableMetadata>(&bytes) else {
+            return Ok(fail(format!(
+                "table {table}: {shown} is not readable Iceberg table metadata"
+            )));
+        };
+        if crate::table::iceberg::find_key(&metadata, &d.app_id) == Some(version) {
+            return Ok(ok(format!(
+                "table {table}: Iceberg snapshot {id} (overwrite, key {}) is in {}the table's \
+                 metadata{}",
+                d.app_id,
+                if newest { "" } else { "an older file of " },
+                if newest {
+                    ""
+                } else {
+                    " (expired since by a later commit)"
+                }
+            )));
+        }
+        newest = false;
+    }
+    Ok(fail(format!(
+        "table {table}: no metadata file of the table lists snapshot {id} with the run's key {}",
+        d.app_id
+    )))
 }
 
 async fn delta_checks(

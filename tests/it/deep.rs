@@ -16,7 +16,7 @@ fn assert_agree(job: &Path) -> (usize, u64) {
         let job = lakepurge::spec::Job::load(job).unwrap();
         let events = lakepurge::events::load(&job).await.unwrap();
         let (mut files, mut rows) = (0, 0);
-        for table in lakepurge::table::Table::resolve_all(&job).unwrap() {
+        for table in lakepurge::table::Table::resolve_all(&job).await.unwrap() {
             let plan = lakepurge::plan::plan_table(&table, &events, None)
                 .await
                 .unwrap();

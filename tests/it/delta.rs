@@ -1472,7 +1472,7 @@ async fn delta_commit_conflicts_with_a_removal_not_with_an_append() {
     let job = setup(ws.path(), "");
     let path = ws.path().join("wh/users");
     let job = lakepurge::spec::Job::load(Path::new(&job)).unwrap();
-    let table = &Table::resolve_all(&job).unwrap()[0];
+    let table = &Table::resolve_all(&job).await.unwrap()[0];
     let log = table.format.log().expect("a Delta table has a log");
     let snapshot = log.snapshot(table).await.unwrap();
     let changes = |snapshot: &Snapshot, app: &str| Changes {

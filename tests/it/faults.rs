@@ -364,7 +364,7 @@ async fn shards_read_only_their_own_files_and_the_final_step_reads_none() {
         .manifest;
 
     let s = mem_sample("shards-split").await;
-    let tables = lakepurge::table::Table::resolve_all(&s.job).unwrap();
+    let tables = lakepurge::table::Table::resolve_all(&s.job).await.unwrap();
     // (table, path relative to it) of a read of a table file; None for other objects.
     let table_file = |path: &str| {
         tables.iter().find_map(|t| {

@@ -16,6 +16,7 @@ mod faults;
 mod fixtures;
 mod formats;
 mod holds;
+mod iceberg;
 mod ops;
 mod proxy;
 mod regressions;

@@ -14,7 +14,7 @@ use crate::cloud::{Bucket, Server, purge_matches_local, refused_and_kept};
 use crate::common::*;
 use crate::fixtures::check_table;
 
-const SECRET: &str = "lakepurge-test-secret-Zq8w1";
+pub(crate) const SECRET: &str = "lakepurge-test-secret-Zq8w1";
 
 /// A moto S3 server on 127.0.0.1 with a bucket `lake`, stopped on drop.
 pub(crate) struct Moto {

@@ -425,6 +425,8 @@ fn rule(
         }],
         redact: Vec::new(),
         storage_options: BTreeMap::new(),
+        identifier: None,
+        catalog: None,
         old_files: None,
         old_versions: None,
         old_log: None,

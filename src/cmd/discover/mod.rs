@@ -151,7 +151,7 @@ fn normalizations(job: &Job, events: &Events) -> BTreeMap<String, Option<Normali
 /// Runs `discover` for `job` over `opts.roots`.
 pub async fn discover(job: &Job, opts: &Options) -> Result<Report> {
     let events = events::load(job).await?;
-    let registered = Table::resolve_all(job)?;
+    let registered = Table::resolve_all(job).await?;
     let own = own_locations(job)?;
     let normalize = normalizations(job, &events);
     let probe = chance::Probe::new(&events)?;

@@ -73,7 +73,7 @@ impl Log for Delta {
     }
 
     fn new_path(&self, old: &str, run_id: &str) -> String {
-        new_path(old, run_id)
+        super::new_path(old, run_id)
     }
 
     async fn commit(
@@ -617,36 +617,7 @@ fn add_for(old: &DataFile, path: &str, size: u64, stats: String) -> Add {
     }
 }
 
-/// The path a purge run writes the rewrite of `old` to: next to it (same partition folder),
-/// named after the run and the old path, so a resumed run writes the same name again.
-fn new_path(old: &str, run_id: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(run_id.as_bytes());
-    h.update([0]);
-    h.update(old.as_bytes());
-    let id = hex::encode(&h.finalize()[..16]);
-    match old.rsplit_once('/') {
-        Some((dir, _)) => format!("{dir}/part-{id}-lakepurge.parquet"),
-        None => format!("part-{id}-lakepurge.parquet"),
-    }
-}
-
 /// The application id of a run's transaction in the table's log.
 fn app_id(job: &str, run_id: &str) -> String {
     format!("lakepurge:{job}:{run_id}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn new_paths_stay_in_the_partition_folder_and_are_stable() {
-        let a = new_path("dt=2026-11-24/part-0.parquet", "run-1");
-        assert!(a.starts_with("dt=2026-11-24/part-"), "{a}");
-        assert_eq!(a, new_path("dt=2026-11-24/part-0.parquet", "run-1"));
-        assert_ne!(a, new_path("dt=2026-11-24/part-0.parquet", "run-2"));
-        assert!(!new_path("x.parquet", "r").contains('/'));
-    }
 }
