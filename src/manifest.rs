@@ -194,6 +194,10 @@ pub struct DeltaRecord {
     pub snapshots_expired: u64,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub metadata_files_deleted: u64,
+    /// Iceberg, `old_files = "keep"`: older snapshots that still read a removed or history
+    /// file holding erased rows (time travel to them reads those rows).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub snapshots_remaining: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refs_removed: Vec<String>,
 }

@@ -51,7 +51,15 @@ pub(super) async fn purge_table(
         path: log.entry().into(),
         ..Entry::default()
     });
+    // The history is scanned before any file is deleted: releasing the commit's removed files
+    // (expiring the Iceberg snapshots that read them) can leave older files no snapshot names.
     let mut result = purge(table, log, tplan, attempt, &mut entry).await;
+    if result.is_ok() {
+        result = scan_history(table, log, attempt, &mut entry).await;
+    }
+    if result.is_ok() {
+        result = delete_old_files(table, log, attempt, &mut entry).await;
+    }
     if result.is_ok() {
         result = settle_history(table, log, attempt, &mut entry).await;
     }
@@ -63,19 +71,14 @@ pub(super) async fn purge_table(
 }
 
 /// The table's history still on disk (see [`Log::history`]): each file is scanned like
-/// a current one; those holding an erased row are journaled, then, under `old_files =
-/// "delete"`, deleted (time travel to the versions that name them then fails for them, which
-/// is the point), or, under `keep`, counted. Runs after the run's commit, once per run.
-async fn settle_history(
+/// a current one; those holding an erased row are journaled. Runs after the run's commit and
+/// before any file is deleted, once per run.
+async fn scan_history(
     table: &Table,
     log: &dyn Log,
     attempt: &Attempt<'_>,
     entry: &mut Entry,
 ) -> Result<()> {
-    if entry.history.as_ref().is_some_and(|h| h.deleted) {
-        return Ok(());
-    }
-    let delete = table.spec.old_files.unwrap_or_default() == OldFiles::Delete;
     if entry.history.is_none() {
         let snapshot = log.snapshot(table).await?;
         // The files the run's own commit removed are counted as its old files.
@@ -107,19 +110,36 @@ async fn settle_history(
         entry.history = Some(history);
         attempt.journal.put(entry).await?;
     }
+    Ok(())
+}
+
+/// The history files [`scan_history`] found holding an erased row: under `old_files =
+/// "delete"`, deleted once what the table's older versions need of them is released (Delta:
+/// time travel to the versions that name them then fails for them, which is the point;
+/// Iceberg: the snapshots that read them are expired), or, under `keep`, counted.
+async fn settle_history(
+    table: &Table,
+    log: &dyn Log,
+    attempt: &Attempt<'_>,
+    entry: &mut Entry,
+) -> Result<()> {
+    if entry.history.as_ref().is_some_and(|h| h.deleted) {
+        return Ok(());
+    }
+    let delete = table.spec.old_files.unwrap_or_default() == OldFiles::Delete;
     let Some(history) = entry.history.as_mut() else {
         return Ok(());
     };
-    if !delete || history.files.is_empty() {
+    if history.files.is_empty() {
         return Ok(());
     }
-    if history.released.is_none() {
-        let files = history.files.clone();
-        let released = log.release(table, &files).await?;
-        if let Some(h) = entry.history.as_mut() {
-            h.released = Some(released);
-        }
-        attempt.journal.put(entry).await?;
+    let files = history.files.clone();
+    release(table, log, attempt, entry, &files, delete, |e| {
+        e.history.as_mut().map(|h| &mut h.released)
+    })
+    .await?;
+    if !delete {
+        return Ok(());
     }
     let versioned = attempt.versioned.get(&table.spec.name);
     let files = entry
@@ -364,7 +384,7 @@ async fn purge(
     let mut snapshot = log.snapshot(table).await?;
     settle_earlier_commit(table, log, &snapshot, &app_id, attempt, entry).await?;
     if entry.delta.as_ref().is_some_and(|c| c.version.is_some()) {
-        return delete_old_files(table, log, attempt, entry).await;
+        return Ok(());
     }
     let mut replanned;
     let mut tplan = tplan;
@@ -437,7 +457,7 @@ async fn purge(
                 }
                 entry.done = files;
                 attempt.journal.put(entry).await?;
-                return delete_old_files(table, log, attempt, entry).await;
+                return Ok(());
             }
             None => {
                 tracing::warn!(table = %table.spec.name, try_no, "another writer's commit conflicts: planning the table again");
@@ -810,18 +830,16 @@ async fn delete_old_files(
     attempt: &Attempt<'_>,
     entry: &mut Entry,
 ) -> Result<()> {
-    if table.spec.old_files.unwrap_or_default() != OldFiles::Delete {
-        return Ok(());
-    }
     let Some(removed) = entry.delta.as_ref().map(|c| c.removed.clone()) else {
         return Ok(());
     };
-    if entry.delta.as_ref().is_some_and(|c| c.released.is_none()) {
-        let released = log.release(table, &removed).await?;
-        if let Some(c) = entry.delta.as_mut() {
-            c.released = Some(released);
-        }
-        attempt.journal.put(entry).await?;
+    let delete = table.spec.old_files.unwrap_or_default() == OldFiles::Delete;
+    release(table, log, attempt, entry, &removed, delete, |e| {
+        e.delta.as_mut().map(|c| &mut c.released)
+    })
+    .await?;
+    if !delete {
+        return Ok(());
     }
     let versioned = attempt.versioned.get(&table.spec.name);
     for path in &removed {
@@ -855,6 +873,36 @@ async fn delete_old_files(
     }
     tracing::info!(table = %table.spec.name, files = removed.len(), "deleted the files the purge commit removed");
     attempt.journal.put(entry).await
+}
+
+/// Releases `files` before they are deleted (see [`Log::plan_release`]): what it takes is
+/// planned once and journaled in the entry's `slot`; under `delete` it is then done (and
+/// journaled done). Under `keep` the plan only records what still reads the files.
+async fn release(
+    table: &Table,
+    log: &dyn Log,
+    attempt: &Attempt<'_>,
+    entry: &mut Entry,
+    files: &[String],
+    delete: bool,
+    slot: fn(&mut Entry) -> Option<&mut Option<crate::table::Released>>,
+) -> Result<()> {
+    if slot(entry).is_some_and(|r| r.is_none()) {
+        let plan = log.plan_release(table, files).await?;
+        if let Some(r) = slot(entry) {
+            *r = Some(plan);
+        }
+        attempt.journal.put(entry).await?;
+    }
+    if !delete {
+        return Ok(());
+    }
+    if let Some(plan) = slot(entry).and_then(|r| r.as_mut()).filter(|r| !r.done) {
+        log.release(table, plan).await?;
+        plan.done = true;
+        attempt.journal.put(entry).await?;
+    }
+    Ok(())
 }
 
 /// Deletes the files holding the deletion marks of the files the commit removed, each once no

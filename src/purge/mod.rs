@@ -1018,9 +1018,21 @@ fn delta_record(
             .map_or(0, |h| h.files.len() as u64),
         history_old_versions: history.map(|h| h.old_versions.clone()).unwrap_or_default(),
         old_log: entry.and_then(|e| e.old_log.clone()),
-        snapshots_expired: released().map(|r| r.snapshots_expired).sum(),
-        metadata_files_deleted: released().map(|r| r.metadata_files_deleted).sum(),
+        snapshots_expired: released()
+            .filter(|r| r.done)
+            .map(|r| r.expire.len() as u64)
+            .sum(),
+        metadata_files_deleted: released()
+            .filter(|r| r.done)
+            .map(|r| r.delete.len() as u64)
+            .sum(),
+        snapshots_remaining: released()
+            .filter(|r| !r.done)
+            .flat_map(|r| r.expire.iter())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len() as u64,
         refs_removed: released()
+            .filter(|r| r.done)
             .flat_map(|r| r.refs_removed.iter().cloned())
             .collect(),
     }

@@ -126,24 +126,39 @@ pub trait Log: Send + Sync {
     async fn expire(&self, table: &Table) -> Result<u64>;
 
     /// Before the files `paths` (relative to the table: removed by the run's commit, or
-    /// history holding erased rows) are deleted: makes the table's older versions that read
-    /// them unreachable, so that no version the table lists names a deleted file. Delta keeps
-    /// its versions (time travel to them fails for those files, which is the point): nothing.
-    async fn release(&self, _table: &Table, _paths: &[String]) -> Result<Released> {
-        Ok(Released::default())
+    /// history holding erased rows) are deleted: what makes the table's older versions that
+    /// read them unreachable, so that no version the table lists names a deleted file, planned
+    /// (and journaled by the caller) before [`Log::release`] does it. Delta keeps its versions
+    /// (time travel to them fails for those files, which is the point): nothing to do.
+    async fn plan_release(&self, _table: &Table, _paths: &[String]) -> Result<Released> {
+        Ok(Released {
+            done: true,
+            ..Released::default()
+        })
+    }
+
+    /// Does what [`Log::plan_release`] planned; done again after a crash, it finishes it.
+    async fn release(&self, _table: &Table, _plan: &Released) -> Result<()> {
+        Ok(())
     }
 }
 
-/// What [`Log::release`] did.
+/// What [`Log::release`] does and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Released {
-    /// Older versions (Iceberg snapshots) taken out of the table.
-    pub snapshots_expired: u64,
-    /// Their own metadata files deleted (manifest lists, manifests no kept version uses).
-    pub metadata_files_deleted: u64,
-    /// Branches and tags that named only expired versions, removed with them.
+    /// Older versions (Iceberg snapshot ids) to take out of the table.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expire: Vec<i64>,
+    /// Their own metadata files to delete then (manifest lists, manifests no kept version
+    /// uses), relative to the table.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delete: Vec<String>,
+    /// Branches and tags that name only versions to expire, removed with them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refs_removed: Vec<String>,
+    /// Whether it was done.
+    #[serde(default)]
+    pub done: bool,
 }
 
 /// A file of a table's log on disk.

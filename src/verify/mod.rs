@@ -150,6 +150,13 @@ pub async fn verify(arg: &str, opts: &Options<'_>) -> Result<Report> {
         }
         if let Some(d) = &t.iceberg {
             checks.push(iceberg_check(&loc, t, d).await?);
+            let spec = opts
+                .job
+                .or(opts.deep)
+                .and_then(|j| j.tables.iter().find(|s| s.name == t.name));
+            if let Some(spec) = spec {
+                checks.push(iceberg_catalog_check(&loc, spec).await?);
+            }
         }
         if let Some(d) = manifest::DeltaRecord::of(t) {
             checks.extend(delta_history_check(&loc, t, d).await?);
@@ -692,6 +699,54 @@ async fn iceberg_check(
         "table {table}: no metadata file of the table lists snapshot {id} with the run's key {}",
         d.app_id
     )))
+}
+
+/// With the job: the metadata the table's catalog names now lists only snapshots whose
+/// manifest lists are there (a catalog rolled back to metadata from before the run's expiry
+/// names snapshots whose files the run deleted, or still reads erased rows).
+async fn iceberg_catalog_check(loc: &Location, spec: &crate::spec::TableSpec) -> Result<Check> {
+    let table = &spec.name;
+    let base = spec.source.parent().unwrap_or(std::path::Path::new("."));
+    let (uri, metadata) = match crate::table::iceberg::current_metadata(spec, base).await {
+        Ok(got) => got,
+        Err(Error::Store {
+            context,
+            source: object_store::Error::NotFound { .. },
+        }) => {
+            return Ok(fail(format!(
+                "table {table}: the catalog names metadata that is gone ({context}): it was \
+                 rolled back to metadata a purge's expiry deleted"
+            )));
+        }
+        Err(e) => return Err(e),
+    };
+    let mut missing = Vec::new();
+    for snapshot in metadata.snapshots() {
+        let Some(rel) =
+            crate::table::iceberg::relative(metadata.location(), snapshot.manifest_list())
+        else {
+            missing.push(snapshot.snapshot_id());
+            continue;
+        };
+        match loc.store.head(&loc.child(&rel)).await {
+            Ok(_) => {}
+            Err(object_store::Error::NotFound { .. }) => missing.push(snapshot.snapshot_id()),
+            Err(e) => return Err(Error::store(format!("checking {}{rel}", loc.url), e)),
+        }
+    }
+    Ok(if missing.is_empty() {
+        ok(format!(
+            "table {table}: the catalog's current metadata ({uri}) lists {} snapshots, each with \
+             its manifest list",
+            metadata.snapshots().len()
+        ))
+    } else {
+        fail(format!(
+            "table {table}: the catalog's current metadata ({uri}) lists snapshots whose manifest \
+             lists are gone ({missing:?}): the catalog was rolled back to metadata from before \
+             a purge's expiry"
+        ))
+    })
 }
 
 async fn delta_checks(

@@ -343,10 +343,17 @@ fn tool(var: &str, under_home: &str, fallback: &str) -> String {
 }
 
 /// Runs a Python script (`python -c`) with `args`; returns its stdout, asserting it succeeded.
+/// A script that ends normally leaves through `os._exit(0)` after flushing its output: the
+/// interpreter's teardown with pyarrow's threads alive can abort ("terminate called without an
+/// active exception"), which failed tests now and then.
 pub fn run_python<S: AsRef<std::ffi::OsStr>>(what: &str, script: &str, args: &[S]) -> String {
+    let script = format!(
+        "{script}\nimport os as _os, sys as _sys\n_sys.stdout.flush()\n_sys.stderr.flush()\n\
+         _os._exit(0)\n"
+    );
     let out = Command::new(python())
         .arg("-c")
-        .arg(script)
+        .arg(&script)
         .args(args)
         .output()
         .expect("python (set LAKEPURGE_PYTHON; .ci/run installs one with what the tests use)");

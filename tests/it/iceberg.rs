@@ -289,6 +289,7 @@ fn purged_through_its_catalog(version: &str) {
     let ws = tempfile::tempdir().unwrap();
     let (catalog, table) = write_version(ws.path(), version);
     let before = read(ws.path(), &table);
+    let before_location = catalog_location(ws.path());
     assert!(
         before["snapshots"].as_object().unwrap().len() >= 5,
         "{before}"
@@ -335,6 +336,34 @@ fn purged_through_its_catalog(version: &str) {
         "{}",
         verified.stdout
     );
+
+    // The catalog rolled back to the metadata from before the purge: its snapshots' files
+    // are gone, and verify says so.
+    let db = ws.path().join("cat.db");
+    let sql = "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\n\
+               c.execute('UPDATE iceberg_tables SET metadata_location = ?', (sys.argv[2],))\n\
+               c.commit()\n";
+    run_python(
+        "rolling the catalog back",
+        sql,
+        &[db.to_str().unwrap(), &before_location],
+    );
+    let verified = lakepurge(&["verify", m.to_str().unwrap(), "--job", &job]);
+    assert_eq!(verified.code, 3, "{}", verified.all_output());
+    assert!(
+        verified.stdout.contains("rolled back"),
+        "{}",
+        verified.stdout
+    );
+}
+
+/// The metadata location the catalog at `ws/cat.db` names.
+fn catalog_location(ws: &Path) -> String {
+    let sql = "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\n\
+               print(c.execute('SELECT metadata_location FROM iceberg_tables').fetchone()[0])\n";
+    run_python("the catalog", sql, &[ws.join("cat.db")])
+        .trim()
+        .to_string()
 }
 
 #[test]
@@ -541,22 +570,10 @@ fn iceberg_table_on_s3_is_purged_through_its_catalog() {
 fn iceberg_renamed_or_missing_match_column_is_refused() {
     let ws = tempfile::tempdir().unwrap();
     let (catalog, table) = write_table(ws.path());
-    let rename = r#"
-import sys, os
-from pyiceberg.catalog.sql import SqlCatalog
-cat = SqlCatalog("prod", uri=f"sqlite:///{sys.argv[1]}", warehouse=sys.argv[2])
-t = cat.load_table("crm.users")
-with t.update_schema() as u:
-    u.rename_column("user_id", "uid")
-os._exit(0)
-"#;
-    run_python(
+    change(
+        ws.path(),
         "renaming a column",
-        rename,
-        &[
-            ws.path().join("cat.db").to_str().unwrap(),
-            &file_url(&ws.path().join("wh")),
-        ],
+        "with t.update_schema() as u:\n    u.rename_column('user_id', 'uid')\n",
     );
     let before = tree_hashes(&table);
     let job = ice_job(ws.path(), &catalog, "");
@@ -640,4 +657,375 @@ fn s3_table(moto: &crate::s3::Moto, ws: &Path) -> (String, String) {
     );
     let job = ice_job(ws, &format!("sqlite:///{}", db.display()), "");
     (props, job)
+}
+
+/// A table whose current snapshot has a position delete file (written here with the `iceberg`
+/// crate, as pyiceberg writes none): `validate`, `plan` and `purge` refuse it with exit 2 and
+/// nothing is written, since the rows such a file hides are still in the data files.
+#[tokio::test(flavor = "multi_thread")]
+async fn iceberg_delete_files_are_refused_before_anything_is_written() {
+    use iceberg::io::FileIO;
+    use iceberg::spec::{
+        DataContentType, DataFileBuilder, DataFileFormat, MAIN_BRANCH, ManifestList,
+        ManifestListWriter, ManifestWriterBuilder, Operation, Snapshot, Summary, TableMetadata,
+    };
+    let ws = tempfile::tempdir().unwrap();
+    let (catalog, table) = write_table(ws.path());
+    let db = ws.path().join("cat.db");
+    let sql = "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\n\
+               print(c.execute('SELECT metadata_location FROM iceberg_tables').fetchone()[0])\n";
+    let loc = run_python("the catalog", sql, &[&db]).trim().to_string();
+    let local = |uri: &str| std::path::PathBuf::from(uri.strip_prefix("file://").unwrap());
+    let metadata: TableMetadata =
+        serde_json::from_slice(&std::fs::read(local(&loc)).unwrap()).unwrap();
+    let current = metadata.current_snapshot().unwrap();
+    let memory = FileIO::new_with_memory();
+    let stage = |path: &str| {
+        let bytes = std::fs::read(local(path)).unwrap();
+        let out = memory.new_output(path).unwrap();
+        async move { out.write(bytes.into()).await.unwrap() }
+    };
+    let list_bytes = std::fs::read(local(current.manifest_list())).unwrap();
+    let list = ManifestList::parse_with_version(&list_bytes, metadata.format_version()).unwrap();
+    let first = list.entries()[0].clone();
+    stage(&first.manifest_path).await;
+    let manifest = first.load_manifest(&memory).await.unwrap();
+    let data = manifest.entries()[0].data_file().clone();
+    let spec = manifest.metadata().partition_spec().clone();
+    let (id, seq, base) = (4242, metadata.next_sequence_number(), metadata.location());
+    let deletes = format!("{base}/metadata/deletes-m0.avro");
+    let mut writer = ManifestWriterBuilder::new(
+        memory.new_output(&deletes).unwrap(),
+        Some(id),
+        metadata.current_schema().clone(),
+        spec.clone(),
+    )
+    .build_v2_deletes();
+    let file = DataFileBuilder::default()
+        .content(DataContentType::PositionDeletes)
+        .file_path(format!("{base}/data/pos-deletes.parquet"))
+        .file_format(DataFileFormat::Parquet)
+        .partition(data.partition().clone())
+        .partition_spec_id(spec.spec_id())
+        .record_count(1)
+        .file_size_in_bytes(100)
+        .build()
+        .unwrap();
+    writer.add_file(file, seq).unwrap();
+    let added = writer.write_manifest_file().await.unwrap();
+    let read = |path: String| {
+        let input = memory.new_input(&path).unwrap();
+        async move {
+            let bytes = input.read().await.unwrap();
+            std::fs::write(local(&path), bytes).unwrap();
+        }
+    };
+    read(deletes.clone()).await;
+    let list_path = format!("{base}/metadata/snap-{id}-deletes.avro");
+    let out = memory
+        .new_output(&list_path)
+        .unwrap()
+        .writer()
+        .await
+        .unwrap();
+    let mut lists = ManifestListWriter::v2(out, id, Some(current.snapshot_id()), seq);
+    lists
+        .add_manifests(list.entries().iter().cloned().chain([added]))
+        .unwrap();
+    lists.close().await.unwrap();
+    read(list_path.clone()).await;
+    let snapshot = Snapshot::builder()
+        .with_snapshot_id(id)
+        .with_parent_snapshot_id(Some(current.snapshot_id()))
+        .with_sequence_number(seq)
+        .with_timestamp_ms(chrono::Utc::now().timestamp_millis())
+        .with_manifest_list(list_path)
+        .with_summary(Summary {
+            operation: Operation::Delete,
+            additional_properties: Default::default(),
+        })
+        .with_schema_id(metadata.current_schema_id())
+        .build();
+    let next = metadata
+        .clone()
+        .into_builder(Some(loc.clone()))
+        .set_branch_snapshot(snapshot, MAIN_BRANCH)
+        .unwrap()
+        .build()
+        .unwrap()
+        .metadata;
+    let next_loc = format!("{base}/metadata/99999-deletes.metadata.json");
+    std::fs::write(local(&next_loc), serde_json::to_vec(&next).unwrap()).unwrap();
+    let swap = "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\n\
+                c.execute('UPDATE iceberg_tables SET metadata_location = ?', (sys.argv[2],))\n\
+                c.commit()\n";
+    run_python("the catalog", swap, &[db.to_str().unwrap(), &next_loc]);
+    let before = tree_hashes(&table);
+    let job = ice_job(ws.path(), &catalog, "");
+    for args in [
+        vec!["validate", "--job", &job],
+        vec!["plan", "--job", &job],
+        vec!["purge", "--job", &job, "--run-id", "r1"],
+    ] {
+        let run = lakepurge(&args);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.all_output());
+        assert!(
+            run.stderr.contains("delete files"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+    assert_eq!(tree_hashes(&table), before);
+    assert!(!ws.path().join("manifests/lake/r1.json").exists());
+}
+
+/// `old_files = "keep"`: the current snapshot is exact, nothing older is expired or deleted,
+/// and the manifest counts what still reads erased rows (older snapshots, removed files).
+#[test]
+fn iceberg_old_files_kept_on_request_and_counted() {
+    let ws = tempfile::tempdir().unwrap();
+    let (catalog, table) = write_table(ws.path());
+    let before = read(ws.path(), &table);
+    let job = ice_job(ws.path(), &catalog, "old_files = \"keep\"");
+    let run = purge_json(&job, "r1", &[], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let after = read(ws.path(), &table);
+    let seqs: Vec<i64> = serde_json::from_value(after["seqs"].clone()).unwrap();
+    assert_eq!(seqs, oracle());
+    let snapshots = after["snapshots"].as_object().unwrap();
+    assert_eq!(
+        snapshots.len(),
+        before["snapshots"].as_object().unwrap().len() + 1
+    );
+    let reading_erased = snapshots
+        .values()
+        .filter(|users| users.as_array().unwrap().contains(&Value::from(ERASED[0])))
+        .count() as u64;
+    assert!(reading_erased >= 1);
+    let m = read_json(&ws.path().join("manifests/lake/r1.json"));
+    let ice = &m["tables"][0]["iceberg"];
+    assert_eq!(
+        ice["snapshots_remaining"].as_u64(),
+        Some(reading_erased),
+        "{ice}"
+    );
+    assert!(ice["snapshots_expired"].is_null(), "{ice}");
+    assert_eq!(
+        ice["old_files_remaining"],
+        m["tables"][0]["files"].as_array().unwrap().len()
+    );
+    let path = ws.path().join("manifests/lake/r1.json");
+    let verified = lakepurge(&["verify", path.to_str().unwrap(), "--deep", "--job", &job]);
+    assert_eq!(verified.code, 0, "{}", verified.all_output());
+}
+
+/// Writes `crm.users` (arguments as [`WRITE_ICEBERG`]) with history another writer left.
+/// `argv[4]` = `region`: partitioned by region, a copy-on-write delete leaves an older copy of
+/// a file holding user 900006 that only the first snapshot names, and that snapshot also reads
+/// a file the purge removes. `identity`: partitioned by `user_id`, with partition summaries in
+/// the snapshot summaries, a delete of user 900006 whose deleted entries keep the file's
+/// bounds and partition tuple, then the user's rows appended again. Prints the rows (`seq`)
+/// that must remain.
+const WRITE_HISTORY: &str = r#"
+import sys, os, json
+import pyarrow as pa
+from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.schema import Schema
+from pyiceberg.types import NestedField, LongType, StringType, IntegerType
+from pyiceberg.partitioning import PartitionSpec, PartitionField
+from pyiceberg.transforms import IdentityTransform
+from pyiceberg.expressions import EqualTo
+db, warehouse, props, layout = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
+cat = SqlCatalog("prod", uri=f"sqlite:///{db}", warehouse=warehouse, **props)
+cat.create_namespace("crm")
+schema = Schema(
+    NestedField(1, "user_id", LongType(), required=False),
+    NestedField(2, "seq", LongType(), required=False),
+    NestedField(3, "email", StringType(), required=False),
+    NestedField(4, "region", StringType(), required=False),
+    NestedField(5, "score", IntegerType(), required=False),
+)
+source = 1 if layout == "identity" else 4
+spec = PartitionSpec(PartitionField(source_id=source, field_id=1000, transform=IdentityTransform(), name="p"))
+properties = {"write.summary.partition-limit": "100"} if layout == "identity" else {}
+t = cat.create_table("crm.users", schema=schema, partition_spec=spec, properties=properties)
+def batch(users, start):
+    n = len(users)
+    return pa.table({
+        "user_id": pa.array(users, pa.int64()),
+        "seq": pa.array(range(start, start + n), pa.int64()),
+        "email": pa.array([f"u{u}@example.com" for u in users]),
+        "region": pa.array(["eu" if i % 2 else "us" for i in range(n)]),
+        "score": pa.array([i for i in range(n)], pa.int32()),
+    })
+if layout == "identity":
+    t.append(batch([1, 900006, 2, 900006, 3, 4], 0))
+    t.delete(EqualTo("seq", 0))
+    t.append(batch([5, 6], 100))
+    t.delete(EqualTo("user_id", 900006))
+    t.append(batch([7, 900006, 8, 900006], 200))
+else:
+    # us: 1, 900006, 3; eu: 900006, 900006, 4. The delete rewrites the eu file: its older copy
+    # is named only by the first snapshot, which also reads the us file the purge removes.
+    t.append(batch([1, 900006, 900006, 900006, 3, 4], 0))
+    t.delete(EqualTo("seq", 5))
+    t.append(batch([5, 6], 100))
+rows = cat.load_table("crm.users").scan().to_arrow().to_pylist()
+print(json.dumps(sorted(r["seq"] for r in rows if r["user_id"] != 900006)))
+sys.stdout.flush()
+os._exit(0)
+"#;
+
+/// History another writer left behind (P1, P3 and P6 of the review of #29): after the purge
+/// no file on disk holds the erased user, no snapshot left reads or names it (deleted entries
+/// included), and no metadata file left (JSON or Avro) names its id.
+#[test]
+fn iceberg_history_deleted_entries_and_summaries_hold_no_erased_value() {
+    for layout in ["region", "identity"] {
+        let ws = tempfile::tempdir().unwrap();
+        let db = ws.path().join("cat.db");
+        let wh = ws.path().join("wh");
+        std::fs::create_dir_all(&wh).unwrap();
+        let out = run_python(
+            "writing an Iceberg table with history",
+            WRITE_HISTORY,
+            &[db.to_str().unwrap(), &file_url(&wh), "{}", layout],
+        );
+        let expected: Vec<i64> = serde_json::from_str(out.trim()).unwrap();
+        let table = wh.join("crm/users");
+        let job = ice_job(ws.path(), &format!("sqlite:///{}", db.display()), "");
+        let run = purge_json(&job, "r1", &[], &[]);
+        assert_eq!(run.code, 0, "{layout}: {}", run.stderr);
+        let after = read(ws.path(), &table);
+        let seqs: Vec<i64> = serde_json::from_value(after["seqs"].clone()).unwrap();
+        assert_eq!(seqs, expected, "{layout}");
+        for (id, users) in after["snapshots"].as_object().unwrap() {
+            let users = users
+                .as_array()
+                .unwrap_or_else(|| panic!("{layout}: {id}: {users}"));
+            assert!(
+                !users.contains(&Value::from(ERASED[0])),
+                "{layout}: snapshot {id}"
+            );
+        }
+        for (file, f) in after["on_disk"].as_object().unwrap() {
+            let users = f["users"].as_array().unwrap();
+            assert!(
+                !users.contains(&Value::from(ERASED[0])),
+                "{layout}: {file} on disk"
+            );
+        }
+        for b in after["bounds"].as_array().unwrap() {
+            assert_ne!(
+                b.as_str(),
+                Some("900006"),
+                "{layout}: a manifest left names it"
+            );
+        }
+        assert_eq!(after["avro_unreferenced"], Value::Array(vec![]), "{layout}");
+        for entry in std::fs::read_dir(table.join("metadata")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.to_string_lossy().ends_with(".json") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                assert!(
+                    !text.contains("900006"),
+                    "{layout}: {} names it",
+                    path.display()
+                );
+            }
+        }
+        let m = ws.path().join("manifests/lake/r1.json");
+        let verified = lakepurge(&["verify", m.to_str().unwrap(), "--deep", "--job", &job]);
+        assert_eq!(verified.code, 0, "{layout}: {}", verified.all_output());
+    }
+}
+
+/// A branch other than main is refused before anything is written (expiring a snapshot it
+/// stands on would drop its rows); a tag on a snapshot that reads erased rows goes with the
+/// snapshot and the manifest names it.
+#[test]
+fn iceberg_branches_are_refused_and_tags_on_erased_snapshots_recorded() {
+    for kind in ["branch", "tag"] {
+        let ws = tempfile::tempdir().unwrap();
+        let (catalog, table) = write_table(ws.path());
+        change(
+            ws.path(),
+            "a ref",
+            &format!(
+                "first = t.metadata.snapshots[0].snapshot_id\n\
+                 t.manage_snapshots().create_{kind}(first, 'old').commit()\n"
+            ),
+        );
+        let before = tree_hashes(&table);
+        let job = ice_job(ws.path(), &catalog, "");
+        let run = purge_json(&job, "r1", &[], &[]);
+        if kind == "branch" {
+            assert_eq!(run.code, 2, "{}", run.all_output());
+            assert!(
+                run.stderr.contains("branch other than main"),
+                "{}",
+                run.stderr
+            );
+            assert_eq!(tree_hashes(&table), before);
+            continue;
+        }
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        check_purged(&read(ws.path(), &table));
+        let m = read_json(&ws.path().join("manifests/lake/r1.json"));
+        assert_eq!(
+            m["tables"][0]["iceberg"]["refs_removed"],
+            serde_json::json!(["old"])
+        );
+    }
+}
+
+/// A redact column that a partition spec takes values from (the partition tuple keeps its
+/// value), and a match column whose name an older, other field had (older files hold that
+/// field under the name): exit 2, nothing written.
+#[test]
+fn iceberg_redacting_a_partition_source_or_a_reused_name_is_refused() {
+    let ws = tempfile::tempdir().unwrap();
+    let (catalog, table) = write_table(ws.path());
+    let before = tree_hashes(&table);
+    let job = ice_job(
+        ws.path(),
+        &catalog,
+        "action = \"redact\"\nredact = [\"region\"]",
+    );
+    let run = lakepurge(&["purge", "--job", &job, "--run-id", "r1"]);
+    assert_eq!(run.code, 2, "{}", run.all_output());
+    assert!(run.stderr.contains("partition source"), "{}", run.stderr);
+    assert_eq!(tree_hashes(&table), before);
+    change(
+        ws.path(),
+        "reusing a column name",
+        "from pyiceberg.types import LongType\n\
+         with t.update_schema() as u:\n    u.rename_column('user_id', 'old_uid')\n\
+         t = cat.load_table('crm.users')\n\
+         with t.update_schema() as u:\n    u.add_column('user_id', LongType())\n",
+    );
+    let before = tree_hashes(&table);
+    let job = ice_job(ws.path(), &catalog, "");
+    let run = lakepurge(&["purge", "--job", &job, "--run-id", "r1"]);
+    assert_eq!(run.code, 2, "{}", run.all_output());
+    assert!(run.stderr.contains("was another column"), "{}", run.stderr);
+    assert_eq!(tree_hashes(&table), before);
+}
+
+/// Runs `body` (Python, with `cat` the catalog and `t` the table `crm.users` of the workspace
+/// `ws`) as another writer would.
+fn change(ws: &Path, what: &str, body: &str) {
+    let script = format!(
+        "import sys, os\nfrom pyiceberg.catalog.sql import SqlCatalog\n\
+         cat = SqlCatalog('prod', uri=f'sqlite:///{{sys.argv[1]}}', warehouse=sys.argv[2])\n\
+         t = cat.load_table('crm.users')\n{body}os._exit(0)\n"
+    );
+    run_python(
+        what,
+        &script,
+        &[
+            ws.join("cat.db").to_str().unwrap(),
+            &file_url(&ws.join("wh")),
+        ],
+    );
 }

@@ -6,7 +6,8 @@
 //! the table's metadata with one compare-and-swap, the refs naming only it going with it), and
 //! the manifest lists of those snapshots, and their manifests no remaining snapshot uses, are
 //! deleted: they list the files and their bounds, which may name erased values. Other
-//! snapshots are kept.
+//! snapshots are kept. What a release takes is planned first ([`plan`], journaled by the
+//! purge), so that a crash between the swap and the deletions is finished by the next attempt.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -16,11 +17,14 @@ use object_store::{ObjectMeta, ObjectStoreExt};
 use super::commit::{discard, next_metadata_name, swap_in};
 use super::{Current, State, io, relative};
 use crate::error::{Error, Result};
-use crate::table::delta::ORPHAN_MIN_AGE;
 use crate::table::{Released, Table};
 
 /// How many times the expiry is tried again after another writer's commit.
 const RETRIES: usize = 3;
+
+/// How old a Parquet file no snapshot names must be before it is taken for history rather
+/// than a writer's file not committed yet (Iceberg's own orphan removal waits as long).
+pub const ORPHAN_MIN_AGE: chrono::TimeDelta = chrono::TimeDelta::days(3);
 
 /// The table's history on disk: Parquet files under the table that the current snapshot does
 /// not read, and that an older snapshot's manifests name or that no snapshot names and are
@@ -87,57 +91,139 @@ impl Manifests {
     }
 }
 
-/// Expires every snapshot of the table that reads one of `paths` (relative to the table), and
-/// deletes what only they used of the metadata: their manifest lists and manifests. The
-/// current snapshot reading one is an error (the files are not history). Done again from the
-/// new metadata when another writer commits first.
-pub async fn release(table: &Table, paths: &[String]) -> Result<Released> {
+/// What releasing `paths` (relative to the table) takes: every snapshot of the table that
+/// reads one of them, the branches and tags naming only such snapshots, and what only they
+/// use of the metadata (their manifest lists and manifests). The current snapshot reading one
+/// is an error (the files are not history). Nothing is changed yet.
+pub async fn plan(table: &Table, paths: &[String]) -> Result<Released> {
+    let done = Released {
+        done: true,
+        ..Released::default()
+    };
     if paths.is_empty() {
-        return Ok(Released::default());
+        return Ok(done);
     }
     let wanted: HashSet<&str> = paths.iter().map(String::as_str).collect();
+    let current = Current::read(table).await?;
+    let metadata = &current.metadata;
+    let location = metadata.location().to_string();
+    let current_id = metadata.current_snapshot_id();
+    let mut manifests = Manifests::default();
+    let mut lists: HashMap<i64, Vec<ManifestFile>> = HashMap::new();
+    let mut expire = Vec::new();
+    for snapshot in metadata.snapshots() {
+        let list = io::manifest_list(table, metadata, snapshot).await?;
+        let (mut reads, mut names) = (None, false);
+        for file in &list {
+            let manifest = manifests.get(table, &current, file).await?;
+            for e in manifest.entries() {
+                let Some(p) =
+                    relative(&location, e.file_path()).filter(|p| wanted.contains(p.as_str()))
+                else {
+                    continue;
+                };
+                names = true;
+                if e.is_alive() {
+                    reads = reads.or(Some(p));
+                }
+            }
+        }
+        let is_current = Some(snapshot.snapshot_id()) == current_id;
+        if let (Some(file), true) = (&reads, is_current) {
+            return Err(Error::Internal(format!(
+                "table {}: the current snapshot reads {file}, which the purge took out of the \
+                 table",
+                table.spec.name
+            )));
+        }
+        // A snapshot that reads such a file, or whose manifests still name it (a deleted
+        // entry keeps the file's partition tuple and bounds), is expired; the current one
+        // names none after the purge's commit.
+        if names && !is_current {
+            expire.push(snapshot.snapshot_id());
+        }
+        lists.insert(snapshot.snapshot_id(), list);
+    }
+    if expire.is_empty() {
+        return Ok(done);
+    }
+    expire.sort_unstable();
+    let kept: HashSet<&str> = lists
+        .iter()
+        .filter(|(id, _)| !expire.contains(id))
+        .flat_map(|(_, l)| l.iter().map(|f| f.manifest_path.as_str()))
+        .collect();
+    let mut delete: BTreeSet<String> = BTreeSet::new();
+    for id in &expire {
+        if let Some(s) = metadata.snapshot_by_id(*id) {
+            delete.extend(relative(&location, s.manifest_list()));
+        }
+        for f in lists.get(id).into_iter().flatten() {
+            if !kept.contains(f.manifest_path.as_str()) {
+                delete.extend(relative(&location, &f.manifest_path));
+            }
+        }
+    }
+    let (branches, tags) = refs_of(metadata, &expire);
+    if let Some(branch) = branches.first() {
+        return Err(Error::table(
+            &table.spec.name,
+            &table.location,
+            format!(
+                "branch {branch:?} reads files holding erased rows: lakepurge purges the main \
+                 branch only and will not drop a branch (its other rows would go with it). \
+                 Purge or drop the branch, then run again"
+            ),
+        ));
+    }
+    // The table's older metadata files that list an expired snapshot: they name its manifest
+    // list, and their snapshot summaries may hold partition values.
+    let mut json = vec![current.metadata_location.clone()];
+    json.extend(
+        metadata
+            .metadata_log()
+            .iter()
+            .map(|m| m.metadata_file.clone()),
+    );
+    for uri in json {
+        let Some(rel) = relative(&location, &uri) else {
+            continue;
+        };
+        if lists_any(table, &rel, &expire).await? {
+            delete.insert(rel);
+        }
+    }
+    Ok(Released {
+        refs_removed: tags,
+        expire,
+        delete: delete.into_iter().collect(),
+        done: false,
+    })
+}
+
+/// Does what [`plan`] planned: the planned snapshots the table still has are removed from its
+/// metadata with one compare-and-swap (done again from the new metadata when another writer
+/// commits first), then the planned metadata files are deleted (gone already is fine). Done
+/// again after a crash, it finishes.
+pub async fn release(table: &Table, plan: &Released) -> Result<()> {
+    let mut swapped = false;
     for try_no in 0..=RETRIES {
         let current = Current::read(table).await?;
         let metadata = &current.metadata;
-        let location = metadata.location().to_string();
-        let current_id = metadata.current_snapshot_id();
-        let mut manifests = Manifests::default();
-        let mut lists: HashMap<i64, Vec<ManifestFile>> = HashMap::new();
-        let mut expired = Vec::new();
-        for snapshot in metadata.snapshots() {
-            let list = io::manifest_list(table, metadata, snapshot).await?;
-            let mut reads = None;
-            for file in &list {
-                let manifest = manifests.get(table, &current, file).await?;
-                reads = reads.or_else(|| {
-                    manifest
-                        .entries()
-                        .iter()
-                        .filter(|e| e.is_alive())
-                        .filter_map(|e| relative(&location, e.file_path()))
-                        .find(|p| wanted.contains(p.as_str()))
-                });
-            }
-            if let Some(file) = reads {
-                if Some(snapshot.snapshot_id()) == current_id {
-                    return Err(Error::Internal(format!(
-                        "table {}: the current snapshot reads {file}, which the purge took out \
-                         of the table",
-                        table.spec.name
-                    )));
-                }
-                expired.push(snapshot.snapshot_id());
-            }
-            lists.insert(snapshot.snapshot_id(), list);
+        let present: Vec<i64> = plan
+            .expire
+            .iter()
+            .copied()
+            .filter(|id| metadata.snapshot_by_id(*id).is_some())
+            .collect();
+        if present.is_empty() {
+            swapped = true;
+            break;
         }
-        if expired.is_empty() {
-            return Ok(Released::default());
-        }
-        let refs = refs_of(metadata, &expired);
         let next = metadata
             .clone()
             .into_builder(Some(current.metadata_location.clone()))
-            .remove_snapshots(&expired)
+            .remove_snapshots(&present)
             .build()
             .map_err(|e| {
                 super::error(
@@ -149,75 +235,106 @@ pub async fn release(table: &Table, paths: &[String]) -> Result<Released> {
             .metadata;
         let name = next_metadata_name(&current.metadata_location, metadata);
         let mut written = Vec::new();
-        if !swap_in(table, &current, &next, &name, &mut written).await? {
-            discard(table, &written).await;
-            tracing::warn!(table = %table.spec.name, try_no, "another writer committed before the expiry: trying again");
-            continue;
+        if swap_in(table, &current, &next, &name, &mut written).await? {
+            swapped = true;
+            break;
         }
-        if !refs.is_empty() {
-            tracing::warn!(table = %table.spec.name, refs = %refs.join(", "), "branches or tags that named only expired snapshots were removed with them");
-        }
-        let kept: HashSet<&str> = lists
-            .iter()
-            .filter(|(id, _)| !expired.contains(id))
-            .flat_map(|(_, l)| l.iter().map(|f| f.manifest_path.as_str()))
-            .collect();
-        let mut gone: BTreeSet<String> = BTreeSet::new();
-        for id in &expired {
-            if let Some(s) = metadata.snapshot_by_id(*id) {
-                gone.extend(relative(&location, s.manifest_list()));
-            }
-            for f in lists.get(id).into_iter().flatten() {
-                if !kept.contains(f.manifest_path.as_str()) {
-                    gone.extend(relative(&location, &f.manifest_path));
-                }
-            }
-        }
-        for rel in &gone {
-            match table
-                .location
-                .store
-                .delete(&table.location.child(rel))
-                .await
-            {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => {
-                    return Err(Error::store(
-                        format!(
-                            "deleting {}{rel} (metadata of an expired snapshot)",
-                            table.location.url
-                        ),
-                        e,
-                    ));
-                }
-            }
-        }
-        tracing::info!(table = %table.spec.name, snapshots = expired.len(), metadata_files = gone.len(), "expired the snapshots that read files holding erased rows");
-        return Ok(Released {
-            snapshots_expired: expired.len() as u64,
-            metadata_files_deleted: gone.len() as u64,
-            refs_removed: refs,
+        discard(table, &written).await;
+        tracing::warn!(table = %table.spec.name, try_no, "another writer committed before the expiry: trying again");
+    }
+    if !swapped {
+        return Err(Error::Conflict {
+            path: format!("{}metadata/", table.location.url),
         });
     }
-    Err(Error::Conflict {
-        path: format!("{}metadata/", table.location.url),
-    })
+    if !plan.refs_removed.is_empty() {
+        tracing::warn!(table = %table.spec.name, refs = %plan.refs_removed.join(", "), "branches or tags that named only expired snapshots were removed with them");
+    }
+    for rel in &plan.delete {
+        match table
+            .location
+            .store
+            .delete(&table.location.child(rel))
+            .await
+        {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => {
+                return Err(Error::store(
+                    format!(
+                        "deleting {}{rel} (metadata of an expired snapshot)",
+                        table.location.url
+                    ),
+                    e,
+                ));
+            }
+        }
+    }
+    tracing::info!(table = %table.spec.name, snapshots = plan.expire.len(), metadata_files = plan.delete.len(), "expired the snapshots that read files holding erased rows");
+    Ok(())
 }
 
-/// The names of the branches and tags of `metadata` that name one of `snapshots`.
-fn refs_of(metadata: &iceberg::spec::TableMetadata, snapshots: &[i64]) -> Vec<String> {
+/// The branches and the tags of `metadata` that name one of `snapshots`, by name.
+pub fn refs_of(
+    metadata: &iceberg::spec::TableMetadata,
+    snapshots: &[i64],
+) -> (Vec<String>, Vec<String>) {
+    let (mut branches, mut tags) = (Vec::new(), Vec::new());
+    for (name, kind, id) in refs(metadata) {
+        if snapshots.contains(&id) {
+            if kind == "tag" {
+                tags.push(name);
+            } else {
+                branches.push(name);
+            }
+        }
+    }
+    branches.sort();
+    tags.sort();
+    (branches, tags)
+}
+
+/// The table's refs: name, type (`branch` or `tag`) and snapshot id (the crate keeps them
+/// private; its JSON form has them).
+pub fn refs(metadata: &iceberg::spec::TableMetadata) -> Vec<(String, String, i64)> {
     let json = serde_json::to_value(metadata).unwrap_or_default();
-    let mut names: Vec<String> = json["refs"]
+    json["refs"]
         .as_object()
         .into_iter()
         .flatten()
-        .filter(|(_, r)| {
-            r["snapshot-id"]
-                .as_i64()
-                .is_some_and(|id| snapshots.contains(&id))
+        .filter_map(|(name, r)| {
+            Some((
+                name.clone(),
+                r["type"].as_str().unwrap_or("branch").to_string(),
+                r["snapshot-id"].as_i64()?,
+            ))
         })
-        .map(|(name, _)| name.clone())
-        .collect();
-    names.sort();
-    names
+        .collect()
+}
+
+/// Whether the metadata file at `rel` (relative to the table) lists one of `snapshots`; a file
+/// gone or not readable as JSON lists none.
+async fn lists_any(table: &Table, rel: &str, snapshots: &[i64]) -> Result<bool> {
+    let path = table.location.child(rel);
+    let bytes = match table.location.store.get(&path).await {
+        Ok(got) => got
+            .bytes()
+            .await
+            .map_err(|e| Error::store(format!("reading {}{rel}", table.location.url), e))?,
+        Err(object_store::Error::NotFound { .. }) => return Ok(false),
+        Err(e) => {
+            return Err(Error::store(
+                format!("reading {}{rel}", table.location.url),
+                e,
+            ));
+        }
+    };
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Ok(false);
+    };
+    Ok(json["snapshots"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["snapshot-id"].as_i64())
+        .any(|id| snapshots.contains(&id)))
 }

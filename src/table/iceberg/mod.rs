@@ -107,8 +107,12 @@ impl Log for Iceberg {
         expire::history_files(table, state(table, snapshot)?, exclude).await
     }
 
-    async fn release(&self, table: &Table, paths: &[String]) -> Result<Released> {
-        expire::release(table, paths).await
+    async fn plan_release(&self, table: &Table, paths: &[String]) -> Result<Released> {
+        expire::plan(table, paths).await
+    }
+
+    async fn release(&self, table: &Table, plan: &Released) -> Result<()> {
+        expire::release(table, plan).await
     }
 
     fn keeps_statistics(&self) -> bool {
@@ -262,6 +266,14 @@ pub async fn locate(spec: &TableSpec, base: &Path) -> Result<Location> {
     Ok(location)
 }
 
+/// The metadata location the table's catalog names now, and that metadata (for checks).
+pub async fn current_metadata(spec: &TableSpec, base: &Path) -> Result<(String, TableMetadata)> {
+    let (catalog, namespace, name) = connect(spec).await?;
+    let uri = current_location(spec, &catalog, &namespace, &name).await?;
+    let metadata = io::read_metadata_at(spec, base, &uri).await?;
+    Ok((uri, metadata))
+}
+
 /// What a snapshot of an Iceberg table keeps: what a commit on top of it needs.
 pub struct State {
     pub current: Current,
@@ -367,6 +379,20 @@ pub async fn load(table: &Table) -> Result<Snapshot> {
 
 /// What the commit path cannot honour, before anything is written.
 fn refuse_unsupported(table: &Table, metadata: &TableMetadata) -> Result<()> {
+    if let Some((name, _, _)) = expire::refs(metadata)
+        .into_iter()
+        .find(|(name, kind, _)| kind == "branch" && name != iceberg::spec::MAIN_BRANCH)
+    {
+        return Err(refused(
+            table,
+            metadata.location(),
+            &format!(
+                "the table has a branch other than main ({name:?}): lakepurge purges the main \
+                 branch only, and expiring a snapshot another branch stands on would drop the \
+                 branch's rows. Merge or drop the branch first"
+            ),
+        ));
+    }
     if metadata.format_version() > FormatVersion::V2 {
         return Err(refused(
             table,
@@ -413,6 +439,20 @@ fn check_columns(table: &Table, metadata: &TableMetadata) -> Result<()> {
             ));
         };
         for older in metadata.schemas_iter() {
+            if let Some(other) = older.field_by_name(&name).filter(|f| f.id != field.id) {
+                return Err(Error::table(
+                    &table.spec.name,
+                    &table.location,
+                    format!(
+                        "column {name:?} was another column (field id {}) in schema {} of the \
+                         Iceberg table: files written then hold that column under this name, \
+                         and lakepurge matches by name. Nothing was written. Rewrite the \
+                         table's files (rewrite_data_files) before purging it",
+                        other.id,
+                        older.schema_id()
+                    ),
+                ));
+            }
             let Some(was) = older.name_by_field_id(field.id) else {
                 continue;
             };
@@ -430,10 +470,25 @@ fn check_columns(table: &Table, metadata: &TableMetadata) -> Result<()> {
                 ));
             }
         }
-        if table.spec.action == crate::spec::Action::Redact
-            && table.spec.redact.contains(&name)
-            && field.required
+        let redacted =
+            table.spec.action == crate::spec::Action::Redact && table.spec.redact.contains(&name);
+        if redacted
+            && metadata
+                .partition_specs_iter()
+                .flat_map(|spec| spec.fields().iter())
+                .any(|p| p.source_id == field.id)
         {
+            return Err(Error::table(
+                &table.spec.name,
+                &table.location,
+                format!(
+                    "redact: column {name:?} is a partition source of the Iceberg table: its \
+                     value is also in each file's partition tuple, which a rewrite keeps. \
+                     Nothing was written. Use action = \"delete\""
+                ),
+            ));
+        }
+        if redacted && field.required {
             return Err(Error::table(
                 &table.spec.name,
                 &table.location,
