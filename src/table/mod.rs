@@ -137,8 +137,9 @@ pub trait Log: Send + Sync {
         })
     }
 
-    /// Does what [`Log::plan_release`] planned; done again after a crash, it finishes it.
-    async fn release(&self, _table: &Table, _plan: &Released) -> Result<()> {
+    /// Does what [`Log::plan_release`] planned (adding to `plan` what it deleted besides);
+    /// done again after a crash, it finishes it.
+    async fn release(&self, _table: &Table, _plan: &mut Released) -> Result<()> {
         Ok(())
     }
 }

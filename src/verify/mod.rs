@@ -155,7 +155,7 @@ pub async fn verify(arg: &str, opts: &Options<'_>) -> Result<Report> {
                 .or(opts.deep)
                 .and_then(|j| j.tables.iter().find(|s| s.name == t.name));
             if let Some(spec) = spec {
-                checks.push(iceberg_catalog_check(&loc, spec).await?);
+                checks.push(iceberg_catalog_check(&loc, spec, t, d, &later).await?);
             }
         }
         if let Some(d) = manifest::DeltaRecord::of(t) {
@@ -704,7 +704,13 @@ async fn iceberg_check(
 /// With the job: the metadata the table's catalog names now lists only snapshots whose
 /// manifest lists are there (a catalog rolled back to metadata from before the run's expiry
 /// names snapshots whose files the run deleted, or still reads erased rows).
-async fn iceberg_catalog_check(loc: &Location, spec: &crate::spec::TableSpec) -> Result<Check> {
+async fn iceberg_catalog_check(
+    loc: &Location,
+    spec: &crate::spec::TableSpec,
+    t: &manifest::TableRecord,
+    d: &manifest::DeltaRecord,
+    later: &[&Stored],
+) -> Result<Check> {
     let table = &spec.name;
     let base = spec.source.parent().unwrap_or(std::path::Path::new("."));
     let (uri, metadata) = match crate::table::iceberg::current_metadata(spec, base).await {
@@ -733,6 +739,21 @@ async fn iceberg_catalog_check(loc: &Location, spec: &crate::spec::TableSpec) ->
             Err(object_store::Error::NotFound { .. }) => missing.push(snapshot.snapshot_id()),
             Err(e) => return Err(Error::store(format!("checking {}{rel}", loc.url), e)),
         }
+    }
+    // The purge snapshot is in the table, unless a later run's commit took it out.
+    let purge_snapshot = d.version.map(crate::table::iceberg::snapshot_id);
+    let later_commit = later.iter().any(|s| {
+        s.manifest.tables.iter().any(|lt| {
+            lt.location == t.location && lt.iceberg.as_ref().is_some_and(|i| i.version.is_some())
+        })
+    });
+    if let Some(id) = purge_snapshot.filter(|id| metadata.snapshot_by_id(*id).is_none())
+        && !later_commit
+    {
+        return Ok(fail(format!(
+            "table {table}: the catalog's current metadata ({uri}) does not list the purge \
+             snapshot {id}: the catalog was rolled back to metadata from before the purge"
+        )));
     }
     Ok(if missing.is_empty() {
         ok(format!(
@@ -896,8 +917,33 @@ async fn deep(job: &Job, m: &Manifest) -> Result<Vec<Check>> {
         message: format!("started_at {:?} is not a time", m.started_at),
     })?;
     let held = crate::holds::Held::new(job, dataset, started)?;
-    for table in Table::open_all(job).await? {
-        out.push(deep_table(&table, &events, &held).await?);
+    let tables = match Table::open_all(job).await {
+        Ok(tables) => tables,
+        // A table whose log names files that are gone (an Iceberg catalog rolled back to
+        // metadata a purge deleted): it cannot be scanned, which is a failure of the claim.
+        Err(Error::Store {
+            context,
+            source: object_store::Error::NotFound { .. },
+        }) => {
+            out.push(fail(format!(
+                "deep: a table cannot be read as its catalog or log names it ({context}): \
+                 not found"
+            )));
+            return Ok(out);
+        }
+        Err(e) => return Err(e),
+    };
+    for table in tables {
+        match deep_table(&table, &events, &held).await {
+            Err(Error::Store {
+                context,
+                source: object_store::Error::NotFound { .. },
+            }) => out.push(fail(format!(
+                "deep: table {}: a file its log names is gone ({context})",
+                table.spec.name
+            ))),
+            checked => out.push(checked?),
+        }
     }
     Ok(out)
 }

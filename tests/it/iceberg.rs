@@ -339,21 +339,27 @@ fn purged_through_its_catalog(version: &str) {
 
     // The catalog rolled back to the metadata from before the purge: its snapshots' files
     // are gone, and verify says so.
-    let db = ws.path().join("cat.db");
-    let sql = "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\n\
-               c.execute('UPDATE iceberg_tables SET metadata_location = ?', (sys.argv[2],))\n\
-               c.commit()\n";
-    run_python(
-        "rolling the catalog back",
-        sql,
-        &[db.to_str().unwrap(), &before_location],
-    );
+    set_catalog(ws.path(), &before_location);
     let verified = lakepurge(&["verify", m.to_str().unwrap(), "--job", &job]);
     assert_eq!(verified.code, 3, "{}", verified.all_output());
     assert!(
         verified.stdout.contains("rolled back"),
         "{}",
         verified.stdout
+    );
+    let deep = lakepurge(&["verify", m.to_str().unwrap(), "--deep", "--job", &job]);
+    assert_eq!(deep.code, 3, "{}", deep.all_output());
+}
+
+/// Points the catalog at `ws/cat.db` to the metadata at `location` (as a rollback would).
+fn set_catalog(ws: &Path, location: &str) {
+    let sql = "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\n\
+               c.execute('UPDATE iceberg_tables SET metadata_location = ?', (sys.argv[2],))\n\
+               c.commit()\n";
+    run_python(
+        "setting the catalog",
+        sql,
+        &[ws.join("cat.db").to_str().unwrap(), location],
     );
 }
 
@@ -756,10 +762,7 @@ async fn iceberg_delete_files_are_refused_before_anything_is_written() {
         .metadata;
     let next_loc = format!("{base}/metadata/99999-deletes.metadata.json");
     std::fs::write(local(&next_loc), serde_json::to_vec(&next).unwrap()).unwrap();
-    let swap = "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\n\
-                c.execute('UPDATE iceberg_tables SET metadata_location = ?', (sys.argv[2],))\n\
-                c.commit()\n";
-    run_python("the catalog", swap, &[db.to_str().unwrap(), &next_loc]);
+    set_catalog(ws.path(), &next_loc);
     let before = tree_hashes(&table);
     let job = ice_job(ws.path(), &catalog, "");
     for args in [
@@ -786,6 +789,7 @@ fn iceberg_old_files_kept_on_request_and_counted() {
     let ws = tempfile::tempdir().unwrap();
     let (catalog, table) = write_table(ws.path());
     let before = read(ws.path(), &table);
+    let before_location = catalog_location(ws.path());
     let job = ice_job(ws.path(), &catalog, "old_files = \"keep\"");
     let run = purge_json(&job, "r1", &[], &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -817,6 +821,15 @@ fn iceberg_old_files_kept_on_request_and_counted() {
     let path = ws.path().join("manifests/lake/r1.json");
     let verified = lakepurge(&["verify", path.to_str().unwrap(), "--deep", "--job", &job]);
     assert_eq!(verified.code, 0, "{}", verified.all_output());
+    // Rolled back to the metadata from before the purge (kept under keep): not the purge's.
+    set_catalog(ws.path(), &before_location);
+    let verified = lakepurge(&["verify", path.to_str().unwrap(), "--job", &job]);
+    assert_eq!(verified.code, 3, "{}", verified.all_output());
+    assert!(
+        verified.stdout.contains("does not list the purge"),
+        "{}",
+        verified.stdout
+    );
 }
 
 /// Writes `crm.users` (arguments as [`WRITE_ICEBERG`]) with history another writer left.
@@ -847,7 +860,7 @@ schema = Schema(
 )
 source = 1 if layout == "identity" else 4
 spec = PartitionSpec(PartitionField(source_id=source, field_id=1000, transform=IdentityTransform(), name="p"))
-properties = {"write.summary.partition-limit": "100"} if layout == "identity" else {}
+properties = {"write.summary.partition-limit": "100", "write.metadata.previous-versions-max": "1"} if layout == "identity" else {}
 t = cat.create_table("crm.users", schema=schema, partition_spec=spec, properties=properties)
 def batch(users, start):
     n = len(users)
@@ -945,9 +958,9 @@ fn iceberg_history_deleted_entries_and_summaries_hold_no_erased_value() {
 /// snapshot and the manifest names it.
 #[test]
 fn iceberg_branches_are_refused_and_tags_on_erased_snapshots_recorded() {
-    for kind in ["branch", "tag"] {
+    for (kind, version) in [("branch", "2"), ("tag", "2"), ("tag", "1")] {
         let ws = tempfile::tempdir().unwrap();
-        let (catalog, table) = write_table(ws.path());
+        let (catalog, table) = write_version(ws.path(), version);
         change(
             ws.path(),
             "a ref",
@@ -959,13 +972,15 @@ fn iceberg_branches_are_refused_and_tags_on_erased_snapshots_recorded() {
         let before = tree_hashes(&table);
         let job = ice_job(ws.path(), &catalog, "");
         let run = purge_json(&job, "r1", &[], &[]);
-        if kind == "branch" {
-            assert_eq!(run.code, 2, "{}", run.all_output());
-            assert!(
-                run.stderr.contains("branch other than main"),
-                "{}",
-                run.stderr
-            );
+        // A v1 table's refs cannot be kept by the metadata lakepurge writes for it.
+        let refused = match (kind, version) {
+            ("branch", _) => Some("branch other than main"),
+            (_, "1") => Some("format v1 table with branches or tags"),
+            _ => None,
+        };
+        if let Some(said) = refused {
+            assert_eq!(run.code, 2, "{kind} v{version}: {}", run.all_output());
+            assert!(run.stderr.contains(said), "{}", run.stderr);
             assert_eq!(tree_hashes(&table), before);
             continue;
         }

@@ -164,7 +164,7 @@ pub async fn plan(table: &Table, paths: &[String]) -> Result<Released> {
             }
         }
     }
-    let (branches, tags) = refs_of(metadata, &expire);
+    let (branches, tags) = refs_of(&current.refs, &expire);
     if let Some(branch) = branches.first() {
         return Err(Error::table(
             &table.spec.name,
@@ -175,23 +175,6 @@ pub async fn plan(table: &Table, paths: &[String]) -> Result<Released> {
                  Purge or drop the branch, then run again"
             ),
         ));
-    }
-    // The table's older metadata files that list an expired snapshot: they name its manifest
-    // list, and their snapshot summaries may hold partition values.
-    let mut json = vec![current.metadata_location.clone()];
-    json.extend(
-        metadata
-            .metadata_log()
-            .iter()
-            .map(|m| m.metadata_file.clone()),
-    );
-    for uri in json {
-        let Some(rel) = relative(&location, &uri) else {
-            continue;
-        };
-        if lists_any(table, &rel, &expire).await? {
-            delete.insert(rel);
-        }
     }
     Ok(Released {
         refs_removed: tags,
@@ -205,8 +188,9 @@ pub async fn plan(table: &Table, paths: &[String]) -> Result<Released> {
 /// metadata with one compare-and-swap (done again from the new metadata when another writer
 /// commits first), then the planned metadata files are deleted (gone already is fine). Done
 /// again after a crash, it finishes.
-pub async fn release(table: &Table, plan: &Released) -> Result<()> {
-    let mut swapped = false;
+pub async fn release(table: &Table, plan: &mut Released) -> Result<()> {
+    // The metadata file current once the expired snapshots are out of the table.
+    let mut swapped = None;
     for try_no in 0..=RETRIES {
         let current = Current::read(table).await?;
         let metadata = &current.metadata;
@@ -217,7 +201,7 @@ pub async fn release(table: &Table, plan: &Released) -> Result<()> {
             .filter(|id| metadata.snapshot_by_id(*id).is_some())
             .collect();
         if present.is_empty() {
-            swapped = true;
+            swapped = Some(current.metadata_location.clone());
             break;
         }
         let next = metadata
@@ -236,79 +220,101 @@ pub async fn release(table: &Table, plan: &Released) -> Result<()> {
         let name = next_metadata_name(&current.metadata_location, metadata);
         let mut written = Vec::new();
         if swap_in(table, &current, &next, &name, &mut written).await? {
-            swapped = true;
+            swapped = Some(super::absolute(
+                metadata.location(),
+                &format!("metadata/{name}"),
+            ));
             break;
         }
         discard(table, &written).await;
         tracing::warn!(table = %table.spec.name, try_no, "another writer committed before the expiry: trying again");
     }
-    if !swapped {
+    let Some(now) = swapped else {
         return Err(Error::Conflict {
             path: format!("{}metadata/", table.location.url),
         });
-    }
+    };
     if !plan.refs_removed.is_empty() {
         tracing::warn!(table = %table.spec.name, refs = %plan.refs_removed.join(", "), "branches or tags that named only expired snapshots were removed with them");
     }
     for rel in &plan.delete {
-        match table
-            .location
-            .store
-            .delete(&table.location.child(rel))
-            .await
-        {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => {
-                return Err(Error::store(
-                    format!(
-                        "deleting {}{rel} (metadata of an expired snapshot)",
-                        table.location.url
-                    ),
-                    e,
-                ));
-            }
-        }
+        delete(table, rel, "metadata of an expired snapshot").await?;
     }
+    // Then every other metadata file of the table that lists an expired snapshot (it names
+    // the snapshot's manifest list, and its summaries may hold partition values): listed, not
+    // taken from the metadata log, which a writer's newer file or a short
+    // previous-versions-max may not reach.
+    let json = older_metadata_listing(table, &now, &plan.expire).await?;
+    for rel in &json {
+        delete(table, rel, "metadata listing an expired snapshot").await?;
+    }
+    plan.delete.extend(json);
+    plan.delete.sort();
+    plan.delete.dedup();
     tracing::info!(table = %table.spec.name, snapshots = plan.expire.len(), metadata_files = plan.delete.len(), "expired the snapshots that read files holding erased rows");
     Ok(())
 }
 
-/// The branches and the tags of `metadata` that name one of `snapshots`, by name.
-pub fn refs_of(
-    metadata: &iceberg::spec::TableMetadata,
+/// Deletes the table's file at `rel` (`why` it goes, for messages); gone already is fine.
+async fn delete(table: &Table, rel: &str, why: &str) -> Result<()> {
+    match table
+        .location
+        .store
+        .delete(&table.location.child(rel))
+        .await
+    {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(Error::store(
+            format!("deleting {}{rel} ({why})", table.location.url),
+            e,
+        )),
+    }
+}
+
+/// The table's metadata JSON files (relative), other than the current one `now`, that list
+/// one of `snapshots`.
+async fn older_metadata_listing(
+    table: &Table,
+    now: &str,
     snapshots: &[i64],
-) -> (Vec<String>, Vec<String>) {
+) -> Result<Vec<String>> {
+    use futures::TryStreamExt;
+    let folder = table.location.child("metadata");
+    let listed: Vec<ObjectMeta> = table
+        .location
+        .store
+        .list(Some(&folder))
+        .try_collect()
+        .await
+        .map_err(|e| Error::store(format!("listing {}metadata/", table.location.url), e))?;
+    let mut out = Vec::new();
+    for m in listed {
+        let rel = table.location.relative(&m.location);
+        if !rel.ends_with(".metadata.json") || now.ends_with(&format!("/{rel}")) {
+            continue;
+        }
+        if lists_any(table, &rel, snapshots).await? {
+            out.push(rel);
+        }
+    }
+    Ok(out)
+}
+
+/// The branches and the tags among `refs` that name one of `snapshots`, by name.
+fn refs_of(refs: &io::Refs, snapshots: &[i64]) -> (Vec<String>, Vec<String>) {
     let (mut branches, mut tags) = (Vec::new(), Vec::new());
-    for (name, kind, id) in refs(metadata) {
-        if snapshots.contains(&id) {
+    for (name, kind, id) in refs {
+        if snapshots.contains(id) {
             if kind == "tag" {
-                tags.push(name);
+                tags.push(name.clone());
             } else {
-                branches.push(name);
+                branches.push(name.clone());
             }
         }
     }
     branches.sort();
     tags.sort();
     (branches, tags)
-}
-
-/// The table's refs: name, type (`branch` or `tag`) and snapshot id (the crate keeps them
-/// private; its JSON form has them).
-pub fn refs(metadata: &iceberg::spec::TableMetadata) -> Vec<(String, String, i64)> {
-    let json = serde_json::to_value(metadata).unwrap_or_default();
-    json["refs"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter_map(|(name, r)| {
-            Some((
-                name.clone(),
-                r["type"].as_str().unwrap_or("branch").to_string(),
-                r["snapshot-id"].as_i64()?,
-            ))
-        })
-        .collect()
 }
 
 /// Whether the metadata file at `rel` (relative to the table) lists one of `snapshots`; a file

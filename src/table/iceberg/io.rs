@@ -16,14 +16,28 @@ use crate::spec::TableSpec;
 use crate::store::Location;
 use crate::table::Table;
 
-/// Reads the table metadata JSON at `uri` (the catalog's metadata location).
-pub async fn read_metadata(table: &Table, uri: &str) -> Result<TableMetadata> {
+/// A table's refs as its metadata file has them: name, type (`branch` or `tag`) and snapshot
+/// id. Read from the JSON itself: the crate keeps them private, and drops them from format v1
+/// metadata, which writers such as pyiceberg and Spark give refs too.
+pub type Refs = Vec<(String, String, i64)>;
+
+/// Reads the table metadata JSON at `uri` (the catalog's metadata location), with its refs.
+pub async fn read_metadata(table: &Table, uri: &str) -> Result<(TableMetadata, Refs)> {
     let base = table.spec.source.parent().unwrap_or(Path::new("."));
-    read_metadata_at(&table.spec, base, uri).await
+    read_metadata_refs(&table.spec, base, uri).await
 }
 
 /// [`read_metadata`] before the table's location is known (from the metadata itself).
 pub async fn read_metadata_at(spec: &TableSpec, base: &Path, uri: &str) -> Result<TableMetadata> {
+    Ok(read_metadata_refs(spec, base, uri).await?.0)
+}
+
+/// The table metadata JSON at `uri`, and its refs.
+async fn read_metadata_refs(
+    spec: &TableSpec,
+    base: &Path,
+    uri: &str,
+) -> Result<(TableMetadata, Refs)> {
     let (dir, name) = uri.rsplit_once('/').ok_or_else(|| {
         Error::table(
             &spec.name,
@@ -50,13 +64,27 @@ pub async fn read_metadata_at(spec: &TableSpec, base: &Path, uri: &str) -> Resul
              = none)",
         ));
     }
-    serde_json::from_slice(&bytes).map_err(|e| {
+    let metadata = serde_json::from_slice(&bytes).map_err(|e| {
         Error::table(
             &spec.name,
             uri,
             format!("not readable as Iceberg table metadata: {e}"),
         )
-    })
+    })?;
+    let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    let refs = json["refs"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(name, r)| {
+            Some((
+                name.clone(),
+                r["type"].as_str().unwrap_or("branch").to_string(),
+                r["snapshot-id"].as_i64()?,
+            ))
+        })
+        .collect();
+    Ok((metadata, refs))
 }
 
 /// The bytes of the table's metadata file at `uri` (under the table's location).

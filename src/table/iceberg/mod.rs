@@ -111,7 +111,7 @@ impl Log for Iceberg {
         expire::plan(table, paths).await
     }
 
-    async fn release(&self, table: &Table, plan: &Released) -> Result<()> {
+    async fn release(&self, table: &Table, plan: &mut Released) -> Result<()> {
         expire::release(table, plan).await
     }
 
@@ -170,6 +170,8 @@ pub struct Current {
     /// As the catalog names it.
     pub metadata_location: String,
     pub metadata: TableMetadata,
+    /// Its branches and tags, as the metadata file has them.
+    pub refs: io::Refs,
 }
 
 impl Current {
@@ -177,13 +179,14 @@ impl Current {
     pub async fn read(table: &Table) -> Result<Current> {
         let (catalog, namespace, name) = connect(&table.spec).await?;
         let metadata_location = current_location(&table.spec, &catalog, &namespace, &name).await?;
-        let metadata = io::read_metadata(table, &metadata_location).await?;
+        let (metadata, refs) = io::read_metadata(table, &metadata_location).await?;
         Ok(Current {
             catalog,
             namespace,
             name,
             metadata_location,
             metadata,
+            refs,
         })
     }
 }
@@ -297,7 +300,7 @@ pub fn state<'a>(table: &Table, snapshot: &'a Snapshot) -> Result<&'a State> {
 pub async fn load(table: &Table) -> Result<Snapshot> {
     let current = Current::read(table).await?;
     let metadata = &current.metadata;
-    refuse_unsupported(table, metadata)?;
+    refuse_unsupported(table, metadata, &current.refs)?;
     let Some(snapshot) = metadata.current_snapshot() else {
         return Ok(Snapshot {
             version: 0,
@@ -378,9 +381,24 @@ pub async fn load(table: &Table) -> Result<Snapshot> {
 }
 
 /// What the commit path cannot honour, before anything is written.
-fn refuse_unsupported(table: &Table, metadata: &TableMetadata) -> Result<()> {
-    if let Some((name, _, _)) = expire::refs(metadata)
-        .into_iter()
+fn refuse_unsupported(table: &Table, metadata: &TableMetadata, refs: &io::Refs) -> Result<()> {
+    if metadata.format_version() == FormatVersion::V1
+        && let Some((name, _, _)) = refs
+            .iter()
+            .find(|(name, _, _)| name != iceberg::spec::MAIN_BRANCH)
+    {
+        return Err(refused(
+            table,
+            metadata.location(),
+            &format!(
+                "a format v1 table with branches or tags ({name:?}): the metadata lakepurge \
+                 writes for v1 tables cannot keep them. Upgrade the table to format v2 \
+                 (format-version = 2) or drop them first"
+            ),
+        ));
+    }
+    if let Some((name, _, _)) = refs
+        .iter()
         .find(|(name, kind, _)| kind == "branch" && name != iceberg::spec::MAIN_BRANCH)
     {
         return Err(refused(
