@@ -204,6 +204,20 @@ pub async fn release(table: &Table, plan: &mut Released) -> Result<()> {
             swapped = Some(current.metadata_location.clone());
             break;
         }
+        if let Some(id) = metadata
+            .current_snapshot_id()
+            .filter(|id| present.contains(id))
+        {
+            return Err(Error::table(
+                &table.spec.name,
+                &table.location,
+                format!(
+                    "the table's current snapshot {id} is one this purge expires (the table was \
+                     rolled back to it since the plan): nothing more was changed. Purge it again \
+                     with a new run id"
+                ),
+            ));
+        }
         let next = metadata
             .clone()
             .into_builder(Some(current.metadata_location.clone()))
