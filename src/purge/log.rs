@@ -157,7 +157,9 @@ async fn settle_history(
         if settled(entry) {
             continue;
         }
-        delete_file(table, &path, "history holding erased rows").await?;
+        table
+            .delete_file(&path, "history holding erased rows")
+            .await?;
         let Some(v) = versioned else {
             continue;
         };
@@ -851,7 +853,9 @@ async fn delete_old_files(
         if versioned.is_some() && settled(entry) {
             continue;
         }
-        delete_file(table, path, "removed by the purge commit").await?;
+        table
+            .delete_file(path, "removed by the purge commit")
+            .await?;
         let (Some(v), Some(i)) = (versioned, record) else {
             continue;
         };
@@ -923,26 +927,11 @@ async fn delete_marks(table: &Table, log: &dyn Log, entry: &Entry) -> Result<()>
         .filter_map(|f| f.hidden_by.as_ref())
         .collect();
     for mark in marks.iter().filter(|m| !referenced.contains(m)) {
-        delete_file(table, mark, "deletion vector of a removed file").await?;
+        table
+            .delete_file(mark, "deletion vector of a removed file")
+            .await?;
     }
     Ok(())
-}
-
-/// Deletes the file `path` (relative to the table) that is gone from the table (`why`); gone
-/// already is fine.
-async fn delete_file(table: &Table, path: &str, why: &str) -> Result<()> {
-    match table
-        .location
-        .store
-        .delete(&table.location.child(path))
-        .await
-    {
-        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-        Err(e) => Err(Error::store(
-            format!("deleting {}{path} ({why})", table.location.url),
-            e,
-        )),
-    }
 }
 
 /// Deletes new files a commit that did not happen would have added (no snapshot names them).

@@ -346,6 +346,19 @@ impl Table {
         }
     }
 
+    /// Deletes the table's file at `path` (relative to the table), gone from the table (`why`,
+    /// for messages); gone already is fine.
+    pub async fn delete_file(&self, path: &str, why: &str) -> Result<()> {
+        use object_store::ObjectStoreExt;
+        match self.location.store.delete(&self.location.child(path)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Error::store(
+                format!("deleting {}{path} ({why})", self.location.url),
+                e,
+            )),
+        }
+    }
+
     /// The warning for a location with no data files (a mistyped location is noticed).
     pub fn warn_no_files(&self) {
         tracing::warn!(

@@ -41,16 +41,15 @@ pub async fn commit(table: &Table, state: &State, changes: Changes) -> Result<Co
     let tag = uuid::Uuid::new_v4();
     let mut written: Vec<String> = Vec::new();
     let result = async {
-        let (manifests, totals) = manifests(
+        let mut out = Out {
             table,
-            state,
-            &changes,
-            &staged,
+            metadata,
+            staged: &staged,
             snapshot_id,
             tag,
-            &mut written,
-        )
-        .await?;
+            written: &mut written,
+        };
+        let (manifests, totals) = manifests(&mut out, state, &changes).await?;
         let list = format!("metadata/snap-{snapshot_id}-1-{tag}.avro");
         let list_uri = absolute(&location, &list);
         write_list(
@@ -174,73 +173,111 @@ struct Totals {
     removed_size: u64,
 }
 
+/// Where a commit's new manifests go: written in `staged` memory, stored under the attempt's
+/// `tag`, each stored file recorded in `written` (discarded if the commit does not happen).
+struct Out<'a> {
+    table: &'a Table,
+    metadata: &'a TableMetadata,
+    staged: &'a Staged,
+    snapshot_id: i64,
+    tag: uuid::Uuid,
+    written: &'a mut Vec<String>,
+}
+
+impl Out<'_> {
+    /// A new manifest named `name` (under `metadata/`) for `schema` and partition `spec`.
+    fn open(
+        &self,
+        name: String,
+        schema_and_spec: (iceberg::spec::SchemaRef, iceberg::spec::PartitionSpec),
+    ) -> Result<NewManifest> {
+        NewManifest::open(
+            self.table,
+            self.metadata,
+            &self.staged.memory,
+            format!("metadata/{}-{name}.avro", self.tag),
+            self.snapshot_id,
+            schema_and_spec,
+        )
+    }
+
+    /// Writes `new` out and stores it.
+    async fn finish(&mut self, new: NewManifest) -> Result<ManifestFile> {
+        new.finish(self.table, self.staged, self.written).await
+    }
+}
+
+/// A replaced file's entry (the new file takes its partition) and its partition spec id.
+type Old = (iceberg::spec::DataFile, i32);
+
 /// The new snapshot's manifests: the current ones that list no replaced file and carry no
 /// deleted entry as they are, the others written again, and one manifest per partition spec
 /// of added files.
 async fn manifests(
-    table: &Table,
+    out: &mut Out<'_>,
     state: &State,
     changes: &Changes,
-    staged: &Staged,
-    snapshot_id: i64,
-    tag: uuid::Uuid,
-    written: &mut Vec<String>,
 ) -> Result<(Vec<ManifestFile>, Totals)> {
-    let metadata = &state.current.metadata;
-    let location = metadata.location();
-    let replaced: HashMap<&str, &crate::table::Replacement> = changes
-        .replaced
-        .iter()
-        .map(|r| (r.old.as_str(), r))
-        .collect();
-    let is_replaced =
-        |path: &str| relative(location, path).is_some_and(|p| replaced.contains_key(p.as_str()));
     let mut totals = Totals::default();
-    let mut out = Vec::new();
-    // The replaced files' entries, by relative path: the new files take their partition.
+    let (mut manifests, olds) = current_manifests(out, state, changes, &mut totals).await?;
+    for r in &changes.replaced {
+        if !olds.contains_key(&r.old) {
+            return Err(Error::Internal(format!(
+                "table {}: {} is not in the snapshot the commit is made on",
+                out.table.spec.name, r.old
+            )));
+        }
+    }
+    manifests.extend(added_manifests(out, changes, &olds, &mut totals).await?);
+    Ok((manifests, totals))
+}
+
+/// The current snapshot's manifests for the new one: as they are, or written again without
+/// the replaced files (the others `existing`) and without deleted entries; and the replaced
+/// files' entries, by relative path.
+async fn current_manifests(
+    out: &mut Out<'_>,
+    state: &State,
+    changes: &Changes,
+    totals: &mut Totals,
+) -> Result<(Vec<ManifestFile>, HashMap<String, Old>)> {
+    let location = out.metadata.location();
+    let replaced: HashSet<&str> = changes.replaced.iter().map(|r| r.old.as_str()).collect();
+    let replaced_rel =
+        |path: &str| relative(location, path).filter(|p| replaced.contains(p.as_str()));
+    let mut manifests = Vec::new();
     let mut olds = HashMap::new();
-    let mut seen = HashSet::new();
     for (n, (file, manifest)) in state.manifests.iter().enumerate() {
         let entries = manifest.entries();
         let touches = entries.iter().any(|e| {
-            e.status() == ManifestStatus::Deleted || (e.is_alive() && is_replaced(e.file_path()))
+            e.status() == ManifestStatus::Deleted
+                || (e.is_alive() && replaced_rel(e.file_path()).is_some())
         });
         if !touches {
-            out.push(file.clone());
+            manifests.push(file.clone());
             continue;
         }
-        let mut new = NewManifest::open(
-            table,
-            metadata,
-            &staged.memory,
-            format!("metadata/{tag}-m{n}.avro"),
-            snapshot_id,
-            (
-                manifest.metadata().schema().clone(),
-                manifest.metadata().partition_spec().clone(),
-            ),
+        let spec = manifest.metadata().partition_spec();
+        let mut new = out.open(
+            format!("m{n}"),
+            (manifest.metadata().schema().clone(), spec.clone()),
         )?;
         let mut kept = 0;
         for entry in entries.iter().filter(|e| e.is_alive()) {
             let data = entry.data_file();
-            if let Some(p) =
-                relative(location, data.file_path()).filter(|p| replaced.contains_key(p.as_str()))
-            {
-                if seen.insert(p.clone()) {
+            if let Some(p) = replaced_rel(data.file_path()) {
+                if !olds.contains_key(&p) {
                     totals.deleted_files += 1;
                     totals.deleted_records += data.record_count();
                     totals.removed_size += data.file_size_in_bytes();
                 }
-                olds.insert(
-                    p,
-                    (data.clone(), manifest.metadata().partition_spec().spec_id()),
-                );
+                olds.insert(p, (data.clone(), spec.spec_id()));
                 continue;
             }
             let (Some(snapshot), Some(sequence)) = (entry.snapshot_id(), entry.sequence_number())
             else {
                 return Err(Error::table(
-                    &table.spec.name,
+                    &out.table.spec.name,
                     &file.manifest_path,
                     "a live manifest entry without a snapshot id or sequence number",
                 ));
@@ -252,23 +289,26 @@ async fn manifests(
                     sequence,
                     entry.file_sequence_number.or(Some(sequence)),
                 )
-                .map_err(|e| super::error(table, "writing a manifest", e))?;
+                .map_err(|e| super::error(out.table, "writing a manifest", e))?;
             kept += 1;
         }
-        if kept == 0 {
-            continue;
-        }
-        out.push(new.finish(table, staged, written).await?);
-    }
-    for r in &changes.replaced {
-        if !olds.contains_key(&r.old) {
-            return Err(Error::Internal(format!(
-                "table {}: {} is not in the snapshot the commit is made on",
-                table.spec.name, r.old
-            )));
+        if kept > 0 {
+            manifests.push(out.finish(new).await?);
         }
     }
-    // Added files, one manifest per partition spec.
+    Ok((manifests, olds))
+}
+
+/// The manifests of the rewritten files, one per partition spec, with statistics from their
+/// footers; the data sequence number is inherited from the manifest list (the snapshot's).
+async fn added_manifests(
+    out: &mut Out<'_>,
+    changes: &Changes,
+    olds: &HashMap<String, Old>,
+    totals: &mut Totals,
+) -> Result<Vec<ManifestFile>> {
+    let metadata = out.metadata;
+    let location = metadata.location();
     let mut by_spec: BTreeMap<i32, Vec<iceberg::spec::DataFile>> = BTreeMap::new();
     for r in &changes.replaced {
         let (Some(new), Some((old, spec_id))) = (&r.new, olds.get(&r.old)) else {
@@ -282,37 +322,33 @@ async fn manifests(
             &new.footer,
             metadata.current_schema(),
         )
-        .map_err(|e| super::error(table, &format!("the statistics of {}", new.path), e))?;
+        .map_err(|e| super::error(out.table, &format!("the statistics of {}", new.path), e))?;
         totals.added_files += 1;
         totals.added_records += file.record_count();
         totals.added_size += new.size;
         by_spec.entry(*spec_id).or_default().push(file);
     }
+    let mut manifests = Vec::new();
     for (spec_id, files) in by_spec {
         let spec = metadata.partition_spec_by_id(spec_id).ok_or_else(|| {
             Error::table(
-                &table.spec.name,
+                &out.table.spec.name,
                 location,
                 format!("no partition spec {spec_id} in the table's metadata"),
             )
         })?;
-        let mut new = NewManifest::open(
-            table,
-            metadata,
-            &staged.memory,
-            format!("metadata/{tag}-a{spec_id}.avro"),
-            snapshot_id,
+        let mut new = out.open(
+            format!("a{spec_id}"),
             (metadata.current_schema().clone(), spec.as_ref().clone()),
         )?;
         for file in files {
-            // The data sequence number is inherited from the manifest list (the snapshot's).
             new.writer
                 .add_file(file, -1)
-                .map_err(|e| super::error(table, "writing a manifest", e))?;
+                .map_err(|e| super::error(out.table, "writing a manifest", e))?;
         }
-        out.push(new.finish(table, staged, written).await?);
+        manifests.push(out.finish(new).await?);
     }
-    Ok((out, totals))
+    Ok(manifests)
 }
 
 /// A manifest being written: staged in memory at `uri`, stored create-only at `rel` (relative

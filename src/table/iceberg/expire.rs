@@ -12,7 +12,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use iceberg::spec::{Manifest, ManifestFile};
-use object_store::{ObjectMeta, ObjectStoreExt};
+use object_store::ObjectMeta;
 
 use super::commit::{discard, next_metadata_name, swap_in};
 use super::{Current, State, io, relative};
@@ -252,7 +252,9 @@ pub async fn release(table: &Table, plan: &mut Released) -> Result<()> {
         tracing::warn!(table = %table.spec.name, refs = %plan.refs_removed.join(", "), "branches or tags that named only expired snapshots were removed with them");
     }
     for rel in &plan.delete {
-        delete(table, rel, "metadata of an expired snapshot").await?;
+        table
+            .delete_file(rel, "metadata of an expired snapshot")
+            .await?;
     }
     // Then every other metadata file of the table that lists an expired snapshot (it names
     // the snapshot's manifest list, and its summaries may hold partition values): listed, not
@@ -260,29 +262,15 @@ pub async fn release(table: &Table, plan: &mut Released) -> Result<()> {
     // previous-versions-max may not reach.
     let json = older_metadata_listing(table, &now, &plan.expire).await?;
     for rel in &json {
-        delete(table, rel, "metadata listing an expired snapshot").await?;
+        table
+            .delete_file(rel, "metadata listing an expired snapshot")
+            .await?;
     }
     plan.delete.extend(json);
     plan.delete.sort();
     plan.delete.dedup();
     tracing::info!(table = %table.spec.name, snapshots = plan.expire.len(), metadata_files = plan.delete.len(), "expired the snapshots that read files holding erased rows");
     Ok(())
-}
-
-/// Deletes the table's file at `rel` (`why` it goes, for messages); gone already is fine.
-async fn delete(table: &Table, rel: &str, why: &str) -> Result<()> {
-    match table
-        .location
-        .store
-        .delete(&table.location.child(rel))
-        .await
-    {
-        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-        Err(e) => Err(Error::store(
-            format!("deleting {}{rel} ({why})", table.location.url),
-            e,
-        )),
-    }
 }
 
 /// The table's metadata JSON files (relative), other than the current one `now`, that list
@@ -335,18 +323,10 @@ fn refs_of(refs: &io::Refs, snapshots: &[i64]) -> (Vec<String>, Vec<String>) {
 /// gone or not readable as JSON lists none.
 async fn lists_any(table: &Table, rel: &str, snapshots: &[i64]) -> Result<bool> {
     let path = table.location.child(rel);
-    let bytes = match table.location.store.get(&path).await {
-        Ok(got) => got
-            .bytes()
-            .await
-            .map_err(|e| Error::store(format!("reading {}{rel}", table.location.url), e))?,
-        Err(object_store::Error::NotFound { .. }) => return Ok(false),
-        Err(e) => {
-            return Err(Error::store(
-                format!("reading {}{rel}", table.location.url),
-                e,
-            ));
-        }
+    let what = format!("metadata of table {}", table.spec.name);
+    let Some(bytes) = crate::store::read_if_exists(&*table.location.store, &path, &what).await?
+    else {
+        return Ok(false);
     };
     let Ok(json) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
         return Ok(false);

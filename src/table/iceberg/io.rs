@@ -8,7 +8,7 @@ use std::path::Path;
 use bytes::Bytes;
 use iceberg::io::FileIO;
 use iceberg::spec::{Manifest, ManifestFile, ManifestList, SnapshotRef, TableMetadata};
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::ObjectStoreExt;
 
 use super::relative;
 use crate::error::{Error, Result};
@@ -112,44 +112,19 @@ pub async fn get(table: &Table, location: &str, uri: &str) -> Result<Bytes> {
 /// is never overwritten. A put whose answer was lost and that is retried finds the object
 /// there: when it holds these very bytes it is this write's, anything else is an error.
 pub async fn put_new(table: &Table, rel: &str, bytes: Bytes) -> Result<()> {
+    use crate::store::{put_if_absent, read_if_exists};
     let path = table.location.child(rel);
-    let shown = format!("{}{rel}", table.location.url);
-    let put = table
-        .location
-        .store
-        .put_opts(
-            &path,
-            PutPayload::from(bytes.clone()),
-            PutOptions {
-                mode: PutMode::Create,
-                ..Default::default()
-            },
-        )
-        .await;
-    match put {
-        Ok(_) => Ok(()),
-        Err(object_store::Error::AlreadyExists { .. }) => {
-            let there = table
-                .location
-                .store
-                .get(&path)
-                .await
-                .map_err(|e| Error::store(format!("reading {shown}"), e))?
-                .bytes()
-                .await
-                .map_err(|e| Error::store(format!("reading {shown}"), e))?;
-            if there == bytes {
-                Ok(())
-            } else {
-                Err(Error::Internal(format!(
-                    "table {}: {shown} exists with other bytes: a metadata file's name is \
-                     never reused",
-                    table.spec.name
-                )))
-            }
-        }
-        Err(e) => Err(Error::store(format!("writing {shown}"), e)),
+    let store = &*table.location.store;
+    let what = format!("metadata of table {}", table.spec.name);
+    if put_if_absent(store, &path, bytes.to_vec(), &what).await?
+        || read_if_exists(store, &path, &what).await?.as_ref() == Some(&bytes)
+    {
+        return Ok(());
     }
+    Err(Error::Internal(format!(
+        "table {}: {}{rel} exists with other bytes: a metadata file's name is never reused",
+        table.spec.name, table.location.url
+    )))
 }
 
 /// The manifests of `snapshot`, each with its entries, their snapshot ids and sequence numbers

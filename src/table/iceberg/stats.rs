@@ -26,52 +26,13 @@ pub fn data_file(
     footer: &ParquetMetaData,
     schema: &Schema,
 ) -> std::result::Result<DataFile, String> {
-    let mut sizes: HashMap<i32, u64> = HashMap::new();
-    let mut values: HashMap<i32, u64> = HashMap::new();
-    let mut nulls: HashMap<i32, Option<u64>> = HashMap::new();
-    let mut lower: HashMap<i32, Bound> = HashMap::new();
-    let mut upper: HashMap<i32, Bound> = HashMap::new();
-    let descr = footer.file_metadata().schema_descr();
-    for rg in footer.row_groups() {
-        for (i, chunk) in rg.columns().iter().enumerate() {
-            let column = descr.column(i);
-            let info = column.self_type().get_basic_info();
-            if !info.has_id() {
-                continue;
-            }
-            let id = info.id();
-            *sizes.entry(id).or_default() += u64::try_from(chunk.compressed_size()).unwrap_or(0);
-            *values.entry(id).or_default() += u64::try_from(chunk.num_values()).unwrap_or(0);
-            let stats = chunk.statistics();
-            let null = nulls.entry(id).or_insert(Some(0));
-            *null = match (*null, stats.and_then(Statistics::null_count_opt)) {
-                (Some(n), Some(m)) => Some(n + m),
-                _ => None,
-            };
-            // Bounds of fields inside lists and maps are not kept (as Iceberg writers do).
-            let Some(ty) = (column.max_rep_level() == 0)
-                .then(|| primitive(schema, id))
-                .flatten()
-            else {
-                lower.insert(id, Bound::Unknown);
-                upper.insert(id, Bound::Unknown);
-                continue;
-            };
-            let (lo, hi) = stats.map_or((None, None), |s| bounds(s, &column, &ty));
-            let all_null = stats.is_some_and(|s| {
-                s.null_count_opt()
-                    .is_some_and(|n| i64::try_from(n).is_ok_and(|n| n == chunk.num_values()))
-            });
-            lower
-                .entry(id)
-                .or_insert(Bound::Unset)
-                .fold(lo, all_null, Ordering::Less);
-            upper
-                .entry(id)
-                .or_insert(Bound::Unset)
-                .fold(hi, all_null, Ordering::Greater);
-        }
-    }
+    let Columns {
+        sizes,
+        values,
+        nulls,
+        lower,
+        upper,
+    } = columns(footer, schema);
     let split_offsets: Vec<i64> = footer
         .row_groups()
         .iter()
@@ -118,6 +79,74 @@ pub fn data_file(
         builder.sort_order_id(order);
     }
     builder.build().map_err(|e| e.to_string())
+}
+
+/// A file's per-field statistics, keyed by field id, summed or folded over its row groups.
+struct Columns {
+    sizes: HashMap<i32, u64>,
+    values: HashMap<i32, u64>,
+    /// `None`: a row group did not say.
+    nulls: HashMap<i32, Option<u64>>,
+    lower: HashMap<i32, Bound>,
+    upper: HashMap<i32, Bound>,
+}
+
+/// The statistics of every leaf column of `footer` that has a field id (Iceberg type from
+/// `schema`).
+fn columns(footer: &ParquetMetaData, schema: &Schema) -> Columns {
+    let mut sizes: HashMap<i32, u64> = HashMap::new();
+    let mut values: HashMap<i32, u64> = HashMap::new();
+    let mut nulls: HashMap<i32, Option<u64>> = HashMap::new();
+    let mut lower: HashMap<i32, Bound> = HashMap::new();
+    let mut upper: HashMap<i32, Bound> = HashMap::new();
+    let descr = footer.file_metadata().schema_descr();
+    for rg in footer.row_groups() {
+        for (i, chunk) in rg.columns().iter().enumerate() {
+            let column = descr.column(i);
+            let info = column.self_type().get_basic_info();
+            if !info.has_id() {
+                continue;
+            }
+            let id = info.id();
+            *sizes.entry(id).or_default() += u64::try_from(chunk.compressed_size()).unwrap_or(0);
+            *values.entry(id).or_default() += u64::try_from(chunk.num_values()).unwrap_or(0);
+            let stats = chunk.statistics();
+            let null = nulls.entry(id).or_insert(Some(0));
+            *null = match (*null, stats.and_then(Statistics::null_count_opt)) {
+                (Some(n), Some(m)) => Some(n + m),
+                _ => None,
+            };
+            // Bounds of fields inside lists and maps are not kept (as Iceberg writers do).
+            let Some(ty) = (column.max_rep_level() == 0)
+                .then(|| primitive(schema, id))
+                .flatten()
+            else {
+                lower.insert(id, Bound::Unknown);
+                upper.insert(id, Bound::Unknown);
+                continue;
+            };
+            let (lo, hi) = stats.map_or((None, None), |s| bounds(s, &column, &ty));
+            let all_null = stats.is_some_and(|s| {
+                s.null_count_opt()
+                    .is_some_and(|n| i64::try_from(n).is_ok_and(|n| n == chunk.num_values()))
+            });
+            lower
+                .entry(id)
+                .or_insert(Bound::Unset)
+                .fold(lo, all_null, Ordering::Less);
+            upper
+                .entry(id)
+                .or_insert(Bound::Unset)
+                .fold(hi, all_null, Ordering::Greater);
+        }
+    }
+    Columns {
+        sizes,
+        values,
+        nulls,
+        lower,
+        upper,
+    }
 }
 
 /// A file's bound of one field, folded over its row groups.
